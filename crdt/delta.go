@@ -1,0 +1,424 @@
+package crdt
+
+// Bounds on the wire encoding of a delta, used to split deltas so that each
+// part fits a frame. Package wire keeps its encoding within them (its tests
+// check SizeBound against real encodings).
+const (
+	// SizeHeaderBound bounds a sync frame's length prefix, its message
+	// header and the delta's fixed fields, the sender's node ID aside.
+	SizeHeaderBound = 256
+	// SizeOriginBound bounds one origin state, its node ID aside.
+	SizeOriginBound = 40
+	// SizeKeyRunBound bounds the start of a run of entries with one key, the
+	// key's bytes aside.
+	SizeKeyRunBound = 8
+	// SizeEntryBound bounds one entry, its key aside.
+	SizeEntryBound = 24
+	// SizeQuotaBound bounds one quota register, its key aside.
+	SizeQuotaBound = 32
+)
+
+// SizeBound returns an upper bound on the bytes of a wire frame carrying d:
+// a header, each origin state, each run of adjacent entries sharing a key,
+// and each entry.
+func (d *Delta) SizeBound() int {
+	n := SizeHeaderBound + len(d.From.Node)
+	for i := range d.Origins {
+		n += SizeOriginBound + len(d.Origins[i].ID.Node)
+	}
+	for i := range d.Entries {
+		if i == 0 || d.Entries[i].Key != d.Entries[i-1].Key {
+			n += SizeKeyRunBound + len(d.Entries[i].Key)
+		}
+		n += SizeEntryBound
+	}
+	for i := range d.Quotas {
+		n += SizeQuotaBound + len(d.Quotas[i].Key)
+	}
+	return n
+}
+
+// peerState is the sending side of the protocol with one peer.
+type peerState struct {
+	// acked is the last interval the peer acknowledged; 0 when none is
+	// valid, which calls for a full state.
+	acked uint64
+	// pending are the parts of a full state or split delta not yet sent,
+	// in order.
+	pending []Delta
+	// inflight is the interval of a full state or split delta whose parts
+	// were all sent but which the peer has not acknowledged yet; deltas
+	// are built on it meanwhile, so that a large state is not sent again
+	// while its acknowledgement is on its way. inflightAt is s.last when
+	// its last part was sent; a peer that does not acknowledge it within
+	// DeltaIntervals gets a full state again. A single-part normal delta is
+	// never tracked: the next one is built on the acknowledgement anyway.
+	inflight, inflightAt uint64
+}
+
+// recvState is the receiving side of the protocol with one peer.
+type recvState struct {
+	from    OriginID // the incarnation these numbers belong to
+	applied uint64   // last delta merged completely (every part)
+	seq     uint64   // split delta being assembled
+	next    int      // its next expected part; 0 when none is expected
+}
+
+func (s *Store) peer(name string) *peerState {
+	p := s.peers[name]
+	if p == nil {
+		p = &peerState{}
+		s.peers[name] = p
+	}
+	return p
+}
+
+// DeltaFor returns the delta to send to peer (a node ID) at local time
+// nowLocal, as one or more parts to be sent in order, each a valid Delta
+// with the same Seq. It is, in order of preference:
+//
+//   - the parts of a full state or split delta that Sent has not yet
+//     accounted for;
+//   - a normal delta: the store's own asOf (a heartbeat even when nothing
+//     changed) and its own slots changed after the interval the peer last
+//     acknowledged;
+//   - a full state, if the peer acknowledged nothing yet, acknowledged an
+//     interval this store never closed, or lags more than DeltaIntervals
+//     intervals behind: every origin the store knows with its age, and all
+//     their slots, except the origin peer's deltas came from since the last
+//     ResetPeer (its current incarnation, which holds its own slots).
+//
+// Parts are cut at Config.MaxEntriesPerDelta entries and MaxDeltaBytes
+// (by Delta.SizeBound). The returned slices are shared with the store and
+// other peers: do not modify them. Report with Sent how many parts were
+// handed to the transport.
+func (s *Store) DeltaFor(peer string, nowLocal int64) []Delta {
+	now := s.advance(nowLocal)
+	p := s.peer(peer)
+	if len(p.pending) > 0 {
+		return p.pending
+	}
+	basis := p.acked
+	if p.inflight > basis {
+		if s.last-p.inflightAt > uint64(s.cfg.DeltaIntervals) {
+			p.inflight = 0
+		} else {
+			basis = p.inflight
+		}
+	}
+	var parts []Delta
+	if basis < s.seqBase || basis > s.last || s.last-basis > uint64(s.cfg.DeltaIntervals) {
+		var exclude *origin
+		if r := s.recv[peer]; r != nil {
+			exclude = s.origins[r.from]
+		}
+		parts = s.buildFull(now, exclude)
+	} else {
+		parts = s.since(now, basis)
+	}
+	if len(parts) > 1 || parts[0].Full {
+		p.pending = parts
+	}
+	return parts
+}
+
+// Sent reports that the first n parts last returned by DeltaFor for peer
+// were handed to the transport, in order. Parts of a full state or split
+// delta that were not are returned again, first, by the next DeltaFor; once
+// all were, deltas are built on it until the peer acknowledges it (or
+// fails to within DeltaIntervals). A single-part normal delta needs no
+// report, because the next DeltaFor builds a fresh one anyway; calling
+// Sent for it is harmless.
+func (s *Store) Sent(peer string, n int) {
+	p := s.peers[peer]
+	if p == nil || len(p.pending) == 0 || n <= 0 {
+		return
+	}
+	seq := p.pending[0].Seq
+	p.pending = p.pending[min(n, len(p.pending)):]
+	if len(p.pending) == 0 {
+		p.pending = nil
+		p.inflight, p.inflightAt = seq, s.last
+	}
+}
+
+// Ack records that peer has merged, completely, the delta with Seq seq (its
+// AckFor for this store). An acknowledgement of an interval this store
+// never closed, such as one meant for a previous incarnation, counts as no
+// acknowledgement: the next delta is a full state.
+func (s *Store) Ack(peer string, seq uint64) {
+	p := s.peer(peer)
+	if seq < s.seqBase || seq > s.last {
+		seq = 0
+	}
+	p.acked = seq
+	if p.inflight != 0 && seq >= p.inflight {
+		p.inflight = 0
+	}
+	if len(p.pending) > 0 && seq >= p.pending[0].Seq {
+		p.pending = nil // the peer holds it all already
+	}
+}
+
+// ResetPeer forgets the protocol state with peer, both ways: the next delta
+// to it is a full state, parts not yet sent are dropped, and its partial
+// split deltas and incarnation are forgotten. Call it whenever a connection
+// to the peer is established or re-established, before handling its first
+// frame: a restarted peer must not be taken for its previous incarnation,
+// whose slots its full state has to carry.
+func (s *Store) ResetPeer(peer string) {
+	delete(s.peers, peer)
+	delete(s.recv, peer)
+}
+
+// AckFor returns the Seq to acknowledge to peer: the highest interval up to
+// which the store holds everything peer's current incarnation sent, that
+// is, the Seq of the latest delta merged completely (every part, in order)
+// that was a full state or built on a Basis the store had already reached;
+// 0 if none.
+func (s *Store) AckFor(peer string) uint64 {
+	if r := s.recv[peer]; r != nil {
+		return r.applied
+	}
+	return 0
+}
+
+// noteReceived advances the assembly of split deltas from d's sender.
+func (s *Store) noteReceived(d Delta) {
+	r := s.recv[d.From.Node]
+	if r == nil || r.from != d.From {
+		r = &recvState{from: d.From}
+		s.recv[d.From.Node] = r
+	}
+	switch {
+	case d.Part == 0:
+		r.seq, r.next = d.Seq, 1
+	case r.next > 0 && d.Seq == r.seq && d.Part == r.next:
+		r.next++
+	default:
+		r.next = 0 // a part is missing or out of order: wait for a new delta
+	}
+	if r.next == d.Parts {
+		r.next = 0
+		// A delta since Basis completes the receiver only if it held
+		// everything up to Basis; otherwise some earlier delta was lost
+		// and the sender must go back further (it will, once it sees the
+		// acknowledgement lag).
+		if d.Full || d.Basis <= r.applied {
+			r.applied = max(r.applied, d.Seq)
+		}
+	}
+}
+
+// builder cuts a delta into parts.
+type builder struct {
+	s        *Store
+	now      int64
+	full     bool
+	basis    uint64
+	parts    []Delta
+	cur      Delta
+	size     int
+	lastKey  string
+	stamp    map[*origin]int // origin -> index in cur.Origins
+	included map[*origin]bool
+}
+
+func (s *Store) newBuilder(now int64, full bool, basis uint64) *builder {
+	b := &builder{s: s, now: now, full: full, basis: basis, stamp: make(map[*origin]int, 4)}
+	if full {
+		b.included = make(map[*origin]bool, len(s.origins))
+	}
+	b.start()
+	return b
+}
+
+func (b *builder) state(o *origin) OriginState {
+	if o.self {
+		return OriginState{ID: o.id, AsOf: o.asOf}
+	}
+	return OriginState{ID: o.id, AsOf: o.asOf, Age: min(max(b.now-o.heardAt, 0), MaxAge)}
+}
+
+func (b *builder) start() {
+	s := b.s
+	b.cur = Delta{From: s.self, Seq: s.last, Basis: b.basis, Full: b.full, Origins: []OriginState{b.state(s.own)}}
+	clear(b.stamp)
+	b.stamp[s.own] = 0
+	b.size = SizeHeaderBound + len(s.self.Node) + SizeOriginBound + len(s.self.Node)
+	b.lastKey = ""
+}
+
+func (b *builder) flush() {
+	b.parts = append(b.parts, b.cur)
+	n := len(b.cur.Entries)
+	b.start()
+	// Parts after the first are cut at about the same size: allocate once.
+	if n > 0 {
+		b.cur.Entries = make([]Entry, 0, n)
+	}
+}
+
+// cost is what adding an entry of o for key to the current part adds.
+func (b *builder) cost(o *origin, key string) int {
+	c := SizeEntryBound
+	if _, ok := b.stamp[o]; !ok {
+		c += SizeOriginBound + len(o.id.Node)
+	}
+	if key != b.lastKey {
+		c += SizeKeyRunBound + len(key)
+	}
+	return c
+}
+
+func (b *builder) addOrigin(o *origin) int {
+	if i, ok := b.stamp[o]; ok {
+		return i
+	}
+	b.cur.Origins = append(b.cur.Origins, b.state(o))
+	i := len(b.cur.Origins) - 1
+	b.stamp[o] = i
+	if b.included != nil {
+		b.included[o] = true
+	}
+	return i
+}
+
+func (b *builder) add(o *origin, key string, epoch int64, v uint64) {
+	c := b.cost(o, key)
+	_, has := b.stamp[o]
+	if len(b.cur.Entries) > 0 && (len(b.cur.Entries) >= b.s.cfg.MaxEntriesPerDelta ||
+		b.size+c > b.s.cfg.MaxDeltaBytes ||
+		!has && len(b.cur.Origins) >= MaxDeltaOrigins) {
+		b.flush()
+		c = b.cost(o, key)
+		_, has = b.stamp[o]
+	}
+	if !has {
+		b.addOrigin(o)
+	}
+	b.cur.Entries = append(b.cur.Entries, Entry{
+		Origin: b.stamp[o], Key: key, Epoch: epoch,
+		Admitted: uint32(v >> 32), Offered: uint32(v),
+	})
+	b.size += c
+	b.lastKey = key
+}
+
+// addQuota adds o's quota register for key.
+func (b *builder) addQuota(o *origin, key string, epoch int64, seq uint64, quota uint32) {
+	c := SizeQuotaBound + len(key)
+	_, has := b.stamp[o]
+	if !has {
+		c += SizeOriginBound + len(o.id.Node)
+	}
+	if len(b.cur.Entries)+len(b.cur.Quotas) > 0 && (len(b.cur.Quotas) >= b.s.cfg.MaxEntriesPerDelta ||
+		b.size+c > b.s.cfg.MaxDeltaBytes ||
+		!has && len(b.cur.Origins) >= MaxDeltaOrigins) {
+		b.flush()
+	}
+	b.cur.Quotas = append(b.cur.Quotas, QuotaEntry{Origin: b.addOrigin(o), Key: key, Epoch: epoch, Seq: seq, Quota: quota})
+	b.size += c
+}
+
+// addBare adds an origin without entries (full states carry every origin).
+func (b *builder) addBare(o *origin) {
+	if _, has := b.stamp[o]; has {
+		return
+	}
+	c := SizeOriginBound + len(o.id.Node)
+	if len(b.cur.Origins) > 1 && (b.size+c > b.s.cfg.MaxDeltaBytes || len(b.cur.Origins) >= MaxDeltaOrigins) {
+		b.flush()
+	}
+	b.addOrigin(o)
+	b.size += c
+}
+
+func (b *builder) finish() []Delta {
+	b.parts = append(b.parts, b.cur)
+	for i := range b.parts {
+		b.parts[i].Part, b.parts[i].Parts = i, len(b.parts)
+	}
+	return b.parts
+}
+
+// buildFull builds a full state, leaving out the origin exclude (the
+// receiving peer's own, which it holds already).
+func (s *Store) buildFull(now int64, exclude *origin) []Delta {
+	b := s.newBuilder(now, true, 0)
+	b.included[s.own] = true
+	for _, ks := range s.keys {
+		for _, sr := range ks.series {
+			if sr.o == exclude || sr.empty() {
+				continue
+			}
+			for e := sr.lo; e <= sr.hi; e++ {
+				if v := sr.ring[sr.pos(e)]; v != 0 {
+					b.add(sr.o, ks.key, e, v)
+				}
+			}
+		}
+		for _, sr := range ks.series {
+			if sr.o != exclude && sr.qSeq > 0 {
+				b.addQuota(sr.o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+			}
+		}
+	}
+	for _, o := range s.origins {
+		if o != exclude && !b.included[o] {
+			b.addBare(o)
+		}
+	}
+	return b.finish()
+}
+
+// since returns the normal delta since basis, from the cache if the own
+// state has not changed since it was built.
+func (s *Store) since(now int64, basis uint64) []Delta {
+	if s.cacheLast != s.last || s.cacheGen != s.gen {
+		s.cacheLast, s.cacheGen = s.last, s.gen
+		clear(s.cached)
+		s.cached = s.cached[:0]
+	}
+	for _, c := range s.cached {
+		if c.basis == basis {
+			return c.parts
+		}
+	}
+	parts := s.buildSince(now, basis)
+	if len(s.cached) < 8 {
+		s.cached = append(s.cached, cachedDelta{basis, parts})
+	}
+	return parts
+}
+
+// buildSince builds a normal delta: the own slots changed after interval
+// basis.
+func (s *Store) buildSince(now int64, basis uint64) []Delta {
+	b := s.newBuilder(now, false, basis)
+	changed := 0
+	for sr := s.head; sr != nil && sr.own.last > basis; sr = sr.own.next {
+		changed++
+	}
+	// Usually the open and the just-closed slot of each changed key.
+	b.cur.Entries = make([]Entry, 0, min(2*changed, s.cfg.MaxEntriesPerDelta))
+	for sr := s.head; sr != nil && sr.own.last > basis; sr = sr.own.next {
+		l := sr.own
+		lo, hi := int64(MaxEpoch), int64(0)
+		for _, c := range l.chg[:l.n] {
+			if c.seq > basis {
+				lo, hi = min(lo, c.lo), max(hi, c.hi)
+			}
+		}
+		lo, hi = max(lo, sr.lo), min(hi, sr.hi)
+		for e := lo; e <= hi; e++ {
+			if v := sr.ring[sr.pos(e)]; v != 0 {
+				b.add(s.own, sr.ks.key, e, v)
+			}
+		}
+		if l.qSeq > basis && sr.qSeq > 0 {
+			b.addQuota(s.own, sr.ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+		}
+	}
+	return b.finish()
+}

@@ -1,0 +1,54 @@
+// Package crdt is QuotaMesh's replicated state: per-slot G-Counters of what
+// every origin admitted and was offered, shipped between nodes as deltas, and
+// read back as views (docs/design.md sections 5 and 7).
+//
+// # Model
+//
+// An origin is one process incarnation of a node (OriginID). The state is a
+// map (origin, key, epoch) → (admitted, offered) in which only the origin
+// writes its entries and every value only grows, so merge is the pointwise
+// maximum: merging is idempotent, commutative and associative, and a delta
+// sent twice, late or out of order changes nothing. Each origin also reports
+// asOf, its node time up to which its counts are complete; asOf only grows
+// too. A restarted node is a new origin: its peers send it its previous
+// incarnation's slots, which it counts like any other origin's until they
+// expire, so nothing it admitted before the crash is lost or counted twice.
+//
+// # Views
+//
+// A view reads origin j's window in j's own slot numbering, ending at the
+// slot of T̂_j = asOf_j + max(0, age_j − grace), where age_j is the local
+// time since the store learned asOf_j (back-dated by a relayer's age). Clock
+// skew between nodes so never moves a count across a window edge. While j
+// reports, its view is frozen at its last report; once j falls silent, its
+// view slides with local time after the grace and empties within a window.
+// T̂_j never moves back: a late report of an older time cannot resurrect
+// slots a view has slid past. Views are cached per key and origin and kept
+// exact as deltas are merged, so reading them every tick costs a few
+// nanoseconds per origin.
+//
+// # Deltas
+//
+// Each Tick closes a delta interval. A peer's delta is the join of the
+// intervals after the last one it acknowledged: the store's own slots that
+// changed since, and its own asOf (a heartbeat even when nothing changed). A
+// peer that acknowledged nothing, or lags more than Config.DeltaIntervals
+// behind, gets a full state: every origin the store knows, with ages, and
+// all their slots, which is how a restarted node recovers its previous
+// incarnation's counts and how origins a node cannot hear reach it. A delta
+// larger than a frame is split into parts, each a valid delta; the receiver
+// acknowledges the delta once it has merged every part in order.
+//
+// # Memory
+//
+// A key keeps, per origin, at most its horizon (Config.Horizon) plus
+// MaxLeadSlots plus one slots of 8 bytes, in a ring that grows with use.
+// GC drops slots beyond the horizon, keys without slots and silent origins
+// without slots; it never changes a view.
+//
+// # Concurrency and time
+//
+// A Store is owned by one goroutine. It does no I/O, starts no goroutine and
+// never reads a clock: local time is passed in, and a time earlier than one
+// already seen is treated as the later one.
+package crdt
