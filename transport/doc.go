@@ -1,0 +1,47 @@
+// Package transport is QuotaMesh's QUIC mesh: the connections between nodes
+// and from clients, with mutual TLS, length-prefixed frames on long-lived
+// sync streams, and stream layers for Raft and RPC. It is the only package
+// that imports quic-go; nothing it exports mentions quic-go types.
+//
+// What it promises:
+//
+//   - Identity. Every node certificate must chain to the cluster CA (Config
+//     CAs), carry quotamesh://node/<id>, be valid now, and have the key
+//     usage of its role; a peer that presents none, or one from another CA,
+//     or an expired one, is refused during the handshake, in both
+//     directions. A dialed node must present the ID SetPeers expects at that
+//     address; an incoming node must pass Config.AllowPeer. A node never
+//     accepts its own ID from the network.
+//   - Peers and clients share one UDP port and are told apart by ALPN
+//     (quotamesh-peer/1, quotamesh-client/1) before any byte of the
+//     application: a client connection is never a peer and a peer
+//     connection never reaches Handler.ServeClient. Clients are anonymous
+//     unless they present a CA-signed certificate, which
+//     Config.RequireClientCert makes mandatory.
+//   - One connection per pair of nodes, reused by the sync streams and by
+//     every StreamLayer. When both nodes dial at once, both keep the
+//     connection dialed by the node with the smaller ID; the node with the
+//     larger ID waits 1 to 2 s before dialing, so that this is rare. A
+//     configured peer is redialed with jittered exponential backoff
+//     (DialBackoffMin to DialBackoffMax, 50 ms to 2 s by default).
+//   - A silent peer is reported down (Handler.PeerDown) by the QUIC idle
+//     timeout: 1.0 s after its last packet while frames flow, 1.25 s on a
+//     connection with only keep-alives (every 250 ms), with the defaults. A
+//     peer that closes is reported at once (CONNECTION_CLOSE), and so is one
+//     that crashed and came back on the same address with the same key (a
+//     stateless reset; the reset key is derived from the node's private key).
+//   - Frames. The transport does not look inside frames. Each direction of a
+//     pair has one unidirectional sync stream that carries uvarint
+//     length-prefixed frames; a length above MaxFrameSize (1 MiB by default)
+//     is refused before any allocation, and closes the connection. Frames
+//     from one peer reach Handler.PeerFrame in order, from one goroutine,
+//     between PeerUp and PeerDown.
+//   - Back-pressure without growth. Send never blocks: each peer has a
+//     one-frame mailbox, and while the previous frame is still being written
+//     (flow control, a slow or dead peer) Send returns ErrBusy. A slow peer
+//     costs one frame of memory and never delays the others.
+//   - Lifecycle. Every goroutine is started through one tracked helper and
+//     Close waits for all of them, including Handler calls in progress; Close
+//     is idempotent. The Transport closes the UDP socket it opened and
+//     leaves a Config.PacketConn to its owner.
+package transport
