@@ -1,0 +1,280 @@
+package consensus
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/quotamesh/quotamesh/limits"
+)
+
+// Everything this package writes (log entries, snapshots, forwarded requests
+// and their responses) is msgpack with a version field first. Decoders check
+// the size of their input before decoding and the version and operation after,
+// so bytes from disk or from a peer never panic, never allocate more than a
+// small multiple of their own size, and never reach the table unvalidated.
+const (
+	// formatVersion is the version written in every encoding. A decoder
+	// refuses any other.
+	formatVersion = 1
+
+	// maxCommandBytes bounds a log entry: one rule and a few integers.
+	maxCommandBytes = 4 << 10
+	// maxMessageBytes bounds a forwarded request or response.
+	maxMessageBytes = 8 << 10
+	// maxSnapshotBytes bounds a snapshot: MaxRules rules of at most ~300
+	// bytes, plus the dedup window.
+	maxSnapshotBytes = 16 << 20
+)
+
+// op is an operation. Values are part of the log and wire formats: never
+// renumber them.
+type op uint8
+
+const (
+	opInvalid op = iota
+	// Log entries (commands).
+	opSet
+	opDelete
+	// Forwarded requests besides opSet and opDelete.
+	opSync   // linearizable read barrier: the leader's applied index
+	opJoin   // add a member
+	opLeave  // remove a member
+	opStatus // health probe, answered by any member
+)
+
+func (o op) String() string {
+	switch o {
+	case opSet:
+		return "set"
+	case opDelete:
+		return "delete"
+	case opSync:
+		return "sync"
+	case opJoin:
+		return "join"
+	case opLeave:
+		return "leave"
+	case opStatus:
+		return "status"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// wireRule is a rule as this package writes it. limits.Rate marshals itself
+// as text ("1000/s") and refuses invalid rates while decoding; spelling the
+// fields out keeps the format independent of that, and lets the leader
+// refuse a bad rule from a peer with ErrInvalidRate rather than a decoding
+// error.
+type wireRule struct {
+	Pattern string        `msgpack:"p"`
+	Count   int64         `msgpack:"c"`
+	Window  time.Duration `msgpack:"w"`
+}
+
+func toWire(r limits.Rule) wireRule {
+	return wireRule{Pattern: r.Pattern, Count: r.Rate.Count, Window: r.Rate.Window}
+}
+
+func (w wireRule) rule() limits.Rule {
+	return limits.Rule{Pattern: w.Pattern, Rate: limits.Rate{Count: w.Count, Window: w.Window}}
+}
+
+func toWireRules(rules []limits.Rule) []wireRule {
+	out := make([]wireRule, len(rules))
+	for i, r := range rules {
+		out[i] = toWire(r)
+	}
+	return out
+}
+
+// command is a Raft log entry: one change to the limit table.
+type command struct {
+	V  uint8 `msgpack:"v"`
+	Op op    `msgpack:"o"`
+	// ID identifies the request across retries (random, nonzero); the state
+	// machine applies each ID at most once within its dedup window.
+	ID uint64 `msgpack:"i"`
+	// Rule is set for opSet.
+	Rule wireRule `msgpack:"r"`
+	// Pattern is set for opDelete.
+	Pattern string `msgpack:"p"`
+}
+
+func encodeCommand(c command) ([]byte, error) {
+	c.V = formatVersion
+	return msgpack.Marshal(&c)
+}
+
+func decodeCommand(b []byte) (command, error) {
+	var c command
+	if len(b) > maxCommandBytes {
+		return c, fmt.Errorf("%w: command of %d bytes; at most %d are allowed", ErrBadRequest, len(b), maxCommandBytes)
+	}
+	if err := msgpack.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%w: command: %v", ErrBadRequest, err)
+	}
+	if c.V != formatVersion {
+		return c, fmt.Errorf("%w: command version %d; this node reads version %d", ErrBadRequest, c.V, formatVersion)
+	}
+	if c.Op != opSet && c.Op != opDelete {
+		return c, fmt.Errorf("%w: command operation %v", ErrBadRequest, c.Op)
+	}
+	return c, nil
+}
+
+// recent is one entry of the state machine's dedup window: the outcome of
+// applying the request with this ID.
+type recent struct {
+	ID    uint64 `msgpack:"i"`
+	Index uint64 `msgpack:"x"`
+	Code  code   `msgpack:"c"`
+	Msg   string `msgpack:"m"`
+}
+
+// snapshot is the whole state machine: the table's rules and the dedup
+// window, which every node must hold identically so that a retried request is
+// skipped on every node or on none.
+type snapshot struct {
+	V uint8 `msgpack:"v"`
+	// Index is the log index of the last command applied.
+	Index  uint64     `msgpack:"x"`
+	Rules  []wireRule `msgpack:"r"`
+	Recent []recent   `msgpack:"d"`
+}
+
+func encodeSnapshot(s snapshot) ([]byte, error) {
+	s.V = formatVersion
+	return msgpack.Marshal(&s)
+}
+
+func decodeSnapshot(b []byte) (snapshot, *limits.Table, error) {
+	var s snapshot
+	if len(b) > maxSnapshotBytes {
+		return s, nil, fmt.Errorf("snapshot of %d bytes; at most %d are allowed", len(b), maxSnapshotBytes)
+	}
+	if err := msgpack.Unmarshal(b, &s); err != nil {
+		return s, nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if s.V != formatVersion {
+		return s, nil, fmt.Errorf("snapshot version %d; this node reads version %d", s.V, formatVersion)
+	}
+	if len(s.Recent) > dedupWindow {
+		return s, nil, fmt.Errorf("snapshot dedup window of %d entries; at most %d are allowed", len(s.Recent), dedupWindow)
+	}
+	if len(s.Rules) > limits.MaxRules {
+		return s, nil, fmt.Errorf("snapshot of %d rules; at most %d are allowed", len(s.Rules), limits.MaxRules)
+	}
+	rules := make([]limits.Rule, len(s.Rules))
+	for i, w := range s.Rules {
+		rules[i] = w.rule()
+	}
+	t, err := limits.NewTable(rules...)
+	if err != nil {
+		return s, nil, fmt.Errorf("snapshot table: %w", err)
+	}
+	return s, t, nil
+}
+
+// request is a forwarded operation.
+type request struct {
+	V  uint8  `msgpack:"v"`
+	Op op     `msgpack:"o"`
+	ID uint64 `msgpack:"i"`
+	// Rule for opSet; Pattern for opDelete; Server for opJoin and opLeave.
+	Rule    wireRule `msgpack:"r"`
+	Pattern string   `msgpack:"p"`
+	Server  Server   `msgpack:"s"`
+	// Hops counts how many times the request was passed on; a node that
+	// is not the leader passes it to the leader it knows only if Hops is
+	// below maxHops, so stale leader hints cannot make it loop.
+	Hops uint8 `msgpack:"h"`
+	// Budget is what remained of the caller's deadline when it was sent (0:
+	// none); the receiver stops working on the request after it.
+	Budget time.Duration `msgpack:"b"`
+}
+
+// maxHops bounds how many nodes may pass a request on.
+const maxHops = 1
+
+func encodeRequest(r request) ([]byte, error) {
+	r.V = formatVersion
+	return msgpack.Marshal(&r)
+}
+
+func decodeRequest(b []byte) (request, error) {
+	var r request
+	if len(b) > maxMessageBytes {
+		return r, fmt.Errorf("%w: request of %d bytes; at most %d are allowed", ErrBadRequest, len(b), maxMessageBytes)
+	}
+	if err := msgpack.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%w: request: %v", ErrBadRequest, err)
+	}
+	if r.V != formatVersion {
+		return r, fmt.Errorf("%w: request version %d; this node reads version %d", ErrBadRequest, r.V, formatVersion)
+	}
+	switch r.Op {
+	case opSet, opDelete, opSync, opJoin, opLeave, opStatus:
+	default:
+		return r, fmt.Errorf("%w: request operation %v", ErrBadRequest, r.Op)
+	}
+	if r.Budget < 0 {
+		return r, fmt.Errorf("%w: request budget %v is negative", ErrBadRequest, r.Budget)
+	}
+	return r, nil
+}
+
+// status is a member's answer to a health probe.
+type status struct {
+	ID        string `msgpack:"i"`
+	State     string `msgpack:"s"`
+	LeaderID  string `msgpack:"l"`
+	LastIndex uint64 `msgpack:"x"`
+	Applied   uint64 `msgpack:"a"`
+}
+
+// response answers a request. Code and Msg carry an error (see errorOf);
+// Index is the log index of the change for opSet and opDelete and the
+// leader's applied index for opSync; Leader is the leader the answering node
+// knows, as a hint when Code is codeNotLeader.
+type response struct {
+	V      uint8  `msgpack:"v"`
+	Code   code   `msgpack:"c"`
+	Msg    string `msgpack:"m"`
+	Index  uint64 `msgpack:"x"`
+	Leader Server `msgpack:"l"`
+	Status status `msgpack:"t"`
+}
+
+func (r response) err() error { return errorOf(r.Code, r.Msg) }
+
+func encodeResponse(r response) []byte {
+	r.V = formatVersion
+	if len(r.Msg) > maxMessageBytes/2 {
+		r.Msg = r.Msg[:maxMessageBytes/2]
+	}
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	if err := enc.Encode(&r); err != nil {
+		// Every field is a plain value; encoding cannot fail. Say so loudly
+		// rather than send nothing.
+		panic(fmt.Sprintf("consensus: encoding a response: %v", err))
+	}
+	return buf.Bytes()
+}
+
+func decodeResponse(b []byte) (response, error) {
+	var r response
+	if len(b) > maxMessageBytes {
+		return r, fmt.Errorf("%w: response of %d bytes; at most %d are allowed", ErrBadRequest, len(b), maxMessageBytes)
+	}
+	if err := msgpack.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%w: response: %v", ErrBadRequest, err)
+	}
+	if r.V != formatVersion {
+		return r, fmt.Errorf("%w: response version %d; this node reads version %d", ErrBadRequest, r.V, formatVersion)
+	}
+	return r, nil
+}

@@ -1,0 +1,364 @@
+package engine
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/share"
+	"github.com/quotamesh/quotamesh/window"
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+const (
+	t0 = int64(1_767_225_600) * int64(time.Second)
+	ms = int64(time.Millisecond)
+)
+
+func table(t *testing.T, rules ...string) *limits.Table {
+	t.Helper()
+	var rs []limits.Rule
+	for i := 0; i < len(rules); i += 2 {
+		rs = append(rs, limits.Rule{Pattern: rules[i], Rate: limits.MustParseRate(rules[i+1])})
+	}
+	tb, err := limits.NewTable(rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func newEngine(t *testing.T, cfg Config, tb *limits.Table, members []string, now int64) *Engine {
+	t.Helper()
+	if cfg.Incarnation == 0 {
+		cfg.Incarnation = uint64(len(cfg.Node)) + 7
+	}
+	e, err := New(cfg, tb, members, now)
+	if err != nil {
+		t.Fatalf("New(%+v) = %v", cfg, err)
+	}
+	return e
+}
+
+// net is a cluster of engines that deliver frames to each other at once.
+type net struct {
+	t       *testing.T
+	engines map[string]*Engine
+	offset  map[string]int64 // each engine's clock offset
+	queue   []frame
+}
+
+type frame struct {
+	from, to string
+	msg      wire.Message
+}
+
+func newNet(t *testing.T, tb *limits.Table, cfg Config, ids ...string) *net {
+	n := &net{t: t, engines: map[string]*Engine{}, offset: map[string]int64{}}
+	for i, id := range ids {
+		c := cfg
+		c.Node, c.Incarnation = id, uint64(i+1)
+		n.engines[id] = newEngine(t, c, tb, ids, t0)
+	}
+	for _, a := range ids {
+		for _, b := range ids {
+			if a != b {
+				n.engines[a].PeerUp(b)
+				self := n.engines[a].Self()
+				n.queue = append(n.queue, frame{a, b, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "x"}})
+			}
+		}
+	}
+	return n
+}
+
+func (n *net) now(id string, at int64) int64 {
+	return at + n.offset[id] + int64(n.engines[id].Correction())
+}
+
+// tick runs one tick of every engine at true time at and delivers every
+// frame.
+func (n *net) tick(at int64) {
+	ids := make([]string, 0, len(n.engines))
+	for id := range n.engines {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		n.engines[id].Tick(n.now(id, at), func(to string, s *wire.Sync) error {
+			c := *s
+			c.Delta.Entries = slices.Clone(s.Delta.Entries)
+			c.Delta.Origins = slices.Clone(s.Delta.Origins)
+			c.Delta.Quotas = slices.Clone(s.Delta.Quotas)
+			n.queue = append(n.queue, frame{id, to, &c})
+			return nil
+		})
+	}
+	n.deliver(at)
+}
+
+func (n *net) deliver(at int64) {
+	for len(n.queue) > 0 {
+		f := n.queue[0]
+		n.queue = n.queue[1:]
+		e := n.engines[f.to]
+		var err error
+		switch m := f.msg.(type) {
+		case *wire.Hello:
+			err = e.Hello(n.now(f.to, at), f.from, m)
+		case *wire.Sync:
+			err = e.Receive(n.now(f.to, at), f.from, m)
+		}
+		if err != nil {
+			n.t.Fatalf("delivering %T from %s to %s: %v", f.msg, f.from, f.to, err)
+		}
+	}
+}
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	tests := []struct {
+		cfg      Config
+		mentions string
+	}{
+		{Config{}, "node"},
+		{Config{Node: "a b"}, "node"},
+		{Config{Node: "a", ClusterID: "x y"}, "cluster ID"},
+		{Config{Node: "a", Registry: window.Config{OnCreate: func(string, limits.Rule, *window.Window) {}}}, "OnCreate"},
+		{Config{Node: "a", Store: crdt.Config{Horizon: func(string) int { return 1 }}}, "Horizon"},
+		{Config{Node: "a", SyncInterval: time.Microsecond}, "sync interval"},
+		{Config{Node: "a", DeadAfter: time.Millisecond}, "dead after"},
+		{Config{Node: "a", FenceAfter: 2 * time.Second, ReclaimAfter: 2500 * time.Millisecond}, "reclaim after"},
+		{Config{Node: "a", DemandSlots: 11}, "demand slots"},
+		{Config{Node: "a", MaxLeaseFraction: 2}, "max lease fraction"},
+		{Config{Node: "a", QuotaValidity: 100 * time.Millisecond}, "quota validity"},
+		{Config{Node: "a", AlignDeadband: 2 * time.Second}, "align deadband"},
+		{Config{Node: "a", Policy: share.Policy(9)}, "policy"},
+	}
+	for i, tt := range tests {
+		err := tt.cfg.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.mentions) {
+			t.Errorf("step %d: Validate(%+v) = %v, want ErrInvalidConfig mentioning %q", i, tt.cfg, err, tt.mentions)
+		}
+	}
+	if err := (Config{Node: "a"}).Validate(); err != nil {
+		t.Errorf("Validate of a minimal config = %v", err)
+	}
+}
+
+// TestLoneNode: a single member is never fenced and admits its limit.
+func TestLoneNode(t *testing.T) {
+	e := newEngine(t, Config{Node: "a"}, table(t, "k", "10/s"), []string{"a"}, t0)
+	admitted := 0
+	for i := range 30 {
+		now := t0 + int64(i)*ms
+		if i%20 == 0 {
+			e.Tick(now, func(string, *wire.Sync) error { t.Fatal("a lone node sent a frame"); return nil })
+		}
+		if d, err := e.AllowN(now, "k", 1); err != nil {
+			t.Fatal(err)
+		} else if d.Allowed {
+			admitted++
+		}
+	}
+	if admitted != 10 || e.Fenced() {
+		t.Errorf("admitted %d, fenced %v; want 10, false", admitted, e.Fenced())
+	}
+	if c := e.Counters(); c.Admitted != 10 || c.Offered != 20 {
+		t.Errorf("counters %+v: want 10 admitted of 20 offered after the last tick", c)
+	}
+}
+
+// TestFencedUntilAQuorumIsHeard: a starting node of three admits nothing
+// until it has heard one peer (with itself, half the members).
+func TestFencedUntilAQuorumIsHeard(t *testing.T) {
+	tb := table(t, "k", "1000/s")
+	n := newNet(t, tb, Config{}, "a", "b", "c")
+	a := n.engines["a"]
+	a.Tick(t0, func(string, *wire.Sync) error { return nil })
+	if !a.Fenced() {
+		t.Fatal("a node that has heard no peer is not fenced")
+	}
+	if d, _ := a.AllowN(t0, "k", 1); d.Allowed {
+		t.Error("a fenced node admitted a request")
+	}
+	n.deliver(t0) // hellos
+	for i := int64(1); i <= 3; i++ {
+		n.tick(t0 + i*20*ms)
+	}
+	if a.Fenced() {
+		t.Fatal("a node that hears its peers is still fenced")
+	}
+	if d, _ := a.AllowN(t0+61*ms, "k", 1); !d.Allowed {
+		t.Errorf("AllowN after the quorum was heard = %+v, want allowed", d)
+	}
+}
+
+// TestThreeNodesShareTheLimit: three nodes with the same demand, ticking and
+// syncing, admit the limit between them.
+func TestThreeNodesShareTheLimit(t *testing.T) {
+	n := newNet(t, table(t, "k", "300/s"), Config{}, "a", "b", "c")
+	n.deliver(t0)
+	admitted := 0
+	for step := int64(0); step < 200; step++ { // 4 s in 20 ms ticks
+		at := t0 + step*20*ms
+		n.tick(at)
+		for _, id := range []string{"a", "b", "c"} {
+			for r := int64(0); r < 8; r++ { // 400/s each, 1200/s in all
+				if d, _ := n.engines[id].AllowN(n.now(id, at+r*2*ms), "k", 1); d.Allowed && step >= 50 {
+					admitted++
+				}
+			}
+		}
+	}
+	// Steps 50..199: 3 s at 300/s.
+	if admitted < 880 || admitted > 920 {
+		t.Errorf("admitted %d in the last 3 s, want 900±20", admitted)
+	}
+	st := n.engines["a"].Status(t0+4*int64(time.Second), 5)
+	if len(st.Members) != 3 || len(st.TopKeys) != 1 || len(st.TopKeys[0].PerNode) != 3 {
+		t.Errorf("status %+v: want 3 members and one key seen from 3 nodes", st)
+	}
+}
+
+// TestReceiveRejects: frames that break a rule are refused with a reason and
+// change nothing.
+func TestReceiveRejects(t *testing.T) {
+	tb := table(t, "k", "100/s")
+	a := newEngine(t, Config{Node: "a"}, tb, []string{"a", "b"}, t0)
+	b := crdt.OriginID{Node: "b", Incarnation: 9}
+	good := func(seq uint64) *wire.Sync {
+		return &wire.Sync{Seq: seq, Delta: crdt.Delta{From: b, Seq: 5, Basis: 4, Parts: 1,
+			Origins: []crdt.OriginState{{ID: b, AsOf: t0}},
+			Entries: []crdt.Entry{{Key: "k", Epoch: t0 / int64(limits.Slot), Admitted: 3, Offered: 4}}}}
+	}
+	a.PeerUp("b")
+	tests := []struct {
+		name   string
+		from   string
+		msg    *wire.Sync
+		want   error
+		reason string
+	}{
+		{"not a member", "z", good(1), ErrNotMember, "member"},
+		{"another sender", "b", func() *wire.Sync {
+			s := good(1)
+			s.Delta.From = crdt.OriginID{Node: "c", Incarnation: 1}
+			s.Delta.Origins[0].ID = s.Delta.From
+			return s
+		}(), ErrWrongSender, "sender"},
+		{"invalid delta", "b", func() *wire.Sync { s := good(1); s.Delta.Parts = 0; return s }(), crdt.ErrInvalidDelta, "invalid"},
+	}
+	for i, tt := range tests {
+		err := a.Receive(t0, tt.from, tt.msg)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("step %d (%s): Receive = %v, want %v", i, tt.name, err, tt.want)
+		}
+		if got := a.Counters().FramesRejected[tt.reason]; got != 1 {
+			t.Errorf("step %d (%s): rejected[%q] = %d, want 1", i, tt.name, tt.reason, got)
+		}
+	}
+	if st := a.Status(t0, 5); len(st.TopKeys) != 0 {
+		t.Errorf("a rejected frame changed state: %+v", st.TopKeys)
+	}
+	if err := a.Receive(t0, "b", good(1)); err != nil {
+		t.Fatalf("a good frame: %v", err)
+	}
+	if err := a.Receive(t0, "b", good(1)); !errors.Is(err, ErrReplay) {
+		t.Errorf("the same frame again = %v, want ErrReplay", err)
+	}
+	if err := a.Hello(t0, "b", &wire.Hello{ClusterID: "other", Node: "b", Incarnation: 9, Addr: "x"}); !errors.Is(err, ErrWrongCluster) {
+		t.Errorf("hello of another cluster = %v, want ErrWrongCluster", err)
+	}
+	if err := a.Hello(t0, "b", &wire.Hello{ClusterID: "quotamesh", Node: "c", Incarnation: 9, Addr: "x"}); !errors.Is(err, ErrWrongSender) {
+		t.Errorf("hello naming another node = %v, want ErrWrongSender", err)
+	}
+}
+
+func TestLease(t *testing.T) {
+	tb := table(t, "k", "1000/s")
+	e := newEngine(t, Config{Node: "a"}, tb, []string{"a"}, t0)
+	g, err := e.Lease(t0, LeaseRequest{Key: "k", Want: 500, Offered: 10})
+	if err != nil || g.Granted != 100 || g.Limit.Count != 1000 || g.TTL != DefaultLeaseTTL {
+		t.Fatalf("Lease(want 500) = %+v, %v; want 100 granted (capped at 10%% of the limit)", g, err)
+	}
+	for range 9 {
+		if g, _ = e.Lease(t0, LeaseRequest{Key: "k", Want: 100}); g.Granted != 100 {
+			t.Fatalf("Lease = %+v, want 100", g)
+		}
+	}
+	if g, _ = e.Lease(t0, LeaseRequest{Key: "k", Want: 100}); g.Granted != 0 || g.RetryAfter <= 0 {
+		t.Errorf("Lease with the window full = %+v, want nothing granted and a retry-after", g)
+	}
+	if g, _ = e.Lease(t0+ms, LeaseRequest{Key: "k", Want: 30, ReturnN: 40, ReturnGrantedAt: t0}); g.Granted != 30 {
+		t.Errorf("Lease after returning 40 = %+v, want 30 granted", g)
+	}
+	if c := e.Counters(); c.LeaseGranted != 1030 || c.LeaseReturned != 40 {
+		t.Errorf("lease counters granted %d returned %d, want 1030, 40", c.LeaseGranted, c.LeaseReturned)
+	}
+	if g, _ = e.Lease(t0, LeaseRequest{Key: "nomatch", Want: 5}); !g.Unlimited || g.Granted != 5 {
+		t.Errorf("Lease of an unknown key = %+v, want unlimited with 5 granted", g)
+	}
+	if _, err := e.Lease(t0, LeaseRequest{Key: "k", Want: -1}); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("Lease(want -1) = %v, want ErrInvalidRequest", err)
+	}
+	if _, err := e.Lease(t0, LeaseRequest{Key: "bad key", Want: 1}); !errors.Is(err, limits.ErrInvalidKey) {
+		t.Errorf("Lease(bad key) = %v, want limits.ErrInvalidKey", err)
+	}
+}
+
+// TestQuotaExpiresWithoutTicks: a node whose ticks stop (paused, stalled)
+// stops admitting once its quota's validity has passed.
+func TestQuotaExpiresWithoutTicks(t *testing.T) {
+	e := newEngine(t, Config{Node: "a"}, table(t, "k", "1000000/s"), []string{"a"}, t0)
+	e.Tick(t0, func(string, *wire.Sync) error { return nil })
+	if d, _ := e.AllowN(t0+500*ms, "k", 1); !d.Allowed {
+		t.Fatal("AllowN within the validity was denied")
+	}
+	if d, _ := e.AllowN(t0+2000*ms, "k", 1); d.Allowed {
+		t.Error("AllowN two seconds after the last tick was allowed; the quota should have expired")
+	}
+	e.Tick(t0+2001*ms, func(string, *wire.Sync) error { return nil })
+	if d, _ := e.AllowN(t0+2002*ms, "k", 1); !d.Allowed {
+		t.Error("AllowN after a new tick was denied")
+	}
+}
+
+// TestClockAlignment: a node whose clock is 400 ms ahead of two others moves
+// its node time to theirs; the others stay put.
+func TestClockAlignment(t *testing.T) {
+	n := newNet(t, table(t, "k", "100/s"), Config{}, "a", "b", "c")
+	n.offset["a"] = 400 * ms
+	n.deliver(t0)
+	for step := int64(1); step <= 100; step++ {
+		n.tick(t0 + step*20*ms)
+	}
+	if got := n.engines["a"].Correction(); got > -390*time.Millisecond || got < -410*time.Millisecond {
+		t.Errorf("a's correction = %v, want about -400ms", got)
+	}
+	for _, id := range []string{"b", "c"} {
+		if got := n.engines[id].Correction(); got != 0 {
+			t.Errorf("%s's correction = %v, want 0", id, got)
+		}
+	}
+}
+
+func TestSetTableAndMembers(t *testing.T) {
+	e := newEngine(t, Config{Node: "a"}, table(t, "k", "10/s"), []string{"a"}, t0)
+	e.AllowN(t0, "k", 1)
+	e.SetTable(table(t, "k", "20/s"))
+	if w, r, ok := e.Registry().Lookup("k"); !ok || r.Rate.Count != 20 || w.Rate().Count != 20 {
+		t.Errorf("after SetTable the window's rate is %v", r)
+	}
+	e.SetMembers([]string{"a", "b"}, t0)
+	if got := e.Members(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Members() = %v", got)
+	}
+	e.Tick(t0+ms, func(string, *wire.Sync) error { return nil })
+	if e.Fenced() {
+		t.Error("one of two members, alone, fenced itself; it is not a strict minority")
+	}
+}

@@ -1,0 +1,83 @@
+// Package accuracy turns what a cluster admitted into the figures QuotaMesh
+// reports everywhere (the simulator, the real-process harness, the fault
+// suite): total admitted, the ideal, the error, and the largest admitted
+// count in any sliding window relative to the limit.
+//
+// The ideal is what one perfect limiter would have admitted seeing every
+// request of the run in order: for a sustained 2× load it equals
+// limit × duration / window (within a request or two), and for loads that
+// dip below the limit (ramp) it is correspondingly lower, so the error keeps
+// meaning "how far from a perfect global limiter" for every pattern.
+package accuracy
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// NodeReport is one node's part of a run.
+type NodeReport struct {
+	Node     string `json:"node"`
+	Offered  int64  `json:"offered"`
+	Admitted int64  `json:"admitted"`
+}
+
+// Report is the outcome of one run. Its JSON form is what `quotamesh sim
+// --json` and `quotamesh bench --json` print.
+type Report struct {
+	Pattern  string `json:"pattern"`
+	Nodes    int    `json:"nodes"`
+	Limit    string `json:"limit"`
+	Duration string `json:"duration"`
+	Offered  int64  `json:"offered"`
+	Admitted int64  `json:"admitted"`
+	Ideal    int64  `json:"ideal"`
+	// Error is |admitted − ideal| / ideal.
+	Error float64 `json:"error"`
+	// MaxWindowRatio is the largest admitted count in any sliding window of
+	// the limit's length (1 s for a per-second limit), over the limit.
+	MaxWindowRatio float64      `json:"max_window_ratio"`
+	PerNode        []NodeReport `json:"per_node"`
+}
+
+// Error returns |admitted − ideal| / ideal (0 when both are 0).
+func Error(admitted, ideal int64) float64 {
+	if ideal == 0 {
+		if admitted == 0 {
+			return 0
+		}
+		return math.Inf(1)
+	}
+	return math.Abs(float64(admitted-ideal)) / float64(ideal)
+}
+
+// MaxWindow returns the largest number of admission times that fall in any
+// half-open interval [t, t+window). times need not be sorted; it is sorted
+// in place.
+func MaxWindow(times []time.Duration, window time.Duration) int {
+	slices.Sort(times)
+	best, lo := 0, 0
+	for hi, t := range times {
+		for t-times[lo] >= window {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+// Fill computes Admitted, Error and MaxWindowRatio from the per-node reports,
+// every admission time of the run (all nodes together), the limit count per
+// window and the window.
+func (r *Report) Fill(admitTimes []time.Duration, limitCount int64, window time.Duration) {
+	r.Offered, r.Admitted = 0, 0
+	for _, n := range r.PerNode {
+		r.Offered += n.Offered
+		r.Admitted += n.Admitted
+	}
+	r.Error = Error(r.Admitted, r.Ideal)
+	if limitCount > 0 {
+		r.MaxWindowRatio = float64(MaxWindow(admitTimes, window)) / float64(limitCount)
+	}
+}

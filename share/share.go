@@ -1,0 +1,222 @@
+package share
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Policy says what a node admits while it cannot hear some members.
+type Policy uint8
+
+const (
+	// Conservative keeps an unreachable member's last share reserved until
+	// it is reclaimed, so the cluster never admits more than the limit (up to
+	// share estimates). It is the default.
+	Conservative Policy = iota
+	// Available ignores unreachable members: each side of a partition admits
+	// up to the whole limit (k sides: up to k times the limit).
+	Available
+)
+
+// ErrInvalidPolicy reports a policy name ParsePolicy does not know.
+var ErrInvalidPolicy = errors.New("quotamesh/share: invalid policy")
+
+// ParsePolicy reads "conservative" or "available".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "conservative":
+		return Conservative, nil
+	case "available":
+		return Available, nil
+	}
+	return 0, fmt.Errorf("%w %q: use conservative or available", ErrInvalidPolicy, s)
+}
+
+func (p Policy) String() string {
+	switch p {
+	case Conservative:
+		return "conservative"
+	case Available:
+		return "available"
+	}
+	return fmt.Sprintf("Policy(%d)", uint8(p))
+}
+
+// DefaultPrior is β: the demand every reachable member is credited with on
+// top of its measured demand, in requests per demand period.
+const DefaultPrior = 1.0
+
+// Origin is what the caller knows of one other origin (a process incarnation
+// of another node) for one key.
+type Origin struct {
+	// Node is the node ID the origin belongs to.
+	Node string
+	// Admitted is the origin's window count as of its view (design.md §5).
+	Admitted int64
+	// Demand is the origin's offered count over the demand period.
+	Demand int64
+	// Quota is the quota the origin last announced for this key (zero if
+	// none is current): the cap it may fill without telling anyone. A
+	// reachable member is counted as holding all of it, so room handed to
+	// one node is never handed to another before it is given back.
+	Quota int64
+	// Member is true for the newest incarnation of a current member. Older
+	// incarnations and non-members only count what they admitted.
+	Member bool
+	// Reachable is true when the member reported within DeadAfter.
+	Reachable bool
+	// Fresh is true when the member's view is current (its last report is
+	// within the grace, so its view is not sliding yet). Only fresh views
+	// update the member's remembered share: a member that has gone silent
+	// keeps the share it had while it was heard, not the one its fading
+	// demand would give it.
+	Fresh bool
+	// Reclaimed is true when the caller has reclaimed the reservation of an
+	// unreachable member (it is in a majority and the member has been
+	// unreachable for ReclaimAfter).
+	Reclaimed bool
+}
+
+// Input is everything Compute needs for one key.
+type Input struct {
+	// Limit is the key's count per window.
+	Limit int64
+	// Admitted is this node's own window count; Demand its offered count over
+	// the demand period.
+	Admitted, Demand int64
+	// Origins are the other origins that have counts for this key, plus one
+	// entry (with zero counts) for every member that has none.
+	Origins []Origin
+	// Members is the number of current members, this node included. It sets
+	// the default reservation 1/Members of a member never heard.
+	Members int
+	// Policy is the partition policy.
+	Policy Policy
+	// Fenced is true when this node has been in a strict minority for
+	// FenceAfter (conservative policy): its quota is zero, so it admits
+	// nothing, not even into room its own expired slots free.
+	Fenced bool
+	// Prior is β; zero means DefaultPrior.
+	Prior float64
+	// Uniform is a number in [0, 1) used to round the quota stochastically;
+	// the caller draws it from a seeded source.
+	Uniform float64
+}
+
+// Output is the decision for one key.
+type Output struct {
+	// Quota caps this node's own window count.
+	Quota int64
+	// Share is this node's fraction of the headroom (the reachable members'
+	// shares sum to one).
+	Share float64
+	// Headroom is the limit minus everything counted (may be negative).
+	Headroom int64
+	// Others is what every other origin is counted as holding, reservations
+	// included.
+	Others int64
+	// Reserved is the part of Others that is held beyond what the origins
+	// were seen to admit: announced quotas not yet filled, and the
+	// reservations of unreachable members.
+	Reserved int64
+}
+
+// State is what Compute remembers about one key between calls: the share it
+// last computed for each member while that member was reachable (φ in
+// design.md §7). The zero value is ready to use. A State is not safe for
+// concurrent use.
+type State struct {
+	frozen map[string]float64
+}
+
+// Frozen returns the share last computed for node while it was reachable,
+// and whether there is one.
+func (s *State) Frozen(node string) (float64, bool) {
+	f, ok := s.frozen[node]
+	return f, ok
+}
+
+// Forget drops what is remembered of node (it left the cluster).
+func (s *State) Forget(node string) { delete(s.frozen, node) }
+
+// Compute returns this node's quota for one key and updates st. self is this
+// node's ID (its own frozen share is remembered too, which the fault suite
+// reads to check that the sides of a partition agree).
+func Compute(self string, in Input, st *State) Output {
+	prior := in.Prior
+	if prior <= 0 {
+		prior = DefaultPrior
+	}
+	members := max(in.Members, 1)
+	var (
+		others      int64
+		reserved    int64
+		frozenAway  float64 // Σ φ_u over unreachable, unreclaimed members
+		demandTotal = float64(in.Demand) + prior
+	)
+	for _, o := range in.Origins {
+		switch {
+		case o.Member && o.Reachable:
+			hold := max(o.Admitted, o.Quota)
+			reserved += hold - o.Admitted
+			others += hold
+			demandTotal += float64(o.Demand) + prior
+		case !o.Member, in.Policy == Available, o.Reclaimed:
+			// A retired incarnation cannot admit any more, an ignored or
+			// reclaimed member no longer holds room: only what they
+			// admitted still counts, until it expires.
+			others += o.Admitted
+		default: // an unreachable member under the conservative policy
+			phi, ok := st.Frozen(o.Node)
+			if !ok {
+				phi = 1 / float64(members)
+			}
+			hold := max(o.Admitted, o.Quota, int64(math.Ceil(phi*float64(in.Limit))))
+			reserved += hold - o.Admitted
+			others += hold
+			frozenAway += phi
+		}
+	}
+	// The headroom already excludes the reservations, so the reachable
+	// members split all of it by demand. What is remembered (φ) is a share
+	// of the whole limit: the reachable part, 1 − Σφ_u, split the same way.
+	reachableShare := max(0, 1-frozenAway)
+	out := Output{
+		Share:    (float64(in.Demand) + prior) / demandTotal,
+		Headroom: in.Limit - in.Admitted - others,
+		Others:   others,
+		Reserved: reserved,
+	}
+	st.remember(self, reachableShare*(float64(in.Demand)+prior)/demandTotal)
+	for _, o := range in.Origins {
+		if o.Member && o.Reachable && o.Fresh {
+			st.remember(o.Node, reachableShare*(float64(o.Demand)+prior)/demandTotal)
+		}
+	}
+	if in.Fenced {
+		return out // Quota 0
+	}
+	out.Quota = in.Admitted
+	if out.Headroom > 0 {
+		out.Quota += roundStochastic(out.Share*float64(out.Headroom), in.Uniform)
+	}
+	return out
+}
+
+func (s *State) remember(node string, phi float64) {
+	if s.frozen == nil {
+		s.frozen = make(map[string]float64)
+	}
+	s.frozen[node] = phi
+}
+
+// roundStochastic rounds x ≥ 0 down or up so that the expected result is x:
+// up with probability equal to its fractional part.
+func roundStochastic(x, u float64) int64 {
+	whole := math.Floor(x)
+	if u < x-whole {
+		whole++
+	}
+	return int64(whole)
+}

@@ -1,0 +1,582 @@
+// Package sim is QuotaMesh's deterministic simulator: N real engines (the
+// same window, crdt, share and engine code a node runs) on simulated time,
+// joined by simulated links with delay, jitter, loss and partitions, each
+// node with its own clock offset, driven by the demand patterns of package
+// pattern. No sockets, no goroutines, no wall clock: a run is a function of
+// its Config, seed included, so a result can be reproduced exactly.
+//
+// Links model what QUIC streams give the real node: frames arrive in order,
+// a lost packet delays a frame (and every frame behind it) by a
+// retransmission timeout instead of dropping it, and a partition breaks the
+// stream, so both ends start over with a full state when it heals.
+//
+// It is how the admission algorithm is tuned, and users get it as a capacity
+// planning tool: `quotamesh sim --nodes N --pattern P`.
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/internal/accuracy"
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/pattern"
+	"github.com/quotamesh/quotamesh/share"
+	"github.com/quotamesh/quotamesh/window"
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+// ErrInvalid reports a Config field out of range.
+var ErrInvalid = errors.New("quotamesh/sim: invalid config")
+
+// Partition cuts the cluster into groups from Start to End (simulated time
+// since the run began). Nodes in different groups cannot exchange frames;
+// nodes not listed form one more group.
+type Partition struct {
+	Start, End time.Duration
+	Groups     [][]int
+}
+
+// ClockStep moves node's clock by Offset at At (the clock-skew nemesis).
+type ClockStep struct {
+	At     time.Duration
+	Node   int
+	Offset time.Duration // the node's new offset from true time
+}
+
+// Restart kills Node at At (kill -9: its engine and everything in it are
+// gone, its links break) and starts it again as a new incarnation Down
+// later. Requests that arrive while it is down never reach the cluster.
+type Restart struct {
+	At, Down time.Duration
+	Node     int
+}
+
+// Pause stops Node at At for For (SIGSTOP, a long GC pause): it neither
+// ticks nor handles frames, and the requests sent to it wait. When it
+// resumes, the requests are handled first, before its first tick (the
+// worst order: its quotas are as old as the pause).
+type Pause struct {
+	At, For time.Duration
+	Node    int
+}
+
+// Config is one simulated run.
+type Config struct {
+	// Nodes is the cluster size, 1 to 1000.
+	Nodes int
+	// Pattern and Arrivals shape the offered load (pattern.Load).
+	Pattern  pattern.Name
+	Arrivals pattern.Arrival
+	// Limit is the key's limit; default 1000/s.
+	Limit limits.Rate
+	// Multiplier is offered load over the limit; default 2.
+	Multiplier float64
+	// Duration of the run; default 60 s. Every time in a Config (partitions,
+	// restarts, clock steps) counts from the start of the load.
+	Duration time.Duration
+	// Warmup is how long the nodes run, connecting and syncing, before the
+	// load starts, as the real harness waits for its cluster to be ready;
+	// default 1 s.
+	Warmup time.Duration
+	// Sync is the sync interval; default 20 ms.
+	Sync time.Duration
+	// RTT is the round-trip time of every link; default 2 ms.
+	RTT time.Duration
+	// Jitter adds a uniform random delay in [0, Jitter) to each frame.
+	Jitter time.Duration
+	// Loss is the probability that a frame needs a retransmission, which
+	// delays it (and the frames behind it on its link) by 3×RTT + 1 ms.
+	Loss float64
+	// Skew gives node i a fixed clock offset, spread evenly over
+	// [−Skew, +Skew].
+	Skew time.Duration
+	// ClockSteps change clock offsets during the run.
+	ClockSteps []ClockStep
+	// Partitions cut links during the run.
+	Partitions []Partition
+	// Restarts kill and restart nodes during the run.
+	Restarts []Restart
+	// Pauses stop nodes during the run.
+	Pauses []Pause
+	// Policy is the partition policy.
+	Policy share.Policy
+	// Seed makes the run reproducible; default 1.
+	Seed uint64
+	// Engine tunes every engine (Node, Incarnation and Seed are set per
+	// node; SyncInterval is set from Sync).
+	Engine engine.Config
+	// Encode sends every frame through wire's encoder and decoder, to
+	// measure bytes on the wire (slower).
+	Encode bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.Arrivals == "" {
+		c.Arrivals = pattern.Even
+	}
+	if c.Limit == (limits.Rate{}) {
+		c.Limit = limits.MustParseRate("1000/s")
+	}
+	if c.Multiplier == 0 {
+		c.Multiplier = 2
+	}
+	if c.Duration == 0 {
+		c.Duration = 60 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = time.Second
+	}
+	if c.Sync == 0 {
+		c.Sync = 20 * time.Millisecond
+	}
+	if c.RTT == 0 {
+		c.RTT = 2 * time.Millisecond
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	return c
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	d := c.withDefaults()
+	switch {
+	case d.Nodes < 1 || d.Nodes > 1000:
+		return fmt.Errorf("%w: nodes %d, use 1 to 1000", ErrInvalid, d.Nodes)
+	case d.Sync < time.Millisecond || d.Sync > 10*time.Second:
+		return fmt.Errorf("%w: sync %v, use 1ms to 10s", ErrInvalid, d.Sync)
+	case d.RTT < 0 || d.RTT > 10*time.Second || d.Jitter < 0 || d.Jitter > 10*time.Second:
+		return fmt.Errorf("%w: rtt %v, jitter %v: use 0 to 10s", ErrInvalid, d.RTT, d.Jitter)
+	case d.Loss < 0 || d.Loss >= 1:
+		return fmt.Errorf("%w: loss %v, use [0, 1)", ErrInvalid, d.Loss)
+	case d.Skew < 0 || d.Skew > time.Hour:
+		return fmt.Errorf("%w: skew %v, use 0 to 1h", ErrInvalid, d.Skew)
+	case d.Duration <= 0 || d.Duration > 24*time.Hour:
+		return fmt.Errorf("%w: duration %v, use up to 24h", ErrInvalid, d.Duration)
+	case d.Warmup < 0 || d.Warmup > time.Hour:
+		return fmt.Errorf("%w: warmup %v, use 0 to 1h", ErrInvalid, d.Warmup)
+	}
+	if err := d.Limit.Validate(); err != nil {
+		return fmt.Errorf("%w: limit: %w", ErrInvalid, err)
+	}
+	for i, p := range d.Partitions {
+		if p.End <= p.Start {
+			return fmt.Errorf("%w: partition %d ends at %v, not after its start %v", ErrInvalid, i, p.End, p.Start)
+		}
+		for _, g := range p.Groups {
+			for _, n := range g {
+				if n < 0 || n >= d.Nodes {
+					return fmt.Errorf("%w: partition %d names node %d of %d", ErrInvalid, i, n, d.Nodes)
+				}
+			}
+		}
+	}
+	for i, r := range d.Restarts {
+		if r.Node < 0 || r.Node >= d.Nodes || r.Down <= 0 {
+			return fmt.Errorf("%w: restart %d of node %d down for %v: name a node of %d and a positive down time", ErrInvalid, i, r.Node, r.Down, d.Nodes)
+		}
+	}
+	for i, p := range d.Pauses {
+		if p.Node < 0 || p.Node >= d.Nodes || p.For <= 0 {
+			return fmt.Errorf("%w: pause %d of node %d for %v: name a node of %d and a positive duration", ErrInvalid, i, p.Node, p.For, d.Nodes)
+		}
+	}
+	for i, s := range d.ClockSteps {
+		if s.Node < 0 || s.Node >= d.Nodes {
+			return fmt.Errorf("%w: clock step %d names node %d of %d", ErrInvalid, i, s.Node, d.Nodes)
+		}
+	}
+	if _, err := d.load(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c Config) load() (pattern.Load, error) {
+	l := pattern.Load{
+		Pattern: c.Pattern, Nodes: c.Nodes, Limit: c.Limit.PerSecond(),
+		Multiplier: c.Multiplier, Duration: c.Duration,
+	}.WithDefaults()
+	if err := l.Validate(); err != nil {
+		return l, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return l, nil
+}
+
+// Result is a run's report plus what only a simulation can tell.
+type Result struct {
+	accuracy.Report
+	// PerSecond is the cluster's admitted count in each whole second.
+	PerSecond []int64 `json:"per_second"`
+	// Frames and Bytes count what crossed the links (Bytes only with
+	// Config.Encode).
+	Frames int64 `json:"frames"`
+	Bytes  int64 `json:"bytes,omitempty"`
+	// Rejected counts frames the engines refused.
+	Rejected int64 `json:"rejected"`
+}
+
+// base is the simulated wall-clock time of the start of a run: node time is
+// base + simulated time + the node's clock offset.
+const base = int64(1_767_225_600) * int64(time.Second) // 2026-01-01
+
+const key = "sim.key"
+
+type node struct {
+	id       string
+	eng      *engine.Engine
+	cfg      engine.Config // to start it again
+	down     bool
+	pausedTo time.Duration // paused until this time, if after now
+	delayed  int           // requests waiting for a paused process
+	restarts uint64
+	offset   time.Duration
+	arrivals *pattern.Arrivals
+	offered  int64
+	admitted int64
+}
+
+type link struct {
+	up       bool
+	lastAt   time.Duration // delivery time of the last frame queued, to keep order
+	streamID uint64        // frames of an older stream are dropped on delivery
+}
+
+type sim struct {
+	cfg      Config
+	now      time.Duration
+	nodes    []*node
+	table    *limits.Table
+	ids      []string
+	links    [][]*link // links[from][to]
+	q        eventQueue
+	rng      *rand.Rand
+	ideal    *window.Window
+	admitted []time.Duration
+	res      Result
+	enc      *wire.Encoder
+	dec      *wire.Decoder
+	buf      []byte
+}
+
+// Run simulates cfg and reports what the cluster admitted.
+func Run(cfg Config) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	cfg = cfg.withDefaults()
+	load, _ := cfg.load()
+	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
+	if cfg.Encode {
+		s.enc, s.dec = wire.NewEncoder(), wire.NewDecoder()
+	}
+	table, err := limits.NewTable(limits.Rule{Pattern: key, Rate: cfg.Limit})
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	s.ideal, _ = window.New(cfg.Limit, base)
+	ids := make([]string, cfg.Nodes)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("n%03d", i)
+	}
+	for i := range cfg.Nodes {
+		ecfg := cfg.Engine
+		ecfg.Node = ids[i]
+		ecfg.Incarnation = uint64(i) + 1
+		ecfg.Seed = cfg.Seed*1000003 + uint64(i)
+		ecfg.SyncInterval = cfg.Sync
+		ecfg.Policy = cfg.Policy
+		n := &node{id: ids[i], cfg: ecfg, arrivals: pattern.NewArrivals(load, i, cfg.Arrivals, cfg.Seed)}
+		if cfg.Nodes > 1 && cfg.Skew > 0 {
+			n.offset = time.Duration(-float64(cfg.Skew) + 2*float64(cfg.Skew)*float64(i)/float64(cfg.Nodes-1))
+		}
+		n.eng, err = engine.New(ecfg, table, ids, s.nodeTime(n))
+		if err != nil {
+			return Result{}, fmt.Errorf("%w: engine: %w", ErrInvalid, err)
+		}
+		s.nodes = append(s.nodes, n)
+	}
+	s.table, s.ids = table, ids
+	s.links = make([][]*link, cfg.Nodes)
+	for i := range s.links {
+		s.links[i] = make([]*link, cfg.Nodes)
+		for j := range s.links[i] {
+			s.links[i][j] = &link{}
+		}
+	}
+	for i, n := range s.nodes {
+		// Ticks start at a random phase so nodes do not tick in lockstep.
+		s.q.push(event{at: time.Duration(s.rng.Int64N(int64(cfg.Sync))), kind: evTick, node: i})
+		if at, ok := n.arrivals.Next(); ok {
+			s.q.push(event{at: cfg.Warmup + at, kind: evArrival, node: i})
+		}
+	}
+	w := cfg.Warmup
+	for _, p := range cfg.Pauses {
+		s.q.push(event{at: w + p.At, kind: evPause, node: p.Node, offset: p.For})
+	}
+	for _, r := range cfg.Restarts {
+		s.q.push(event{at: w + r.At, kind: evKill, node: r.Node})
+		s.q.push(event{at: w + r.At + r.Down, kind: evRevive, node: r.Node})
+	}
+	for _, st := range cfg.ClockSteps {
+		s.q.push(event{at: w + st.At, kind: evClock, node: st.Node, offset: st.Offset})
+	}
+	s.q.push(event{at: 0, kind: evLinks})
+	for _, p := range cfg.Partitions {
+		s.q.push(event{at: w + p.Start, kind: evLinks})
+		s.q.push(event{at: w + p.End, kind: evLinks})
+	}
+	for s.q.len() > 0 {
+		ev := s.q.pop()
+		if ev.at >= w+cfg.Duration {
+			break
+		}
+		s.now = ev.at
+		s.handle(ev)
+	}
+	return s.report(), nil
+}
+
+// nodeTime is what node n's clock reads now: true time, the node's offset,
+// and the correction its engine asks for (clock alignment).
+func (s *sim) nodeTime(n *node) int64 {
+	t := base + int64(s.now) + int64(n.offset)
+	if n.eng != nil {
+		t += int64(n.eng.Correction())
+	}
+	return t
+}
+
+func (s *sim) handle(ev event) {
+	if n := s.nodes[ev.node]; n.pausedTo > s.now && ev.kind == evDeliver {
+		// The process is stopped: the frame waits for it.
+		ev.at = n.pausedTo
+		s.q.push(ev)
+		return
+	}
+	switch ev.kind {
+	case evArrival:
+		n := s.nodes[ev.node]
+		if at, ok := n.arrivals.Next(); ok {
+			s.q.push(event{at: s.cfg.Warmup + at, kind: evArrival, node: ev.node})
+		}
+		if n.pausedTo > s.now {
+			n.delayed++ // waits for the process, handled first when it resumes
+			return
+		}
+		s.serve(ev.node)
+	case evTick:
+		n := s.nodes[ev.node]
+		s.q.push(event{at: s.now + s.cfg.Sync, kind: evTick, node: ev.node})
+		if n.down || n.pausedTo > s.now {
+			return
+		}
+		n.eng.Tick(s.nodeTime(n), func(to string, m *wire.Sync) error {
+			return s.send(ev.node, s.index(to), m)
+		})
+		if s.now%time.Second < s.cfg.Sync {
+			n.eng.Housekeep(s.nodeTime(n))
+		}
+	case evDeliver:
+		l := s.links[ev.from][ev.node]
+		if !l.up || l.streamID != ev.stream {
+			return // the stream broke while the frame was in flight
+		}
+		n := s.nodes[ev.node]
+		var err error
+		switch m := ev.msg.(type) {
+		case *wire.Sync:
+			err = n.eng.Receive(s.nodeTime(n), s.nodes[ev.from].id, m)
+		case *wire.Hello:
+			err = n.eng.Hello(s.nodeTime(n), s.nodes[ev.from].id, m)
+		}
+		if err != nil {
+			s.res.Rejected++
+		}
+	case evLinks:
+		s.updateLinks()
+	case evClock:
+		s.nodes[ev.node].offset = ev.offset
+	case evPause:
+		n := s.nodes[ev.node]
+		n.pausedTo = s.now + ev.offset
+		s.q.push(event{at: n.pausedTo, kind: evResume, node: ev.node})
+	case evResume:
+		// Handle the requests that waited before anything else.
+		n := s.nodes[ev.node]
+		for ; n.delayed > 0; n.delayed-- {
+			s.serve(ev.node)
+		}
+	case evKill:
+		s.nodes[ev.node].down = true
+		s.updateLinks()
+	case evRevive:
+		n := s.nodes[ev.node]
+		n.restarts++
+		cfg := n.cfg
+		cfg.Incarnation += 1000 * n.restarts
+		cfg.Seed += 1000 * n.restarts
+		eng, err := engine.New(cfg, s.table, s.ids, s.nodeTime(n))
+		if err != nil {
+			panic(fmt.Sprintf("sim: restarting %s: %v", n.id, err)) // the config started it once already
+		}
+		n.eng, n.down = eng, false
+		s.updateLinks()
+	}
+}
+
+// serve handles one request at node i now, and offers it to the ideal
+// limiter too.
+func (s *sim) serve(i int) {
+	n := s.nodes[i]
+	if n.down {
+		return // the request never reaches the cluster
+	}
+	n.offered++
+	if s.ideal.AllowN(base+int64(s.now), 1) {
+		s.res.Ideal++
+	}
+	if d, err := n.eng.AllowN(s.nodeTime(n), key, 1); err == nil && d.Allowed {
+		n.admitted++
+		s.admitted = append(s.admitted, s.now-s.cfg.Warmup)
+	}
+}
+
+func (s *sim) index(id string) int {
+	var i int
+	fmt.Sscanf(id, "n%d", &i)
+	return i
+}
+
+// connected reports whether from and to may exchange frames now.
+func (s *sim) connected(from, to int) bool {
+	if s.nodes[from].down || s.nodes[to].down {
+		return false
+	}
+	for _, p := range s.cfg.Partitions {
+		if s.now < s.cfg.Warmup+p.Start || s.now >= s.cfg.Warmup+p.End {
+			continue
+		}
+		if group(p, from) != group(p, to) {
+			return false
+		}
+	}
+	return true
+}
+
+func group(p Partition, n int) int {
+	for g, members := range p.Groups {
+		if slices.Contains(members, n) {
+			return g
+		}
+	}
+	return len(p.Groups)
+}
+
+// updateLinks opens streams that became possible and breaks those that did
+// not survive a partition change. A new stream starts with a hello each way.
+func (s *sim) updateLinks() {
+	for i := range s.nodes {
+		for j := range s.nodes {
+			if i == j {
+				continue
+			}
+			l := s.links[i][j]
+			up := s.connected(i, j)
+			switch {
+			case up && !l.up:
+				l.up = true
+				l.streamID++
+				l.lastAt = s.now
+				s.nodes[i].eng.PeerUp(s.nodes[j].id)
+				self := s.nodes[i].eng.Self()
+				s.enqueue(i, j, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "sim"}, s.cfg.RTT)
+			case !up && l.up:
+				l.up = false
+				if !s.nodes[i].down {
+					s.nodes[i].eng.PeerDown(s.nodes[j].id)
+				}
+			}
+		}
+	}
+}
+
+// send queues a frame from a tick; it fails (as a closed stream would) when
+// the link is down.
+func (s *sim) send(from, to int, m *wire.Sync) error {
+	if !s.links[from][to].up {
+		return errLinkDown
+	}
+	s.enqueue(from, to, s.copySync(m), 0)
+	return nil
+}
+
+var errLinkDown = errors.New("link down")
+
+func (s *sim) enqueue(from, to int, m wire.Message, extra time.Duration) {
+	l := s.links[from][to]
+	delay := s.cfg.RTT/2 + extra
+	if s.cfg.Jitter > 0 {
+		delay += time.Duration(s.rng.Int64N(int64(s.cfg.Jitter)))
+	}
+	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
+		delay += 3*s.cfg.RTT + time.Millisecond
+	}
+	at := max(s.now+delay, l.lastAt)
+	l.lastAt = at
+	s.res.Frames++
+	if s.cfg.Encode {
+		var err error
+		s.buf, err = s.enc.Append(s.buf[:0], m)
+		if err == nil {
+			s.res.Bytes += int64(len(s.buf))
+			m, _ = s.dec.Decode(s.buf[frameHeader(s.buf):])
+		}
+	}
+	s.q.push(event{at: at, kind: evDeliver, from: from, node: to, msg: m, stream: l.streamID})
+}
+
+// frameHeader is the length of the uvarint length prefix Append writes.
+func frameHeader(b []byte) int {
+	for i, c := range b {
+		if c < 0x80 {
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// copySync copies the parts of a frame the store may reuse after the tick.
+func (s *sim) copySync(m *wire.Sync) *wire.Sync {
+	c := *m
+	c.Delta.Origins = slices.Clone(m.Delta.Origins)
+	c.Delta.Entries = slices.Clone(m.Delta.Entries)
+	return &c
+}
+
+func (s *sim) report() Result {
+	r := s.res
+	r.Pattern = string(s.cfg.Pattern)
+	r.Nodes = s.cfg.Nodes
+	r.Limit = s.cfg.Limit.String()
+	r.Duration = s.cfg.Duration.String()
+	for _, n := range s.nodes {
+		r.PerNode = append(r.PerNode, accuracy.NodeReport{Node: n.id, Offered: n.offered, Admitted: n.admitted})
+	}
+	secs := int(s.cfg.Duration / time.Second)
+	r.PerSecond = make([]int64, max(secs, 1))
+	for _, t := range s.admitted {
+		if i := int(t / time.Second); i < len(r.PerSecond) {
+			r.PerSecond[i]++
+		}
+	}
+	r.Fill(s.admitted, s.cfg.Limit.Count, s.cfg.Limit.Window)
+	return r
+}
