@@ -1,0 +1,202 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/transport"
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+// Admin operations run one per stream: the SDK opens a stream on its
+// connection, writes one AdminRequest, closes its side and reads one
+// AdminReply. A limit change waits for Raft, which must never hold up the
+// request stream. They are not retried on another node: a change whose
+// answer was lost may have been applied, and the caller decides.
+
+// SetLimit makes rule the limit for its pattern, through Raft, from
+// whichever node the client is connected to. It returns the Raft index the
+// change was applied at. Errors wrap limits.ErrInvalidRate or
+// limits.ErrInvalidPattern (checked before sending), ErrForbidden,
+// quotamesh.ErrUnavailable (no leader or quorum in time, or no node),
+// quotamesh.ErrClosed.
+func (c *Client) SetLimit(ctx context.Context, rule limits.Rule) (uint64, error) {
+	if err := rule.Validate(); err != nil {
+		return 0, fmt.Errorf("quotamesh/client: set limit: %w", err)
+	}
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminLimitSet, Rule: rule})
+	if err != nil {
+		return 0, err
+	}
+	return rep.Index, nil
+}
+
+// DeleteLimit deletes the rule for pattern and returns the Raft index of the
+// change. Errors wrap limits.ErrNoRule when there is no such rule, and
+// otherwise as SetLimit's.
+func (c *Client) DeleteLimit(ctx context.Context, pattern string) (uint64, error) {
+	if _, err := limits.ParsePattern(pattern); err != nil {
+		return 0, fmt.Errorf("quotamesh/client: delete limit: %w", err)
+	}
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminLimitDelete, Pattern: pattern})
+	if err != nil {
+		return 0, err
+	}
+	return rep.Index, nil
+}
+
+// GetLimit returns the rule for pattern (the rule with exactly that
+// pattern, not the one a key would match), read linearizably. Errors wrap
+// limits.ErrNoRule when there is none.
+func (c *Client) GetLimit(ctx context.Context, pattern string) (limits.Rule, error) {
+	if _, err := limits.ParsePattern(pattern); err != nil {
+		return limits.Rule{}, fmt.Errorf("quotamesh/client: get limit: %w", err)
+	}
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminLimitGet, Pattern: pattern})
+	if err != nil {
+		return limits.Rule{}, err
+	}
+	if len(rep.Rules) != 1 {
+		// A node that found no rule answers CodeNoRule; an empty OK is a
+		// node bug.
+		return limits.Rule{}, fmt.Errorf("quotamesh/client: get limit %q: node answered %d rules: %w", pattern, len(rep.Rules), ErrProtocol)
+	}
+	return rep.Rules[0], nil
+}
+
+// ListLimits returns every rule, read linearizably.
+func (c *Client) ListLimits(ctx context.Context) ([]limits.Rule, error) {
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminLimitList})
+	if err != nil {
+		return nil, err
+	}
+	return rep.Rules, nil
+}
+
+// Status returns the status document (JSON) of the node the client is
+// connected to.
+func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminStatus})
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(rep.Status) {
+		return nil, fmt.Errorf("quotamesh/client: status: node answered %d bytes that are not JSON: %w", len(rep.Status), ErrProtocol)
+	}
+	return json.RawMessage(rep.Status), nil
+}
+
+// Join asks the cluster to add node at addr (its UDP address) as a member,
+// and returns the Raft index of the change.
+func (c *Client) Join(ctx context.Context, node, addr string) (uint64, error) {
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminJoin, Node: node, Addr: addr})
+	if err != nil {
+		return 0, err
+	}
+	return rep.Index, nil
+}
+
+// Leave asks the cluster to remove node, and returns the Raft index of the
+// change.
+func (c *Client) Leave(ctx context.Context, node string) (uint64, error) {
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminLeave, Node: node})
+	if err != nil {
+		return 0, err
+	}
+	return rep.Index, nil
+}
+
+// admin runs one admin request on a stream of its own and maps the reply's
+// code to an error.
+func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminReply, error) {
+	if c.closed.Load() {
+		return nil, closedErr("admin")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.adminTimeout)
+		defer cancel()
+	}
+	// Close ends the wait too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopClosing := context.AfterFunc(c.stopCtx, cancel)
+	defer stopClosing()
+
+	cn, err := c.currentConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := cn.cc.OpenStream(ctx)
+	if err != nil {
+		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("open stream: %w", err))
+	}
+	defer s.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(d)
+	}
+	stopCancel := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	defer stopCancel()
+
+	req.ID = c.nextID.Add(1)
+	frame, err := wire.Append(nil, &req)
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", opName(req.Op), ErrBadRequest, err)
+	}
+	if _, err := s.Write(frame); err != nil {
+		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("write: %w", err))
+	}
+	_ = s.CloseWrite()
+	body, err := transport.NewFrameReader(s, wire.MaxFrame).Next()
+	if err != nil {
+		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("read: %w", err))
+	}
+	m, err := wire.Decode(body)
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", opName(req.Op), ErrProtocol, err)
+	}
+	rep, ok := m.(*wire.AdminReply)
+	if !ok || rep.ID != req.ID {
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: answered by a %T for request %d", opName(req.Op), ErrProtocol, m, req.ID)
+	}
+	if err := codeErr(rep.Code, rep.Message); err != nil {
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w", opName(req.Op), err)
+	}
+	return rep, nil
+}
+
+// adminErr explains a failed admin exchange: Close, the context, or the
+// connection.
+func (c *Client) adminErr(ctx context.Context, op wire.AdminOp, err error) error {
+	switch {
+	case c.closed.Load():
+		return closedErr("admin " + opName(op))
+	case ctx.Err() != nil:
+		return fmt.Errorf("quotamesh/client: admin %s: %w (%v)", opName(op), ctx.Err(), err)
+	}
+	return fmt.Errorf("quotamesh/client: admin %s: %w: %w", opName(op), quotamesh.ErrUnavailable, err)
+}
+
+func opName(op wire.AdminOp) string {
+	switch op {
+	case wire.AdminLimitSet:
+		return "limit set"
+	case wire.AdminLimitDelete:
+		return "limit delete"
+	case wire.AdminLimitGet:
+		return "limit get"
+	case wire.AdminLimitList:
+		return "limit list"
+	case wire.AdminStatus:
+		return "status"
+	case wire.AdminJoin:
+		return "join"
+	case wire.AdminLeave:
+		return "leave"
+	}
+	return fmt.Sprintf("op %d", op)
+}

@@ -1,0 +1,230 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+// call is one request to the node: a strict decision or a lease request.
+//
+// Ownership: a call lives in Client.pending from submission until exactly
+// one party removes it there, under Client.mu, and so owns its outcome: the
+// reader (a reply), the housekeeper (its deadline passed), the waiter (its
+// context ended) or Close. Only the owner calls finish. Meanwhile the call
+// may sit in the send queue, or have been written on a connection; the
+// supervisor sends it again when that connection dies before a reply.
+type call struct {
+	id  uint64
+	req wire.ClientRequest
+	// retGen is the connection whose node granted the tokens req returns:
+	// the writer drops the return on any other connection, since another
+	// node never counted them.
+	retGen uint64
+	// deadline is the clock time after which the housekeeper fails the
+	// call with ErrUnavailable.
+	deadline int64
+	// lease, for lease requests, is the key the reply is applied to (in
+	// the reader's goroutine); strict calls have done instead.
+	lease *keyState
+	done  chan struct{}
+
+	resolved atomic.Bool          // finished: the writer skips it
+	sentAt   atomic.Int64         // clock time of the last write
+	conn     atomic.Pointer[conn] // connection of the last write
+
+	// Set by finish before done is closed.
+	reply wire.ClientReply
+	err   error
+}
+
+// sendQueue holds calls waiting for a writer. It is a slice under a mutex
+// rather than a channel so that calls abandoned while queued cost nothing
+// once their place in flight is released: the writer drops them, and a
+// queue that grows past twice the in-flight bound is compacted.
+type sendQueue struct {
+	mu    sync.Mutex
+	calls []*call
+	spare []*call
+	max   int
+	ready chan struct{} // capacity 1: the queue is not empty
+}
+
+func newSendQueue(maxInFlight int) *sendQueue {
+	return &sendQueue{max: 2 * maxInFlight, ready: make(chan struct{}, 1)}
+}
+
+// push appends calls and wakes the writer.
+func (q *sendQueue) push(calls ...*call) {
+	q.mu.Lock()
+	q.calls = append(q.calls, calls...)
+	if len(q.calls) > q.max {
+		live := q.calls[:0]
+		for _, cl := range q.calls {
+			if !cl.resolved.Load() {
+				live = append(live, cl)
+			}
+		}
+		clear(q.calls[len(live):])
+		q.calls = live
+	}
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take returns everything queued; the caller hands the slice back with
+// recycle once done with it.
+func (q *sendQueue) take() []*call {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.calls
+	q.calls, q.spare = q.spare[:0], nil
+	return out
+}
+
+func (q *sendQueue) recycle(s []*call) {
+	clear(s)
+	q.mu.Lock()
+	if q.spare == nil {
+		q.spare = s[:0]
+	}
+	q.mu.Unlock()
+}
+
+// acquire takes a place in flight, waiting within ctx.
+func (c *Client) acquire(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctxErr(ctx, "wait for a place in flight")
+	case <-c.closing:
+		return closedErr("wait for a place in flight")
+	}
+}
+
+// tryAcquire takes a place in flight if one is free.
+func (c *Client) tryAcquire() bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// register gives calls (each holding a place in flight) their IDs and
+// deadlines and puts them in pending, then queues them. It fails, releasing
+// their places, once Close has begun.
+func (c *Client) register(calls ...*call) error {
+	deadline := c.clk.Now() + int64(c.cfg.requestTimeout)
+	c.mu.Lock()
+	if c.shut {
+		c.mu.Unlock()
+		for range calls {
+			<-c.slots
+		}
+		return closedErr("send")
+	}
+	for _, cl := range calls {
+		cl.id = c.nextID.Add(1)
+		cl.req.ID = cl.id
+		cl.deadline = deadline
+		c.pending[cl.id] = cl
+	}
+	c.mu.Unlock()
+	c.queue.push(calls...)
+	return nil
+}
+
+// take removes cl from pending if it is still there; the caller then owns
+// its outcome.
+func (c *Client) take(cl *call) bool {
+	c.mu.Lock()
+	_, ok := c.pending[cl.id]
+	if ok {
+		delete(c.pending, cl.id)
+	}
+	c.mu.Unlock()
+	return ok
+}
+
+// finish completes a call its caller took from pending: it releases the
+// place in flight and delivers the outcome (rep is nil when err is set).
+func (c *Client) finish(cl *call, rep *wire.ClientReply, err error) {
+	cl.resolved.Store(true)
+	<-c.slots
+	if cl.lease != nil {
+		c.applyLease(cl, rep, err)
+		return
+	}
+	if rep != nil {
+		cl.reply = *rep
+	}
+	cl.err = err
+	close(cl.done)
+}
+
+// roundTrip sends a strict call and waits for its outcome, its context, or
+// Close.
+func (c *Client) roundTrip(ctx context.Context, cl *call) error {
+	if err := c.acquire(ctx); err != nil {
+		return err
+	}
+	if err := c.register(cl); err != nil {
+		return err
+	}
+	select {
+	case <-cl.done:
+		return cl.err
+	case <-ctx.Done():
+		if c.take(cl) {
+			c.finish(cl, nil, ctxErr(ctx, "decide"))
+		}
+	case <-c.closing:
+		if c.take(cl) {
+			c.finish(cl, nil, closedErr("decide"))
+		}
+	}
+	<-cl.done // the owner finishes it at once
+	return cl.err
+}
+
+// sweep fails the calls whose deadline has passed.
+func (c *Client) sweep(now int64) {
+	var late []*call
+	c.mu.Lock()
+	for id, cl := range c.pending {
+		if now > cl.deadline {
+			delete(c.pending, id)
+			late = append(late, cl)
+		}
+	}
+	c.mu.Unlock()
+	for _, cl := range late {
+		c.timeouts.Add(1)
+		c.finish(cl, nil, fmt.Errorf("quotamesh/client: no reply within %v: %w", c.cfg.requestTimeout, quotamesh.ErrUnavailable))
+	}
+}
+
+// ctxErr wraps ctx's error (cancelled or deadline) for op.
+func ctxErr(ctx context.Context, op string) error {
+	return fmt.Errorf("quotamesh/client: %s: %w", op, ctx.Err())
+}
+
+// durationSince is the time from then to now on the client's clock, never
+// negative.
+func durationSince(now, then int64) time.Duration { return time.Duration(max(0, now-then)) }

@@ -1,0 +1,392 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/consensus"
+	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/transport"
+	"github.com/quotamesh/quotamesh/window"
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+// The client protocol (ALPN quotamesh-client/1, design.md §10 and §11).
+// A client opens bidirectional streams on its connection and writes frames
+// on them: ClientBatch (decisions and leases) and AdminRequest. On each
+// stream the node answers every ClientBatch with one ClientReplies frame,
+// in the order the batches came, and every AdminRequest with one
+// AdminReply, which may overtake or trail batch replies (match by ID).
+const (
+	// streamQueue is how many reply frames a stream holds while its writer
+	// is busy. When it is full the stream's reader stops reading, and QUIC
+	// flow control stops the client: a slow client costs at most this many
+	// frames (plus one being decided) per stream, and the transport bounds
+	// its streams (MaxIncomingStreams, 256).
+	streamQueue = 8
+	// maxAdminInFlight bounds the admin operations one stream has running;
+	// more are answered CodeUnavailable at once.
+	maxAdminInFlight = 4
+	// adminTimeout bounds one admin operation (Raft writes and reads wait
+	// for a leader at most this long).
+	adminTimeout = 10 * time.Second
+	// writeTimeout bounds writing one reply frame: a client that does not
+	// read for this long loses the stream.
+	writeTimeout = 10 * time.Second
+	// statusTopKeys is how many keys the status document lists.
+	statusTopKeys = 10
+)
+
+// ServeClient serves one client connection until it ends or the node
+// shuts down: each stream the client opens gets a goroutine (tracked, and
+// waited for before ServeClient returns).
+func (h handler) ServeClient(c *transport.ClientConn) {
+	n := h.n
+	if !n.acceptClients.Load() || !n.clients.enter() {
+		return // starting or shutting down: the transport closes the connection
+	}
+	defer n.clients.leave()
+	id := c.Identity()
+	ctx, cancel := context.WithCancel(n.clientCtx)
+	defer cancel()
+	var streams sync.WaitGroup
+	defer streams.Wait() // before cancel: streams end with the connection, or with the node
+	for {
+		// Returns an error when the connection ends or the node shuts down.
+		s, err := c.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			n.serveStream(ctx, s, id)
+		}()
+	}
+}
+
+// isAdmin reports whether a client may run admin operations: any client
+// when client certificates are not required, else one whose certificate
+// names a client in TLS.AdminClients (as of the last Reload).
+func (n *Node) isAdmin(id certs.Identity) bool {
+	if !n.cfg.TLS.RequireClientCert {
+		return true
+	}
+	return id.Kind == certs.KindClient && (*n.admins.Load())[id.Name]
+}
+
+// serveStream reads frames from one stream and answers them. Decisions are
+// answered on the reading goroutine, in order; admin operations run on
+// goroutines of their own (at most maxAdminInFlight), so that a Raft write
+// waiting for a leader never stalls the decisions behind it. One writer
+// goroutine writes the replies.
+func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id certs.Identity) {
+	out := make(chan []byte, streamQueue)
+	free := make(chan []byte, streamQueue+1)
+	var writer sync.WaitGroup
+	writer.Add(1)
+	go func() {
+		defer writer.Done()
+		n.writeReplies(s, out, free)
+	}()
+	// Shutdown: stop reading; what was read is still answered.
+	stopRead := context.AfterFunc(ctx, func() { _ = s.SetReadDeadline(time.Now()) })
+	var admins sync.WaitGroup
+	sem := make(chan struct{}, maxAdminInFlight)
+	defer func() {
+		stopRead()
+		admins.Wait()
+		close(out)
+		writer.Wait()
+		_ = s.Close()
+	}()
+
+	br := bufio.NewReaderSize(s, 16<<10)
+	dec := wire.NewDecoder()
+	enc := wire.NewEncoder()
+	var replies wire.ClientReplies
+	for {
+		body, err := wire.ReadFrame(br, wire.MaxFrame)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				n.clientLog.Debug().Err(err).Str("client", id.String()).Msg("client stream ended")
+			}
+			return
+		}
+		msg, err := dec.Decode(body)
+		if err != nil {
+			// Nothing to match a reply to: the client broke the protocol.
+			if ok, _ := n.rejectLog.allow("client\x00"+id.String(), time.Now()); ok {
+				n.clientLog.Warn().Err(err).Str("client", id.String()).Str("remote", s.RemoteAddr().String()).Msg("undecodable client frame; stream closed")
+			}
+			return
+		}
+		switch m := msg.(type) {
+		case *wire.ClientBatch:
+			replies.Items = n.answerBatch(m.Items, replies.Items[:0])
+			buf := getBuf(free)
+			frame, err := enc.Append(buf, &replies)
+			if errors.Is(err, wire.ErrTooLarge) {
+				// A full batch of errors with long messages can outgrow a
+				// frame: the codes say enough.
+				for i := range replies.Items {
+					replies.Items[i].Message = ""
+				}
+				frame, err = enc.Append(buf, &replies)
+			}
+			if err != nil {
+				n.clientLog.Error().Err(err).Msg("encoding replies")
+				return
+			}
+			clear(replies.Items) // drop key-sized messages
+			select {
+			case out <- frame:
+			case <-ctx.Done():
+				return
+			}
+		case *wire.AdminRequest:
+			n.adminRequest(ctx, m, id, out, sem, &admins)
+		default:
+			if ok, _ := n.rejectLog.allow("client\x00"+id.String(), time.Now()); ok {
+				n.clientLog.Warn().Str("client", id.String()).Str("type", fmt.Sprintf("%T", msg)).Msg("unexpected message on a client stream; stream closed")
+			}
+			return
+		}
+	}
+}
+
+func getBuf(free chan []byte) []byte {
+	select {
+	case b := <-free:
+		return b[:0]
+	default:
+		return nil
+	}
+}
+
+// writeReplies writes reply frames until out is closed. After a write
+// error it keeps draining out (discarding), so that nobody blocks on it.
+func (n *Node) writeReplies(s *transport.Stream, out <-chan []byte, free chan<- []byte) {
+	failed := false
+	for frame := range out {
+		if failed {
+			continue
+		}
+		_ = s.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := s.Write(frame); err != nil {
+			failed = true
+			_ = s.Close() // the reader fails too
+			continue
+		}
+		if cap(frame) <= 64<<10 {
+			select {
+			case free <- frame:
+			default:
+			}
+		}
+	}
+}
+
+// answerBatch decides every request of a batch at one node time and
+// appends the replies to dst.
+func (n *Node) answerBatch(items []wire.ClientRequest, dst []wire.ClientReply) []wire.ClientReply {
+	state := n.state.Load()
+	now := n.now()
+	for i := range items {
+		r := &items[i]
+		rep := wire.ClientReply{ID: r.ID}
+		switch {
+		case state == stateClosed:
+			rep.Code, rep.Message = wire.CodeShuttingDown, ErrStopped.Error()
+		case state != stateServing:
+			rep.Code, rep.Message = wire.CodeUnavailable, ErrNotServing.Error()
+		case r.Op == wire.OpDecide:
+			n.decide(now, r, &rep)
+		case r.Op == wire.OpLease:
+			n.grant(now, r, &rep)
+		default:
+			rep.Code, rep.Message = wire.CodeBadRequest, fmt.Sprintf("unknown op %d", r.Op)
+		}
+		switch r.Op {
+		case wire.OpDecide:
+			n.m.decide[rep.Code].Inc()
+		case wire.OpLease:
+			n.m.lease[rep.Code].Inc()
+		}
+		dst = append(dst, rep)
+	}
+	return dst
+}
+
+func (n *Node) decide(now int64, r *wire.ClientRequest, rep *wire.ClientReply) {
+	if r.N <= 0 {
+		rep.Code, rep.Message = wire.CodeInvalidN, fmt.Sprintf("n %d for key %q: n must be positive", r.N, clip(r.Key))
+		return
+	}
+	d, err := n.eng.AllowN(now, r.Key, r.N)
+	rep.Allowed, rep.Remaining, rep.RetryAfter, rep.Limit, rep.Unlimited = d.Allowed, d.Remaining, d.RetryAfter, d.Limit, d.Unlimited
+	if err != nil {
+		rep.Code, rep.Message = replyCode(err), message(err)
+	}
+}
+
+func (n *Node) grant(now int64, r *wire.ClientRequest, rep *wire.ClientReply) {
+	g, err := n.eng.Lease(now, engine.LeaseRequest{Key: r.Key, Want: r.N, Offered: r.Offered, ReturnN: r.ReturnN, ReturnGrantedAt: r.ReturnGrantedAt})
+	if err != nil {
+		rep.Code, rep.Message = replyCode(err), message(err)
+		return
+	}
+	rep.Granted, rep.GrantedAt, rep.TTL, rep.RetryAfter = g.Granted, g.GrantedAt, g.TTL, g.RetryAfter
+	rep.Remaining, rep.Limit, rep.Unlimited = g.Remaining, g.Limit, g.Unlimited
+	rep.Allowed = g.Granted > 0
+}
+
+// replyCode is the wire code of an error from the engine or consensus.
+func replyCode(err error) wire.Code {
+	switch {
+	case err == nil:
+		return wire.CodeOK
+	case errors.Is(err, limits.ErrInvalidKey) && !errors.Is(err, limits.ErrInvalidPattern):
+		return wire.CodeInvalidKey
+	case errors.Is(err, window.ErrInvalidN), errors.Is(err, engine.ErrInvalidRequest):
+		return wire.CodeInvalidN
+	case errors.Is(err, window.ErrExceedsLimit):
+		return wire.CodeExceedsLimit
+	case errors.Is(err, window.ErrTooManyKeys):
+		return wire.CodeTooManyKeys
+	case errors.Is(err, limits.ErrNoRule):
+		return wire.CodeNoRule
+	case errors.Is(err, limits.ErrInvalidRate), errors.Is(err, limits.ErrInvalidPattern):
+		return wire.CodeInvalidRate
+	case errors.Is(err, ErrForbidden), errors.Is(err, consensus.ErrForbidden):
+		return wire.CodeForbidden
+	case errors.Is(err, consensus.ErrClosed), errors.Is(err, ErrStopped):
+		return wire.CodeShuttingDown
+	case errors.Is(err, consensus.ErrTimeout), errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrNotLeader),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrNotServing):
+		return wire.CodeUnavailable
+	case errors.Is(err, consensus.ErrBadRequest), errors.Is(err, limits.ErrTooManyRules), errors.Is(err, limits.ErrDuplicateRule):
+		return wire.CodeBadRequest
+	}
+	return wire.CodeInternal
+}
+
+// message is an error's text, clipped to what a reply carries.
+func message(err error) string {
+	s := err.Error()
+	if len(s) > wire.MaxMessageLen {
+		s = s[:wire.MaxMessageLen]
+	}
+	return s
+}
+
+// adminRequest runs an admin operation off the stream's read path and
+// queues its reply; a refusal is queued at once.
+func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.Identity, out chan<- []byte, sem chan struct{}, wg *sync.WaitGroup) {
+	reply := func(r *wire.AdminReply) {
+		n.m.clientRequests.WithLabelValues(adminOpName(m.Op), codeName(r.Code)).Inc()
+		frame, err := wire.Append(nil, r)
+		if err != nil {
+			n.adminLog.Error().Err(err).Msg("encoding an admin reply")
+			frame, _ = wire.Append(nil, &wire.AdminReply{ID: r.ID, Code: wire.CodeInternal, Message: "reply too large"})
+		}
+		select {
+		case out <- frame:
+		case <-ctx.Done():
+		}
+	}
+	switch {
+	case !n.isAdmin(id):
+		n.adminLog.Warn().Str("client", id.String()).Str("op", adminOpName(m.Op)).Msg("admin operation refused: not an admin")
+		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeForbidden, Message: fmt.Sprintf("%v: client %q is not an admin", ErrForbidden, id.String())})
+		return
+	case n.state.Load() == stateClosed:
+		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeShuttingDown, Message: ErrStopped.Error()})
+		return
+	}
+	select {
+	case sem <- struct{}{}:
+	default:
+		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeUnavailable, Message: fmt.Sprintf("%d admin operations already in progress on this stream", maxAdminInFlight)})
+		return
+	}
+	wg.Add(1)
+	go func() { // waited for by serveStream before it returns
+		defer wg.Done()
+		defer func() { <-sem }()
+		actx, cancel := context.WithTimeout(ctx, adminTimeout)
+		defer cancel()
+		r := n.admin(actx, m)
+		l := n.adminLog.Info()
+		if r.Code != wire.CodeOK {
+			l = l.Str("error", r.Message)
+		}
+		l.Str("client", id.String()).Str("op", adminOpName(m.Op)).Str("code", codeName(r.Code)).Msg("admin operation")
+		reply(r)
+	}()
+}
+
+func adminOpName(op wire.AdminOp) string {
+	if s, ok := adminOpNames[op]; ok {
+		return s
+	}
+	return "unknown"
+}
+
+// admin runs one admin operation.
+func (n *Node) admin(ctx context.Context, m *wire.AdminRequest) *wire.AdminReply {
+	r := &wire.AdminReply{ID: m.ID}
+	var err error
+	switch m.Op {
+	case wire.AdminLimitSet:
+		r.Index, err = n.SetLimit(ctx, m.Rule)
+	case wire.AdminLimitDelete:
+		r.Index, err = n.DeleteLimit(ctx, m.Pattern)
+	case wire.AdminLimitGet:
+		var rule limits.Rule
+		var ok bool
+		if rule, ok, err = n.GetLimit(ctx, m.Pattern); ok {
+			r.Rules = []limits.Rule{rule}
+		}
+	case wire.AdminLimitList:
+		r.Rules, err = n.ListLimits(ctx)
+	case wire.AdminStatus:
+		r.Status, err = n.statusJSON()
+	case wire.AdminJoin:
+		err = n.Join(ctx, m.Node, m.Addr)
+	case wire.AdminLeave:
+		err = n.Leave(ctx, m.Node)
+	default:
+		r.Code, r.Message = wire.CodeBadRequest, fmt.Sprintf("unknown admin op %d", m.Op)
+		return r
+	}
+	if err != nil {
+		r.Code, r.Message = replyCode(err), message(err)
+		r.Rules, r.Status = nil, nil
+	}
+	return r
+}
+
+// statusJSON is the status document, trimmed to fit a reply.
+func (n *Node) statusJSON() ([]byte, error) {
+	st := n.Status(statusTopKeys)
+	for {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return nil, fmt.Errorf("quotamesh/node: encoding the status: %w", err)
+		}
+		if len(b) <= wire.MaxStatusLen || len(st.TopKeys) == 0 {
+			return b, nil
+		}
+		st.TopKeys = st.TopKeys[:len(st.TopKeys)/2]
+	}
+}

@@ -1,0 +1,454 @@
+package node
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/consensus"
+	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/share"
+	"github.com/quotamesh/quotamesh/window"
+)
+
+// Defaults for zero Config fields (see DefaultConfig).
+const (
+	DefaultClusterID   = "quotamesh"
+	DefaultListen      = ":7946"
+	DefaultAdminListen = "127.0.0.1:9946"
+	DefaultLogLevel    = "info"
+	// DefaultAdminClient is the client name admin operations require when
+	// client certificates are required and TLSConfig.AdminClients is empty:
+	// the name `quotamesh certs init` gives the operator's certificate.
+	DefaultAdminClient = "admin"
+)
+
+// Peer is a cluster member as a Bootstrap list names it: its node ID and
+// the address (host:port) peers and Raft reach it at, its Advertise.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// TLSConfig is where a node's certificates come from and what it asks of
+// clients. Every connection is mutual TLS under the cluster CA
+// (design.md §6).
+type TLSConfig struct {
+	// CertDir is a certificates directory in the layout of package certs:
+	// the node reads ca.crt and nodes/<ID>.crt and .key (certs.LoadNode).
+	CertDir string
+	// Certificate and CAs are loaded material, used instead of CertDir
+	// (embedders, tests). Set both or neither.
+	Certificate *tls.Certificate
+	CAs         *x509.CertPool
+	// RequireClientCert makes clients present a certificate signed by the
+	// cluster CA. Admin operations then also need one whose client name is
+	// in AdminClients. Without it, clients may be anonymous and every client
+	// may run admin operations: use that only on a trusted network.
+	RequireClientCert bool
+	// AdminClients are the client names allowed admin operations when
+	// RequireClientCert is set. Empty means [DefaultAdminClient].
+	AdminClients []string
+}
+
+// Config configures a node. A zero field means its documented default
+// (DefaultConfig lists them), except AdminListen, where "" turns the admin
+// listener off. Start copies the Config: changing it afterwards has no
+// effect; what may change at run time goes through Reload.
+type Config struct {
+	// ID names this node for all time (1 to 64 bytes of [A-Za-z0-9._-]);
+	// its certificate must carry it. A node restarted from its DataDir must
+	// keep its ID. Required.
+	ID string
+	// ClusterID names the cluster; peers of another cluster are refused.
+	// Default "quotamesh".
+	ClusterID string
+
+	// Listen is the UDP address of the QUIC endpoint that peers and clients
+	// share (default ":7946"). Ignored when PacketConn is set.
+	Listen string
+	// Advertise is the host:port peers and Raft reach this node at; it is
+	// this node's address in the cluster's membership. Default: the bound
+	// address, when it names a specific host (a port of 0 in either is the
+	// port actually bound).
+	Advertise string
+	// AdminListen is the TCP address of the admin HTTP listener: /metrics,
+	// /healthz, /readyz, /status and /debug/pprof/. "" turns it off;
+	// DefaultConfig sets "127.0.0.1:9946".
+	AdminListen string
+
+	// DataDir holds the Raft log and snapshots. Required.
+	DataDir string
+	// Bootstrap lists the initial voters, the same list on every initial
+	// node (at most MaxVoters). A listed node with an empty DataDir
+	// bootstraps the cluster with it; a restart from disk ignores it.
+	Bootstrap []Peer
+	// Join lists addresses of members to join through, tried in turn, when
+	// this node is not a member after opening its DataDir. The node joins
+	// in the background; it does not serve decisions until it is a member
+	// and has heard a majority of the members.
+	Join []string
+
+	// TLS is the node's certificate, the cluster CA and the client policy.
+	TLS TLSConfig
+
+	// Policy is what a node admits while it cannot hear some members:
+	// share.Conservative (the zero value, default) or share.Available
+	// (design.md §7).
+	Policy share.Policy
+	// SyncInterval is how often deltas go to peers and quotas are
+	// recomputed (default 20 ms).
+	SyncInterval time.Duration
+	// DeadAfter is how long a silent member stays reachable (default 1 s).
+	DeadAfter time.Duration
+	// FenceAfter is how long a node that does not hear a strict majority
+	// keeps admitting under the conservative policy (default 3 s).
+	FenceAfter time.Duration
+	// ReclaimAfter is how long a member must have been unreachable before a
+	// majority reclaims its share (default 5 s; at least FenceAfter +
+	// DeadAfter).
+	ReclaimAfter time.Duration
+	// MaxKeys bounds the keys with a window (default 1,000,000).
+	MaxKeys int
+	// UnknownKeys answers keys no rule matches (default window.PolicyAllow).
+	UnknownKeys window.Policy
+	// WhenFull answers a new key while MaxKeys windows exist (default
+	// window.PolicyDeny).
+	WhenFull window.Policy
+	// LeaseTTL is how long an SDK may use a lease (default 50 ms).
+	LeaseTTL time.Duration
+	// MaxLeaseFraction caps one lease at this fraction of the key's limit
+	// (default 0.1).
+	MaxLeaseFraction float64
+
+	// MaxVoters is how many members vote in Raft: odd, 1 to 7 (default 5).
+	MaxVoters int
+	// LeaveOnShutdown makes Shutdown remove this node from the cluster
+	// before it stops. The default is to stay a member: a restart (a
+	// rolling upgrade, a crash) keeps the membership, and a node is removed
+	// on purpose with Leave.
+	LeaveOnShutdown bool
+
+	// LogLevel is the least level logged: trace, debug, info (default),
+	// warn, error. It may change at run time (Reload). Logger's own level
+	// applies first.
+	LogLevel string
+	// Logger receives the node's logs, one sub-logger per component
+	// (node, sync, raft, transport, client, admin). The zero Logger
+	// discards them.
+	Logger zerolog.Logger
+	// Registerer and Gatherer receive and serve the node's metrics. Nil
+	// means a fresh registry for this node (with Go and process
+	// collectors), never the global one, so that several nodes can run in
+	// one process. A Registerer that is a *prometheus.Registry serves as
+	// the Gatherer too.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// PacketConn, if set, carries QUIC instead of a socket on Listen (tests
+	// wrap one with internal/faultnet). Its owner closes it after Shutdown.
+	PacketConn net.PacketConn
+
+	// FaultControl is for tests and the fault suite only: it enables
+	// /debug/fault/clock (the clock.Skewed offset) and /debug/fault/net
+	// (faultnet delay, jitter, loss and partitions on this node's socket)
+	// on the admin listener. A node that opens its own socket then wraps it
+	// with faultnet. It is logged loudly at start. Never enable it in
+	// production: anyone who reaches the admin listener can then skew the
+	// clock and break the network.
+	FaultControl bool
+	// UnsafeIgnoreShare makes this node admit up to the whole limit as if it
+	// were alone, ignoring what its peers hold: a deliberately broken node,
+	// for the fault suite to prove that its checkers catch over-admission.
+	// TEST ONLY; logged loudly at start.
+	UnsafeIgnoreShare bool
+}
+
+// DefaultConfig returns a Config with every default filled in. ID, DataDir
+// and the TLS material are left for the caller.
+func DefaultConfig() Config {
+	e := engineDefaults()
+	return Config{
+		ClusterID:        DefaultClusterID,
+		Listen:           DefaultListen,
+		AdminListen:      DefaultAdminListen,
+		Policy:           share.Conservative,
+		SyncInterval:     e.SyncInterval,
+		DeadAfter:        e.DeadAfter,
+		FenceAfter:       e.FenceAfter,
+		ReclaimAfter:     e.ReclaimAfter,
+		MaxKeys:          window.DefaultMaxKeys,
+		UnknownKeys:      window.PolicyAllow,
+		WhenFull:         window.PolicyDeny,
+		LeaseTTL:         e.LeaseTTL,
+		MaxLeaseFraction: e.MaxLeaseFraction,
+		MaxVoters:        consensus.DefaultMaxVoters,
+		LogLevel:         DefaultLogLevel,
+		TLS:              TLSConfig{AdminClients: []string{DefaultAdminClient}},
+	}
+}
+
+// engineDefaults is the engine's Config with its defaults, as the engine
+// reports them.
+func engineDefaults() engine.Config {
+	return engine.Config{
+		SyncInterval:     engine.DefaultSyncInterval,
+		DeadAfter:        engine.DefaultDeadAfter,
+		FenceAfter:       engine.DefaultFenceAfter,
+		ReclaimAfter:     engine.DefaultReclaimAfter,
+		LeaseTTL:         engine.DefaultLeaseTTL,
+		MaxLeaseFraction: engine.DefaultMaxLeaseFraction,
+	}
+}
+
+// withDefaults fills zero fields and copies slices, so that the caller's
+// Config and the node's share nothing mutable.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.ClusterID == "" {
+		c.ClusterID = d.ClusterID
+	}
+	if c.Listen == "" {
+		c.Listen = d.Listen
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = d.SyncInterval
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = d.DeadAfter
+	}
+	if c.FenceAfter == 0 {
+		c.FenceAfter = d.FenceAfter
+	}
+	if c.ReclaimAfter == 0 {
+		c.ReclaimAfter = d.ReclaimAfter
+	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = d.MaxKeys
+	}
+	if c.UnknownKeys == window.PolicyDefault {
+		c.UnknownKeys = d.UnknownKeys
+	}
+	if c.WhenFull == window.PolicyDefault {
+		c.WhenFull = d.WhenFull
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = d.LeaseTTL
+	}
+	if c.MaxLeaseFraction == 0 {
+		c.MaxLeaseFraction = d.MaxLeaseFraction
+	}
+	if c.MaxVoters == 0 {
+		c.MaxVoters = d.MaxVoters
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = d.LogLevel
+	}
+	if len(c.TLS.AdminClients) == 0 {
+		c.TLS.AdminClients = d.TLS.AdminClients
+	}
+	c.Bootstrap = slices.Clone(c.Bootstrap)
+	c.Join = slices.Clone(c.Join)
+	c.TLS.AdminClients = slices.Clone(c.TLS.AdminClients)
+	return c
+}
+
+// engineConfig is the engine's part of c (defaults filled in).
+func (c Config) engineConfig() engine.Config {
+	return engine.Config{
+		Node:              c.ID,
+		ClusterID:         c.ClusterID,
+		Registry:          window.Config{MaxKeys: c.MaxKeys, UnknownKeys: c.UnknownKeys, WhenFull: c.WhenFull},
+		Policy:            c.Policy,
+		SyncInterval:      c.SyncInterval,
+		DeadAfter:         c.DeadAfter,
+		FenceAfter:        c.FenceAfter,
+		ReclaimAfter:      c.ReclaimAfter,
+		LeaseTTL:          c.LeaseTTL,
+		MaxLeaseFraction:  c.MaxLeaseFraction,
+		UnsafeIgnoreShare: c.UnsafeIgnoreShare,
+	}
+}
+
+// Validate reports every field out of range, each named with its bad value
+// (the error wraps ErrInvalidConfig). Zero fields are read as their
+// defaults. It does not read certificate files or open sockets: Start
+// reports those failures.
+func (c Config) Validate() error {
+	d := c.withDefaults()
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	if err := certs.ValidateNodeID(c.ID); err != nil {
+		bad("ID %q: use 1 to 64 bytes of [A-Za-z0-9._-]", c.ID)
+	}
+	if err := certs.ValidateNodeID(d.ClusterID); err != nil {
+		bad("ClusterID %q: use 1 to 64 bytes of [A-Za-z0-9._-]", d.ClusterID)
+	}
+	listenHost := ""
+	if c.PacketConn == nil {
+		host, _, err := net.SplitHostPort(d.Listen)
+		if err != nil {
+			bad("Listen %q: not host:port (%v)", d.Listen, err)
+		}
+		listenHost = host
+	} else if a := c.PacketConn.LocalAddr(); a != nil {
+		listenHost, _, _ = net.SplitHostPort(a.String())
+	}
+	if c.Advertise != "" {
+		if host, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			bad("Advertise %q: not host:port (%v)", c.Advertise, err)
+		} else if unspecified(host) {
+			bad("Advertise %q: name a host peers can reach, not %q", c.Advertise, host)
+		}
+	} else if unspecified(listenHost) {
+		bad("Advertise is empty and the listen address %q names no specific host: set Advertise to the host:port peers reach this node at", d.Listen)
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			bad("AdminListen %q: not host:port (%v)", c.AdminListen, err)
+		}
+	}
+	if c.DataDir == "" {
+		bad("DataDir is empty: the Raft log needs a directory")
+	}
+	if n := len(c.Bootstrap); n > d.MaxVoters {
+		bad("Bootstrap lists %d voters, more than MaxVoters %d", n, d.MaxVoters)
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Bootstrap {
+		if err := certs.ValidateNodeID(p.ID); err != nil {
+			bad("Bootstrap[%d].ID %q: use 1 to 64 bytes of [A-Za-z0-9._-]", i, p.ID)
+		}
+		if seen[p.ID] {
+			bad("Bootstrap[%d].ID %q is listed twice", i, p.ID)
+		}
+		seen[p.ID] = true
+		if host, _, err := net.SplitHostPort(p.Addr); err != nil || unspecified(host) {
+			bad("Bootstrap[%d].Addr %q: use the host:port the node advertises", i, p.Addr)
+		}
+	}
+	for i, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("Join[%d] %q: not host:port (%v)", i, a, err)
+		}
+	}
+	switch t := c.TLS; {
+	case t.CertDir != "" && (t.Certificate != nil || t.CAs != nil):
+		bad("TLS: set CertDir %q or Certificate and CAs, not both", t.CertDir)
+	case t.CertDir == "" && (t.Certificate == nil || t.CAs == nil):
+		bad("TLS: set CertDir, or both Certificate and CAs (Certificate set: %v, CAs set: %v)", t.Certificate != nil, t.CAs != nil)
+	}
+	for i, name := range d.TLS.AdminClients {
+		if err := certs.ValidateClientName(name); err != nil {
+			bad("TLS.AdminClients[%d] %q: use 1 to 64 bytes of [A-Za-z0-9._-]", i, name)
+		}
+	}
+	if c.MaxKeys < 0 {
+		bad("MaxKeys %d: use a positive number, or 0 for the default %d", c.MaxKeys, window.DefaultMaxKeys)
+	}
+	for _, p := range []struct {
+		name string
+		v    window.Policy
+	}{{"UnknownKeys", c.UnknownKeys}, {"WhenFull", c.WhenFull}} {
+		if p.v > window.PolicyDeny {
+			bad("%s %d: use window.PolicyAllow or window.PolicyDeny", p.name, p.v)
+		}
+	}
+	if err := d.engineConfig().Validate(); err != nil {
+		bad("%v", strings.TrimPrefix(err.Error(), engine.ErrInvalidConfig.Error()+": "))
+	}
+	if v := d.MaxVoters; v < 1 || v > 7 || v%2 == 0 {
+		bad("MaxVoters %d: use an odd number from 1 to 7", v)
+	}
+	if _, err := parseLevel(d.LogLevel); err != nil {
+		bad("LogLevel %q: use trace, debug, info, warn or error", d.LogLevel)
+	}
+	if c.Registerer == nil && c.Gatherer != nil {
+		bad("Gatherer is set without a Registerer")
+	}
+	if c.Registerer != nil && c.Gatherer == nil {
+		if _, ok := c.Registerer.(prometheus.Gatherer); !ok {
+			bad("Registerer %T is not a Gatherer: set Gatherer too", c.Registerer)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
+}
+
+// unspecified reports a host that names no particular interface.
+func unspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// parseLevel reads a LogLevel.
+func parseLevel(s string) (zerolog.Level, error) {
+	l, err := zerolog.ParseLevel(s)
+	if err != nil || s == "" {
+		return zerolog.NoLevel, fmt.Errorf("%w: log level %q", ErrInvalidConfig, s)
+	}
+	switch l {
+	case zerolog.TraceLevel, zerolog.DebugLevel, zerolog.InfoLevel, zerolog.WarnLevel, zerolog.ErrorLevel:
+		return l, nil
+	}
+	return zerolog.NoLevel, fmt.Errorf("%w: log level %q", ErrInvalidConfig, s)
+}
+
+// reloadDiff names the fields of next that differ from c (both with
+// defaults filled in) and cannot change at run time. Logger, Registerer,
+// Gatherer and PacketConn are not compared: they cannot be reloaded and
+// Reload ignores them. Join is only read at start, so it is ignored too.
+func (c Config) reloadDiff(next Config) []string {
+	var diff []string
+	cmp := func(name string, same bool) {
+		if !same {
+			diff = append(diff, name)
+		}
+	}
+	cmp("ID", c.ID == next.ID)
+	cmp("ClusterID", c.ClusterID == next.ClusterID)
+	cmp("Listen", c.Listen == next.Listen)
+	cmp("Advertise", c.Advertise == next.Advertise)
+	cmp("AdminListen", c.AdminListen == next.AdminListen)
+	cmp("DataDir", c.DataDir == next.DataDir)
+	cmp("Bootstrap", slices.Equal(c.Bootstrap, next.Bootstrap))
+	cmp("TLS.CertDir", c.TLS.CertDir == next.TLS.CertDir)
+	cmp("TLS.Certificate", sameCert(c.TLS.Certificate, next.TLS.Certificate))
+	cmp("TLS.CAs", c.TLS.CAs == next.TLS.CAs || (c.TLS.CAs != nil && c.TLS.CAs.Equal(next.TLS.CAs)))
+	cmp("TLS.RequireClientCert", c.TLS.RequireClientCert == next.TLS.RequireClientCert)
+	cmp("Policy", c.Policy == next.Policy)
+	cmp("SyncInterval", c.SyncInterval == next.SyncInterval)
+	cmp("DeadAfter", c.DeadAfter == next.DeadAfter)
+	cmp("FenceAfter", c.FenceAfter == next.FenceAfter)
+	cmp("ReclaimAfter", c.ReclaimAfter == next.ReclaimAfter)
+	cmp("MaxKeys", c.MaxKeys == next.MaxKeys)
+	cmp("UnknownKeys", c.UnknownKeys == next.UnknownKeys)
+	cmp("WhenFull", c.WhenFull == next.WhenFull)
+	cmp("LeaseTTL", c.LeaseTTL == next.LeaseTTL)
+	cmp("MaxLeaseFraction", c.MaxLeaseFraction == next.MaxLeaseFraction)
+	cmp("MaxVoters", c.MaxVoters == next.MaxVoters)
+	cmp("FaultControl", c.FaultControl == next.FaultControl)
+	return diff
+}
+
+// sameCert reports whether a and b hold the same certificate chain.
+func sameCert(a, b *tls.Certificate) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.EqualFunc(a.Certificate, b.Certificate, bytes.Equal)
+}

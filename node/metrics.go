@@ -1,0 +1,211 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+// Metric names (design.md §11). Label values are bounded: peer labels only
+// ever hold members' IDs (and are deleted when a member leaves), results,
+// reasons, states, kinds, ops and codes are enums; a user key is never a
+// label.
+const (
+	metricDecisions       = "quotamesh_decisions_total"       // {result=allowed|denied|unlimited|rejected}, tokens
+	metricKeys            = "quotamesh_keys"                  // windows held
+	metricKeysRejected    = "quotamesh_keys_rejected_total"   // new keys refused: MaxKeys reached
+	metricPeerUp          = "quotamesh_peer_up"               // {peer}
+	metricSyncLag         = "quotamesh_sync_lag_seconds"      // {peer}: since the last sync frame accepted from it
+	metricSyncBytes       = "quotamesh_sync_bytes_total"      // {peer, direction=in|out}
+	metricFramesRejected  = "quotamesh_frames_rejected_total" // {reason}
+	metricFenced          = "quotamesh_fenced"                // 1 while fenced
+	metricReady           = "quotamesh_ready"                 // 1 while /readyz answers 200
+	metricRaftState       = "quotamesh_raft_state"            // {state}: 1 for the current state
+	metricRaftApplied     = "quotamesh_raft_applied_index"    // last log index applied to the table
+	metricLimitRules      = "quotamesh_limit_rules"           // rules in the table
+	metricLeaseTokens     = "quotamesh_lease_tokens_total"    // {kind=granted|returned}
+	metricTick            = "quotamesh_tick_seconds"          // histogram of one sync tick
+	metricClockCorrection = "quotamesh_clock_correction_seconds"
+	metricClockSkew       = "quotamesh_clock_skew_seconds"    // the test-only offset (FaultControl)
+	metricClientRequests  = "quotamesh_client_requests_total" // {op, code}
+	metricForwardRefused  = "quotamesh_forward_refused_total" // forwarded consensus requests refused
+)
+
+// Rejection reasons the node adds to the engine's (cluster, sender, member,
+// replay, invalid): frames that do not decode, or are not sync messages.
+const (
+	reasonTooLarge       = "too_large"
+	reasonMalformed      = "malformed"
+	reasonVersion        = "version"
+	reasonUnknownType    = "unknown_type"
+	reasonUnexpectedType = "unexpected_type"
+)
+
+var raftStates = []string{"follower", "candidate", "leader", "shutdown", "closed"}
+
+// opNames label client requests; codeNames their outcome.
+var (
+	codeNames = [...]string{
+		wire.CodeOK:           "ok",
+		wire.CodeInvalidKey:   "invalid_key",
+		wire.CodeInvalidN:     "invalid_n",
+		wire.CodeExceedsLimit: "exceeds_limit",
+		wire.CodeTooManyKeys:  "too_many_keys",
+		wire.CodeBadRequest:   "bad_request",
+		wire.CodeForbidden:    "forbidden",
+		wire.CodeNoRule:       "no_rule",
+		wire.CodeInvalidRate:  "invalid_rate",
+		wire.CodeUnavailable:  "unavailable",
+		wire.CodeShuttingDown: "shutting_down",
+		wire.CodeInternal:     "internal",
+	}
+	adminOpNames = map[wire.AdminOp]string{
+		wire.AdminLimitSet:    "limit_set",
+		wire.AdminLimitDelete: "limit_delete",
+		wire.AdminLimitGet:    "limit_get",
+		wire.AdminLimitList:   "limit_list",
+		wire.AdminStatus:      "status",
+		wire.AdminJoin:        "join",
+		wire.AdminLeave:       "leave",
+	}
+)
+
+type metrics struct {
+	decisions       *prometheus.CounterVec
+	keys            prometheus.Gauge
+	keysRejected    prometheus.Counter
+	peerUp          *prometheus.GaugeVec
+	syncLag         *prometheus.GaugeVec
+	syncBytes       *prometheus.CounterVec
+	framesRejected  *prometheus.CounterVec
+	fenced          prometheus.Gauge
+	ready           prometheus.Gauge
+	raftState       *prometheus.GaugeVec
+	raftApplied     prometheus.Gauge
+	limitRules      prometheus.Gauge
+	leaseTokens     *prometheus.CounterVec
+	tick            prometheus.Histogram
+	clockCorrection prometheus.Gauge
+	clockSkew       prometheus.Gauge
+	clientRequests  *prometheus.CounterVec
+	forwardRefused  prometheus.Counter
+
+	// decide and lease count client requests by code without a label
+	// lookup per request.
+	decide, lease [len(codeNames)]prometheus.Counter
+
+	collectors []prometheus.Collector
+	reg        prometheus.Registerer
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricDecisions,
+			Help: "Tokens decided on this node, by result: allowed, denied, unlimited (no rule matched), rejected (MaxKeys reached). Derived each second from the windows, not counted on the request path.",
+		}, []string{"result"}),
+		keys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricKeys, Help: "Keys with a window on this node.",
+		}),
+		keysRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricKeysRejected, Help: "New keys refused because MaxKeys windows existed.",
+		}),
+		peerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricPeerUp, Help: "1 while the connection to the member is up.",
+		}, []string{"peer"}),
+		syncLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricSyncLag, Help: "Seconds since the last sync frame accepted from the member.",
+		}, []string{"peer"}),
+		syncBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricSyncBytes, Help: "Sync stream bytes exchanged with the member, by direction.",
+		}, []string{"peer", "direction"}),
+		framesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricFramesRejected, Help: "Peer frames refused, by reason; a refused frame changes nothing.",
+		}, []string{"reason"}),
+		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricFenced, Help: "1 while this node admits nothing new because it has not heard a majority for FenceAfter.",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricReady, Help: "1 while the node is ready: serving, not fenced, a Raft leader known, the table applied.",
+		}),
+		raftState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricRaftState, Help: "1 for this node's current Raft state.",
+		}, []string{"state"}),
+		raftApplied: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricRaftApplied, Help: "Log index of the last change applied to the limit table.",
+		}),
+		limitRules: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricLimitRules, Help: "Rules in the limit table.",
+		}),
+		leaseTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricLeaseTokens, Help: "Lease tokens granted to and returned by SDKs.",
+		}, []string{"kind"}),
+		tick: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    metricTick,
+			Help:    "Duration of one sync tick: mirror, membership, quotas, deltas.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 15), // 10 µs to 160 ms
+		}),
+		clockCorrection: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricClockCorrection, Help: "What clock alignment adds to this node's clock to read node time.",
+		}),
+		clockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricClockSkew, Help: "The test-only clock offset set through /debug/fault/clock (0 unless FaultControl).",
+		}),
+		clientRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricClientRequests, Help: "Client requests answered, by operation and reply code.",
+		}, []string{"op", "code"}),
+		forwardRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricForwardRefused, Help: "Consensus requests forwarded to this node and refused: undecodable, or from a node that may not send them.",
+		}),
+		reg: reg,
+	}
+	m.collectors = []prometheus.Collector{m.decisions, m.keys, m.keysRejected, m.peerUp, m.syncLag, m.syncBytes,
+		m.framesRejected, m.fenced, m.ready, m.raftState, m.raftApplied, m.limitRules, m.leaseTokens, m.tick,
+		m.clockCorrection, m.clockSkew, m.clientRequests, m.forwardRefused}
+	for i, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			for _, r := range m.collectors[:i] {
+				reg.Unregister(r)
+			}
+			return nil, err
+		}
+	}
+	for code, name := range codeNames {
+		m.decide[code] = m.clientRequests.WithLabelValues("decide", name)
+		m.lease[code] = m.clientRequests.WithLabelValues("lease", name)
+	}
+	for _, r := range []string{"allowed", "denied", "unlimited", "rejected"} {
+		m.decisions.WithLabelValues(r)
+	}
+	for _, k := range []string{"granted", "returned"} {
+		m.leaseTokens.WithLabelValues(k)
+	}
+	for _, s := range raftStates {
+		m.raftState.WithLabelValues(s)
+	}
+	return m, nil
+}
+
+// unregister removes the node's collectors, so that a registry given in
+// Config can take a new node after this one stopped.
+func (m *metrics) unregister() {
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}
+
+// codeName is the label of a reply code.
+func codeName(c wire.Code) string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return "unknown"
+}
+
+// forgetPeer deletes a departed member's label values.
+func (m *metrics) forgetPeer(id string) {
+	m.peerUp.DeleteLabelValues(id)
+	m.syncLag.DeleteLabelValues(id)
+	m.syncBytes.DeleteLabelValues(id, "in")
+	m.syncBytes.DeleteLabelValues(id, "out")
+}

@@ -1,0 +1,752 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/clock"
+	"github.com/quotamesh/quotamesh/consensus"
+	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/transport"
+	"github.com/quotamesh/quotamesh/window"
+)
+
+// Stream kinds the node registers on the transport.
+const (
+	kindRaft    = 'r' // Raft's RPCs (consensus.StreamLayer)
+	kindForward = 'f' // forwarded consensus requests (consensus.Forwarder)
+)
+
+// Timings of the shell, not worth a Config field each.
+const (
+	// membershipEvery is how often the node reads Raft's configuration and
+	// applies it to the engine and the transport.
+	membershipEvery = 250 * time.Millisecond
+	// housekeepEvery is how often the node sweeps idle keys, collects the
+	// store's garbage and refreshes metrics.
+	housekeepEvery = time.Second
+	// closeTimeout bounds the graceful part of Close.
+	closeTimeout = 2 * time.Second
+	// lastSyncWait bounds how long Shutdown waits for its last deltas to
+	// be written.
+	lastSyncWait = 200 * time.Millisecond
+)
+
+// Node states, in Node.state: the one atomic the request path reads.
+const (
+	stateStarting int32 = iota // not a member yet, or has not heard a majority since it became one
+	stateServing
+	stateClosed
+)
+
+// Node is one running QuotaMesh node: a lock-free admission engine, QUIC
+// links to its peers and its clients, a Raft replica of the limit table,
+// and an admin HTTP listener. Create it with Start; it satisfies
+// quotamesh.Limiter for embedded use. All methods are safe for concurrent
+// use.
+type Node struct {
+	state atomic.Int32 // see the state constants; read on every decision
+	eng   *engine.Engine
+	skew  *clock.Skewed
+
+	cfg       Config // as given, defaults filled in: what Reload compares against
+	advertise string
+	started   time.Time
+	clk       *clock.Handle
+
+	log, syncLog, clientLog, adminLog zerolog.Logger
+	level                             *levelHook
+	admins                            atomic.Pointer[map[string]bool]
+	leaveOnShutdown                   atomic.Bool
+
+	tr       *transport.Transport
+	ownedPC  net.PacketConn // a socket the node opened itself (FaultControl), closed after the transport
+	fault    *faultnet.Conn // the socket FaultControl acts on, if any
+	fwdLayer *transport.StreamLayer
+	store    *consensus.Store
+	m        *metrics
+	gatherer prometheus.Gatherer
+	adminLn  net.Listener
+	http     *http.Server
+
+	// wired is closed once the transport and the advertised address are
+	// set (wiredOK) or Start failed: the transport may call PeerUp before
+	// New has returned.
+	wired     chan struct{}
+	wiredOK   atomic.Bool
+	wiredOnce sync.Once
+
+	// sendMu makes a peer's Hello the first frame on its connection: PeerUp
+	// sends it while holding sendMu, and ticks hold it too.
+	sendMu sync.Mutex
+
+	decoders sync.Pool // *wire.Decoder for PeerFrame, which runs on one goroutine per peer
+
+	peersMu   sync.Mutex
+	lastFrame map[string]time.Time // last sync frame accepted from each peer
+	rejectLog *logLimiter
+
+	applyMu     sync.Mutex // serialises applyMembership
+	membersMu   sync.Mutex
+	members     []consensus.Member // latest membership applied
+	memberAddrs map[string]string
+	isMember    atomic.Bool
+	caughtUp    atomic.Bool // the table caught up with the leader's commit once
+
+	rates rateTracker
+
+	// Lifetime. Each group is closed and waited for at its step of
+	// Shutdown.
+	loopCtx       context.Context
+	stopLoops     context.CancelFunc
+	loops         group // sync, housekeeping, join
+	clientCtx     context.Context
+	stopClients   context.CancelFunc
+	clients       group // client connections being served (transport goroutines) and their streams
+	acceptClients atomic.Bool
+	fwdCtx        context.Context
+	stopFwd       context.CancelFunc
+	fwd           group // forwarded-request accept loop and handlers
+	misc          group // admin HTTP server
+
+	shutdownOnce sync.Once
+	done         chan struct{}
+	shutdownErr  error
+}
+
+var _ quotamesh.Limiter = (*Node)(nil)
+
+// Start starts a node: it opens the QUIC endpoint, the Raft replica in
+// cfg.DataDir, the admin listener, and the node's goroutines, then returns.
+// It does not wait for a leader or for peers (Ready says when the node is
+// ready), and a node that is not yet a member (cfg.Join) joins in the
+// background, so Start never blocks on the network: ctx is only checked
+// before anything is opened. The node runs until Shutdown or Close.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("quotamesh/node: start: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	level, _ := parseLevel(cfg.LogLevel)
+	n := &Node{
+		cfg:       cfg,
+		started:   time.Now(),
+		level:     newLevelHook(level),
+		lastFrame: make(map[string]time.Time),
+		rejectLog: newLogLimiter(time.Second),
+		done:      make(chan struct{}),
+		wired:     make(chan struct{}),
+	}
+	n.leaveOnShutdown.Store(cfg.LeaveOnShutdown)
+	n.setAdmins(cfg.TLS.AdminClients)
+	base := cfg.Logger.Hook(n.level).With().Str("node", cfg.ID).Logger()
+	n.log = base.With().Str("component", "node").Logger()
+	n.syncLog = base.With().Str("component", "sync").Logger()
+	n.clientLog = base.With().Str("component", "client").Logger()
+	n.adminLog = base.With().Str("component", "admin").Logger()
+
+	// Undo what was opened if a later step fails.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	reg, gatherer := cfg.Registerer, cfg.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg, gatherer = r, r
+	} else if gatherer == nil {
+		gatherer = reg.(prometheus.Gatherer) // Validate checked
+	}
+	n.gatherer = gatherer
+	if n.m, err = newMetrics(reg); err != nil {
+		return nil, fmt.Errorf("quotamesh/node: registering metrics: %w", err)
+	}
+	undo = append(undo, n.m.unregister)
+
+	cert, cas, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	n.clk = clock.Acquire()
+	undo = append(undo, n.clk.Release)
+	n.skew = clock.NewSkewed(n.clk)
+
+	pc := cfg.PacketConn
+	if fc, ok := pc.(*faultnet.Conn); ok && cfg.FaultControl {
+		n.fault = fc
+	}
+	if pc == nil && cfg.FaultControl {
+		fc, err := faultnet.Listen(cfg.Listen, uint64(time.Now().UnixNano()))
+		if err != nil {
+			return nil, fmt.Errorf("quotamesh/node: listening on %s: %w", cfg.Listen, err)
+		}
+		pc, n.ownedPC, n.fault = fc, fc, fc
+		undo = append(undo, func() { _ = fc.Close() })
+	}
+
+	// The engine first: the transport's handler and Raft's OnChange feed it.
+	var initial []string
+	if listed(cfg.Bootstrap, cfg.ID) {
+		for _, p := range cfg.Bootstrap {
+			initial = append(initial, p.ID)
+		}
+	}
+	n.eng, err = engine.New(cfg.engineConfig(), nil, initial, n.skew.Now())
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/node: %w", err)
+	}
+
+	n.tr, err = transport.New(transport.Config{
+		NodeID:            cfg.ID,
+		ListenAddr:        cfg.Listen,
+		PacketConn:        pc,
+		Certificate:       cert,
+		CAs:               cas,
+		RequireClientCert: cfg.TLS.RequireClientCert,
+		Logger:            base,
+		Registerer:        reg,
+		Handler:           handler{n},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/node: starting the transport: %w", err)
+	}
+	undo = append(undo, func() { _ = n.tr.Close() }, func() { n.markWired(false) })
+	n.advertise, err = advertised(cfg.Advertise, n.tr.Addr())
+	if err != nil {
+		return nil, err
+	}
+	n.markWired(true)
+
+	raftLayer, err := n.tr.StreamLayer(kindRaft)
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/node: %w", err)
+	}
+	if n.fwdLayer, err = n.tr.StreamLayer(kindForward); err != nil {
+		_ = raftLayer.Close()
+		return nil, fmt.Errorf("quotamesh/node: %w", err)
+	}
+	undo = append(undo, func() { _ = n.fwdLayer.Close() })
+
+	var bootstrap []consensus.Server
+	for _, p := range cfg.Bootstrap {
+		bootstrap = append(bootstrap, consensus.Server{ID: p.ID, Address: p.Addr})
+	}
+	n.store, err = consensus.Open(consensus.Config{
+		NodeID:    cfg.ID,
+		Address:   n.advertise,
+		DataDir:   cfg.DataDir,
+		Bootstrap: bootstrap,
+		MaxVoters: cfg.MaxVoters,
+		Layer:     raftLayer,
+		Forwarder: &forwarder{layer: n.fwdLayer, timeout: consensus.DefaultRPCTimeout},
+		Logger:    base,
+		OnChange:  n.onTableChange,
+	})
+	if err != nil {
+		_ = raftLayer.Close()
+		return nil, fmt.Errorf("quotamesh/node: opening Raft in %s: %w", cfg.DataDir, err)
+	}
+	undo = append(undo, func() { _ = n.store.Close() })
+
+	if cfg.AdminListen != "" {
+		if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			return nil, fmt.Errorf("quotamesh/node: admin listener on %s: %w", cfg.AdminListen, err)
+		}
+		undo = append(undo, func() { _ = n.adminLn.Close() })
+	}
+
+	// Everything is open: start the goroutines.
+	n.loopCtx, n.stopLoops = context.WithCancel(context.Background())
+	n.clientCtx, n.stopClients = context.WithCancel(context.Background())
+	n.fwdCtx, n.stopFwd = context.WithCancel(context.Background())
+	n.applyMembership()
+	n.fwd.Go(n.serveForwards)
+	n.loops.Go(n.syncLoop)
+	n.loops.Go(n.housekeepLoop)
+	if !n.isMember.Load() {
+		if len(cfg.Join) > 0 {
+			n.loops.Go(n.joinLoop)
+		} else {
+			n.log.Warn().Msg("this node is not a member and has no Join addresses: it waits to be added (quotamesh join through a member)")
+		}
+	}
+	if n.adminLn != nil {
+		n.startAdmin()
+	}
+	n.acceptClients.Store(true)
+	if cfg.FaultControl {
+		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).
+			Msg("FAULT CONTROL IS ON: /debug/fault/clock and /debug/fault/net can skew this node's clock and break its network; for tests only")
+	}
+	if n.cfg.UnsafeIgnoreShare {
+		n.log.Error().Msg("UNSAFE: this node ignores its share and admits up to the whole limit; the cluster will over-admit; for testing the fault suite's checkers only")
+	}
+	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.advertise).Str("admin", n.AdminAddr()).
+		Uint64("incarnation", n.eng.Self().Incarnation).Bool("member", n.isMember.Load()).
+		Str("policy", cfg.Policy.String()).Msg("node started")
+	return n, nil
+}
+
+func listed(peers []Peer, id string) bool {
+	return slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == id })
+}
+
+// loadTLS returns the node's certificate and the cluster CA.
+func loadTLS(cfg Config) (tls.Certificate, *x509.CertPool, error) {
+	if cfg.TLS.CertDir == "" {
+		return *cfg.TLS.Certificate, cfg.TLS.CAs, nil
+	}
+	cert, pool, err := certs.LoadNode(cfg.TLS.CertDir, cfg.ID)
+	if err != nil {
+		return cert, nil, fmt.Errorf("quotamesh/node: loading the certificates of %s from %s: %w", cfg.ID, cfg.TLS.CertDir, err)
+	}
+	return cert, pool, nil
+}
+
+// advertised resolves the address peers reach this node at: adv if given
+// (its port 0 replaced by the bound port), else the bound address.
+func advertised(adv string, bound net.Addr) (string, error) {
+	_, boundPort, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return "", fmt.Errorf("quotamesh/node: bound address %s: %w", bound, err)
+	}
+	if adv == "" {
+		host, _, _ := net.SplitHostPort(bound.String())
+		if unspecified(host) {
+			return "", fmt.Errorf("%w: Advertise is empty and the bound address %s names no specific host", ErrInvalidConfig, bound)
+		}
+		return bound.String(), nil
+	}
+	host, port, err := net.SplitHostPort(adv)
+	if err != nil {
+		return "", fmt.Errorf("%w: Advertise %q: %w", ErrInvalidConfig, adv, err)
+	}
+	if port == "0" {
+		port = boundPort
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// markWired releases the transport's handler calls waiting for Start.
+func (n *Node) markWired(ok bool) {
+	n.wiredOnce.Do(func() {
+		n.wiredOK.Store(ok)
+		close(n.wired)
+	})
+}
+
+// waitWired waits until Start has wired the transport and reports whether
+// it succeeded.
+func (n *Node) waitWired() bool {
+	<-n.wired
+	return n.wiredOK.Load()
+}
+
+// onTableChange is Raft's OnChange: the engine re-resolves its keys.
+func (n *Node) onTableChange(t *limits.Table, index uint64) {
+	n.eng.SetTable(t)
+	n.m.limitRules.Set(float64(t.Len()))
+	n.m.raftApplied.Set(float64(index))
+}
+
+// now is node time: the shared coarse clock, the test-only skew and the
+// engine's clock alignment. Three atomic loads.
+func (n *Node) now() int64 {
+	return n.clk.Now() + int64(n.skew.Offset()) + int64(n.eng.Correction())
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Addr returns the UDP address the node's QUIC endpoint is bound to.
+func (n *Node) Addr() string { return n.tr.Addr().String() }
+
+// Advertise returns the address peers and Raft reach this node at.
+func (n *Node) Advertise() string { return n.advertise }
+
+// AdminAddr returns the admin HTTP listener's address, or "" if it is off.
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// Allow is AllowN(ctx, key, 1).
+func (n *Node) Allow(ctx context.Context, key string) (quotamesh.Decision, error) {
+	return n.AllowN(ctx, key, 1)
+}
+
+// AllowN decides whether k requests for key may proceed, all or none, on
+// this node alone: it never waits for the network or for Raft, and ignores
+// ctx. For a key this node already tracks it is lock-free and allocates
+// nothing: a clock read, the key's window (one sync.Map load, a
+// compare-and-swap on admission) and a conversion. The first request for a
+// key creates its window (the registry's and the engine's locks, once).
+//
+// Errors: quotamesh.ErrInvalidN for k ≤ 0, limits.ErrInvalidKey for a
+// malformed key, quotamesh.ErrExceedsLimit for k above the key's whole
+// limit (never admissible), quotamesh.ErrTooManyKeys for a new key while
+// MaxKeys windows exist (the decision then holds the WhenFull answer),
+// quotamesh.ErrClosed (and ErrStopped) once Shutdown has begun, and
+// quotamesh.ErrUnavailable (and ErrNotServing) before the node serves: while
+// it is not a member, and until it first hears a majority after becoming
+// one. Denials under a quota are not errors: Allowed is false and
+// RetryAfter says when to try again.
+func (n *Node) AllowN(_ context.Context, key string, k int64) (quotamesh.Decision, error) {
+	if k <= 0 || n.state.Load() != stateServing {
+		return n.refuse(key, k)
+	}
+	// The registry's answer and errors are already the root package's
+	// (window.Decision is quotamesh.Decision; its sentinels match the root
+	// ones): returned as they are, nothing is copied or wrapped.
+	return n.eng.AllowN(n.now(), key, k)
+}
+
+// Admit decides one request for key and returns only the verdict: the
+// embedded hot path for callers that need no remaining count, retry-after
+// or error, as x/time/rate's Allow. Lock-free, allocation-free and
+// non-blocking for a key that has a window; false while the node does not
+// serve, and for a malformed key.
+func (n *Node) Admit(key string) bool {
+	if n.state.Load() != stateServing {
+		return false
+	}
+	return n.eng.Admit(n.now(), key)
+}
+
+// refuse answers AllowN when the node is not serving or k is not positive.
+func (n *Node) refuse(key string, k int64) (quotamesh.Decision, error) {
+	if s := n.state.Load(); s != stateServing {
+		return quotamesh.Decision{RetryAfter: time.Second}, n.notServing(s)
+	}
+	return quotamesh.Decision{RetryAfter: window.Never}, fmt.Errorf("%w: n %d for key %q", quotamesh.ErrInvalidN, k, clip(key))
+}
+
+var (
+	errClosed     error = &rootError{quotamesh.ErrClosed, ErrStopped}
+	errNotServing error = &rootError{quotamesh.ErrUnavailable, ErrNotServing}
+)
+
+func (n *Node) notServing(state int32) error {
+	if state == stateClosed {
+		return errClosed
+	}
+	return errNotServing
+}
+
+// rootError carries the identity of a root-package sentinel (for code that
+// knows only quotamesh.Limiter) and of the error that caused it (a window,
+// limits or node error, which also gives the message).
+type rootError struct {
+	root  error
+	cause error
+}
+
+// Error is the cause's message, which names the key and n.
+func (e *rootError) Error() string { return e.cause.Error() }
+
+// Unwrap gives errors.Is both identities.
+func (e *rootError) Unwrap() []error { return []error{e.root, e.cause} }
+
+// clip shortens a key for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// Ready reports whether the node is ready for traffic: it serves, is not
+// fenced, knows a Raft leader, and has applied the limit table as far as
+// the leader had committed when it first heard one. /readyz answers from
+// it.
+func (n *Node) Ready() bool { return len(n.notReady()) == 0 }
+
+// notReady lists why the node is not ready; empty when it is.
+func (n *Node) notReady() []string {
+	var why []string
+	switch n.state.Load() {
+	case stateClosed:
+		return []string{"shutting down"}
+	case stateStarting:
+		if !n.isMember.Load() {
+			why = append(why, "not a member of the cluster yet")
+		} else {
+			why = append(why, "has not heard a majority of the members yet")
+		}
+	}
+	if n.eng.Fenced() {
+		why = append(why, "fenced: has not heard a strict majority of the members for FenceAfter")
+	}
+	if id, _ := n.store.Leader(); id == "" {
+		why = append(why, "no Raft leader known")
+	}
+	if !n.caughtUp.Load() {
+		why = append(why, "limit table not yet applied up to the leader's commit")
+	}
+	return why
+}
+
+// SetLimit sets a rule through Raft, from any node: it replaces the rule
+// with the same pattern or adds one, and returns the change's log index
+// once the change is committed and applied on this node (and so in force
+// here; other nodes apply it within a commit timeout or two).
+func (n *Node) SetLimit(ctx context.Context, r limits.Rule) (uint64, error) {
+	if n.state.Load() == stateClosed {
+		return 0, ErrStopped
+	}
+	i, err := n.store.Set(ctx, r)
+	if err != nil {
+		return i, fmt.Errorf("quotamesh/node: set %s: %w", r, err)
+	}
+	return i, nil
+}
+
+// DeleteLimit removes the rule with exactly this pattern through Raft; the
+// error wraps limits.ErrNoRule if there is none.
+func (n *Node) DeleteLimit(ctx context.Context, pattern string) (uint64, error) {
+	if n.state.Load() == stateClosed {
+		return 0, ErrStopped
+	}
+	i, err := n.store.Delete(ctx, pattern)
+	if err != nil {
+		return i, fmt.Errorf("quotamesh/node: delete %q: %w", clip(pattern), err)
+	}
+	return i, nil
+}
+
+// GetLimit returns the rule with exactly this pattern, read linearizably
+// (the leader confirms it leads, and this node catches up with it first).
+func (n *Node) GetLimit(ctx context.Context, pattern string) (limits.Rule, bool, error) {
+	if n.state.Load() == stateClosed {
+		return limits.Rule{}, false, ErrStopped
+	}
+	r, ok, err := n.store.Get(ctx, pattern)
+	if err != nil {
+		return r, ok, fmt.Errorf("quotamesh/node: get %q: %w", clip(pattern), err)
+	}
+	return r, ok, nil
+}
+
+// ListLimits returns every rule, sorted by pattern, read linearizably.
+func (n *Node) ListLimits(ctx context.Context) ([]limits.Rule, error) {
+	if n.state.Load() == stateClosed {
+		return nil, ErrStopped
+	}
+	rs, err := n.store.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/node: list: %w", err)
+	}
+	return rs, nil
+}
+
+// Table returns the limit table in force on this node (not linearizable:
+// it may trail the leader by a commit timeout).
+func (n *Node) Table() *limits.Table { return n.store.Table() }
+
+// Join adds node id, reachable at addr, to the cluster (as a non-voter,
+// promoted by the leader when votes are short). The node itself must then
+// be started with this node's address in its Join list, or be started
+// already and waiting.
+func (n *Node) Join(ctx context.Context, id, addr string) error {
+	if n.state.Load() == stateClosed {
+		return ErrStopped
+	}
+	if err := n.store.Join(ctx, id, addr); err != nil {
+		return fmt.Errorf("quotamesh/node: join %s at %s: %w", id, addr, err)
+	}
+	return nil
+}
+
+// Leave removes node id from the cluster (this node's own ID included: it
+// stays up, no longer a member, and should then be shut down). A leaving
+// voter is replaced by a healthy non-voter.
+func (n *Node) Leave(ctx context.Context, id string) error {
+	if n.state.Load() == stateClosed {
+		return ErrStopped
+	}
+	if err := n.store.Leave(ctx, id); err != nil {
+		return fmt.Errorf("quotamesh/node: leave %s: %w", id, err)
+	}
+	return nil
+}
+
+// Reload applies what may change while the node runs: LogLevel,
+// TLS.AdminClients and LeaveOnShutdown. cfg is a whole Config (the one the
+// node would be started with now, e.g. re-read on SIGHUP); if it differs
+// from the running one in any other field, Reload applies nothing and
+// returns ErrNotReloadable naming the fields. Logger, Registerer, Gatherer,
+// PacketConn and Join are not compared and not applied.
+//
+// Policy, timings and key bounds are not reloadable: the engine and the
+// registry take them once at construction (they size the stores and timers
+// of every key), so changing them needs a restart, which the cluster
+// survives like any other.
+func (n *Node) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	next := cfg.withDefaults()
+	if diff := n.cfg.reloadDiff(next); len(diff) > 0 {
+		return fmt.Errorf("%w: %v (restart the node to change them)", ErrNotReloadable, diff)
+	}
+	level, _ := parseLevel(next.LogLevel)
+	n.level.set(level)
+	n.setAdmins(next.TLS.AdminClients)
+	n.leaveOnShutdown.Store(next.LeaveOnShutdown)
+	n.log.Info().Str("log_level", level.String()).Strs("admin_clients", next.TLS.AdminClients).
+		Bool("leave_on_shutdown", next.LeaveOnShutdown).Msg("configuration reloaded")
+	return nil
+}
+
+func (n *Node) setAdmins(names []string) {
+	m := make(map[string]bool, len(names))
+	for _, s := range names {
+		m[s] = true
+	}
+	n.admins.Store(&m)
+}
+
+// Close stops the node: Shutdown with a short deadline. It does not leave
+// the cluster (unless LeaveOnShutdown), so a node restarted from the same
+// DataDir comes back as a member. It is idempotent.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	return n.Shutdown(ctx)
+}
+
+// Shutdown stops the node gracefully, in order (NATS style):
+//
+//  1. decisions return quotamesh.ErrClosed and /readyz fails;
+//  2. no new client connection is served; streams in progress answer the
+//     frames they have read and close;
+//  3. the sync and housekeeping loops stop;
+//  4. one last delta goes to every connected peer, so that they count this
+//     node's last admissions;
+//  5. with LeaveOnShutdown, the node leaves the cluster;
+//  6. Raft stops (a leader hands leadership over first);
+//  7. forwarded requests stop being served;
+//  8. the transport closes (peers see the connections close at once);
+//  9. the admin listener closes; every goroutine has ended when Shutdown
+//     returns.
+//
+// ctx bounds the graceful steps (2, 4, 5); the rest always runs. Shutdown
+// is idempotent: later and concurrent calls wait for the first and return
+// its result.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutdownOnce.Do(func() {
+		n.shutdownErr = n.shutdown(ctx)
+		close(n.done)
+	})
+	<-n.done
+	return n.shutdownErr
+}
+
+func (n *Node) shutdown(ctx context.Context) error {
+	start := time.Now()
+	n.log.Info().Msg("shutting down")
+	n.state.Store(stateClosed)
+	n.m.ready.Set(0)
+
+	// 2. Clients.
+	n.acceptClients.Store(false)
+	n.stopClients()
+	n.clients.close()
+	n.waitGroupCtx(ctx, &n.clients)
+
+	// 3. Loops.
+	n.stopLoops()
+	n.loops.closeAndWait()
+
+	// 4. Last deltas.
+	n.lastSync(ctx)
+
+	var errs []error
+	// 5. Leave.
+	if n.leaveOnShutdown.Load() && n.isMember.Load() {
+		if err := n.store.Leave(ctx, n.cfg.ID); err != nil {
+			errs = append(errs, fmt.Errorf("leaving the cluster: %w", err))
+			n.log.Warn().Err(err).Msg("could not leave the cluster")
+		} else {
+			n.log.Info().Msg("left the cluster")
+		}
+	}
+	// 6. Raft.
+	if err := n.store.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	// 7. Forwarded requests.
+	n.stopFwd()
+	_ = n.fwdLayer.Close()
+	n.fwd.closeAndWait()
+	// 8. Transport (and with it the client connections still open).
+	if err := n.tr.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	n.clients.wait()
+	// 9. Admin listener.
+	if n.http != nil {
+		hctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		if err := n.http.Shutdown(hctx); err != nil {
+			_ = n.http.Close()
+		}
+		cancel()
+	}
+	n.misc.closeAndWait()
+	if n.ownedPC != nil {
+		_ = n.ownedPC.Close()
+	}
+	n.m.unregister()
+	n.clk.Release()
+	err := errors.Join(errs...)
+	n.log.Info().Err(err).Dur("took", time.Since(start)).Msg("stopped")
+	if err != nil {
+		return fmt.Errorf("quotamesh/node: shutdown: %w", err)
+	}
+	return nil
+}
+
+// waitGroupCtx waits for g until ctx ends. The waiting goroutine is one of
+// misc's: it ends when g's members do, which were all told to stop.
+func (n *Node) waitGroupCtx(ctx context.Context, g *group) {
+	done := make(chan struct{})
+	if !n.misc.Go(func() {
+		g.wait()
+		close(done)
+	}) {
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
