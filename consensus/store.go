@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
@@ -103,14 +104,9 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("quotamesh/consensus: creating %s: %w", walDir, err)
 	}
-	// raft-wal does not close the metadata database it opens by default, and
-	// that database holds a file lock: pass our own and close it ourselves,
-	// or a Store reopened in the same process would wait for the lock forever.
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(walSegmentSize))
+	w, meta, err := openLog(walDir, hl.Named("wal"), walSegmentSize)
 	if err != nil {
-		_ = meta.Close()
-		return nil, fmt.Errorf("quotamesh/consensus: opening the Raft log in %s: %w", walDir, err)
+		return nil, err
 	}
 	fail := func(err error) (*Store, error) {
 		_ = w.Close()
@@ -187,6 +183,22 @@ func Open(cfg Config) (*Store, error) {
 	go s.run()
 	zl.Info().Bool("restored", hasState).Uint64("applied", f.applied.Load()).Int("rules", f.table.Load().Len()).Msg("raft started")
 	return s, nil
+}
+
+// openLog opens the raft-wal log and stable store in walDir with segments of
+// segSize bytes.
+//
+// raft-wal does not close the metadata database it opens by default, and
+// that database holds a file lock: pass our own and close it ourselves, or a
+// Store reopened in the same process would wait for the lock forever.
+func openLog(walDir string, hl hclog.Logger, segSize int) (*wal.WAL, *metadb.BoltMetaDB, error) {
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(hl), wal.WithSegmentSize(segSize))
+	if err != nil {
+		_ = meta.Close()
+		return nil, nil, fmt.Errorf("quotamesh/consensus: opening the Raft log in %s: %w", walDir, err)
+	}
+	return w, meta, nil
 }
 
 func raftConfig(cfg Config, hl *hclogAdapter) *raft.Config {
