@@ -118,8 +118,14 @@ type Config struct {
 	// Forwarder endpoint). It is advertised to the cluster as is.
 	Address string
 	// DataDir holds the Raft log and stable store (raft-wal, in DataDir/wal)
-	// and snapshots (DataDir/snapshots). It is created if missing.
+	// and snapshots (DataDir/snapshots). It is created if missing. The first
+	// Open records NodeID and ClusterID in DataDir/identity.json; a later
+	// Open with another NodeID or ClusterID fails with ErrDataDir.
 	DataDir string
+	// ClusterID names the cluster, as recorded in DataDir. Optional: empty
+	// is a name like any other, and never matches a DataDir recorded with a
+	// non-empty one.
+	ClusterID string
 
 	// Bootstrap lists the initial voters, the same list on every initial
 	// node (like etcd's initial-cluster). A node whose DataDir holds no Raft
@@ -217,6 +223,11 @@ func (c Config) Validate() error {
 	}
 	if err := checkAddress(c.Address); err != nil {
 		bad("Address %q %v", clip(c.Address), err)
+	}
+	if c.ClusterID != "" {
+		if err := checkID(c.ClusterID); err != nil {
+			bad("ClusterID %q %v", clip(c.ClusterID), err)
+		}
 	}
 	if c.DataDir == "" {
 		bad("DataDir is empty; Raft's log, stable store and snapshots live there")

@@ -42,6 +42,13 @@ var (
 	// claims an address must not evict the member there: remove the old
 	// member first (Leave) if it is really gone.
 	ErrAddressInUse = errors.New("quotamesh/consensus: address in use by another member")
+	// ErrDataDir reports a DataDir that Open cannot use: its Raft log or
+	// snapshots cannot be read or do not fit together, or it holds the state
+	// of another node or another cluster. The message names the path and what
+	// is wrong with it. The node must not start from it; if its log is lost,
+	// remove the node from the cluster (Leave), clear the directory and join
+	// again.
+	ErrDataDir = errors.New("quotamesh/consensus: unusable data directory")
 )
 
 // code is how an error crosses the wire between a follower and the leader.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
@@ -103,14 +104,9 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("quotamesh/consensus: creating %s: %w", walDir, err)
 	}
-	// raft-wal does not close the metadata database it opens by default, and
-	// that database holds a file lock: pass our own and close it ourselves,
-	// or a Store reopened in the same process would wait for the lock forever.
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(hl.Named("wal")), wal.WithSegmentSize(walSegmentSize))
+	w, meta, err := openLog(walDir, hl.Named("wal"), walSegmentSize)
 	if err != nil {
-		_ = meta.Close()
-		return nil, fmt.Errorf("quotamesh/consensus: opening the Raft log in %s: %w", walDir, err)
+		return nil, err
 	}
 	fail := func(err error) (*Store, error) {
 		_ = w.Close()
@@ -123,7 +119,19 @@ func Open(cfg Config) (*Store, error) {
 	}
 	hasState, err := raft.HasExistingState(w, w, snaps)
 	if err != nil {
-		return fail(fmt.Errorf("quotamesh/consensus: reading %s: %w", cfg.DataDir, err))
+		return fail(fmt.Errorf("%w: reading %s: %w", ErrDataDir, cfg.DataDir, err))
+	}
+	adopted, err := checkIdentity(cfg, hasState)
+	if err != nil {
+		return fail(err)
+	}
+	if adopted {
+		zl.Warn().Str("data_dir", cfg.DataDir).Msg("the data directory had no identity file: it is now recorded as this node's")
+	}
+	if hasState {
+		if err := checkState(cfg.DataDir, w, snaps); err != nil {
+			return fail(err)
+		}
 	}
 
 	layer := newTrackedLayer(cfg.Layer, cfg.Address)
@@ -154,9 +162,14 @@ func Open(cfg Config) (*Store, error) {
 	}
 
 	f := newFSM(zl, cfg.OnChange)
-	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	r, err := newRaft(rc, f, w, snaps, trans)
 	if err != nil {
-		return fail(fmt.Errorf("quotamesh/consensus: starting Raft: %w", err))
+		if hasState {
+			err = fmt.Errorf("%w: starting Raft from %s: %w", ErrDataDir, cfg.DataDir, err)
+		} else {
+			err = fmt.Errorf("quotamesh/consensus: starting Raft in %s: %w", cfg.DataDir, err)
+		}
+		return fail(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
@@ -187,6 +200,36 @@ func Open(cfg Config) (*Store, error) {
 	go s.run()
 	zl.Info().Bool("restored", hasState).Uint64("applied", f.applied.Load()).Int("rules", f.table.Load().Len()).Msg("raft started")
 	return s, nil
+}
+
+// newRaft is raft.NewRaft with its panics turned into errors. NewRaft panics
+// when a log entry it scans for configuration changes cannot be read; it has
+// started no goroutine at that point, so recovering leaves nothing running.
+// checkState should have reported any such entry already: this is the net
+// under it.
+func newRaft(rc *raft.Config, f raft.FSM, w *wal.WAL, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("raft panicked reading its state: %v", p)
+		}
+	}()
+	return raft.NewRaft(rc, f, w, w, snaps, trans)
+}
+
+// openLog opens the raft-wal log and stable store in walDir with segments of
+// segSize bytes.
+//
+// raft-wal does not close the metadata database it opens by default, and
+// that database holds a file lock: pass our own and close it ourselves, or a
+// Store reopened in the same process would wait for the lock forever.
+func openLog(walDir string, hl hclog.Logger, segSize int) (*wal.WAL, *metadb.BoltMetaDB, error) {
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(hl), wal.WithSegmentSize(segSize))
+	if err != nil {
+		_ = meta.Close()
+		return nil, nil, fmt.Errorf("%w: opening the Raft log in %s: %w", ErrDataDir, walDir, err)
+	}
+	return w, meta, nil
 }
 
 func raftConfig(cfg Config, hl *hclogAdapter) *raft.Config {

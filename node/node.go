@@ -262,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NodeID:    cfg.ID,
 		Address:   n.advertise,
 		DataDir:   cfg.DataDir,
+		ClusterID: cfg.ClusterID,
 		Bootstrap: bootstrap,
 		MaxVoters: cfg.MaxVoters,
 		Layer:     raftLayer,
