@@ -58,12 +58,23 @@ func TestLeaderKilledDuringChanges(t *testing.T) {
 		}(n.id, n.store)
 	}
 
-	time.Sleep(500 * time.Millisecond)
-	mu.Lock()
-	before := len(acked)
-	mu.Unlock()
+	// Wait for changes to be acknowledged on both sides of the kill, not
+	// for fixed times: elections can take seconds on a loaded machine.
+	ackedAtLeast := func(n int, within time.Duration) int {
+		deadline := time.Now().Add(within)
+		for {
+			mu.Lock()
+			got := len(acked)
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	before := ackedAtLeast(5, 10*time.Second)
 	c.kill(lead)
-	time.Sleep(1500 * time.Millisecond)
+	ackedAtLeast(before+5, 15*time.Second)
 	close(stop)
 	wg.Wait()
 	if before == 0 || len(acked) <= before {

@@ -75,8 +75,8 @@ func sum(m map[string]int64) int64 {
 func TestClusterHoldsGlobalLimit(t *testing.T) {
 	c := newCluster(t, 3)
 	c.startAll()
-	c.waitReady(15 * time.Second)
-	ctx := ctxT(t, 30*time.Second)
+	c.waitReady(30 * time.Second)
+	ctx := ctxT(t, 60*time.Second)
 
 	r := rule("orders.*", "300/s")
 	if _, err := c.nodes["n2"].SetLimit(ctx, r); err != nil {
@@ -96,10 +96,16 @@ func TestClusterHoldsGlobalLimit(t *testing.T) {
 		t.Errorf("admitted %d in %d s; want %d to %d for 300/s", total, secs, lo, hi)
 	}
 
+	// An election under a loaded machine can leave the cluster without a
+	// leader for a moment: the status must show one again soon.
+	eventually(t, 15*time.Second, "status with 3 members, a leader, ready", func() string {
+		st := c.nodes["n1"].Status(5)
+		if len(st.Members) != 3 || st.Raft.Leader == "" || !st.Ready {
+			return fmt.Sprintf("%d members, leader %q, ready %v (%v)", len(st.Members), st.Raft.Leader, st.Ready, st.NotReady)
+		}
+		return ""
+	})
 	st := c.nodes["n1"].Status(5)
-	if len(st.Members) != 3 || st.Raft.Leader == "" || !st.Ready {
-		t.Errorf("status: %d members, leader %q, ready %v (%v); want 3, a leader, ready", len(st.Members), st.Raft.Leader, st.Ready, st.NotReady)
-	}
 	for _, m := range st.Members {
 		if !m.Reachable || !m.Connected {
 			t.Errorf("status: member %+v not reachable and connected", m)
