@@ -113,6 +113,9 @@ func decodeCommand(b []byte) (command, error) {
 	if len(b) > maxCommandBytes {
 		return c, fmt.Errorf("%w: command of %d bytes; at most %d are allowed", ErrBadRequest, len(b), maxCommandBytes)
 	}
+	if err := checkShape(b); err != nil {
+		return c, fmt.Errorf("%w: command: %v", ErrBadRequest, err)
+	}
 	if err := msgpack.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("%w: command: %v", ErrBadRequest, err)
 	}
@@ -154,6 +157,9 @@ func decodeSnapshot(b []byte) (snapshot, *limits.Table, error) {
 	var s snapshot
 	if len(b) > maxSnapshotBytes {
 		return s, nil, fmt.Errorf("snapshot of %d bytes; at most %d are allowed", len(b), maxSnapshotBytes)
+	}
+	if err := checkShape(b); err != nil {
+		return s, nil, fmt.Errorf("snapshot: %w", err)
 	}
 	if err := msgpack.Unmarshal(b, &s); err != nil {
 		return s, nil, fmt.Errorf("snapshot: %w", err)
@@ -208,6 +214,9 @@ func decodeRequest(b []byte) (request, error) {
 	var r request
 	if len(b) > maxMessageBytes {
 		return r, fmt.Errorf("%w: request of %d bytes; at most %d are allowed", ErrBadRequest, len(b), maxMessageBytes)
+	}
+	if err := checkShape(b); err != nil {
+		return r, fmt.Errorf("%w: request: %v", ErrBadRequest, err)
 	}
 	if err := msgpack.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("%w: request: %v", ErrBadRequest, err)
@@ -270,6 +279,9 @@ func decodeResponse(b []byte) (response, error) {
 	if len(b) > maxMessageBytes {
 		return r, fmt.Errorf("%w: response of %d bytes; at most %d are allowed", ErrBadRequest, len(b), maxMessageBytes)
 	}
+	if err := checkShape(b); err != nil {
+		return r, fmt.Errorf("%w: response: %v", ErrBadRequest, err)
+	}
 	if err := msgpack.Unmarshal(b, &r); err != nil {
 		return r, fmt.Errorf("%w: response: %v", ErrBadRequest, err)
 	}
@@ -277,4 +289,104 @@ func decodeResponse(b []byte) (response, error) {
 		return r, fmt.Errorf("%w: response version %d; this node reads version %d", ErrBadRequest, r.V, formatVersion)
 	}
 	return r, nil
+}
+
+// checkShape walks the first msgpack value in b without decoding it and
+// refuses any header that claims more than b holds: a string, binary or
+// extension longer than the bytes left, or an array or map with more
+// elements than bytes left (every element takes at least one). msgpack's
+// decoder sizes slices from the header before reading their elements, so a
+// five-byte array header claiming 2^32 rules would otherwise allocate
+// gigabytes. After checkShape, decoding allocates a small multiple of
+// len(b).
+func checkShape(b []byte) error {
+	pending := 1 // values still to read
+	i := 0
+	need := func(n uint64) error {
+		if n > uint64(len(b)-i) {
+			return fmt.Errorf("msgpack header at byte %d claims %d bytes or elements; only %d bytes follow", i, n, len(b)-i)
+		}
+		return nil
+	}
+	// size reads an n-byte big-endian length at b[i:].
+	size := func(n int) (uint64, error) {
+		if err := need(uint64(n)); err != nil {
+			return 0, err
+		}
+		var v uint64
+		for _, c := range b[i : i+n] {
+			v = v<<8 | uint64(c)
+		}
+		i += n
+		return v, nil
+	}
+	for pending > 0 {
+		if i >= len(b) {
+			return fmt.Errorf("msgpack value truncated at byte %d", i)
+		}
+		c := b[i]
+		i++
+		pending--
+		var (
+			skip     uint64 // bytes of payload
+			items    uint64 // elements of a container
+			lenBytes int    // width of an explicit length
+			err      error
+		)
+		switch {
+		case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
+		case c >= 0x80 && c <= 0x8f:
+			items = 2 * uint64(c&0x0f)
+		case c >= 0x90 && c <= 0x9f:
+			items = uint64(c & 0x0f)
+		case c >= 0xa0 && c <= 0xbf:
+			skip = uint64(c & 0x1f)
+		case c == 0xc4, c == 0xd9: // bin8, str8
+			lenBytes = 1
+		case c == 0xc5, c == 0xda: // bin16, str16
+			lenBytes = 2
+		case c == 0xc6, c == 0xdb: // bin32, str32
+			lenBytes = 4
+		case c == 0xc7, c == 0xc8, c == 0xc9: // ext8/16/32: length, then a type byte
+			if skip, err = size(1 << (c - 0xc7)); err != nil {
+				return err
+			}
+			skip++
+		case c == 0xca, c == 0xce, c == 0xd2: // float32, uint32, int32
+			skip = 4
+		case c == 0xcb, c == 0xcf, c == 0xd3: // float64, uint64, int64
+			skip = 8
+		case c == 0xcc, c == 0xd0: // uint8, int8
+			skip = 1
+		case c == 0xcd, c == 0xd1: // uint16, int16
+			skip = 2
+		case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16: a type byte, then data
+			skip = 1 + 1<<(c-0xd4)
+		case c == 0xdc, c == 0xdd: // array16, array32
+			if items, err = size(2 << (c - 0xdc)); err != nil {
+				return err
+			}
+		case c == 0xde, c == 0xdf: // map16, map32
+			if items, err = size(2 << (c - 0xde)); err != nil {
+				return err
+			}
+			items *= 2
+		default: // 0xc1 is never used
+			return fmt.Errorf("msgpack code 0x%02x at byte %d is not valid", c, i-1)
+		}
+		if lenBytes > 0 {
+			if skip, err = size(lenBytes); err != nil {
+				return err
+			}
+		}
+		if err := need(skip); err != nil {
+			return err
+		}
+		i += int(skip)
+		if err := need(items); err != nil {
+			return err
+		}
+		pending += int(items)
+	}
+	return nil
 }
