@@ -336,7 +336,13 @@ func (e *Engine) Hello(now int64, from string, h *wire.Hello) error {
 	if p := e.peers[from]; p != nil {
 		p.inSeq = 0
 	}
-	m.heard = max(m.heard, now)
+	// A hello does not make the member reachable: it carries no counts and
+	// no quota. Until the member's first sync frame is merged, its view here
+	// may have slid empty and its quota register expired (after a partition
+	// or a pause), and a member taken for reachable would be counted as
+	// holding nothing: the first version handed a rejoining node almost the
+	// whole limit on its peers' hellos, and gave its peers its reservation
+	// back before they knew its quota (design.md §7, rejoining).
 	return nil
 }
 

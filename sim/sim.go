@@ -41,6 +41,15 @@ type Partition struct {
 	Groups     [][]int
 }
 
+// Cut breaks the links between every node of A and every node of B, both
+// ways, from Start to End, and no other link. Unlike a Partition it need
+// not be transitive: with A {0} and B {2}, node 1 still hears both (a
+// bridge), while 0 and 2 cannot hear each other.
+type Cut struct {
+	Start, End time.Duration
+	A, B       []int
+}
+
 // ClockStep moves node's clock by Offset at At (the clock-skew nemesis).
 type ClockStep struct {
 	At     time.Duration
@@ -99,6 +108,8 @@ type Config struct {
 	ClockSteps []ClockStep
 	// Partitions cut links during the run.
 	Partitions []Partition
+	// Cuts break single links during the run (non-transitive partitions).
+	Cuts []Cut
 	// Restarts kill and restart nodes during the run.
 	Restarts []Restart
 	// Pauses stop nodes during the run.
@@ -177,6 +188,16 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	for i, c := range d.Cuts {
+		if c.End <= c.Start {
+			return fmt.Errorf("%w: cut %d ends at %v, not after its start %v", ErrInvalid, i, c.End, c.Start)
+		}
+		for _, n := range slices.Concat(c.A, c.B) {
+			if n < 0 || n >= d.Nodes {
+				return fmt.Errorf("%w: cut %d names node %d of %d", ErrInvalid, i, n, d.Nodes)
+			}
+		}
+	}
 	for i, r := range d.Restarts {
 		if r.Node < 0 || r.Node >= d.Nodes || r.Down <= 0 {
 			return fmt.Errorf("%w: restart %d of node %d down for %v: name a node of %d and a positive down time", ErrInvalid, i, r.Node, r.Down, d.Nodes)
@@ -220,6 +241,26 @@ type Result struct {
 	Bytes  int64 `json:"bytes,omitempty"`
 	// Rejected counts frames the engines refused.
 	Rejected int64 `json:"rejected"`
+
+	admits []time.Duration // every admission's time since the load began, in order
+}
+
+// MaxWindow is the largest number of admissions in any interval
+// [t, t+width) with from <= t and t+width <= to (times since the load
+// began): the real-time window the fault tests bound.
+func (r Result) MaxWindow(from, to, width time.Duration) int64 {
+	var best int64
+	lo := 0
+	for hi, t := range r.admits {
+		if t < from || t >= to {
+			continue
+		}
+		for lo < hi && (r.admits[lo] < from || r.admits[lo] <= t-width) {
+			lo++
+		}
+		best = max(best, int64(hi-lo+1))
+	}
+	return best
 }
 
 // base is the simulated wall-clock time of the start of a run: node time is
@@ -332,6 +373,10 @@ func Run(cfg Config) (Result, error) {
 	for _, p := range cfg.Partitions {
 		s.q.push(event{at: w + p.Start, kind: evLinks})
 		s.q.push(event{at: w + p.End, kind: evLinks})
+	}
+	for _, c := range cfg.Cuts {
+		s.q.push(event{at: w + c.Start, kind: evLinks})
+		s.q.push(event{at: w + c.End, kind: evLinks})
 	}
 	for s.q.len() > 0 {
 		ev := s.q.pop()
@@ -468,6 +513,14 @@ func (s *sim) connected(from, to int) bool {
 			return false
 		}
 	}
+	for _, c := range s.cfg.Cuts {
+		if s.now < s.cfg.Warmup+c.Start || s.now >= s.cfg.Warmup+c.End {
+			continue
+		}
+		if slices.Contains(c.A, from) && slices.Contains(c.B, to) || slices.Contains(c.B, from) && slices.Contains(c.A, to) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -578,5 +631,6 @@ func (s *sim) report() Result {
 		}
 	}
 	r.Fill(s.admitted, s.cfg.Limit.Count, s.cfg.Limit.Window)
+	r.admits = s.admitted
 	return r
 }
