@@ -243,6 +243,7 @@ type Result struct {
 	Rejected int64 `json:"rejected"`
 
 	admits []time.Duration // every admission's time since the load began, in order
+	who    []int32         // and the node that made it
 }
 
 // MaxWindow is the largest number of admissions in any interval
@@ -300,6 +301,7 @@ type sim struct {
 	rng      *rand.Rand
 	ideal    *window.Window
 	admitted []time.Duration
+	who      []int32 // the node of each admission
 	res      Result
 	enc      *wire.Encoder
 	dec      *wire.Decoder
@@ -491,6 +493,7 @@ func (s *sim) serve(i int) {
 	if d, err := n.eng.AllowN(s.nodeTime(n), key, 1); err == nil && d.Allowed {
 		n.admitted++
 		s.admitted = append(s.admitted, s.now-s.cfg.Warmup)
+		s.who = append(s.who, int32(i))
 	}
 }
 
@@ -631,6 +634,6 @@ func (s *sim) report() Result {
 		}
 	}
 	r.Fill(s.admitted, s.cfg.Limit.Count, s.cfg.Limit.Window)
-	r.admits = s.admitted
+	r.admits, r.who = s.admitted, s.who
 	return r
 }

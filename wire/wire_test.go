@@ -118,7 +118,11 @@ func (g gen) message() Message {
 	case 4:
 		return g.adminReply()
 	}
-	return &Sync{Seq: g.u64(), Ack: g.u64(), Offset: g.r.Int64N(2*MaxOffset+1) - MaxOffset, Delta: g.delta()}
+	m := &Sync{Seq: g.u64(), Ack: g.u64(), Offset: g.r.Int64N(2*MaxOffset+1) - MaxOffset, Delta: g.delta()}
+	for range g.r.IntN(3) {
+		m.Misses = append(m.Misses, fmt.Sprintf("n%d", g.r.IntN(100)))
+	}
+	return m
 }
 
 func (g gen) i64() int64 { return int64(g.u64()) }
@@ -333,12 +337,13 @@ func raw(fields ...any) []byte {
 func syncFields() []any {
 	e := t0 / int64(limits.Slot)
 	// seq, ack, offset, delta seq, basis gap, flags (full), part, parts,
-	// origins, from, runs, quotas.
+	// origins, from, runs, quotas, misses.
 	return []any{Version, int(TypeSync), 1, 0, -3, 9, 0, 1, 0, 1,
 		[]any{[]any{"b", 7, t0, 0}, []any{"c", 8, t0, 5}},
 		0,
 		[]any{[]any{"k", 0, e, 3, 4, 1, -1, 1, 1}, []any{"j", 1, 0, 0, 2}},
 		[]any{[]any{"k", 1, e, 3, 500}},
+		[]any{"d"},
 	}
 }
 
