@@ -99,11 +99,23 @@ type Config struct {
 	// Jitter adds a uniform random delay in [0, Jitter) to each frame.
 	Jitter time.Duration
 	// Loss is the probability that a frame needs a retransmission, which
-	// delays it (and the frames behind it on its link) by 3×RTT + 1 ms.
+	// delays it (and the frames behind it on its link, as on a QUIC stream)
+	// by RTO; a retransmission is lost again with the same probability, and
+	// each further one waits twice as long (QUIC's probe timeout backs off).
 	Loss float64
+	// RTO is the delay one loss adds; default 3×RTT + 1 ms. quic-go's probe
+	// timeout on a path of RTT r is about r + 4·rttvar + 25 ms (its maximum
+	// ACK delay), so 30 ms models real processes on one machine better.
+	RTO time.Duration
 	// Skew gives node i a fixed clock offset, spread evenly over
 	// [−Skew, +Skew].
 	Skew time.Duration
+	// FirstFrame delays the first sync frame of every new stream (after a
+	// partition heals, a restart or at start) to this long after its hello:
+	// on real processes the first full state can take that long (a QUIC
+	// handshake under load, a state of many keys) while the hello is
+	// already in. Zero: the next tick's frame follows at once.
+	FirstFrame time.Duration
 	// ClockSteps change clock offsets during the run.
 	ClockSteps []ClockStep
 	// Partitions cut links during the run.
@@ -166,6 +178,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: rtt %v, jitter %v: use 0 to 10s", ErrInvalid, d.RTT, d.Jitter)
 	case d.Loss < 0 || d.Loss >= 1:
 		return fmt.Errorf("%w: loss %v, use [0, 1)", ErrInvalid, d.Loss)
+	case d.FirstFrame < 0 || d.FirstFrame > 10*time.Second:
+		return fmt.Errorf("%w: first frame %v, use 0 to 10s", ErrInvalid, d.FirstFrame)
+	case d.RTO < 0 || d.RTO > 10*time.Second:
+		return fmt.Errorf("%w: rto %v, use 0 to 10s", ErrInvalid, d.RTO)
 	case d.Skew < 0 || d.Skew > time.Hour:
 		return fmt.Errorf("%w: skew %v, use 0 to 1h", ErrInvalid, d.Skew)
 	case d.Duration <= 0 || d.Duration > 24*time.Hour:
@@ -554,6 +570,7 @@ func (s *sim) updateLinks() {
 				s.nodes[i].eng.PeerUp(s.nodes[j].id)
 				self := s.nodes[i].eng.Self()
 				s.enqueue(i, j, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "sim"}, s.cfg.RTT)
+				l.lastAt = max(l.lastAt, s.now+s.cfg.FirstFrame)
 			case !up && l.up:
 				l.up = false
 				if !s.nodes[i].down {
@@ -582,8 +599,13 @@ func (s *sim) enqueue(from, to int, m wire.Message, extra time.Duration) {
 	if s.cfg.Jitter > 0 {
 		delay += time.Duration(s.rng.Int64N(int64(s.cfg.Jitter)))
 	}
-	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
-		delay += 3*s.cfg.RTT + time.Millisecond
+	rto := s.cfg.RTO
+	if rto == 0 {
+		rto = 3*s.cfg.RTT + time.Millisecond
+	}
+	for s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss && rto < 10*time.Second {
+		delay += rto
+		rto *= 2
 	}
 	at := max(s.now+delay, l.lastAt)
 	l.lastAt = at
