@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -397,7 +398,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"sync parts beyond MaxParts", raw(with(syncFields(), 9, crdt.MaxParts+1)...), ErrMalformed, "delta parts"},
 		{"sync full with basis", raw(with(syncFields(), 6, 3)...), ErrMalformed, "basis gap 3 in a full state"},
 		{"sync normal without basis", raw(with(with(syncFields(), 7, 0), 6, 9)...), ErrMalformed, "leaves no basis"},
-		{"sync normal with two origins", raw(with(with(syncFields(), 7, 0), 5, 1)...), ErrMalformed, "sender's origin only"},
+		{"sync normal with two origins", raw(with(with(with(syncFields(), 7, 0), 5, 2), 6, 1)...), ErrMalformed, "sender's origin only"},
 		{"origins claim 4 billion", raw(with(syncFields(), 10, rawBytes{0xdd, 0xff, 0xff, 0xff, 0xff})...), ErrTooLarge, "4294967295 values"},
 		{"origins claim more than fit", raw(with(syncFields(), 10, rawBytes{0xdc, 0x27, 0x10})...), ErrMalformed, "cannot fit"},
 		{"origin state of 3 values", raw(with(syncFields(), 10, []any{[]any{"b", 7, t0}})...), ErrMalformed, "not 4"},
@@ -584,5 +585,21 @@ func TestEncodeRefusesInvalid(t *testing.T) {
 		if !errors.Is(err, ErrMalformed) || string(out) != "keep" {
 			t.Errorf("step %d: Append(%+v) = %q, %v; want dst unchanged and ErrMalformed", i, m, out, err)
 		}
+	}
+}
+
+// TestRelayAndMissesDecode: a relay (a normal delta whose basis is its own
+// interval) may carry other origins, and the misses list comes through.
+func TestRelayAndMissesDecode(t *testing.T) {
+	m, err := Decode(raw(with(with(syncFields(), 7, 0), 5, 1)...))
+	if err != nil {
+		t.Fatalf("Decode(relay) = %v", err)
+	}
+	s, ok := m.(*Sync)
+	if !ok || !s.Delta.IsRelay() || len(s.Delta.Origins) != 2 || !slices.Equal(s.Misses, []string{"d"}) {
+		t.Errorf("Decode(relay) = %+v, want a relay with 2 origins and misses [d]", m)
+	}
+	if _, err := Decode(raw(with(syncFields(), 14, []any{"bad id"})...)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Decode(misses with a space) = %v, want ErrMalformed", err)
 	}
 }
