@@ -54,6 +54,10 @@ type peerState struct {
 	// DeltaIntervals gets a full state again. A single-part normal delta is
 	// never tracked: the next one is built on the acknowledgement anyway.
 	inflight, inflightAt uint64
+	// relayFrom is, per origin relayed to this peer (RelayFor), the first
+	// epoch the next relay sends; absent: everything. relayNext is what it
+	// becomes once RelaySent confirms the last relay.
+	relayFrom, relayNext map[OriginID]int64
 }
 
 // recvState is the receiving side of the protocol with one peer.
@@ -421,4 +425,81 @@ func (s *Store) buildSince(now int64, basis uint64) []Delta {
 		}
 	}
 	return b.finish()
+}
+
+// RelayFor returns a delta that relays to peer what the store holds of the
+// origins in relay, for a peer that says it cannot hear them itself
+// (design.md §7, bridges): each origin's state (its asOf and the store's age
+// of it, so the peer's estimate of it slides as the store's would), its
+// slots and its quota registers. The first relay of an origin to a peer
+// carries every slot the store holds of it; later ones the slots from the
+// one before its asOf's slot at the previous relay on, which covers every
+// slot that may have changed since. Origins the store does not know, its
+// own, and the one peer's deltas come from are skipped; nil if none is
+// left.
+//
+// Counts are absolute and merging is a join, so relayed state is safe to
+// receive twice, late, or from several relayers. The delta is a normal
+// delta whose basis is its own interval (Basis = Seq = the last closed
+// interval): it never advances the peer's acknowledgement. Send it after
+// the normal delta of the same tick, and call RelaySent once every part
+// was handed over; otherwise the next relay starts from the same slots.
+func (s *Store) RelayFor(peer string, nowLocal int64, relay []OriginID) []Delta {
+	now := s.advance(nowLocal)
+	p := s.peer(peer)
+	var exclude *origin
+	if r := s.recv[peer]; r != nil {
+		exclude = s.origins[r.from]
+	}
+	var b *builder
+	clear(p.relayNext)
+	for _, id := range relay {
+		o := s.origins[id]
+		if o == nil || o.self || o == exclude {
+			continue
+		}
+		if b == nil {
+			b = s.newBuilder(now, false, s.last)
+		}
+		from, again := p.relayFrom[id]
+		if !again {
+			from = 0
+		}
+		for _, ks := range s.keys {
+			sr := ks.seriesOf(o)
+			if sr == nil {
+				continue
+			}
+			for e := max(sr.lo, from); e <= sr.hi; e++ {
+				if v := sr.ring[sr.pos(e)]; v != 0 {
+					b.add(o, ks.key, e, v)
+				}
+			}
+			if sr.qSeq > 0 && (!again || sr.qEpoch >= from) {
+				b.addQuota(o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+			}
+		}
+		b.addBare(o)
+		if p.relayNext == nil {
+			p.relayNext = make(map[OriginID]int64)
+		}
+		p.relayNext[id] = slotOf(o.asOf) - 1
+	}
+	if b == nil {
+		return nil
+	}
+	return b.finish()
+}
+
+// RelaySent reports that every part of the delta RelayFor last returned
+// for peer was handed to the transport: the next relay of those origins
+// starts where this one ended. Origins no longer relayed are forgotten, so
+// that relaying them again starts over with everything.
+func (s *Store) RelaySent(peer string) {
+	p := s.peers[peer]
+	if p == nil {
+		return
+	}
+	p.relayFrom, p.relayNext = p.relayNext, p.relayFrom
+	clear(p.relayNext)
 }

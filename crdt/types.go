@@ -112,6 +112,9 @@ type Delta struct {
 	// Basis is the interval after which a normal delta's changes start: the
 	// delta brings a receiver up to Seq only if the receiver already held
 	// everything up to Basis. 0 for a full state, which needs nothing.
+	// Basis equal to Seq marks a relay (Store.RelayFor): other origins'
+	// state passed on to a peer that cannot hear them, which never
+	// advances an acknowledgement.
 	Basis uint64
 	// Full marks a full state rather than a delta since Basis.
 	Full bool
@@ -183,6 +186,10 @@ type Entry struct {
 // is among Origins with Age 0, that a normal delta carries only From, and
 // that no entry is ahead of its origin's asOf by more than MaxLeadSlots.
 // Errors wrap ErrInvalidDelta or ErrInvalidOrigin and name the field.
+// IsRelay reports whether d is a relay (Store.RelayFor): a normal delta
+// whose basis is its own interval.
+func (d *Delta) IsRelay() bool { return !d.Full && d.Basis == d.Seq }
+
 func (d *Delta) Validate() error {
 	if err := d.From.Validate(); err != nil {
 		return fmt.Errorf("%w: from: %w", ErrInvalidDelta, err)
@@ -199,7 +206,7 @@ func (d *Delta) Validate() error {
 	if len(d.Origins) == 0 || len(d.Origins) > MaxDeltaOrigins {
 		return fmt.Errorf("%w: %d origins; 1 to %d are allowed", ErrInvalidDelta, len(d.Origins), MaxDeltaOrigins)
 	}
-	if !d.Full && len(d.Origins) != 1 {
+	if !d.Full && !d.IsRelay() && len(d.Origins) != 1 {
 		return fmt.Errorf("%w: a normal delta carries its sender's origin only, not %d origins", ErrInvalidDelta, len(d.Origins))
 	}
 	if len(d.Entries) > MaxDeltaEntries {

@@ -50,6 +50,7 @@ type Engine struct {
 	alignScratch []int64
 	alignHold    int64 // no realignment before this local time
 	slots        []crdt.SlotCounts
+	relayScratch []crdt.OriginID
 	counters     Counters
 
 	leaseGranted, leaseReturned atomic.Int64 // counted outside mu
@@ -64,6 +65,8 @@ type member struct {
 	seen        uint64       // stamp of the last computeQuotaLocked that saw its origin
 	incarnation uint64       // newest known; 0 before any contact
 	heard       int64        // local time of the last contact; engine start if never
+	direct      int64        // local time of the last frame from it (not relayed); engine start if never
+	misses      []string     // the members it said it misses in its last frame (wire.Sync.Misses)
 	reachable   bool
 	reclaimed   bool
 }
@@ -264,7 +267,7 @@ func (e *Engine) setMembersLocked(ids []string, now int64) {
 			next[id] = m
 			continue
 		}
-		next[id] = &member{id: id, heard: now}
+		next[id] = &member{id: id, heard: now, direct: now}
 	}
 	for id := range e.members {
 		if _, ok := next[id]; !ok {
@@ -336,7 +339,13 @@ func (e *Engine) Hello(now int64, from string, h *wire.Hello) error {
 	if p := e.peers[from]; p != nil {
 		p.inSeq = 0
 	}
-	m.heard = max(m.heard, now)
+	// A hello does not make the member reachable: it carries no counts and
+	// no quota. Until the member's first sync frame is merged, its view here
+	// may have slid empty and its quota register expired (after a partition
+	// or a pause), and a member taken for reachable would be counted as
+	// holding nothing: the first version handed a rejoining node almost the
+	// whole limit on its peers' hellos, and gave its peers its reservation
+	// back before they knew its quota (design.md §7, rejoining).
 	return nil
 }
 
@@ -379,6 +388,8 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 		e.store.ResetPeer(from)
 	}
 	m.heard = max(m.heard, now)
+	m.direct = max(m.direct, now)
+	m.misses = append(m.misses[:0], s.Misses...)
 	if st := s.Delta.Origins; len(st) > 0 {
 		for i := range st {
 			if st[i].ID == s.Delta.From {
@@ -446,6 +457,7 @@ func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) Tic
 	e.store.SetOwnAsOf(now)
 	e.store.Tick()
 
+	misses := e.missesLocked(now)
 	for _, id := range e.memberIDs {
 		p := e.peers[id]
 		if p == nil {
@@ -457,7 +469,7 @@ func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) Tic
 		echo, _ := e.members[id].offsets.estimate()
 		for i := range parts {
 			p.outSeq++
-			err := send(id, &wire.Sync{Seq: p.outSeq, Ack: ack, Offset: echo, Delta: parts[i]})
+			err := send(id, &wire.Sync{Seq: p.outSeq, Ack: ack, Offset: echo, Delta: parts[i], Misses: misses})
 			if err != nil {
 				p.outSeq--
 				break
@@ -466,15 +478,77 @@ func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) Tic
 		}
 		e.store.Sent(id, sent)
 		st.Frames += sent
+		if sent == len(parts) {
+			n := e.relayLocked(now, id, p, ack, echo, misses, send)
+			st.Frames += n
+			st.Relayed += n
+		}
 	}
 	return st
+}
+
+// missAfter is how long a member may send no frame of its own before this
+// node says it misses it (wire.Sync.Misses) and its peers relay it: half of
+// DeadAfter, so that relayed state arrives before the member would count
+// as unreachable.
+func (e *Engine) missAfter() int64 { return int64(e.cfg.DeadAfter) / 2 }
+
+// missesLocked lists the members this node has had no frame from for
+// missAfter, in ID order; nil when it hears them all.
+func (e *Engine) missesLocked(now int64) []string {
+	var out []string
+	for _, id := range e.memberIDs {
+		if now-e.members[id].direct > e.missAfter() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// relayLocked sends peer id, after its delta, what this node knows of the
+// members the peer says it misses and this node still counts as reachable
+// (design.md §7, bridges), and returns the frames sent. Relaying only on
+// request keeps a fully connected cluster's traffic as it was.
+func (e *Engine) relayLocked(now int64, id string, p *peer, ack uint64, echo int64, misses []string, send func(string, *wire.Sync) error) int {
+	m := e.members[id]
+	if len(m.misses) == 0 {
+		return 0
+	}
+	relay := e.relayScratch[:0]
+	for _, x := range m.misses {
+		if x == id || x == e.cfg.Node {
+			continue
+		}
+		if o := e.members[x]; o != nil && o.reachable && o.incarnation != 0 {
+			relay = append(relay, crdt.OriginID{Node: x, Incarnation: o.incarnation})
+		}
+	}
+	e.relayScratch = relay[:0]
+	if len(relay) == 0 {
+		return 0
+	}
+	parts := e.store.RelayFor(id, now, relay)
+	sent := 0
+	for i := range parts {
+		p.outSeq++
+		if err := send(id, &wire.Sync{Seq: p.outSeq, Ack: ack, Offset: echo, Delta: parts[i], Misses: misses}); err != nil {
+			p.outSeq--
+			return sent
+		}
+		sent++
+	}
+	if sent == len(parts) {
+		e.store.RelaySent(id)
+	}
+	return sent
 }
 
 // TickStats says what one tick did.
 type TickStats struct {
 	Mirrored   int // keys whose own slots were mirrored
 	Recomputed int // quotas recomputed
-	Frames     int // frames handed to send
+	Frames     int // frames handed to send, relays included
+	Relayed    int // of which relays of members a peer misses
 }
 
 // mirrorLocked copies the slots of ks's window that may have changed since
@@ -676,8 +750,8 @@ func (e *Engine) alignLocked(now int64) {
 	offs = append(offs, 0)
 	for _, id := range e.memberIDs {
 		m := e.members[id]
-		if !m.reachable {
-			continue
+		if !m.reachable || now-m.direct > int64(e.cfg.DeadAfter) {
+			continue // only heard through a relay: no clock samples
 		}
 		o, ok := m.offsets.estimate()
 		if !ok || m.echo == 0 {

@@ -50,6 +50,7 @@ type net struct {
 	engines map[string]*Engine
 	offset  map[string]int64 // each engine's clock offset
 	queue   []frame
+	cut     map[[2]string]bool // links that drop every frame, from→to
 }
 
 type frame struct {
@@ -94,6 +95,9 @@ func (n *net) tick(at int64) {
 			c.Delta.Entries = slices.Clone(s.Delta.Entries)
 			c.Delta.Origins = slices.Clone(s.Delta.Origins)
 			c.Delta.Quotas = slices.Clone(s.Delta.Quotas)
+			if n.cut[[2]string{id, to}] {
+				return nil // lost in a partition
+			}
 			n.queue = append(n.queue, frame{id, to, &c})
 			return nil
 		})

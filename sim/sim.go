@@ -41,6 +41,15 @@ type Partition struct {
 	Groups     [][]int
 }
 
+// Cut breaks the links between every node of A and every node of B, both
+// ways, from Start to End, and no other link. Unlike a Partition it need
+// not be transitive: with A {0} and B {2}, node 1 still hears both (a
+// bridge), while 0 and 2 cannot hear each other.
+type Cut struct {
+	Start, End time.Duration
+	A, B       []int
+}
+
 // ClockStep moves node's clock by Offset at At (the clock-skew nemesis).
 type ClockStep struct {
 	At     time.Duration
@@ -90,15 +99,29 @@ type Config struct {
 	// Jitter adds a uniform random delay in [0, Jitter) to each frame.
 	Jitter time.Duration
 	// Loss is the probability that a frame needs a retransmission, which
-	// delays it (and the frames behind it on its link) by 3×RTT + 1 ms.
+	// delays it (and the frames behind it on its link, as on a QUIC stream)
+	// by RTO; a retransmission is lost again with the same probability, and
+	// each further one waits twice as long (QUIC's probe timeout backs off).
 	Loss float64
+	// RTO is the delay one loss adds; default 3×RTT + 1 ms. quic-go's probe
+	// timeout on a path of RTT r is about r + 4·rttvar + 25 ms (its maximum
+	// ACK delay), so 30 ms models real processes on one machine better.
+	RTO time.Duration
 	// Skew gives node i a fixed clock offset, spread evenly over
 	// [−Skew, +Skew].
 	Skew time.Duration
+	// FirstFrame delays the first sync frame of every new stream (after a
+	// partition heals, a restart or at start) to this long after its hello:
+	// on real processes the first full state can take that long (a QUIC
+	// handshake under load, a state of many keys) while the hello is
+	// already in. Zero: the next tick's frame follows at once.
+	FirstFrame time.Duration
 	// ClockSteps change clock offsets during the run.
 	ClockSteps []ClockStep
 	// Partitions cut links during the run.
 	Partitions []Partition
+	// Cuts break single links during the run (non-transitive partitions).
+	Cuts []Cut
 	// Restarts kill and restart nodes during the run.
 	Restarts []Restart
 	// Pauses stop nodes during the run.
@@ -155,6 +178,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: rtt %v, jitter %v: use 0 to 10s", ErrInvalid, d.RTT, d.Jitter)
 	case d.Loss < 0 || d.Loss >= 1:
 		return fmt.Errorf("%w: loss %v, use [0, 1)", ErrInvalid, d.Loss)
+	case d.FirstFrame < 0 || d.FirstFrame > 10*time.Second:
+		return fmt.Errorf("%w: first frame %v, use 0 to 10s", ErrInvalid, d.FirstFrame)
+	case d.RTO < 0 || d.RTO > 10*time.Second:
+		return fmt.Errorf("%w: rto %v, use 0 to 10s", ErrInvalid, d.RTO)
 	case d.Skew < 0 || d.Skew > time.Hour:
 		return fmt.Errorf("%w: skew %v, use 0 to 1h", ErrInvalid, d.Skew)
 	case d.Duration <= 0 || d.Duration > 24*time.Hour:
@@ -174,6 +201,16 @@ func (c Config) Validate() error {
 				if n < 0 || n >= d.Nodes {
 					return fmt.Errorf("%w: partition %d names node %d of %d", ErrInvalid, i, n, d.Nodes)
 				}
+			}
+		}
+	}
+	for i, c := range d.Cuts {
+		if c.End <= c.Start {
+			return fmt.Errorf("%w: cut %d ends at %v, not after its start %v", ErrInvalid, i, c.End, c.Start)
+		}
+		for _, n := range slices.Concat(c.A, c.B) {
+			if n < 0 || n >= d.Nodes {
+				return fmt.Errorf("%w: cut %d names node %d of %d", ErrInvalid, i, n, d.Nodes)
 			}
 		}
 	}
@@ -220,6 +257,27 @@ type Result struct {
 	Bytes  int64 `json:"bytes,omitempty"`
 	// Rejected counts frames the engines refused.
 	Rejected int64 `json:"rejected"`
+
+	admits []time.Duration // every admission's time since the load began, in order
+	who    []int32         // and the node that made it
+}
+
+// MaxWindow is the largest number of admissions in any interval
+// [t, t+width) with from <= t and t+width <= to (times since the load
+// began): the real-time window the fault tests bound.
+func (r Result) MaxWindow(from, to, width time.Duration) int64 {
+	var best int64
+	lo := 0
+	for hi, t := range r.admits {
+		if t < from || t >= to {
+			continue
+		}
+		for lo < hi && (r.admits[lo] < from || r.admits[lo] <= t-width) {
+			lo++
+		}
+		best = max(best, int64(hi-lo+1))
+	}
+	return best
 }
 
 // base is the simulated wall-clock time of the start of a run: node time is
@@ -259,6 +317,7 @@ type sim struct {
 	rng      *rand.Rand
 	ideal    *window.Window
 	admitted []time.Duration
+	who      []int32 // the node of each admission
 	res      Result
 	enc      *wire.Encoder
 	dec      *wire.Decoder
@@ -332,6 +391,10 @@ func Run(cfg Config) (Result, error) {
 	for _, p := range cfg.Partitions {
 		s.q.push(event{at: w + p.Start, kind: evLinks})
 		s.q.push(event{at: w + p.End, kind: evLinks})
+	}
+	for _, c := range cfg.Cuts {
+		s.q.push(event{at: w + c.Start, kind: evLinks})
+		s.q.push(event{at: w + c.End, kind: evLinks})
 	}
 	for s.q.len() > 0 {
 		ev := s.q.pop()
@@ -446,6 +509,7 @@ func (s *sim) serve(i int) {
 	if d, err := n.eng.AllowN(s.nodeTime(n), key, 1); err == nil && d.Allowed {
 		n.admitted++
 		s.admitted = append(s.admitted, s.now-s.cfg.Warmup)
+		s.who = append(s.who, int32(i))
 	}
 }
 
@@ -465,6 +529,14 @@ func (s *sim) connected(from, to int) bool {
 			continue
 		}
 		if group(p, from) != group(p, to) {
+			return false
+		}
+	}
+	for _, c := range s.cfg.Cuts {
+		if s.now < s.cfg.Warmup+c.Start || s.now >= s.cfg.Warmup+c.End {
+			continue
+		}
+		if slices.Contains(c.A, from) && slices.Contains(c.B, to) || slices.Contains(c.B, from) && slices.Contains(c.A, to) {
 			return false
 		}
 	}
@@ -498,6 +570,7 @@ func (s *sim) updateLinks() {
 				s.nodes[i].eng.PeerUp(s.nodes[j].id)
 				self := s.nodes[i].eng.Self()
 				s.enqueue(i, j, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "sim"}, s.cfg.RTT)
+				l.lastAt = max(l.lastAt, s.now+s.cfg.FirstFrame)
 			case !up && l.up:
 				l.up = false
 				if !s.nodes[i].down {
@@ -526,8 +599,13 @@ func (s *sim) enqueue(from, to int, m wire.Message, extra time.Duration) {
 	if s.cfg.Jitter > 0 {
 		delay += time.Duration(s.rng.Int64N(int64(s.cfg.Jitter)))
 	}
-	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
-		delay += 3*s.cfg.RTT + time.Millisecond
+	rto := s.cfg.RTO
+	if rto == 0 {
+		rto = 3*s.cfg.RTT + time.Millisecond
+	}
+	for s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss && rto < 10*time.Second {
+		delay += rto
+		rto *= 2
 	}
 	at := max(s.now+delay, l.lastAt)
 	l.lastAt = at
@@ -578,5 +656,6 @@ func (s *sim) report() Result {
 		}
 	}
 	r.Fill(s.admitted, s.cfg.Limit.Count, s.cfg.Limit.Window)
+	r.admits, r.who = s.admitted, s.who
 	return r
 }

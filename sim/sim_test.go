@@ -50,9 +50,10 @@ func TestPatternsHoldTheBound(t *testing.T) {
 // not move the result beyond the bound.
 func TestNetworkFaultsHoldTheBound(t *testing.T) {
 	cases := map[string]Config{
-		"10% loss":         {Loss: 0.1},
-		"20ms rtt, jitter": {RTT: 20 * time.Millisecond, Jitter: 10 * time.Millisecond},
-		"±500ms skew":      {Skew: 500 * time.Millisecond},
+		"10% loss":           {Loss: 0.1},
+		"10% loss, 30ms RTO": {Loss: 0.1, RTO: 30 * time.Millisecond},
+		"20ms rtt, jitter":   {RTT: 20 * time.Millisecond, Jitter: 10 * time.Millisecond},
+		"±500ms skew":        {Skew: 500 * time.Millisecond},
 	}
 	for name, c := range cases {
 		for _, p := range []pattern.Name{pattern.Uniform, pattern.Rotate} {

@@ -112,7 +112,7 @@ func (d *Decoder) Decode(body []byte) (Message, error) {
 }
 
 // maxFields bounds the header's array length: the most fields of any type.
-const maxFields = 12
+const maxFields = 13
 
 func (d *Decoder) hello(m *Hello) error {
 	var err error
@@ -143,7 +143,26 @@ func (d *Decoder) sync(m *Sync) error {
 	if m.Offset < -MaxOffset || m.Offset > MaxOffset {
 		return fmt.Errorf("%w: sync offset %d out of range [%d, %d]", ErrMalformed, m.Offset, -MaxOffset, MaxOffset)
 	}
-	return d.delta(&m.Delta)
+	if err := d.delta(&m.Delta); err != nil {
+		return err
+	}
+	// A name takes at least 2 bytes: its header and one byte.
+	n, err := d.arrayLen("sync misses", MaxMisses, 2)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		m.Misses = make([]string, n)
+	}
+	for i := range m.Misses {
+		if m.Misses[i], err = d.str("sync missed member", crdt.MaxNodeIDLen); err != nil {
+			return err
+		}
+		if err := checkText("sync missed member", m.Misses[i], crdt.MaxNodeIDLen); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // delta decodes the fields of a Sync after seq and ack; see Sync.encode.

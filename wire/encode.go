@@ -109,7 +109,7 @@ const flagFull = 1
 //	seq, ack, offset, delta seq, basis gap, flags, part, parts,
 //	[[node, incarnation, asOf, age]...], from,
 //	[[key, (origin, epoch delta, admitted, offered)...]...],
-//	[[key, origin, epoch, seq, quota]...]
+//	[[key, origin, epoch, seq, quota]...], [missed member...]
 //
 // The sender (from) is sent as its index among the origin states, and the
 // basis of a normal delta as its distance below the delta's seq (0 for a
@@ -203,6 +203,14 @@ func (m *Sync) encode(e *Encoder) error {
 			e.enc.EncodeUint(q.Seq),
 			e.enc.EncodeUint(uint64(q.Quota)),
 		); err != nil {
+			return err
+		}
+	}
+	if err := e.enc.EncodeArrayLen(len(m.Misses)); err != nil {
+		return err
+	}
+	for _, id := range m.Misses {
+		if err := e.enc.EncodeString(id); err != nil {
 			return err
 		}
 	}

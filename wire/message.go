@@ -102,16 +102,34 @@ type Sync struct {
 	// Delta is the delta or delta part; it must be valid
 	// (crdt.Delta.Validate).
 	Delta crdt.Delta
+	// Misses names the members the sender has not heard directly for a
+	// while (reachability gossip, design.md §7 "Bridges"): the receiver
+	// relays to it what it knows of those members, so that a partition that
+	// is not transitive (the receiver hears both sides, the sender one) does
+	// not make the sender reclaim a member that is still admitting. Empty in
+	// a fully connected cluster. At most MaxMisses names.
+	Misses []string
 }
+
+// MaxMisses bounds Sync.Misses.
+const MaxMisses = crdt.MaxDeltaOrigins
 
 // MaxOffset bounds Sync.Offset: a day, far beyond any clock worth aligning.
 const MaxOffset = int64(24 * 60 * 60 * 1e9)
 
 // Type returns TypeSync.
 func (*Sync) Type() Type  { return TypeSync }
-func (*Sync) fields() int { return 12 }
+func (*Sync) fields() int { return 13 }
 
 func (m *Sync) validate() error {
+	if len(m.Misses) > MaxMisses {
+		return fmt.Errorf("%w: sync misses %d members, at most %d", ErrTooLarge, len(m.Misses), MaxMisses)
+	}
+	for _, id := range m.Misses {
+		if err := checkText("sync missed member", id, crdt.MaxNodeIDLen); err != nil {
+			return err
+		}
+	}
 	if err := m.Delta.Validate(); err != nil {
 		return fmt.Errorf("%w: sync delta: %w", ErrMalformed, err)
 	}

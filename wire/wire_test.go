@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,11 @@ func (g gen) message() Message {
 	case 4:
 		return g.adminReply()
 	}
-	return &Sync{Seq: g.u64(), Ack: g.u64(), Offset: g.r.Int64N(2*MaxOffset+1) - MaxOffset, Delta: g.delta()}
+	m := &Sync{Seq: g.u64(), Ack: g.u64(), Offset: g.r.Int64N(2*MaxOffset+1) - MaxOffset, Delta: g.delta()}
+	for range g.r.IntN(3) {
+		m.Misses = append(m.Misses, fmt.Sprintf("n%d", g.r.IntN(100)))
+	}
+	return m
 }
 
 func (g gen) i64() int64 { return int64(g.u64()) }
@@ -333,12 +338,13 @@ func raw(fields ...any) []byte {
 func syncFields() []any {
 	e := t0 / int64(limits.Slot)
 	// seq, ack, offset, delta seq, basis gap, flags (full), part, parts,
-	// origins, from, runs, quotas.
+	// origins, from, runs, quotas, misses.
 	return []any{Version, int(TypeSync), 1, 0, -3, 9, 0, 1, 0, 1,
 		[]any{[]any{"b", 7, t0, 0}, []any{"c", 8, t0, 5}},
 		0,
 		[]any{[]any{"k", 0, e, 3, 4, 1, -1, 1, 1}, []any{"j", 1, 0, 0, 2}},
 		[]any{[]any{"k", 1, e, 3, 500}},
+		[]any{"d"},
 	}
 }
 
@@ -392,7 +398,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"sync parts beyond MaxParts", raw(with(syncFields(), 9, crdt.MaxParts+1)...), ErrMalformed, "delta parts"},
 		{"sync full with basis", raw(with(syncFields(), 6, 3)...), ErrMalformed, "basis gap 3 in a full state"},
 		{"sync normal without basis", raw(with(with(syncFields(), 7, 0), 6, 9)...), ErrMalformed, "leaves no basis"},
-		{"sync normal with two origins", raw(with(with(syncFields(), 7, 0), 5, 1)...), ErrMalformed, "sender's origin only"},
+		{"sync normal with two origins", raw(with(with(with(syncFields(), 7, 0), 5, 2), 6, 1)...), ErrMalformed, "sender's origin only"},
 		{"origins claim 4 billion", raw(with(syncFields(), 10, rawBytes{0xdd, 0xff, 0xff, 0xff, 0xff})...), ErrTooLarge, "4294967295 values"},
 		{"origins claim more than fit", raw(with(syncFields(), 10, rawBytes{0xdc, 0x27, 0x10})...), ErrMalformed, "cannot fit"},
 		{"origin state of 3 values", raw(with(syncFields(), 10, []any{[]any{"b", 7, t0}})...), ErrMalformed, "not 4"},
@@ -579,5 +585,21 @@ func TestEncodeRefusesInvalid(t *testing.T) {
 		if !errors.Is(err, ErrMalformed) || string(out) != "keep" {
 			t.Errorf("step %d: Append(%+v) = %q, %v; want dst unchanged and ErrMalformed", i, m, out, err)
 		}
+	}
+}
+
+// TestRelayAndMissesDecode: a relay (a normal delta whose basis is its own
+// interval) may carry other origins, and the misses list comes through.
+func TestRelayAndMissesDecode(t *testing.T) {
+	m, err := Decode(raw(with(with(syncFields(), 7, 0), 5, 1)...))
+	if err != nil {
+		t.Fatalf("Decode(relay) = %v", err)
+	}
+	s, ok := m.(*Sync)
+	if !ok || !s.Delta.IsRelay() || len(s.Delta.Origins) != 2 || !slices.Equal(s.Misses, []string{"d"}) {
+		t.Errorf("Decode(relay) = %+v, want a relay with 2 origins and misses [d]", m)
+	}
+	if _, err := Decode(raw(with(syncFields(), 14, []any{"bad id"})...)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Decode(misses with a space) = %v, want ErrMalformed", err)
 	}
 }

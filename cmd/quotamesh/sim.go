@@ -105,6 +105,8 @@ per_node (and more).`,
 	f.DurationVar(&c.RTT, "rtt", 2*time.Millisecond, "round-trip time of every link")
 	f.DurationVar(&c.Jitter, "jitter", 0, "extra random delay per frame, uniform in [0, jitter)")
 	f.Float64Var(&c.Loss, "loss", 0, "probability that a frame needs a retransmission (QUIC: delay, not loss)")
+	f.DurationVar(&c.RTO, "rto", 0, "delay one loss adds, doubling for each further loss of the same frame (default 3×rtt+1ms; about 30ms for quic-go on one machine)")
+	f.DurationVar(&c.FirstFrame, "first-frame", 0, "delay of a new stream's first sync frame after its hello")
 	f.DurationVar(&c.Skew, "skew", 0, "clock offsets spread evenly over [-skew, +skew]")
 	f.StringVar(&pol, "policy", "conservative", "partition policy: conservative or available")
 	f.StringVar(&partition, "partition", "", "a partition START:END:GROUPS, e.g. 5s:12s:0 (node 0 isolated)")

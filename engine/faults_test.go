@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"testing"
+
+	"github.com/quotamesh/quotamesh/wire"
+)
+
+// demand offers each engine perTick requests of key, spread over the tick
+// that starts at at, and returns how many were admitted.
+func (n *net) demand(at int64, key string, perTick map[string]int) int {
+	admitted := 0
+	for id, k := range perTick {
+		for r := range k {
+			if d, _ := n.engines[id].AllowN(n.now(id, at+int64(r)*20*ms/int64(k)), key, 1); d.Allowed {
+				admitted++
+			}
+		}
+	}
+	return admitted
+}
+
+// split cuts every link between a and the others (both ways) and tells
+// both ends their streams are gone; heal brings them back with a new
+// stream each way that starts with a hello.
+func (n *net) split(a string) {
+	if n.cut == nil {
+		n.cut = map[[2]string]bool{}
+	}
+	for id := range n.engines {
+		if id != a {
+			n.cut[[2]string{a, id}], n.cut[[2]string{id, a}] = true, true
+			n.engines[a].PeerDown(id)
+			n.engines[id].PeerDown(a)
+		}
+	}
+}
+
+func (n *net) heal(a string) {
+	for id := range n.engines {
+		if id == a {
+			continue
+		}
+		delete(n.cut, [2]string{a, id})
+		delete(n.cut, [2]string{id, a})
+		for _, p := range [][2]string{{a, id}, {id, a}} {
+			n.engines[p[0]].PeerUp(p[1])
+			self := n.engines[p[0]].Self()
+			n.queue = append(n.queue, frame{p[0], p[1], &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "x"}})
+		}
+	}
+}
+
+func quotaOf(e *Engine, now int64, key string) int64 {
+	w, _, ok := e.Registry().Lookup(key)
+	if !ok {
+		return 0
+	}
+	_ = now
+	return w.Quota()
+}
+
+// TestRejoinWaitsForCounts: a node isolated long enough to be fenced and
+// reclaimed, then healed, must not take its peers for reachable on their
+// hello alone. A hello carries no counts and no quotas: taking the peers for
+// reachable then (as the first version did) gave the rejoining node almost
+// the whole limit (the peers' views had slid empty and their quota registers
+// expired) until their first sync frame arrived, and gave the peers the
+// rejoiner's reservation back before they knew its quota.
+func TestRejoinWaitsForCounts(t *testing.T) {
+	const key = "k"
+	n := newNet(t, table(t, key, "1000/s"), Config{}, "a", "b", "c")
+	n.deliver(t0)
+	each := map[string]int{"a": 14, "b": 14, "c": 14} // 700/s each
+	step := int64(0)
+	run := func(ticks int64) {
+		for end := step + ticks; step < end; step++ {
+			at := t0 + step*20*ms
+			n.tick(at)
+			n.demand(at, key, each)
+		}
+	}
+	run(100) // 2 s
+	n.split("a")
+	run(300) // 6 s: a fenced after 3 s, reclaimed after 5 s
+	if !n.engines["a"].Fenced() {
+		t.Fatal("a was not fenced after 6 s alone")
+	}
+	at := t0 + step*20*ms
+	bBefore := quotaOf(n.engines["b"], at, key)
+	n.heal("a")
+	n.deliver(at) // the hellos only: no sync frame yet
+	// Every engine ticks once with the hellos in; their frames are held.
+	held := n.cut
+	n.cut = map[[2]string]bool{}
+	for _, id := range []string{"a", "b", "c"} {
+		for _, o := range []string{"a", "b", "c"} {
+			if o != id {
+				n.cut[[2]string{id, o}] = true
+			}
+		}
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		n.engines[id].Tick(n.now(id, at+ms), func(string, *wire.Sync) error { return nil })
+	}
+	n.cut = held
+	if q := quotaOf(n.engines["a"], at, key); q > 400 {
+		t.Errorf("a's quota after the peers' hellos, before their counts: %d, want at most its share (400)", q)
+	}
+	if q := quotaOf(n.engines["b"], at, key); q > bBefore+20 {
+		t.Errorf("b's quota after a's hello, before a's counts: %d, was %d before the heal", q, bBefore)
+	}
+}
