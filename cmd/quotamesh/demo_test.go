@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemo runs the demo for 3 s and checks that it printed a row per
+// second, held the limit within a generous bound (the machine is shared;
+// the demo itself reports the real error), and removed its directory.
+func TestDemo(t *testing.T) {
+	code, out, errs := runCmd(t, 2*time.Minute, "demo", "--duration", "3s", "--warmup", "1s", "--limit", "500/s")
+	t.Logf("stdout:\n%s", out)
+	if code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, errs)
+	}
+	for _, row := range []string{"\n    1s ", "\n    2s ", "\n    3s "} {
+		if !strings.Contains(out, row) {
+			t.Errorf("no table row %q", strings.TrimSpace(row))
+		}
+	}
+	m := regexp.MustCompile(`data and certificates in (\S+)\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatal("the demo did not say where its data is")
+	}
+	if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+		t.Errorf("stat %s after the demo: %v; want it removed", m[1], err)
+	}
+	s := regexp.MustCompile(`admitted (\d+) from 1s to 3s, limit x time (\d+), error`).FindStringSubmatch(out)
+	if s == nil {
+		t.Fatal("no summary line")
+	}
+	got, _ := strconv.Atoi(s[1])
+	want, _ := strconv.Atoi(s[2])
+	if want != 1000 {
+		t.Errorf("limit x time %d; want 1000 for 500/s over 2 s", want)
+	}
+	if lo, hi := want*7/10, want*13/10; got < lo || got > hi {
+		t.Errorf("admitted %d after the warm-up; want %d to %d", got, lo, hi)
+	}
+}
+
+func TestDemoBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"demo", "--nodes", "7"},
+		{"demo", "--limit", "fast"},
+		{"demo", "--pattern", "zigzag"},
+		{"demo", "--duration", "2s", "--warmup", "2s"},
+	} {
+		code, _, errs := runCmd(t, 10*time.Second, args...)
+		if code != 2 || !strings.Contains(errs, args[len(args)-2]) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a message naming %s", args, code, errs, args[len(args)-2])
+		}
+	}
+}
