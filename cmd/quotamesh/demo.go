@@ -228,7 +228,7 @@ type demoRun struct {
 	offered  []atomic.Int64 // per node
 	admitted []atomic.Int64 // per node
 	errs     atomic.Int64
-	firstErr atomic.Value // string
+	firstErr atomic.Value   // string
 	slots    []atomic.Int64 // cluster admissions per 100 ms of the run
 }
 
