@@ -94,6 +94,29 @@ func TestLimitAndStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(cli(0, "status", "--json")), &st); err != nil || st.Node != "n2" || len(st.Members) != 3 {
 		t.Errorf("status --json: node %q, %d members, %v; want n2 and 3 members", st.Node, len(st.Members), err)
 	}
+
+	// n3 leaves and joins again; n1 applies each change soon after.
+	members := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(lc.nodes[0].Status(0).Members) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("n1 sees %d members; want %d", len(lc.nodes[0].Status(0).Members), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if out := cli(0, "leave", "n3"); !strings.Contains(out, "n3 left") {
+		t.Errorf("leave n3: %q", out)
+	}
+	members(2)
+	if out := cli(0, "join", "n3", lc.nodes[2].Advertise()); !strings.Contains(out, "n3 at "+lc.nodes[2].Advertise()+" joined") {
+		t.Errorf("join n3: %q", out)
+	}
+	members(3)
+	if out := cli(2, "join", "n 4", "127.0.0.1:1"); !strings.Contains(out, `"n 4"`) {
+		t.Errorf("join with a bad ID: %q", out)
+	}
 }
 
 func TestLimitUnreachable(t *testing.T) {
