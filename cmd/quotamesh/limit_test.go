@@ -95,6 +95,8 @@ func TestLimitAndStatus(t *testing.T) {
 		t.Errorf("status --json: node %q, %d members, %v; want n2 and 3 members", st.Node, len(st.Members), err)
 	}
 
+	checkMetricsDocumented(t, lc.nodes[0].AdminAddr())
+
 	// n3 leaves and joins again; n1 applies each change soon after.
 	members := func(want int) {
 		t.Helper()
