@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/client"
 	"github.com/quotamesh/quotamesh/limits"
 )
@@ -40,8 +42,11 @@ that require client certificates need for admin operations.`,
 }
 
 // withClient dials, runs fn with the client and a context bounded by the
-// timeout, and closes the client.
-func (a *adminFlags) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+// timeout, and closes the client. With retry, fn runs again while it fails
+// with quotamesh.ErrUnavailable (a node still starting or electing a
+// leader) and the timeout allows: only for operations that are safe to
+// repeat (reads, and setting a rule to a given rate).
+func (a *adminFlags) withClient(cmd *cobra.Command, retry bool, fn func(ctx context.Context, c *client.Client) error) error {
 	c, err := a.dial(cmd.Context(), cmd.Flags())
 	if err != nil {
 		return err
@@ -49,7 +54,17 @@ func (a *adminFlags) withClient(cmd *cobra.Command, fn func(ctx context.Context,
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 	defer cancel()
-	return fn(ctx, c)
+	for {
+		err := fn(ctx, c)
+		if !retry || !errors.Is(err, quotamesh.ErrUnavailable) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // ruleJSON is a rule as the limit commands print it.
@@ -90,7 +105,7 @@ func newLimitSetCmd(a *adminFlags) *cobra.Command {
 			if err := rule.Validate(); err != nil {
 				return usageError{err}
 			}
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.SetLimit(ctx, rule)
 				if err != nil {
 					return explain(err, "limit set "+rule.String())
@@ -121,7 +136,7 @@ unknown_keys setting (allow by default).`,
 			if err := parsePatternArg(key); err != nil {
 				return err
 			}
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				r, err := c.GetLimit(ctx, key)
 				matched := ""
 				if errors.Is(err, limits.ErrNoRule) {
@@ -163,7 +178,7 @@ func newLimitListCmd(a *adminFlags) *cobra.Command {
 		Short: "List every rule",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				rules, err := c.ListLimits(ctx)
 				if err != nil {
 					return explain(err, "limit list")
@@ -199,7 +214,7 @@ func newLimitDeleteCmd(a *adminFlags) *cobra.Command {
 			if err := parsePatternArg(args[0]); err != nil {
 				return err
 			}
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, false, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.DeleteLimit(ctx, args[0])
 				if err != nil {
 					return explain(err, fmt.Sprintf("limit delete %q", args[0]))

@@ -34,7 +34,7 @@ to be added (or joins by itself with --join).
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				return usagef("address %q: want host:port: %v", addr, err)
 			}
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.Join(ctx, id, addr)
 				if err != nil {
 					return explain(err, "join "+id)
@@ -66,7 +66,7 @@ a member: shut it down afterwards. (A node started with
 			if err := certs.ValidateNodeID(id); err != nil {
 				return usagef("node ID: %v", err)
 			}
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, false, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.Leave(ctx, id)
 				if err != nil {
 					return explain(err, "leave "+id)
