@@ -135,6 +135,13 @@ func dur(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
 func yesNo(b bool) string {
 	if b {
 		return "yes"
@@ -160,8 +167,8 @@ func printStatus(out io.Writer, st *node.Status, views map[string]*node.Status, 
 	if leader == "" {
 		leader = "none known"
 	}
-	fmt.Fprintf(out, "cluster %s: %d members, Raft leader %s (term %d), %d limit rules, policy %s\n",
-		st.ClusterID, len(st.Members), leader, st.Raft.Term, st.Raft.Rules, st.Policy)
+	fmt.Fprintf(out, "cluster %s: %s, Raft leader %s (term %d), %s, policy %s\n",
+		st.ClusterID, plural(len(st.Members), "member"), leader, st.Raft.Term, plural(st.Raft.Rules, "limit rule"), st.Policy)
 	fmt.Fprintf(out, "answered by %s at %s: %s, Raft %s, commit %d, applied %d, up %s\n\n",
 		st.Node, st.Advertise, health(st), st.Raft.State, st.Raft.CommitIndex, st.Raft.AppliedIndex, dur(st.Uptime))
 

@@ -139,7 +139,7 @@ func TestCompose(t *testing.T) {
 	}
 
 	out, err = compose("exec", "-T", "n1", "/quotamesh", "status", "--addr", "n1:7946", "--certs", "/certs")
-	if err != nil || !strings.Contains(out, "3 members") || !strings.Contains(out, "1 limit rules") {
+	if err != nil || !strings.Contains(out, "3 members") || !strings.Contains(out, "1 limit rule,") {
 		t.Errorf("status: %v\n%s\nwant 3 members and 1 limit rule", err, out)
 	}
 	for _, id := range []string{"n1", "n2", "n3"} {
