@@ -35,6 +35,9 @@ its own limit) to a rate COUNT/WINDOW: 1000/s, 50000/min, 10/100ms, 300/5s.
 The node is reached over QUIC with the cluster CA (<certs>/ca.crt) and, if
 present, the client certificate <certs>/clients/<client>.crt, which nodes
 that require client certificates need for admin operations.`,
+		// Runnable, so that an unknown subcommand is a usage error.
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	a.bind(cmd.PersistentFlags())
 	cmd.AddCommand(newLimitSetCmd(&a), newLimitGetCmd(&a), newLimitListCmd(&a), newLimitDeleteCmd(&a))

@@ -169,3 +169,22 @@ func (lc *localCluster) waitRule(ctx context.Context, pattern, rate string) erro
 		}
 	}
 }
+
+func TestAdminUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"limit", "sett", "x"}, `unknown command "sett"`},
+		{[]string{"limit", "set", "orders.create"}, "accepts 2 arg(s)"},
+		{[]string{"limit", "set", "a**", "1/s"}, `"a**"`},
+		{[]string{"status", "--timeout", "0s"}, "--timeout 0s"},
+		{[]string{"status", "--addr", "localhost"}, `--addr "localhost"`},
+		{[]string{"join", "n4", "nowhere"}, `address "nowhere"`},
+	} {
+		code, _, errs := runCmd(t, 10*time.Second, c.args...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, errs, c.want)
+		}
+	}
+}
