@@ -270,7 +270,12 @@ loop:
 		case <-done:
 			break loop
 		case now := <-tick.C:
-			secs++
+			// A starved process misses ticks: label rows by the clock.
+			s := int(now.Sub(d.start) / time.Second)
+			if s <= secs {
+				continue
+			}
+			secs = s
 			d.row(out, time.Duration(secs)*time.Second, now.Sub(lastAt), prev)
 			lastAt = now
 		}
