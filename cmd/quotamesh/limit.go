@@ -46,9 +46,10 @@ that require client certificates need for admin operations.`,
 
 // withClient dials, runs fn with the client and a context bounded by the
 // timeout, and closes the client. With retry, fn runs again while it fails
-// with quotamesh.ErrUnavailable (a node still starting or electing a
-// leader) and the timeout allows: only for operations that are safe to
-// repeat (reads, and setting a rule to a given rate).
+// with quotamesh.ErrUnavailable (a node still starting, a leader election,
+// a connection lost) and the timeout allows: for operations whose repeat
+// reaches the same state (reads, setting a rule to a rate, join, leave;
+// delete says when it found the rule gone on a retry).
 func (a *adminFlags) withClient(cmd *cobra.Command, retry bool, fn func(ctx context.Context, c *client.Client) error) error {
 	c, err := a.dial(cmd.Context(), cmd.Flags())
 	if err != nil {
@@ -217,8 +218,17 @@ func newLimitDeleteCmd(a *adminFlags) *cobra.Command {
 			if err := parsePatternArg(args[0]); err != nil {
 				return err
 			}
-			return a.withClient(cmd, false, func(ctx context.Context, c *client.Client) error {
+			// Retried like the others; a rule found gone on a retry may
+			// have been deleted by the attempt whose answer was lost, and
+			// either way the goal holds: it is said so.
+			attempts := 0
+			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
+				attempts++
 				idx, err := c.DeleteLimit(ctx, args[0])
+				if attempts > 1 && errors.Is(err, limits.ErrNoRule) {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is gone (found so on a retry: an earlier attempt, whose answer was lost, may have deleted it)\n", args[0])
+					return nil
+				}
 				if err != nil {
 					return explain(err, fmt.Sprintf("limit delete %q", args[0]))
 				}

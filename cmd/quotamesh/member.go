@@ -66,7 +66,9 @@ a member: shut it down afterwards. (A node started with
 			if err := certs.ValidateNodeID(id); err != nil {
 				return usagef("node ID: %v", err)
 			}
-			return a.withClient(cmd, false, func(ctx context.Context, c *client.Client) error {
+			// Leaving is idempotent: a node that is no longer a member
+			// leaves at once.
+			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.Leave(ctx, id)
 				if err != nil {
 					return explain(err, "leave "+id)
