@@ -356,6 +356,9 @@ func (n *Node) admin(ctx context.Context, m *wire.AdminRequest) *wire.AdminReply
 		var ok bool
 		if rule, ok, err = n.GetLimit(ctx, m.Pattern); ok {
 			r.Rules = []limits.Rule{rule}
+		} else if err == nil {
+			// The SDK reads an OK with no rule as a protocol violation.
+			err = fmt.Errorf("quotamesh/node: get %q: %w", clip(m.Pattern), limits.ErrNoRule)
 		}
 	case wire.AdminLimitList:
 		r.Rules, err = n.ListLimits(ctx)

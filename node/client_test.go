@@ -108,8 +108,10 @@ func TestClientProtocol(t *testing.T) {
 	if r := adm.admin(wire.AdminRequest{ID: 2, Op: wire.AdminLimitGet, Pattern: "api.*"}); r.Code != wire.CodeOK || len(r.Rules) != 1 || r.Rules[0].Rate.Count != 10 {
 		t.Errorf("limit get: %+v", r)
 	}
-	if r := adm.admin(wire.AdminRequest{ID: 3, Op: wire.AdminLimitGet, Pattern: "none"}); r.Code != wire.CodeOK || len(r.Rules) != 0 {
-		t.Errorf("limit get of a missing rule: %+v; want OK and no rule", r)
+	// As a delete of a missing rule: CodeNoRule (the SDK reads an empty OK
+	// as a protocol violation).
+	if r := adm.admin(wire.AdminRequest{ID: 3, Op: wire.AdminLimitGet, Pattern: "none"}); r.Code != wire.CodeNoRule || len(r.Rules) != 0 {
+		t.Errorf("limit get of a missing rule: %+v; want CodeNoRule and no rule", r)
 	}
 	if r := adm.admin(wire.AdminRequest{ID: 4, Op: wire.AdminLimitList}); r.Code != wire.CodeOK || len(r.Rules) != 1 {
 		t.Errorf("limit list: %+v", r)

@@ -19,7 +19,10 @@ const shutdownTimeout = 15 * time.Second
 
 func newServeCmd() *cobra.Command {
 	flagged := defaultServeOptions()
-	var configPath string
+	var (
+		configPath string
+		printCfg   bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a QuotaMesh node",
@@ -46,6 +49,9 @@ A first cluster of three, on three hosts:
 A node joining later: --join 10.0.0.1:7946 instead of --bootstrap.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if printCfg {
+				return writeConfigReference(cmd.OutOrStdout())
+			}
 			cfg, logFormat, err := resolveServe(configPath, &flagged, cmd)
 			if err != nil {
 				return usageError{err}
@@ -58,6 +64,7 @@ A node joining later: --join 10.0.0.1:7946 instead of --bootstrap.`,
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
+	cmd.Flags().BoolVar(&printCfg, "print-config", false, "print a configuration file with every key at its default, and exit")
 	flagged.bindFlags(cmd.Flags())
 	return cmd
 }
