@@ -51,6 +51,7 @@ type benchOptions struct {
 	Strict       bool
 	Workers      int
 	LeaseTTL     time.Duration
+	ReqTimeout   time.Duration
 	FindMax      bool
 	P99Target    time.Duration
 	FindMaxStep  float64
@@ -64,7 +65,7 @@ func defaultBenchOptions() benchOptions {
 	return benchOptions{
 		ClientName: benchClientName, Pattern: "uniform", Arrivals: "uniform", Limit: "1000/s",
 		Multiplier: 2, Duration: 60 * time.Second, Warmup: time.Second, Key: "bench", Seed: 1,
-		Workers: 64, LeaseTTL: client.DefaultLeaseTTL, P99Target: 200 * time.Microsecond,
+		Workers: 64, LeaseTTL: client.DefaultLeaseTTL, ReqTimeout: client.DefaultRequestTimeout, P99Target: 200 * time.Microsecond,
 		FindMaxStep: 1.25, FindMaxSteps: 10, ReadyTimeout: 60 * time.Second,
 	}
 }
@@ -126,6 +127,8 @@ func (o benchOptions) validate() (benchRun, error) {
 		return r, fmt.Errorf("--workers %d: want 1 to 100000 per node", o.Workers)
 	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
 		return r, fmt.Errorf("--lease-ttl %v: want 1ms to 10s", o.LeaseTTL)
+	case o.ReqTimeout <= 0:
+		return r, fmt.Errorf("--request-timeout %v: want a positive duration", o.ReqTimeout)
 	case o.ReadyTimeout <= 0:
 		return r, fmt.Errorf("--ready-timeout %v: want a positive duration", o.ReadyTimeout)
 	case o.FindMax && o.Rate == 0:
@@ -229,6 +232,7 @@ Examples:
 	f.BoolVar(&o.Strict, "strict", o.Strict, "one round trip to the node per decision instead of leases (default false)")
 	f.IntVar(&o.Workers, "workers", o.Workers, "goroutines calling the SDK, per node: the most requests in flight per node")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "the SDK's lease TTL (the node's applies when shorter)")
+	f.DurationVar(&o.ReqTimeout, "request-timeout", o.ReqTimeout, "the SDK's bound on one round trip (a strict decision, a lease); a call past it is an error")
 	f.BoolVar(&o.FindMax, "find-max", o.FindMax, "step the rate up from --rate until P99 exceeds --p99-target (default false)")
 	f.DurationVar(&o.P99Target, "p99-target", o.P99Target, "with --find-max: the P99 latency a rate must keep")
 	f.Float64Var(&o.FindMaxStep, "find-max-step", o.FindMaxStep, "with --find-max: factor between one rate and the next")
@@ -388,6 +392,7 @@ func loadClientCerts(dir, name string) (tls.Certificate, *x509.CertPool, error) 
 // too, for the caller to close.
 func dialNodes(ctx context.Context, addrs []string, r benchRun, cert tls.Certificate, pool *x509.CertPool) ([]*client.Client, []string, error) {
 	opts := []client.Option{client.WithCA(pool), client.WithCertificate(cert), client.WithLeaseTTL(r.LeaseTTL),
+		client.WithRequestTimeout(r.ReqTimeout),
 		client.WithMaxInFlight(max(client.DefaultMaxInFlight, 2*r.Workers))}
 	if r.Strict {
 		opts = append(opts, client.WithStrict())

@@ -225,6 +225,7 @@ func (lc *localCluster) addrs() []string {
 // or ctx ends (the error then lists the nodes not ready and why).
 func (lc *localCluster) waitReady(ctx context.Context) error {
 	hc := &http.Client{Timeout: time.Second}
+	defer hc.CloseIdleConnections()
 	ready := make([]bool, len(lc.nodes))
 	why := make([]string, len(lc.nodes))
 	tick := time.NewTicker(100 * time.Millisecond)

@@ -47,6 +47,8 @@ type benchReport struct {
 	ServiceP99us float64 `json:"service_p99_us"`
 	// Errors counts calls that returned an error (no decision).
 	Errors int64 `json:"errors"`
+	// FirstError is the first error a call returned, if any.
+	FirstError string `json:"first_error,omitempty"`
 	// Unsent counts arrivals the generator dropped because it fell more
 	// than maxLag behind the schedule; they are not in Offered.
 	Unsent int64 `json:"unsent"`
@@ -86,6 +88,7 @@ type nodeLoad struct {
 	service  *hdrhistogram.Histogram
 	admits   []time.Duration // when each admitted call returned, from the load's start
 	errors   int64
+	firstErr error
 	answered int64
 	last     time.Duration // latest answer
 	offered  int64
@@ -168,6 +171,7 @@ func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Tim
 		lat, svc       = make([]int64, 0, recordBatch), make([]int64, 0, recordBatch)
 		admits         []time.Duration
 		errs, answered int64
+		firstErr       error
 		last           time.Duration
 	)
 	flush := func() {
@@ -178,6 +182,9 @@ func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Tim
 		}
 		nl.admits = append(nl.admits, admits...)
 		nl.errors += errs
+		if nl.firstErr == nil {
+			nl.firstErr = firstErr
+		}
 		nl.answered += answered
 		nl.last = max(nl.last, last)
 		nl.mu.Unlock()
@@ -190,6 +197,9 @@ func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Tim
 		switch {
 		case err != nil:
 			errs++
+			if firstErr == nil {
+				firstErr = err
+			}
 		case d.Allowed:
 			admits = append(admits, done)
 			answered++
@@ -223,6 +233,9 @@ func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
 		admits = append(admits, n.admits...)
 		intended = append(intended, n.intended...)
 		r.Errors += n.errors
+		if n.firstErr != nil && r.FirstError == "" {
+			r.FirstError = n.name + ": " + n.firstErr.Error()
+		}
 		r.Unsent += n.unsent
 		answered += n.answered
 		last = max(last, n.last)
