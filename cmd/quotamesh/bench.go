@@ -37,6 +37,7 @@ type benchOptions struct {
 	Certs        string
 	ClientName   string
 	ServeFlags   []string
+	LogDir       string
 
 	Pattern    string
 	Arrivals   string
@@ -94,6 +95,8 @@ func (o benchOptions) validate() (benchRun, error) {
 		return r, fmt.Errorf("--addrs needs --certs, the cluster's certificates directory (ca.crt, clients/%s.crt and .key)", o.ClientName)
 	case o.LocalCluster != 0 && o.Certs != "":
 		return r, fmt.Errorf("--certs %q: only with --addrs; --local-cluster makes its own certificates", o.Certs)
+	case o.LocalCluster == 0 && o.LogDir != "":
+		return r, fmt.Errorf("--log-dir %q: only with --local-cluster", o.LogDir)
 	case o.LocalCluster == 0 && len(o.ServeFlags) != 0:
 		return r, fmt.Errorf("--serve-flag %q: only with --local-cluster", o.ServeFlags)
 	}
@@ -220,6 +223,7 @@ Examples:
 	f.StringVar(&o.Certs, "certs", o.Certs, "with --addrs: the cluster's certificates directory, as 'quotamesh certs init' writes it (default none)")
 	f.StringVar(&o.ClientName, "client-name", o.ClientName, "with --addrs: the client certificate to use, clients/<name>.crt and .key in --certs")
 	f.StringArrayVar(&o.ServeFlags, "serve-flag", o.ServeFlags, "with --local-cluster: a flag passed to every node's serve, e.g. --serve-flag=--sync-interval=10ms (repeatable; default none)")
+	f.StringVar(&o.LogDir, "log-dir", o.LogDir, "with --local-cluster: keep the nodes' logs here as <id>.log (default none: removed with the temporary directory)")
 	f.StringVar(&o.Pattern, "pattern", o.Pattern, "demand pattern: uniform, skew90, burst, rotate, ramp")
 	f.StringVar(&o.Arrivals, "arrivals", o.Arrivals, "arrival process: uniform (evenly spaced) or poisson")
 	f.StringVar(&o.Limit, "limit", o.Limit, "the limit set on --key through Raft")
@@ -251,7 +255,7 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 		if !r.JSON {
 			fmt.Fprintf(stdout, "starting %d nodes on 127.0.0.%d and up\n", r.LocalCluster, firstNodeIP)
 		}
-		if lc, err = startLocalCluster(r.LocalCluster, r.ServeFlags, stderr); err != nil {
+		if lc, err = startLocalCluster(r.LocalCluster, r.ServeFlags, r.LogDir, stderr); err != nil {
 			return err
 		}
 		defer lc.stop(stderr)

@@ -49,9 +49,10 @@ const stopTimeout = 10 * time.Second
 
 // startLocalCluster makes certificates for n nodes and an admin client,
 // then starts the nodes (re-executing this binary with serve and
-// serveFlags), all with the same bootstrap list. On error everything started
-// is stopped and removed.
-func startLocalCluster(n int, serveFlags []string, stderr io.Writer) (lc *localCluster, err error) {
+// serveFlags), all with the same bootstrap list. Node logs go to logDir
+// (kept) or, if it is empty, to the temporary directory. On error everything
+// started is stopped and removed.
+func startLocalCluster(n int, serveFlags []string, logDir string, stderr io.Writer) (lc *localCluster, err error) {
 	dir, err := os.MkdirTemp("", "quotamesh-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: temporary directory: %w", err)
@@ -67,6 +68,11 @@ func startLocalCluster(n int, serveFlags []string, stderr io.Writer) (lc *localC
 	if err != nil {
 		return nil, fmt.Errorf("bench: find this program to start nodes: %w", err)
 	}
+	if logDir == "" {
+		logDir = dir
+	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: --log-dir: %w", err)
+	}
 	hosts := []string{"127.0.0.1", "localhost"}
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", firstNodeIP+i)
@@ -79,7 +85,7 @@ func startLocalCluster(n int, serveFlags []string, stderr io.Writer) (lc *localC
 			return nil, err
 		}
 		id := fmt.Sprintf("n%d", i+1)
-		lc.nodes = append(lc.nodes, &childNode{id: id, addr: addr, admin: admin, logPath: filepath.Join(dir, id+".log")})
+		lc.nodes = append(lc.nodes, &childNode{id: id, addr: addr, admin: admin, logPath: filepath.Join(logDir, id+".log")})
 		hosts = append(hosts, ip)
 	}
 	if err := writeDevCerts(lc.certs, lc.nodes, hosts); err != nil {

@@ -151,6 +151,7 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--addrs", "nohost", "--certs", certDir}, `--addrs: "nohost"`},
 		{[]string{"--local-cluster", "3", "--certs", certDir}, "only with --addrs"},
 		{[]string{"--addrs", "127.0.0.1:7946", "--certs", certDir, "--serve-flag", "--x"}, "only with --local-cluster"},
+		{[]string{"--addrs", "127.0.0.1:7946", "--certs", certDir, "--log-dir", certDir}, "--log-dir"},
 		{[]string{"--local-cluster", "3", "--pattern", "zigzag"}, "--pattern"},
 		{[]string{"--local-cluster", "3", "--arrivals", "bursty"}, "--arrivals"},
 		{[]string{"--local-cluster", "3", "--limit", "fast"}, "--limit"},
