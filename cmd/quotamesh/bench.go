@@ -30,6 +30,12 @@ func init() { extraCommands = append(extraCommands, newBenchCmd) }
 // `quotamesh certs init` makes, which may change limits.
 const benchClientName = "admin"
 
+// rateSpin is --spin's default with --rate: at high rates the generator is
+// busy anyway, and a timer's millisecond granularity would dominate the
+// latencies measured; without --rate (accuracy runs at a few thousand
+// requests per second) spinning would take CPU the nodes need.
+const rateSpin = time.Millisecond
+
 // benchOptions is everything `quotamesh bench` can be told.
 type benchOptions struct {
 	LocalCluster int
@@ -51,6 +57,7 @@ type benchOptions struct {
 	Rate         float64
 	Strict       bool
 	Workers      int
+	Spin         time.Duration
 	LeaseTTL     time.Duration
 	ReqTimeout   time.Duration
 	FindMax      bool
@@ -130,6 +137,8 @@ func (o benchOptions) validate() (benchRun, error) {
 		return r, fmt.Errorf("--workers %d: want 1 to 100000 per node", o.Workers)
 	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
 		return r, fmt.Errorf("--lease-ttl %v: want 1ms to 10s", o.LeaseTTL)
+	case o.Spin < 0 || o.Spin > time.Second:
+		return r, fmt.Errorf("--spin %v: want 0 to 1s", o.Spin)
 	case o.ReqTimeout <= 0:
 		return r, fmt.Errorf("--request-timeout %v: want a positive duration", o.ReqTimeout)
 	case o.ReadyTimeout <= 0:
@@ -210,6 +219,9 @@ Examples:
   quotamesh bench --addrs 10.0.0.1:7946,10.0.0.2:7946 --certs certs --pattern burst`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Rate > 0 && !cmd.Flags().Changed("spin") {
+				o.Spin = rateSpin
+			}
 			r, err := o.validate()
 			if err != nil {
 				return usageError{err}
@@ -235,6 +247,7 @@ Examples:
 	f.Float64Var(&o.Rate, "rate", o.Rate, "constant offered rate, requests per second over all nodes (default 0: --multiplier × --limit)")
 	f.BoolVar(&o.Strict, "strict", o.Strict, "one round trip to the node per decision instead of leases (default false)")
 	f.IntVar(&o.Workers, "workers", o.Workers, "goroutines calling the SDK, per node: the most requests in flight per node")
+	f.DurationVar(&o.Spin, "spin", o.Spin, fmt.Sprintf("the generator busy-waits (yielding) for arrivals due within this, instead of on a timer that may fire up to 1ms late (default 0 without --rate, %v with --rate)", rateSpin))
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "the SDK's lease TTL (the node's applies when shorter)")
 	f.DurationVar(&o.ReqTimeout, "request-timeout", o.ReqTimeout, "the SDK's bound on one round trip (a strict decision, a lease); a call past it is an error")
 	f.BoolVar(&o.FindMax, "find-max", o.FindMax, "step the rate up from --rate until P99 exceeds --p99-target (default false)")
@@ -304,7 +317,7 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 	rate := r.Rate
 	for step := 0; ; step++ {
 		spec := loadSpec{load: r.loadAt(rate).WithDefaults(), arrivals: r.arrivals, seed: r.Seed, key: r.Key,
-			limit: r.limit, workers: r.Workers, maxLag: maxLagDefault}
+			limit: r.limit, workers: r.Workers, maxLag: maxLagDefault, spin: r.Spin}
 		rep := runLoad(ctx, limiters, names, spec)
 		if err := ctx.Err(); err != nil {
 			return orDied(lc, fmt.Errorf("bench: load stopped after %s: %w", rep.Elapsed, context.Cause(ctx)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -65,6 +66,7 @@ type loadSpec struct {
 	limit    limits.Rate
 	workers  int // per node
 	maxLag   time.Duration
+	spin     time.Duration
 }
 
 // maxLagDefault is how far behind its schedule the generator may fall
@@ -123,7 +125,7 @@ func runLoad(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 		arr := pattern.NewArrivals(spec.load, i, spec.arrivals, spec.seed+uint64(i))
 		wg.Go(func() {
 			defer close(ch)
-			generate(ctx, arr, start, spec.maxLag, ch, nl)
+			generate(ctx, arr, start, spec.maxLag, spec.spin, ch, nl)
 		})
 	}
 	wg.Wait()
@@ -132,7 +134,11 @@ func runLoad(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 
 // generate sends each arrival to ch at its intended time (its offset from
 // start), until the arrivals end, ctx ends, or it is more than maxLag late.
-func generate(ctx context.Context, arr *pattern.Arrivals, start time.Time, maxLag time.Duration, ch chan<- time.Duration, nl *nodeLoad) {
+// It waits for an arrival due within spin by yielding in a loop, and for
+// later ones on a timer: a Go timer of less than a millisecond may fire up
+// to a millisecond late (the runtime polls with millisecond timeouts), which
+// would show in every latency at high rates.
+func generate(ctx context.Context, arr *pattern.Arrivals, start time.Time, maxLag, spin time.Duration, ch chan<- time.Duration, nl *nodeLoad) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -141,7 +147,14 @@ func generate(ctx context.Context, arr *pattern.Arrivals, start time.Time, maxLa
 			return
 		}
 		now := time.Since(start)
-		if wait := at - now; wait > 0 {
+		if wait := at - now; wait > 0 && wait <= spin {
+			for time.Since(start) < at {
+				if ctx.Err() != nil {
+					return
+				}
+				runtime.Gosched()
+			}
+		} else if wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
