@@ -41,6 +41,9 @@ type benchReport struct {
 	P99us  float64 `json:"p99_us"`
 	P999us float64 `json:"p999_us"`
 	MaxUs  float64 `json:"max_us"`
+	// P99usPerSecond is the P99 latency of the requests due in each whole
+	// second of the load: where in the run the slow ones were.
+	P99usPerSecond []int64 `json:"p99_us_per_second"`
 	// ServiceP50us and ServiceP99us time only the call itself (from when a
 	// worker picked the request up): the difference to P50us/P99us is the
 	// time requests waited for the generator or a free worker.
@@ -87,6 +90,7 @@ type nodeLoad struct {
 	name     string
 	mu       sync.Mutex
 	latency  *hdrhistogram.Histogram
+	perSec   []*hdrhistogram.Histogram // latency by the second the request was due in
 	service  *hdrhistogram.Histogram
 	admits   []time.Duration // when each admitted call returned, from the load's start
 	errors   int64
@@ -182,6 +186,7 @@ func generate(ctx context.Context, arr *pattern.Arrivals, start time.Time, maxLa
 func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Time, ch <-chan time.Duration, nl *nodeLoad) {
 	var (
 		lat, svc       = make([]int64, 0, recordBatch), make([]int64, 0, recordBatch)
+		due            = make([]int, 0, recordBatch) // the second each request was due in
 		admits         []time.Duration
 		errs, answered int64
 		firstErr       error
@@ -191,6 +196,10 @@ func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Tim
 		nl.mu.Lock()
 		for i := range lat {
 			_ = nl.latency.RecordValue(min(lat[i], histMaxUs))
+			for len(nl.perSec) <= due[i] {
+				nl.perSec = append(nl.perSec, hdrhistogram.New(1, histMaxUs, 2))
+			}
+			_ = nl.perSec[due[i]].RecordValue(min(lat[i], histMaxUs))
 			_ = nl.service.RecordValue(min(svc[i], histMaxUs))
 		}
 		nl.admits = append(nl.admits, admits...)
@@ -201,7 +210,7 @@ func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Tim
 		nl.answered += answered
 		nl.last = max(nl.last, last)
 		nl.mu.Unlock()
-		lat, svc, admits, errs, answered = lat[:0], svc[:0], admits[:0], 0, 0
+		lat, svc, due, admits, errs, answered = lat[:0], svc[:0], due[:0], admits[:0], 0, 0
 	}
 	for at := range ch {
 		picked := time.Since(start)
@@ -222,6 +231,7 @@ func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Tim
 		last = max(last, done)
 		lat = append(lat, max(1, (done-at).Microseconds()))
 		svc = append(svc, max(1, (done-picked).Microseconds()))
+		due = append(due, int(at/time.Second))
 		if len(lat) == recordBatch {
 			flush()
 		}
@@ -236,12 +246,19 @@ func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
 		Duration: spec.load.Duration.String(),
 	}}
 	latency, service := newHist(), newHist()
+	var perSec []*hdrhistogram.Histogram
 	var admits, intended []time.Duration
 	var answered int64
 	var last time.Duration
 	for _, n := range nodes {
 		r.PerNode = append(r.PerNode, accuracy.NodeReport{Node: n.name, Offered: n.offered, Admitted: int64(len(n.admits))})
 		latency.Merge(n.latency)
+		for len(perSec) < len(n.perSec) {
+			perSec = append(perSec, hdrhistogram.New(1, histMaxUs, 2))
+		}
+		for i, h := range n.perSec {
+			perSec[i].Merge(h)
+		}
 		service.Merge(n.service)
 		admits = append(admits, n.admits...)
 		intended = append(intended, n.intended...)
@@ -270,6 +287,9 @@ func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
 	r.P99us = float64(latency.ValueAtQuantile(99))
 	r.P999us = float64(latency.ValueAtQuantile(99.9))
 	r.MaxUs = float64(latency.Max())
+	for _, h := range perSec {
+		r.P99usPerSecond = append(r.P99usPerSecond, h.ValueAtQuantile(99))
+	}
 	r.ServiceP50us = float64(service.ValueAtQuantile(50))
 	r.ServiceP99us = float64(service.ValueAtQuantile(99))
 	return r
