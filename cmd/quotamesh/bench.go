@@ -325,7 +325,7 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 		}
 	}
 	if r.Prime {
-		if err := prime(ctx, clients, r.Key); err != nil {
+		if err := prime(ctx, clients, names, r); err != nil {
 			return orDied(lc, err)
 		}
 	}
@@ -484,10 +484,21 @@ func setLimit(ctx context.Context, clients []*client.Client, r benchRun) error {
 
 // prime makes one call for key through each client, so that each holds
 // a lease (or, in strict mode, has made a round trip) when the load starts.
-func prime(ctx context.Context, clients []*client.Client, key string) error {
-	for _, c := range clients {
-		if _, err := c.Allow(ctx, key); err != nil {
-			return fmt.Errorf("bench: first call through %s: %w", c.Node(), err)
+// A call that gets no answer in time is tried again within --ready-timeout:
+// a loaded machine can hold a first lease back longer than the SDK's
+// request timeout.
+func prime(ctx context.Context, clients []*client.Client, names []string, r benchRun) error {
+	ctx, cancel := context.WithTimeout(ctx, r.ReadyTimeout)
+	defer cancel()
+	for i, c := range clients {
+		for {
+			_, err := c.Allow(ctx, r.Key)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, quotamesh.ErrUnavailable) || ctx.Err() != nil {
+				return fmt.Errorf("bench: first call through %s: %w", names[i], err)
+			}
 		}
 	}
 	return nil
