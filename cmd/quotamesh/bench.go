@@ -36,6 +36,10 @@ const benchClientName = "admin"
 // requests per second) spinning would take CPU the nodes need.
 const rateSpin = time.Millisecond
 
+// dialTimeout bounds connecting to one node: longer than the SDK's default,
+// for a loaded machine.
+const dialTimeout = 10 * time.Second
+
 // Workers per node by default: a lease decision rarely waits, so a few
 // goroutines keep up with any rate and add little scheduling of their own;
 // a strict decision waits a round trip, so it takes many in flight.
@@ -429,7 +433,7 @@ func loadClientCerts(dir, name string) (tls.Certificate, *x509.CertPool, error) 
 // too, for the caller to close.
 func dialNodes(ctx context.Context, addrs []string, r benchRun, cert tls.Certificate, pool *x509.CertPool) ([]*client.Client, []string, error) {
 	opts := []client.Option{client.WithCA(pool), client.WithCertificate(cert), client.WithLeaseTTL(r.LeaseTTL),
-		client.WithRequestTimeout(r.ReqTimeout),
+		client.WithRequestTimeout(r.ReqTimeout), client.WithDialTimeout(dialTimeout),
 		client.WithMaxInFlight(max(client.DefaultMaxInFlight, 2*r.Workers))}
 	if r.Strict {
 		opts = append(opts, client.WithStrict())
