@@ -192,7 +192,8 @@ func (c *childNode) died() error {
 	return fmt.Errorf("bench: %w: %s (%s, %s); last lines of %s:\n%s", errNodeDied, c.id, c.addr, how, c.logPath, tail(c.logPath, 15))
 }
 
-// watch returns the first node death among the cluster's nodes, or nil.
+// died returns the first node death among the cluster's nodes, or nil (also
+// for no cluster).
 func (lc *localCluster) died() error {
 	if lc == nil {
 		return nil
