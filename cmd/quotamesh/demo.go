@@ -145,7 +145,7 @@ func runDemo(ctx context.Context, o demoOptions, rate limits.Rate, pat pattern.N
 		Level(zerolog.WarnLevel).With().Timestamp().Logger()
 
 	fmt.Fprintf(out, "starting %d nodes on 127.0.0.1 (data and certificates in %s)\n", o.nodes, dir)
-	lc, err := startLocalCluster(ctx, dir, o.nodes, log)
+	lc, err := startInprocCluster(ctx, dir, o.nodes, log)
 	if err != nil {
 		return interrupted(ctx, out, err)
 	}

@@ -22,7 +22,7 @@ func TestLimitAndStatus(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	lc, err := startLocalCluster(ctx, dir, 3, zerolog.Nop())
+	lc, err := startInprocCluster(ctx, dir, 3, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestLimitUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	lc, err := startLocalCluster(ctx, dir, 1, zerolog.Nop())
+	lc, err := startInprocCluster(ctx, dir, 1, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestLimitUnreachable(t *testing.T) {
 }
 
 // waitRule waits until every node applied pattern at rate.
-func (lc *localCluster) waitRule(ctx context.Context, pattern, rate string) error {
+func (lc *inprocCluster) waitRule(ctx context.Context, pattern, rate string) error {
 	r, err := limits.ParseRate(rate)
 	if err != nil {
 		return err

@@ -16,21 +16,21 @@ import (
 	"github.com/quotamesh/quotamesh/node"
 )
 
-// localCluster is a cluster of in-process nodes on 127.0.0.1, each on a
+// inprocCluster is a cluster of in-process nodes on 127.0.0.1, each on a
 // UDP socket the OS chose, with a development CA: what `quotamesh demo`
 // runs, and what the command tests run limit and status against.
-type localCluster struct {
+type inprocCluster struct {
 	dir     string // certs/ and one data directory per node
 	certDir string // the layout of `certs init`, with an admin client
 	nodes   []*node.Node
 	conns   []net.PacketConn
 }
 
-// startLocalCluster makes a CA and certificates in dir/certs, binds n
+// startInprocCluster makes a CA and certificates in dir/certs, binds n
 // sockets and bootstraps n nodes (n1..nN) with Raft data in dir/<id>. On
 // error, whatever was started is closed again.
-func startLocalCluster(ctx context.Context, dir string, n int, log zerolog.Logger) (_ *localCluster, err error) {
-	lc := &localCluster{dir: dir, certDir: filepath.Join(dir, "certs")}
+func startInprocCluster(ctx context.Context, dir string, n int, log zerolog.Logger) (_ *inprocCluster, err error) {
+	lc := &inprocCluster{dir: dir, certDir: filepath.Join(dir, "certs")}
 	defer func() {
 		if err != nil {
 			lc.close()
@@ -80,7 +80,7 @@ func startLocalCluster(ctx context.Context, dir string, n int, log zerolog.Logge
 }
 
 // addrs are the nodes' QUIC addresses, in order.
-func (lc *localCluster) addrs() []string {
+func (lc *inprocCluster) addrs() []string {
 	out := make([]string, len(lc.nodes))
 	for i, n := range lc.nodes {
 		out[i] = n.Addr()
@@ -90,7 +90,7 @@ func (lc *localCluster) addrs() []string {
 
 // waitReady waits until every node is ready (a leader, the table applied,
 // serving) or ctx ends.
-func (lc *localCluster) waitReady(ctx context.Context) error {
+func (lc *inprocCluster) waitReady(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -113,7 +113,7 @@ func (lc *localCluster) waitReady(ctx context.Context) error {
 
 // setLimit sets r through Raft on the first node and waits until every node
 // applied it.
-func (lc *localCluster) setLimit(ctx context.Context, r limits.Rule) (uint64, error) {
+func (lc *inprocCluster) setLimit(ctx context.Context, r limits.Rule) (uint64, error) {
 	idx, err := lc.nodes[0].SetLimit(ctx, r)
 	if err != nil {
 		return 0, fmt.Errorf("setting %s: %w", r, err)
@@ -140,7 +140,7 @@ func (lc *localCluster) setLimit(ctx context.Context, r limits.Rule) (uint64, er
 
 // close stops every node at once, then closes their sockets (the nodes do
 // not own them). It is safe on a partly started cluster.
-func (lc *localCluster) close() error {
+func (lc *inprocCluster) close() error {
 	errs := make([]error, len(lc.nodes))
 	var wg sync.WaitGroup
 	for i, n := range lc.nodes {
