@@ -140,9 +140,12 @@ func runDemo(ctx context.Context, o demoOptions, rate limits.Rate, pat pattern.N
 	}()
 	// Peers going away while the cluster stops are expected: the log goes
 	// quiet before the nodes close.
+	// So are the warnings of Raft's first election: until the cluster is
+	// ready only errors are shown.
 	logw := &quietWriter{w: errw}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: logw, TimeFormat: "15:04:05.000"}).
-		Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	gate := &levelGate{w: zerolog.ConsoleWriter{Out: logw, TimeFormat: "15:04:05.000"}}
+	gate.min.Store(int32(zerolog.ErrorLevel))
+	log := zerolog.New(gate).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 
 	fmt.Fprintf(out, "starting %d nodes on 127.0.0.1 (data and certificates in %s)\n", o.nodes, dir)
 	lc, err := startInprocCluster(ctx, dir, o.nodes, log)
@@ -171,6 +174,7 @@ func runDemo(ctx context.Context, o demoOptions, rate limits.Rate, pat pattern.N
 	if err != nil {
 		return interrupted(ctx, out, err)
 	}
+	gate.min.Store(int32(zerolog.WarnLevel))
 	leader := lc.nodes[0].Status(0).Raft.Leader
 	fmt.Fprintf(out, "cluster ready in %v (Raft leader %s); limit %s set through Raft at index %d and applied on every node\n",
 		time.Since(start).Round(time.Millisecond), leader, rule, idx)
@@ -190,6 +194,23 @@ func runDemo(ctx context.Context, o demoOptions, rate limits.Rate, pat pattern.N
 	d := newDemoRun(lc.nodes, o, rate)
 	d.run(ctx, load, out)
 	return nil
+}
+
+// levelGate drops log events below min, which can change while the nodes
+// run (a logger's own level cannot).
+type levelGate struct {
+	w   io.Writer
+	min atomic.Int32
+}
+
+func (g *levelGate) Write(p []byte) (int, error) { return g.w.Write(p) }
+
+// WriteLevel implements zerolog.LevelWriter.
+func (g *levelGate) WriteLevel(l zerolog.Level, p []byte) (int, error) {
+	if int32(l) < g.min.Load() {
+		return len(p), nil
+	}
+	return g.w.Write(p)
 }
 
 // quietWriter passes writes through until quiet is set, then drops them.
