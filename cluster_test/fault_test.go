@@ -1,0 +1,124 @@
+//go:build fault
+
+package cluster_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// shortLimit is the short form's limit: small enough that 2× of it is cheap
+// on a loaded 2-core machine, large enough for 10 slots of 100 ms to hold
+// tens of admissions each.
+const shortLimit = 300
+
+func seed() uint64 { return uint64(time.Now().UnixNano()) }
+
+// TestFaultShort is the default run: 3 nodes, isolate-one, kill -9, pause
+// and a clock bump, every checker. Every verdict must pass.
+func TestFaultShort(t *testing.T) {
+	if *flagLong {
+		t.Skip("-long runs TestFaultLong instead")
+	}
+	all := allNemeses(8 * time.Second)
+	res := run(t, scenario{
+		Nodes: 3, Limit: shortLimit, Seed: seed(), Settle: 4 * time.Second, Recover: 6 * time.Second,
+		Nemeses: []nemesis{all["isolate-one"], all["kill-9"], all["pause"], all["clock-bump"]},
+	})
+	for _, v := range res.failed("") {
+		t.Errorf("%v", v)
+	}
+}
+
+// TestFaultLong runs every nemesis on 3 and 5 nodes, -rounds times.
+func TestFaultLong(t *testing.T) {
+	if !*flagLong {
+		t.Skip("long form: go test -tags fault -timeout 90m ./cluster_test/ -run TestFaultLong -long")
+	}
+	order := []string{"partition-halves", "isolate-one", "bridge", "majorities-ring", "kill-9", "pause",
+		"clock-bump", "clock-strobe", "loss-10pct", "delay", "leader-kill", "rolling-restart"}
+	for _, nodes := range []int{3, 5} {
+		t.Run(strings.Repeat("n", 1)+string(rune('0'+nodes)), func(t *testing.T) {
+			all := allNemeses(10 * time.Second)
+			var ns []nemesis
+			for _, name := range order {
+				ns = append(ns, all[name])
+			}
+			res := run(t, scenario{Nodes: nodes, Limit: shortLimit, Seed: seed(), Rounds: *flagRounds,
+				Settle: 5 * time.Second, Recover: 8 * time.Second, Nemeses: ns})
+			for _, v := range res.failed("") {
+				t.Errorf("%v", v)
+			}
+		})
+	}
+}
+
+// TestSelfTestIgnoreShare proves the bound checkers can fail: n3 is started
+// with --unsafe-ignore-share (it admits up to the whole limit whatever its
+// share, and keeps doing so while fenced) and is isolated, so the majority
+// reclaims its share while it still admits. The bound checker must say so.
+func TestSelfTestIgnoreShare(t *testing.T) {
+	if *flagLong {
+		t.Skip("self-tests run in the short form")
+	}
+	iso := allNemeses(15 * time.Second)["isolate-one"]
+	iso.target = 2
+	res := run(t, scenario{
+		Nodes: 3, Limit: shortLimit, Seed: seed(), Settle: 3 * time.Second, Recover: 4 * time.Second,
+		Extra:   map[int][]string{2: {"--unsafe-ignore-share"}},
+		Nemeses: []nemesis{iso},
+	})
+	if len(res.failed("bound-1s")) == 0 {
+		t.Errorf("the 1 s bound checker passed a cluster with a node ignoring its share; verdicts in %s", res.Dir)
+	}
+	if len(res.failed("bound-fault")) == 0 {
+		t.Errorf("the per-fault bound checker passed a cluster with a node ignoring its share; verdicts in %s", res.Dir)
+	}
+}
+
+// TestSelfTestPorcupine proves the linearizability checker can fail: a
+// read that returns an overwritten value after the overwrite was
+// acknowledged, and a read of a value never written; a correct history of
+// the same shape passes. The failing one leaves its visualisation.
+func TestSelfTestPorcupine(t *testing.T) {
+	ms := int64(time.Millisecond)
+	good := []Op{
+		{Type: "set", Process: 0, Key: "k", Value: 1, Result: "ok", Invoke: 0, Complete: 10 * ms},
+		{Type: "set", Process: 1, Key: "k", Value: 2, Result: "ok", Invoke: 20 * ms, Complete: 30 * ms},
+		{Type: "get", Process: 0, Key: "k", Value: 2, Result: "ok", Invoke: 40 * ms, Complete: 50 * ms},
+		{Type: "set", Process: 1, Key: "k", Value: 3, Result: "info", Invoke: 60 * ms, Complete: 70 * ms},
+		{Type: "get", Process: 0, Key: "k", Value: 3, Result: "ok", Invoke: 80 * ms, Complete: 90 * ms},
+	}
+	dir := t.TempDir()
+	if v := checkLinearizable(good, filepath.Join(dir, "good.html")); !v.Pass {
+		t.Fatalf("a linearizable history was flagged: %v", v)
+	}
+	for name, bad := range map[string][]Op{
+		"stale read": {good[0], good[1],
+			{Type: "get", Process: 0, Key: "k", Value: 1, Result: "ok", Invoke: 40 * ms, Complete: 50 * ms}},
+		"value never written": {good[0],
+			{Type: "get", Process: 1, Key: "k", Value: 7, Result: "ok", Invoke: 20 * ms, Complete: 30 * ms}},
+	} {
+		html := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".html")
+		v := checkLinearizable(bad, html)
+		if v.Pass {
+			t.Errorf("%s: porcupine passed a non-linearizable history: %v", name, v)
+			continue
+		}
+		if fi, err := os.Stat(html); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: no visualisation at %s: %v", name, html, err)
+		}
+	}
+	// A lost acknowledged change must be flagged by the final-read checker.
+	lost := append(append([]Op(nil), good[:3]...),
+		Op{Type: "get", Process: finalProcess, Key: "k", Value: 1, Result: "ok", Invoke: 100 * ms, Complete: 110 * ms})
+	for i := range lost {
+		lost[i].Key = registerKeys[0]
+	}
+	if v := checkNoLostChange(lost); v.Pass {
+		t.Errorf("a lost acknowledged change passed: %v", v)
+	}
+}
