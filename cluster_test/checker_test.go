@@ -106,30 +106,31 @@ type boundChecker struct {
 	h       *History
 	p       boundParams
 	faults  []faultWindow
-	from    int // first bucket of steady load
-	to      int // bucket after the last one of load
-	total   []int64
+	from    int     // first bucket of steady load
+	to      int     // bucket after the last one of load
+	total   []int64 // exact admissions per bucket
+	spans   []span  // admissions known only to lie in [from, to]
 	kSlots  int
 	minuteK int
 }
 
 func newBoundChecker(h *History, p boundParams, faults []faultWindow, from, to int) *boundChecker {
-	series := h.admittedSeries()
-	total := make([]int64, len(series[0]))
-	for _, s := range series {
-		for b, v := range s {
-			total[b] += v
-		}
-	}
+	total, spans := h.exactTotals()
 	to = min(to, len(total))
-	return &boundChecker{h: h, p: p, faults: faults, from: from, to: to, total: total,
+	return &boundChecker{h: h, p: p, faults: faults, from: from, to: to, total: total, spans: spans,
 		kSlots: int(p.Window / bucketWidth), minuteK: int(time.Minute / bucketWidth)}
 }
 
+// sum is the admissions known to lie in buckets [b, b+k).
 func (bc *boundChecker) sum(b, k int) float64 {
 	var s int64
 	for i := b; i < b+k; i++ {
 		s += bc.total[i]
+	}
+	for _, sp := range bc.spans {
+		if sp.from >= b && sp.to < b+k {
+			s++
+		}
 	}
 	return float64(s)
 }

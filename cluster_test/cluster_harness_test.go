@@ -388,9 +388,12 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 	}
 }
 
-// dial returns an SDK client connected to node i only.
+// dial returns an SDK client connected to node i only, in strict mode:
+// every decision is the node's, taken between the call's invoke and its
+// completion, so the history places it without the lease TTL's (and the
+// test process' scheduling) uncertainty.
 func (c *Cluster) dial(ctx context.Context, i int) (*client.Client, error) {
-	return client.Dial(ctx, []string{c.nodes[i].Addr},
+	return client.Dial(ctx, []string{c.nodes[i].Addr}, client.WithStrict(),
 		client.WithCA(c.set.CA.Pool()), client.WithCertificate(c.tlsCert), client.WithNodeID(c.nodes[i].ID))
 }
 

@@ -36,14 +36,22 @@ type Op struct {
 	Detail   string `json:"detail,omitempty"`
 }
 
-// decisionCounts are one node's decisions in one bucket.
+// decisionCounts are one node's decisions in one bucket, by invoke time;
+// exact counts the admissions that also completed in the bucket.
 type decisionCounts struct {
-	admitted, denied, failed atomic.Int64
+	admitted, denied, failed, exact atomic.Int64
 }
 
+// span is an admission whose invoke and completion fell in different
+// buckets: it happened somewhere in buckets [from, to].
+type span struct{ from, to int }
+
 // History records a run: register operations and events as Ops, and
-// decisions as per-node counts per 100 ms bucket (keyed by the invoke time,
-// which with leases is also when the SDK decided).
+// decisions as per-node counts per 100 ms bucket. A strict decision is
+// taken by the node somewhere between its invoke and its completion, so an
+// admission is only known to lie in a window if both do: the bound checker
+// counts exact admissions (both in one bucket) and spans (both in the
+// window), which never over-counts, whatever the test process' scheduling.
 type History struct {
 	zero      time.Time
 	zeroEpoch int64 // Unix epoch of the bucket holding zero
@@ -53,8 +61,10 @@ type History struct {
 	ops []Op
 
 	counts [][]decisionCounts // [node][bucket]
-	shed   atomic.Int64       // requests the generator could not place
-	last   atomic.Int64       // highest bucket touched
+	spanMu sync.Mutex
+	spans  []span
+	shed   atomic.Int64 // requests the generator could not place
+	last   atomic.Int64 // highest bucket touched
 }
 
 func newHistory(nodes []string) *History {
@@ -81,14 +91,21 @@ func (h *History) bucketStart(b int) time.Duration {
 	return time.Duration((h.zeroEpoch+int64(b))*int64(bucketWidth) - h.zero.UnixNano())
 }
 
-func (h *History) decided(node int, at time.Time, admitted bool, err error) {
-	b := h.bucket(at)
+func (h *History) decided(node int, invoke, complete time.Time, admitted bool, err error) {
+	b := h.bucket(invoke)
 	c := &h.counts[node][b]
 	switch {
 	case err != nil:
 		c.failed.Add(1)
 	case admitted:
 		c.admitted.Add(1)
+		if e := h.bucket(complete); e == b {
+			c.exact.Add(1)
+		} else {
+			h.spanMu.Lock()
+			h.spans = append(h.spans, span{b, e})
+			h.spanMu.Unlock()
+		}
 	default:
 		c.denied.Add(1)
 	}
@@ -130,6 +147,32 @@ func (h *History) admittedSeries() [][]int64 {
 		}
 	}
 	return out
+}
+
+// exactTotals returns the cluster's exact admissions per bucket and the
+// spans, up to the last bucket touched.
+func (h *History) exactTotals() ([]int64, []span) {
+	n := int(h.last.Load()) + 1
+	out := make([]int64, n)
+	for i := range h.nodes {
+		for b := range n {
+			out[b] += h.counts[i][b].exact.Load()
+		}
+	}
+	h.spanMu.Lock()
+	defer h.spanMu.Unlock()
+	return out, append([]span(nil), h.spans...)
+}
+
+// failedTotal is how many decisions ended in an error (unknown outcome).
+func (h *History) failedTotal() int64 {
+	var s int64
+	for i := range h.nodes {
+		for b := range int(h.last.Load()) + 1 {
+			s += h.counts[i][b].failed.Load()
+		}
+	}
+	return s
 }
 
 // write stores the history as JSON lines: every Op, then one decisions

@@ -18,7 +18,7 @@ import (
 const (
 	loadKey        = "fault.load"
 	loadTick       = 10 * time.Millisecond // the generator's step
-	loadWorkers    = 8                     // goroutines calling Allow per node
+	loadWorkers    = 32                    // goroutines calling Allow per node
 	loadQueue      = 256                   // requests waiting for a worker per node
 	allowTimeout   = time.Second
 	registerEvery  = 150 * time.Millisecond // pause between one process's register operations
@@ -100,7 +100,7 @@ func (l *loader) work(i int, q <-chan time.Time) {
 		at := time.Now()
 		d, err := l.clients[i].Allow(ctx, loadKey)
 		cancel()
-		l.h.decided(i, at, err == nil && d.Allowed, err)
+		l.h.decided(i, at, time.Now(), err == nil && d.Allowed, err)
 	}
 }
 
