@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -38,9 +39,15 @@ type Backend interface {
 // errNoBackend reports that a backend cannot run here.
 var errNoBackend = errors.New("backend not available")
 
-// chooseBackend returns the backend named by -backend. auto prefers netns
-// when running as root with ip and iptables, else process. (docker is not
-// implemented yet: auto skips it and -backend docker fails.)
+// signaller is implemented by backends whose processes are not signalled
+// directly (docker: the process the cluster runs is the docker CLI).
+type signaller interface {
+	Signal(i int, sig syscall.Signal) error
+}
+
+// chooseBackend returns the backend named by -backend. auto prefers docker
+// (a daemon, nsenter and root), then netns (root with ip and iptables),
+// else process.
 func chooseBackend(name, run string) (Backend, error) {
 	switch name {
 	case "process":
@@ -51,12 +58,18 @@ func chooseBackend(name, run string) (Backend, error) {
 		}
 		return newNetnsBackend(run), nil
 	case "auto":
+		if dockerAvailable() == nil {
+			return newDockerBackend(), nil
+		}
 		if netnsAvailable() == nil {
 			return newNetnsBackend(run), nil
 		}
 		return &processBackend{}, nil
 	case "docker":
-		return nil, fmt.Errorf("%w: docker: not implemented; use process or netns", errNoBackend)
+		if err := dockerAvailable(); err != nil {
+			return nil, err
+		}
+		return newDockerBackend(), nil
 	default:
 		return nil, fmt.Errorf("-backend %q: use auto, process, netns or docker", name)
 	}

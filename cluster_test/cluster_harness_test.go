@@ -193,7 +193,11 @@ func (c *Cluster) signal(n *Node, sig syscall.Signal) error {
 	if sig == syscall.SIGKILL {
 		n.expected = true
 	}
-	if err := n.cmd.Process.Signal(sig); err != nil {
+	if s, ok := c.be.(signaller); ok {
+		if err := s.Signal(n.Index, sig); err != nil {
+			return fmt.Errorf("%s: %w", n.ID, err)
+		}
+	} else if err := n.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("%s: signal %v: %w", n.ID, sig, err)
 	}
 	switch sig {
