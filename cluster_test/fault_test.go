@@ -36,6 +36,7 @@ var knownProductFailures = map[string]string{
 	"clock-bump":       "a ±500 ms step exceeds the e_clock bound (1.19×L against 1.17×L), and the step back at heal exceeds the normal bound 2 s after heal (1.07–1.13×L)",
 	"clock-strobe":     "as clock-bump",
 	"loss-10pct":       "10 % loss makes admissions oscillate (1.21×L)",
+	"delay":            "on 5 nodes, 1.45×L during a 50 ms delay and 1.71×L after it healed",
 }
 
 // baseName strips the round suffix (#2) from a fault name.
