@@ -46,9 +46,11 @@ type signaller interface {
 }
 
 // chooseBackend returns the backend named by -backend. auto prefers docker
-// (a daemon, nsenter and root), then netns (root with ip and iptables),
-// else process.
-func chooseBackend(name, run string) (Backend, error) {
+// (a daemon, nsenter and root) when withDocker, then netns (root with ip and
+// iptables), else process. The short form passes withDocker false: on a
+// loaded 2-core machine containers take twice as long to start and stall
+// more, and the short form must stay within its time.
+func chooseBackend(name string, withDocker bool) (Backend, error) {
 	switch name {
 	case "process":
 		return &processBackend{}, nil
@@ -56,13 +58,13 @@ func chooseBackend(name, run string) (Backend, error) {
 		if err := netnsAvailable(); err != nil {
 			return nil, err
 		}
-		return newNetnsBackend(run), nil
+		return newNetnsBackend(), nil
 	case "auto":
-		if dockerAvailable() == nil {
+		if withDocker && dockerAvailable() == nil {
 			return newDockerBackend(), nil
 		}
 		if netnsAvailable() == nil {
-			return newNetnsBackend(run), nil
+			return newNetnsBackend(), nil
 		}
 		return &processBackend{}, nil
 	case "docker":
@@ -147,7 +149,7 @@ func netnsAvailable() error {
 	return nil
 }
 
-func newNetnsBackend(run string) *netnsBackend {
+func newNetnsBackend() *netnsBackend {
 	return &netnsBackend{tag: fmt.Sprintf("qf%04x", uint16(time.Now().UnixNano()>>10))}
 }
 

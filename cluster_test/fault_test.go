@@ -93,7 +93,7 @@ func TestFaultLong(t *testing.T) {
 			for _, name := range order {
 				ns = append(ns, all[name])
 			}
-			res := run(t, scenario{Nodes: nodes, Limit: shortLimit, Seed: seed(), Rounds: *flagRounds,
+			res := run(t, scenario{Nodes: nodes, Limit: shortLimit, Seed: seed(), Rounds: *flagRounds, Docker: true,
 				Settle: 5 * time.Second, Recover: 8 * time.Second, Nemeses: ns})
 			assertVerdicts(t, res)
 		})

@@ -28,6 +28,8 @@ type scenario struct {
 	Settle  time.Duration // load before the first fault
 	Recover time.Duration // after each heal before the next fault
 	Seed    uint64
+	// Docker lets -backend auto choose docker (the long form).
+	Docker bool
 }
 
 // warmup is how long the load runs before the checked history starts.
@@ -54,7 +56,7 @@ func (r runResult) failed(checker string) []Verdict {
 // errors, leaving verdicts to the caller.
 func run(t *testing.T, sc scenario) runResult {
 	t.Helper()
-	be, err := chooseBackend(*flagBackend, t.Name())
+	be, err := chooseBackend(*flagBackend, sc.Docker)
 	if err != nil {
 		t.Fatalf("backend: %v", err)
 	}
