@@ -131,6 +131,7 @@ func (*processBackend) Close() error { return nil }
 type netnsBackend struct {
 	tag     string   // short and unique: names the bridge, namespaces and veths
 	ns      []string // namespaces created
+	veths   []string // host ends of the veth pairs created
 	bridge  bool     // bridge created
 	forward bool     // FORWARD rule added
 }
@@ -191,8 +192,11 @@ func (b *netnsBackend) Setup(n int) ([]string, error) {
 			return nil, err
 		}
 		b.ns = append(b.ns, ns)
+		if err := sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer); err != nil {
+			return nil, err
+		}
+		b.veths = append(b.veths, host)
 		for _, args := range [][]string{
-			{"ip", "link", "add", host, "type", "veth", "peer", "name", peer},
 			{"ip", "link", "set", host, "master", b.br()},
 			{"ip", "link", "set", host, "up"},
 			{"ip", "link", "set", peer, "netns", ns},
@@ -264,6 +268,12 @@ func (b *netnsBackend) Close() error {
 		errs = append(errs, sh("ip", "netns", "delete", ns))
 	}
 	b.ns = nil
+	for _, v := range b.veths {
+		// Gone with its namespace unless setup failed before moving the
+		// peer end into it.
+		_ = exec.Command("ip", "link", "delete", v).Run()
+	}
+	b.veths = nil
 	if b.forward {
 		errs = append(errs, sh("iptables", "-D", "FORWARD", "-i", b.br(), "-o", b.br(), "-j", "ACCEPT"))
 		b.forward = false

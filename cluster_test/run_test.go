@@ -221,7 +221,7 @@ func run(t *testing.T, sc scenario) runResult {
 	// Bounds, linearizability, lost changes.
 	p := boundParams{Limit: float64(sc.Limit), Window: time.Second, LeaseSlack: 0} // strict clients: no lease is held, the node's window decides
 	bc := newBoundChecker(h, p, faults, from, to)
-	verdicts = append(verdicts, bc.faultFree(), bc.minute())
+	verdicts = append(verdicts, bc.baseline(), bc.minute())
 	verdicts = append(verdicts, bc.perFault(end)...)
 	ops := h.Ops()
 	verdicts = append(verdicts, checkLinearizable(ops, filepath.Join(dir, "linearizability.html")), checkNoLostChange(ops))
