@@ -20,7 +20,8 @@ import (
 // scratch with deploy/docker/Dockerfile, on a user-defined bridge network
 // (10.78.0.0/24), with its data on the named volume <tag>-<i>: kill -9 is
 // `docker kill -s KILL`, restart is a new container on the same volume,
-// pause is `docker pause`. Partitions and loss are iptables rules in the
+// pause is `docker pause` (SIGSTOP of the node's process where the daemon
+// cannot freeze). Partitions and loss are iptables rules in the
 // container's network namespace (`nsenter -t PID -n`), delay is faultnet.
 type dockerBackend struct {
 	tag     string
@@ -29,6 +30,7 @@ type dockerBackend struct {
 	ips     []string
 	volumes []string
 	ctxDir  string
+	stopped map[int]bool // paused with SIGSTOP because docker pause failed
 }
 
 const dockerSubnet = "10.78.0"
@@ -52,7 +54,7 @@ func dockerAvailable() error {
 
 func newDockerBackend() *dockerBackend {
 	tag := fmt.Sprintf("qfd%04x", uint16(time.Now().UnixNano()>>10))
-	return &dockerBackend{tag: tag, image: "quotamesh-fault:" + tag}
+	return &dockerBackend{tag: tag, image: "quotamesh-fault:" + tag, stopped: map[int]bool{}}
 }
 
 func (*dockerBackend) Name() string { return "docker" }
@@ -129,23 +131,59 @@ func (b *dockerBackend) Signal(i int, sig syscall.Signal) error {
 		_ = exec.Command("docker", "rm", "-f", b.container(i)).Run()
 		return nil
 	case syscall.SIGSTOP:
-		return sh("docker", "pause", b.container(i))
+		// docker pause needs the cgroup freezer, which a Docker daemon
+		// running inside a container may lack: then stop the node's
+		// process itself, which is what a pause is for the node.
+		if err := sh("docker", "pause", b.container(i)); err != nil {
+			if serr := b.signalPid(i, syscall.SIGSTOP); serr != nil {
+				return errors.Join(err, serr)
+			}
+			b.stopped[i] = true
+		}
+		return nil
 	case syscall.SIGCONT:
+		if b.stopped[i] {
+			delete(b.stopped, i)
+			return b.signalPid(i, syscall.SIGCONT)
+		}
 		return sh("docker", "unpause", b.container(i))
 	default:
 		return sh("docker", "kill", "-s", strconv.Itoa(int(sig)), b.container(i))
 	}
 }
 
-func (b *dockerBackend) ipt(i int, args ...string) error {
+// pid returns the host process ID of container i's node.
+func (b *dockerBackend) pid(i int) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{.State.Pid}}", b.container(i)).Output()
 	if err != nil {
-		return fmt.Errorf("docker inspect %s: %w", b.container(i), err)
+		return 0, fmt.Errorf("docker inspect %s: %w", b.container(i), err)
 	}
-	pid := strings.TrimSpace(string(out))
-	return sh(append([]string{"nsenter", "-t", pid, "-n", "iptables"}, args...)...)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("docker inspect %s: pid %q: not running", b.container(i), strings.TrimSpace(string(out)))
+	}
+	return pid, nil
+}
+
+func (b *dockerBackend) signalPid(i int, sig syscall.Signal) error {
+	pid, err := b.pid(i)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("%s: signal %v to pid %d: %w", b.container(i), sig, pid, err)
+	}
+	return nil
+}
+
+func (b *dockerBackend) ipt(i int, args ...string) error {
+	pid, err := b.pid(i)
+	if err != nil {
+		return err
+	}
+	return sh(append([]string{"nsenter", "-t", strconv.Itoa(pid), "-n", "iptables"}, args...)...)
 }
 
 func (b *dockerBackend) Cut(c *Cluster, x, y int) error {
