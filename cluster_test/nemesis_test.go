@@ -183,6 +183,12 @@ func allNemeses(d time.Duration) map[string]nemesis {
 		}},
 		{name: "rolling-restart", bound: boundNormal, duration: 0, start: func(c *Cluster, _ int, _ *rand.Rand) (string, func() error, error) {
 			for _, n := range c.nodes {
+				if !n.running() { // crashed earlier: no-crash reports it
+					if err := c.restartReady(n); err != nil {
+						return "", nil, err
+					}
+					continue
+				}
 				if err := c.kill(n); err != nil {
 					return "", nil, err
 				}
