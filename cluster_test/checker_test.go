@@ -1,0 +1,404 @@
+//go:build fault
+
+package cluster_test
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// The bounds the checkers hold the cluster to, from docs/design.md and the
+// SDK's documentation. They are fixed here, before any run, and are never
+// fitted to results.
+const (
+	// epsPhi is ε_φ, the difference between the shares the sides of a
+	// partition freeze (design.md §7, conservative: "measured ≤ 1 %"); the
+	// same term covers ε_W in steady demand.
+	epsPhi = 0.01
+	// bucketSlack is what a real-time interval of one window holds beyond
+	// K node slots when our 100 ms buckets and the nodes' slot edges do not
+	// coincide exactly (design.md §2: 1.048× measured for Poisson arrivals
+	// at 2× the limit over continuous windows).
+	bucketSlack = 0.05
+	// minuteError is requirement R3's floor: over any 1-minute window the
+	// cluster admits at most 5 % more than the limit.
+	minuteError = 0.05
+	// healGrace is how soon after a fault heals the cluster must be back
+	// within the normal bound.
+	healGrace = 2 * time.Second
+	// convergeTol is how far the nodes' estimates of the key's window count
+	// may differ (a fraction of the limit) and still be "the same": one
+	// slot's turnover, as the views lag by a sync interval.
+	convergeTol = 0.10
+	// convergeWithin bounds how long after a heal the nodes may take to
+	// agree again (DeadAfter 1 s + one window + margin for the restart of a
+	// killed node, which restartReady already waited for).
+	convergeWithin = 10 * time.Second
+)
+
+// Verdict is one checker's judgement.
+type Verdict struct {
+	Checker string `json:"checker"`
+	Fault   string `json:"fault,omitempty"` // empty: the whole run
+	Promise string `json:"promise"`
+	Pass    bool   `json:"pass"`
+	Detail  string `json:"detail"`
+}
+
+func (v Verdict) String() string {
+	r := "PASS"
+	if !v.Pass {
+		r = "FAIL"
+	}
+	f := v.Fault
+	if f == "" {
+		f = "(run)"
+	}
+	return fmt.Sprintf("%-4s %-20s %-16s %s: %s", r, f, v.Checker, v.Promise, v.Detail)
+}
+
+// faultWindow is a nemesis' span in run time.
+type faultWindow struct {
+	Name, Detail string
+	Bound        boundKind
+	Start, End   time.Duration
+	Err          string
+}
+
+// boundParams are what the bounds of one run depend on.
+type boundParams struct {
+	Limit      float64       // L per window
+	Window     time.Duration // W
+	LeaseSlack float64       // fraction of L SDK leases can add per window
+}
+
+// factor returns the bound on the admitted count of K consecutive slots, as
+// a multiple of L, for a bound kind.
+func (p boundParams) factor(k boundKind) float64 {
+	f := 1 + epsPhi + p.LeaseSlack + bucketSlack
+	if k == boundClock {
+		// e_clock: at most one slot's worth of room moved between nodes
+		// per window, L/(K-1) (design.md §7, error bound).
+		kSlots := float64(p.Window / bucketWidth)
+		f += 1 / (kSlots - 1)
+	}
+	return f
+}
+
+// windowStat is the largest window of one kind in a span.
+type windowStat struct {
+	Max   float64       // admitted in the largest window
+	At    time.Duration // its start
+	Bound float64       // its bound
+	Count int           // windows looked at
+}
+
+func (w windowStat) ratio(limit float64) float64 { return w.Max / limit }
+
+// boundChecker checks every 1 s (K-slot) and every 1-minute window of the
+// cluster's admitted total against the bound of the faults it overlaps.
+type boundChecker struct {
+	h       *History
+	p       boundParams
+	faults  []faultWindow
+	from    int     // first bucket of steady load
+	to      int     // bucket after the last one of load
+	total   []int64 // exact admissions per bucket
+	spans   []span  // admissions known only to lie in [from, to]
+	kSlots  int
+	minuteK int
+}
+
+func newBoundChecker(h *History, p boundParams, faults []faultWindow, from, to int) *boundChecker {
+	total, spans := h.exactTotals()
+	to = min(to, len(total))
+	return &boundChecker{h: h, p: p, faults: faults, from: from, to: to, total: total, spans: spans,
+		kSlots: int(p.Window / bucketWidth), minuteK: int(time.Minute / bucketWidth)}
+}
+
+// sum is the admissions known to lie in buckets [b, b+k).
+func (bc *boundChecker) sum(b, k int) float64 {
+	var s int64
+	for i := b; i < b+k; i++ {
+		s += bc.total[i]
+	}
+	for _, sp := range bc.spans {
+		if sp.from >= b && sp.to < b+k {
+			s++
+		}
+	}
+	return float64(s)
+}
+
+// kindAt is the loosest bound among the faults the span [s, e) overlaps,
+// each extended by healGrace after it heals.
+func (bc *boundChecker) kindAt(s, e time.Duration) boundKind {
+	k := boundNormal
+	for _, f := range bc.faults {
+		if s < f.End+healGrace && e > f.Start && f.Bound == boundClock {
+			k = boundClock
+		}
+	}
+	return k
+}
+
+// scan returns the largest K-slot window starting in [s, e) of run time,
+// held to the bound its span calls for; worst is the one furthest above
+// its bound.
+func (bc *boundChecker) scan(s, e time.Duration) (worst windowStat, over []string) {
+	worst.Max = -1
+	for b := bc.from; b+bc.kSlots <= bc.to; b++ {
+		start := bc.h.bucketStart(b)
+		if start < s || start >= e {
+			continue
+		}
+		end := bc.h.bucketStart(b + bc.kSlots)
+		v := bc.sum(b, bc.kSlots)
+		bound := bc.p.Limit * bc.p.factor(bc.kindAt(start, end))
+		worst.Count++
+		if worst.Max < 0 || v/bound > worst.Max/worst.Bound {
+			worst = windowStat{Max: v, At: start, Bound: bound, Count: worst.Count}
+		}
+		if v > bound && len(over) < 5 {
+			over = append(over, fmt.Sprintf("%.0f admitted in [%v, %v) > %.0f", v, start.Round(time.Millisecond), end.Round(time.Millisecond), bound))
+		}
+	}
+	return worst, over
+}
+
+// minute checks every 1-minute window of the run.
+func (bc *boundChecker) minute() Verdict {
+	v := Verdict{Checker: "bound-1min", Promise: fmt.Sprintf("admitted in any 1-minute window ≤ %.2f × limit × 60 (R3 floor)", 1+minuteError)}
+	perMinute := bc.p.Limit * float64(time.Minute/bc.p.Window)
+	bound := perMinute * (1 + minuteError)
+	n, maxV, at := 0, -1.0, time.Duration(0)
+	for b := bc.from; b+bc.minuteK <= bc.to; b++ {
+		s := bc.sum(b, bc.minuteK)
+		n++
+		if s > maxV {
+			maxV, at = s, bc.h.bucketStart(b)
+		}
+	}
+	if n == 0 {
+		v.Detail = "run shorter than a minute: no window to check"
+		v.Pass = false
+		return v
+	}
+	v.Pass = maxV <= bound
+	v.Detail = fmt.Sprintf("largest of %d windows: %.0f at %v = %+.2f%% against limit×60 = %.0f (bound %.0f)",
+		n, maxV, at.Round(time.Millisecond), 100*(maxV/perMinute-1), perMinute, bound)
+	return v
+}
+
+// baseline checks every K-slot window before the first fault against the
+// normal bound. Every later window belongs to a fault: to its span (plus
+// healGrace) or to the time from healGrace after its heal until the next
+// fault, which perFault checks, so every window is judged.
+func (bc *boundChecker) baseline() Verdict {
+	v := Verdict{Checker: "bound-1s", Promise: fmt.Sprintf("admitted in any %v (K slots) before the first fault ≤ %.2f×L", bc.p.Window, bc.p.factor(boundNormal))}
+	end := 24 * time.Hour
+	if len(bc.faults) > 0 {
+		end = bc.faults[0].Start - bc.p.Window + bucketWidth
+	}
+	worst, over := bc.scan(-time.Hour, end)
+	v.Pass = worst.Count > 0 && len(over) == 0
+	v.Detail = fmt.Sprintf("%d windows; largest %.0f at %v (%.3f×L)", worst.Count, worst.Max, worst.At.Round(time.Millisecond), worst.ratio(bc.p.Limit))
+	if worst.Count == 0 {
+		v.Detail = "no window before the first fault"
+	}
+	if len(over) > 0 {
+		v.Detail += "; over: " + strings.Join(over, "; ")
+	}
+	return v
+}
+
+// perFault checks, for each fault, the K-slot windows during it (and
+// healGrace after) against its bound, and those from healGrace after the
+// heal until the next fault against the normal bound.
+func (bc *boundChecker) perFault(end time.Duration) []Verdict {
+	var out []Verdict
+	for i, f := range bc.faults {
+		next := end
+		if i+1 < len(bc.faults) {
+			next = bc.faults[i+1].Start
+		}
+		// Windows that overlap the fault or the healGrace after it.
+		during, overD := bc.scan(f.Start-bc.p.Window+bucketWidth, f.End+healGrace)
+		after, overA := bc.scan(f.End+healGrace, next-bc.p.Window+bucketWidth)
+		v := Verdict{Checker: "bound-fault", Fault: f.Name,
+			Promise: fmt.Sprintf("≤ %.2f×L per window during, ≤ %.2f×L from %v after heal", bc.p.factor(f.Bound), bc.p.factor(boundNormal), healGrace)}
+		v.Pass = len(overD) == 0 && len(overA) == 0
+		v.Detail = fmt.Sprintf("largest during %.3f×L, after %.3f×L", during.ratio(bc.p.Limit), after.ratio(bc.p.Limit))
+		if len(overD)+len(overA) > 0 {
+			v.Detail += "; over: " + strings.Join(append(overD, overA...), "; ")
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// --- linearizability of the limit table -------------------------------
+
+type regInput struct {
+	Op    string // set or get
+	Key   string
+	Value int64
+}
+
+// registerModel is one register per key: a set writes the key's count, a
+// get reads it (0: no rule).
+var registerModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		by := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, op := range history {
+			k := op.Input.(regInput).Key
+			if _, ok := by[k]; !ok {
+				keys = append(keys, k)
+			}
+			by[k] = append(by[k], op)
+		}
+		sort.Strings(keys)
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, by[k])
+		}
+		return out
+	},
+	Init: func() any { return int64(0) },
+	Step: func(state, input, output any) (bool, any) {
+		in := input.(regInput)
+		if in.Op == "set" {
+			return true, in.Value
+		}
+		return output.(int64) == state.(int64), state
+	},
+	DescribeOperation: func(input, output any) string {
+		in := input.(regInput)
+		if in.Op == "set" {
+			return fmt.Sprintf("set(%s, %d/s)", in.Key, in.Value)
+		}
+		return fmt.Sprintf("get(%s) → %d/s", in.Key, output.(int64))
+	},
+	DescribeState: func(state any) string { return fmt.Sprintf("%d/s", state.(int64)) },
+}
+
+// porcupineOps turns the set/get history into porcupine operations: sets of
+// unknown outcome may take effect at any time after their invocation, and
+// failed reads are left out.
+func porcupineOps(ops []Op) []porcupine.Operation {
+	var last int64
+	for _, op := range ops {
+		last = max(last, op.Complete, op.Invoke)
+	}
+	never := last + int64(time.Hour)
+	var out []porcupine.Operation
+	for _, op := range ops {
+		if op.Type != "set" && op.Type != "get" {
+			continue
+		}
+		ret := op.Complete
+		switch {
+		case op.Result == "fail":
+			continue
+		case op.Result == "info" && op.Type == "set":
+			ret = never
+		case op.Result != "ok":
+			continue
+		}
+		out = append(out, porcupine.Operation{ClientId: op.Process, Input: regInput{op.Type, op.Key, op.Value},
+			Call: op.Invoke, Output: op.Value, Return: ret})
+	}
+	return out
+}
+
+// checkLinearizable runs porcupine; on failure it writes the visualisation
+// to htmlPath.
+func checkLinearizable(ops []Op, htmlPath string) Verdict {
+	pops := porcupineOps(ops)
+	v := Verdict{Checker: "linearizable", Promise: "limit set/get through Raft is linearizable (porcupine, one register per key)"}
+	res, info := porcupine.CheckOperationsVerbose(registerModel, pops, time.Minute)
+	switch res {
+	case porcupine.Ok:
+		v.Pass, v.Detail = true, fmt.Sprintf("%d operations linearizable", len(pops))
+	case porcupine.Unknown:
+		v.Detail = fmt.Sprintf("%d operations: porcupine timed out", len(pops))
+	default:
+		v.Detail = fmt.Sprintf("%d operations: NOT linearizable", len(pops))
+		if err := porcupine.VisualizePath(registerModel, info, htmlPath); err != nil {
+			v.Detail += fmt.Sprintf(" (visualisation: %v)", err)
+		} else {
+			v.Detail += "; see " + htmlPath
+		}
+	}
+	for _, op := range ops {
+		if op.Type == "get" && op.Result == "ok" && op.Error != "" {
+			v.Pass = false
+			v.Detail += "; " + op.Error
+			break
+		}
+	}
+	return v
+}
+
+// checkNoLostChange checks that the final reads (processes ≥ finalProcess)
+// of every key return a value that could be last: the last acknowledged
+// set's, or one of a set not entirely before some acknowledged set.
+func checkNoLostChange(ops []Op) Verdict {
+	v := Verdict{Checker: "no-lost-change", Promise: "no acknowledged limit change is lost (final reads on every node)"}
+	var bad []string
+	reads := 0
+	for _, key := range registerKeys {
+		var sets []Op
+		for _, op := range ops {
+			if op.Type == "set" && op.Key == key && op.Result != "fail" {
+				sets = append(sets, op)
+			}
+		}
+		possible := map[int64]bool{}
+		if len(sets) == 0 {
+			possible[0] = true
+		}
+		for _, x := range sets {
+			xEnd := x.Complete
+			if x.Result == "info" {
+				xEnd = math.MaxInt64
+			}
+			superseded := false
+			for _, a := range sets {
+				if a.Result == "ok" && a.Invoke > xEnd {
+					superseded = true
+					break
+				}
+			}
+			if !superseded {
+				possible[x.Value] = true
+			}
+		}
+		for _, op := range ops {
+			if op.Type != "get" || op.Key != key || op.Process < finalProcess {
+				continue
+			}
+			reads++
+			if op.Result != "ok" {
+				bad = append(bad, fmt.Sprintf("%s: final read on %s failed: %s", key, op.Node, op.Error))
+			} else if !possible[op.Value] {
+				bad = append(bad, fmt.Sprintf("%s: %s reads %d/s, which cannot be the last change", key, op.Node, op.Value))
+			}
+		}
+	}
+	v.Pass = len(bad) == 0 && reads > 0
+	v.Detail = fmt.Sprintf("%d final reads", reads)
+	if len(bad) > 0 {
+		v.Detail += ": " + strings.Join(bad, "; ")
+	}
+	return v
+}
+
+// finalProcess is the first porcupine process ID of the final reads.
+const finalProcess = 100

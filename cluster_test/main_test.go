@@ -1,0 +1,102 @@
+//go:build fault
+
+// Package cluster_test is QuotaMesh's Jepsen-style fault suite: it runs real
+// `quotamesh serve` processes as separate hosts (see Backend), drives load
+// and limit changes through the SDK while nemeses partition, kill, pause,
+// skew and degrade them, records every operation, and checks the promises of
+// docs/design.md against the history. docs/faults.md says how to run it.
+//
+//	go test -tags fault ./cluster_test/...                  # short form
+//	go test -tags fault -timeout 60m ./cluster_test/ -long  # long form
+package cluster_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	flagBackend = flag.String("backend", envOr("QUOTAMESH_FAULT_BACKEND", "auto"), "hosts: auto, process, netns or docker (env QUOTAMESH_FAULT_BACKEND)")
+	flagLong    = flag.Bool("long", false, "run the long form: every nemesis, 3 and 5 nodes, several rounds")
+	flagRounds  = flag.Int("rounds", 2, "rounds of the nemesis schedule in the long form")
+	flagReports = flag.String("reports", "", "directory for run reports (default cluster_test/reports)")
+	flagKeep    = flag.Bool("keep", false, "keep node data directories after the run")
+)
+
+// suite holds what TestMain prepares once: the binary.
+var suite struct {
+	bin     string // path of the quotamesh binary
+	workDir string // temporary directory for the binary
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code, err := prepare()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cluster_test:", err)
+		os.Exit(2)
+	}
+	code = m.Run()
+	_ = os.RemoveAll(suite.workDir)
+	os.Exit(code)
+}
+
+// prepare builds the quotamesh binary (CGO_ENABLED=0, static, so that it
+// runs in a FROM scratch image too).
+func prepare() (int, error) {
+	dir, err := os.MkdirTemp("", "quotamesh-fault-")
+	if err != nil {
+		return 0, fmt.Errorf("temporary directory: %w", err)
+	}
+	suite.workDir = dir
+	suite.bin = filepath.Join(dir, "quotamesh")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", suite.bin, "./cmd/quotamesh")
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("go build ./cmd/quotamesh: %w\n%s", err, out)
+	}
+	return 0, nil
+}
+
+// repoRoot is the module root: the parent of this package's directory.
+func repoRoot() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		wd, _ := os.Getwd()
+		return filepath.Dir(wd)
+	}
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// reportsDir is where run reports go.
+func reportsDir() string {
+	if *flagReports != "" {
+		return *flagReports
+	}
+	return filepath.Join(repoRoot(), "cluster_test", "reports")
+}
+
+// runName names a run's report directory: the time, the test and the
+// backend.
+func runName(t *testing.T, backend string, nodes int) string {
+	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	return fmt.Sprintf("%s-%s-%s-%dn", time.Now().UTC().Format("20060102T150405"), name, backend, nodes)
+}
