@@ -89,6 +89,7 @@ type keyState struct {
 	mirrorFrom  int64     // first epoch the next mirror must read
 	announced   int64     // quota last recorded in the store
 	announcedAt int64     // and the epoch it was recorded for
+	created     int64     // node time this node's window of the key was made
 	seen        [2]seenAt // newest mirrored slots, for decision counters
 }
 
@@ -218,6 +219,7 @@ func (e *Engine) onCreate(key string, rule limits.Rule, w *window.Window) {
 	}
 	ks.rule, ks.w = rule, w
 	ks.mirrorFrom = w.OpenEpoch()
+	ks.created = now
 	e.computeQuotaLocked(now, ks)
 }
 
@@ -704,13 +706,29 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 		}
 		origins = append(origins, o)
 	})
+	reachable, unknown := int64(1), 0 // this node, and reachable members with no view of the key
 	for _, id := range e.memberIDs {
-		if m := e.members[id]; m.seen != e.stamp {
+		m := e.members[id]
+		if m.reachable {
+			reachable++
+		}
+		if m.seen != e.stamp {
 			origins = append(origins, share.Origin{Node: id, Member: true, Reachable: m.reachable, Reclaimed: m.reclaimed})
+			if m.reachable {
+				unknown++
+			}
 		}
 	}
 	in.Origins = origins
 	ks.last = share.Compute(e.cfg.Node, in, &ks.share)
+	// A key this node has just begun to track, while reachable members have
+	// not shown a view of it: a flood on a new key reaches every node at
+	// once, and each would see itself as the only one asking and take all
+	// the headroom (N× the limit in the key's first second). Until a view
+	// could have arrived (one grace period), take at most an even split.
+	if unknown > 0 && now-ks.created < int64(e.cfg.Store.Grace) {
+		ks.last.Quota = min(ks.last.Quota, rate.Count/reachable)
+	}
 	if e.cfg.UnsafeIgnoreShare {
 		ks.last.Quota = rate.Count // the broken node of the fault suite
 	}

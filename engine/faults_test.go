@@ -111,3 +111,33 @@ func TestRejoinWaitsForCounts(t *testing.T) {
 		t.Errorf("b's quota after a's hello, before a's counts: %d, was %d before the heal", q, bBefore)
 	}
 }
+
+// TestFloodOnANewKey: a key no node has seen is flooded on every node at
+// once (40× its limit). At the first tick after the key appears each node
+// sees its own demand and no view of the key from its peers, which are
+// flooded just as much; taking all the headroom then (as the first version
+// did) admitted up to N× the limit in the key's first second. Until a view
+// of the key could have arrived from every reachable peer, a new key takes
+// no more than an even split of the limit.
+func TestFloodOnANewKey(t *testing.T) {
+	n := newNet(t, table(t, "k", "300/s"), Config{}, "a", "b", "c")
+	n.deliver(t0)
+	at := t0
+	for range 25 { // 500 ms of syncing with no traffic: everyone reachable
+		n.tick(at)
+		at += 20 * ms
+	}
+	admitted := 0
+	for range 50 { // 1 s of 4,000 requests per second per node
+		admitted += n.demand(at, "k", map[string]int{"a": 80, "b": 80, "c": 80})
+		n.tick(at + 20*ms - 1)
+		at += 20 * ms
+	}
+	if admitted > 300*102/100 {
+		t.Errorf("admitted %d in the key's first second, limit 300/s", admitted)
+	}
+	if admitted < 300*90/100 {
+		t.Errorf("admitted %d in the key's first second: the even split starved it (limit 300/s)", admitted)
+	}
+	t.Logf("admitted %d in the first second at 40x the limit of 300/s", admitted)
+}
