@@ -76,7 +76,6 @@ type keyState struct {
 	denied      atomic.Int64 // tokens denied locally, ever
 	maxGrant    atomic.Int64 // the largest lease granted for the key
 	queued      atomic.Bool  // on the urgent list
-	owes        atomic.Bool  // ret holds tokens not yet sent back; set under mu
 
 	mu           sync.Mutex
 	gone         bool         // forgotten: callers must look the key up again
@@ -364,10 +363,10 @@ func (c *Client) stillLive(ks *keyState) bool {
 
 // notDue tells without a lock that plan would do nothing for ks now: its
 // lease is live, not half used and not half expired, or it lapsed and the
-// key is not idle long enough to forget; nobody waits, and no tokens are owed. It keeps the
+// key is not idle long enough to forget; and nobody waits. It keeps the
 // housekeeper's scan of many keys cheap.
 func (c *Client) notDue(ks *keyState, now int64) bool {
-	if ks.waiting.Load() || ks.owes.Load() {
+	if ks.waiting.Load() {
 		return false
 	}
 	g := ks.lease.Load()
@@ -481,7 +480,6 @@ func (c *Client) plan(ks *keyState, now int64) *call {
 func (c *Client) leaseCall(ks *keyState, want, offered int64) *call {
 	r := ks.ret
 	ks.ret = returned{}
-	ks.owes.Store(false)
 	ks.inflight = true
 	return &call{
 		req: wire.ClientRequest{
@@ -495,8 +493,9 @@ func (c *Client) leaseCall(ks *keyState, want, offered int64) *call {
 
 // retire takes what is left of g, which is leaving service, under ks.mu:
 // its use is added to the next report and its unused tokens are owed to the
-// node that granted them (an older debt not yet sent is dropped, which only
-// makes the cluster admit less).
+// node that granted them (added to an older debt not yet sent to the same
+// connection; a debt to an earlier connection is dropped, which only makes
+// the cluster admit less).
 func (c *Client) retire(ks *keyState, g *lease) {
 	if g.lapsed.Load() {
 		return
@@ -508,8 +507,14 @@ func (c *Client) retire(ks *keyState, g *lease) {
 	ks.consumedBase += g.granted - left - ks.reportedCur
 	ks.reportedCur = 0
 	if left > 0 && !g.unlimited {
-		ks.ret = returned{n: left, at: g.grantedAt, gen: g.gen}
-		ks.owes.Store(true) // the next tick sends it, live lease or not
+		if ks.ret.n > 0 && ks.ret.gen == g.gen {
+			// A debt not sent yet (it rides on the next renewal): one
+			// debt, credited to the older grant's slot, which can only
+			// make the node admit less, never more.
+			ks.ret.n += left
+		} else {
+			ks.ret = returned{n: left, at: g.grantedAt, gen: g.gen}
+		}
 	}
 }
 
