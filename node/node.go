@@ -419,7 +419,7 @@ func (n *Node) Allow(ctx context.Context, key string) (quotamesh.Decision, error
 // quotamesh.ErrClosed (and ErrStopped) once Shutdown has begun, and
 // quotamesh.ErrUnavailable (and ErrNotServing) before the node serves: while
 // it is not a member, and until it first hears a majority after becoming
-// one. Denials under a quota are not errors: Allowed is false and
+// one and its limit table has caught up with the Raft leader's commit. Denials under a quota are not errors: Allowed is false and
 // RetryAfter says when to try again.
 func (n *Node) AllowN(_ context.Context, key string, k int64) (quotamesh.Decision, error) {
 	if k <= 0 || n.state.Load() != stateServing {
