@@ -166,11 +166,15 @@ func TestJoinAndLeave(t *testing.T) {
 	}
 	c.waitReady(15 * time.Second)
 	c.waitRule(r)
-	for _, tn := range c.running() {
-		if ms := tn.membership(); len(ms) != 4 {
-			t.Errorf("%s sees %d members; want 4", tn.id, len(ms))
+	// Members apply Raft's configuration every membershipEvery.
+	eventually(t, 10*time.Second, "every node sees 4 members", func() string {
+		for _, tn := range c.running() {
+			if ms := tn.membership(); len(ms) != 4 {
+				return fmt.Sprintf("%s sees %d members", tn.id, len(ms))
+			}
 		}
-	}
+		return ""
+	})
 	if d, err := n4.Allow(ctx, "k"); err != nil || !d.Allowed || d.Limit != r.Rate {
 		t.Errorf("n4 Allow after joining = %+v, %v; want allowed under %v", d, err, r.Rate)
 	}
