@@ -30,21 +30,23 @@ func init() { extraCommands = append(extraCommands, newBenchCmd) }
 // `quotamesh certs init` makes, which may change limits.
 const benchClientName = "admin"
 
-// rateSpin is --spin's default with --rate: at high rates the generator is
-// busy anyway, and a timer's millisecond granularity would dominate the
-// latencies measured; without --rate (accuracy runs at a few thousand
-// requests per second) spinning would take CPU the nodes need.
-const rateSpin = time.Millisecond
+// defaultTick is --tick's default: the generator sleeps at least this long
+// between two wakes. At 100k requests/s a wake hands over about two
+// arrivals per node, and the generator takes a few percent of a core.
+const defaultTick = 20 * time.Microsecond
 
 // dialTimeout bounds connecting to one node: longer than the SDK's default,
 // for a loaded machine.
 const dialTimeout = 10 * time.Second
 
-// Workers per node by default: a lease decision rarely waits, so a few
-// goroutines keep up with any rate and add little scheduling of their own;
-// a strict decision waits a round trip, so it takes many in flight.
+// Workers per node by default. A lease decision rarely waits, so the
+// generator makes the calls itself (0 workers), one after the other, as a
+// service's request goroutine would: handing each to another goroutine
+// would add a wake-up per hand-off that no service pays (at 100k/s on 2
+// cores it doubled P99 here). A strict decision waits a round trip, so it
+// takes many in flight.
 const (
-	leaseWorkers  = 8
+	leaseWorkers  = 0
 	strictWorkers = 64
 )
 
@@ -70,7 +72,8 @@ type benchOptions struct {
 	Strict       bool
 	Workers      int
 	Prime        bool
-	Spin         time.Duration
+	Tick         time.Duration
+	TCPBaseline  bool
 	LeaseTTL     time.Duration
 	ReqTimeout   time.Duration
 	FindMax      bool
@@ -87,7 +90,7 @@ func defaultBenchOptions() benchOptions {
 		ClientName: benchClientName, Pattern: "uniform", Arrivals: "uniform", Limit: "1000/s",
 		Multiplier: 2, Duration: 60 * time.Second, Warmup: time.Second, Key: "bench", Seed: 1,
 		Workers: leaseWorkers, Prime: true, LeaseTTL: client.DefaultLeaseTTL, ReqTimeout: client.DefaultRequestTimeout, P99Target: 200 * time.Microsecond,
-		FindMaxStep: 1.25, FindMaxSteps: 10, ReadyTimeout: 60 * time.Second,
+		FindMaxStep: 1.25, FindMaxSteps: 10, ReadyTimeout: 60 * time.Second, Tick: defaultTick,
 	}
 }
 
@@ -146,12 +149,16 @@ func (o benchOptions) validate() (benchRun, error) {
 		return r, fmt.Errorf("--multiplier %v: want a positive number", o.Multiplier)
 	case !(o.Rate >= 0) || math.IsInf(o.Rate, 0):
 		return r, fmt.Errorf("--rate %v: want 0 (pattern load) or a positive rate per second", o.Rate)
-	case o.Workers < 1 || o.Workers > 100_000:
-		return r, fmt.Errorf("--workers %d: want 1 to 100000 per node", o.Workers)
+	case o.Workers < 0 || o.Workers > 100_000:
+		return r, fmt.Errorf("--workers %d: want 0 to 100000 per node", o.Workers)
 	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
 		return r, fmt.Errorf("--lease-ttl %v: want 1ms to 10s", o.LeaseTTL)
-	case o.Spin < 0 || o.Spin > time.Second:
-		return r, fmt.Errorf("--spin %v: want 0 to 1s", o.Spin)
+	case o.TCPBaseline && !o.Strict:
+		return r, fmt.Errorf("--tcp-baseline: only with --strict (the baseline is a round trip per decision)")
+	case o.TCPBaseline && o.FindMax:
+		return r, fmt.Errorf("--tcp-baseline: not with --find-max")
+	case o.Tick < time.Microsecond || o.Tick > 10*time.Millisecond:
+		return r, fmt.Errorf("--tick %v: want 1µs to 10ms", o.Tick)
 	case o.ReqTimeout <= 0:
 		return r, fmt.Errorf("--request-timeout %v: want a positive duration", o.ReqTimeout)
 	case o.ReadyTimeout <= 0:
@@ -206,14 +213,21 @@ cluster instead, with the certificates in --certs (the client certificate
 clients/<--client-name> must be an admin's: the bench sets the limit).
 
 The bench sets --limit on --key through Raft, waits until every node applied
-it, waits --warmup, then offers the load open loop: one generator per node
-sends each request at its intended time to a pool of --workers, whatever
-happened to earlier requests. Without --rate the load is --pattern at
+it, waits --warmup, then offers the load open loop: one generator wakes at
+each request's intended time (at most every --tick, sleeping precisely in
+between) and hands every request then due to its node's pool of --workers,
+or, with --workers 0 (the default with leases), makes the calls itself one
+after another, whatever happened to earlier requests. Without --rate the load is --pattern at
 --multiplier × the limit (uniform, skew90, burst, rotate, ramp: see
 'quotamesh sim --help'); with --rate it is the pattern at that many requests
 per second in total. Latencies run from each request's intended send time to
 its answer, so a stalled call or a late generator counts (no coordinated
-omission), and are kept in an HDR histogram.
+omission), and are kept in an HDR histogram; the generator's own lateness,
+part of every latency, and the CPU time used per 100k decisions (this
+process; with --local-cluster on Linux, the nodes too) are reported beside.
+--tcp-baseline (with --strict) then offers the same load to plain pipelined
+TCP request/response servers on loopback, one process per node, and reports
+it beside: what a round trip costs on this machine without QUIC or a node.
 
 Decisions are made in the SDK from leases (the default), or one round trip
 each with --strict. With --prime (the default) each SDK client makes one
@@ -230,15 +244,12 @@ Examples:
 
   quotamesh bench --local-cluster 3 --pattern skew90 --limit 1000/s --duration 60s
   quotamesh bench --local-cluster 3 --rate 100000 --duration 10s --json
-  quotamesh bench --local-cluster 3 --strict --rate 20000 --duration 10s
+  quotamesh bench --local-cluster 3 --strict --rate 25000 --duration 10s --tcp-baseline
   quotamesh bench --addrs 10.0.0.1:7946,10.0.0.2:7946 --certs certs --pattern burst`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Strict && !cmd.Flags().Changed("workers") {
 				o.Workers = strictWorkers
-			}
-			if o.Rate > 0 && !cmd.Flags().Changed("spin") {
-				o.Spin = rateSpin
 			}
 			r, err := o.validate()
 			if err != nil {
@@ -265,8 +276,9 @@ Examples:
 	f.Float64Var(&o.Rate, "rate", o.Rate, "constant offered rate, requests per second over all nodes (default 0: --multiplier × --limit)")
 	f.BoolVar(&o.Strict, "strict", o.Strict, "one round trip to the node per decision instead of leases (default false)")
 	f.BoolVar(&o.Prime, "prime", o.Prime, "make one call per SDK client just before the load (not counted), so that the first lease's round trip is not in the figures")
-	f.IntVar(&o.Workers, "workers", o.Workers, fmt.Sprintf("goroutines calling the SDK, per node: the most requests in flight per node (%d with --strict)", strictWorkers))
-	f.DurationVar(&o.Spin, "spin", o.Spin, fmt.Sprintf("the generator busy-waits (yielding) for arrivals due within this, instead of on a timer that may fire up to 1ms late (default 0 without --rate, %v with --rate)", rateSpin))
+	f.IntVar(&o.Workers, "workers", o.Workers, fmt.Sprintf("goroutines calling the SDK, per node: the most requests in flight per node; 0: the generator makes the calls itself, one after another (%d with --strict)", strictWorkers))
+	f.BoolVar(&o.TCPBaseline, "tcp-baseline", o.TCPBaseline, "with --strict: then offer the same load to plain pipelined TCP request/response servers on loopback (one process per node), and report it beside (default false)")
+	f.DurationVar(&o.Tick, "tick", o.Tick, "the least time the generator sleeps between two wakes (each wake hands over every arrival then due)")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "the SDK's lease TTL (the node's applies when shorter)")
 	f.DurationVar(&o.ReqTimeout, "request-timeout", o.ReqTimeout, "the SDK's bound on one round trip (a strict decision, a lease); a call past it is an error")
 	f.BoolVar(&o.FindMax, "find-max", o.FindMax, "step the rate up from --rate until P99 exceeds --p99-target (default false)")
@@ -341,8 +353,10 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 	rate := r.Rate
 	for step := 0; ; step++ {
 		spec := loadSpec{load: r.loadAt(rate).WithDefaults(), arrivals: r.arrivals, seed: r.Seed, key: r.Key,
-			limit: r.limit, workers: r.Workers, maxLag: maxLagDefault, spin: r.Spin}
+			limit: r.limit, workers: r.Workers, maxLag: maxLagDefault, tick: r.Tick, batch: !r.Strict}
+		cpu0 := readCPU(lc)
 		rep := runLoad(ctx, limiters, names, spec)
+		readCPU(lc).since(cpu0).report(&rep)
 		if err := ctx.Err(); err != nil {
 			return orDied(lc, fmt.Errorf("bench: load stopped after %s: %w", rep.Elapsed, context.Cause(ctx)))
 		}
@@ -353,9 +367,21 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 		if rep.Offered == 0 {
 			return fmt.Errorf("bench: no request was offered (rate %v, duration %v)", spec.load.Total(0), r.Duration)
 		}
+		if r.TCPBaseline {
+			base, err := tcpBaseline(ctx, len(limiters), spec, r, stderr)
+			if err != nil {
+				return orDied(lc, err)
+			}
+			base.Rate = rate
+			rep.TCPBaseline = &base
+		}
 		reports = append(reports, rep)
 		if !r.JSON {
 			printBench(stdout, r, rep)
+			if rep.TCPBaseline != nil {
+				fmt.Fprintf(stdout, "TCP baseline, same load and workers, in the same run:\n")
+				printBench(stdout, r, *rep.TCPBaseline)
+			}
 		}
 		if !r.FindMax || step+1 >= r.FindMaxSteps ||
 			rep.P99us > float64(r.P99Target.Microseconds()) || rep.Errors > 0 || rep.Unsent > 0 {
@@ -378,6 +404,46 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 		printFindMax(stdout, r, reports)
 	}
 	return nil
+}
+
+// cpuReading is the CPU time used so far by this process and by the nodes
+// of a local cluster; nodes is 0 when they could not all be read (no
+// local cluster, not Linux, a node gone).
+type cpuReading struct{ self, nodes time.Duration }
+
+func readCPU(lc *localCluster) cpuReading {
+	var c cpuReading
+	c.self, _ = selfCPU()
+	if lc == nil {
+		return c
+	}
+	for _, n := range lc.nodes {
+		t, err := procCPU(n.cmd.Process.Pid)
+		if err != nil {
+			return cpuReading{self: c.self}
+		}
+		c.nodes += t
+	}
+	return c
+}
+
+// since is the CPU time used from c0 to c.
+func (c cpuReading) since(c0 cpuReading) cpuReading {
+	d := cpuReading{self: c.self - c0.self}
+	if c.nodes > 0 && c0.nodes > 0 {
+		d.nodes = c.nodes - c0.nodes
+	}
+	return d
+}
+
+// report writes d, CPU used during a load, into rep per 100k decisions.
+func (d cpuReading) report(rep *benchReport) {
+	if rep.Answered == 0 {
+		return
+	}
+	per := float64(rep.Answered) / 100_000
+	rep.ClientCPUPer100k = d.self.Seconds() / per
+	rep.NodesCPUPer100k = d.nodes.Seconds() / per
 }
 
 // orDied returns the death of a node, which explains err better, or err.
@@ -530,20 +596,34 @@ func printBench(w io.Writer, r benchRun, rep benchReport) {
 	if rep.Rate > 0 {
 		load = fmt.Sprintf("%s load (%s arrivals) at %.0f/s against %s", r.pattern, r.arrivals, rep.Rate, r.limit)
 	}
-	fmt.Fprintf(w, "%d nodes, %s for %v; %s mode, %d workers per node\n\n", rep.Nodes, load, r.Duration, rep.Mode, r.Workers)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "node\toffered\tadmitted\t")
-	for _, n := range rep.PerNode {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", n.Node, n.Offered, n.Admitted)
+	nodes, workers := "nodes", fmt.Sprintf("%d workers per node", r.Workers)
+	if rep.Mode == "tcp" {
+		nodes = "TCP servers"
 	}
-	fmt.Fprintf(tw, "cluster\t%d\t%d\t\n", rep.Offered, rep.Admitted)
-	tw.Flush()
-	fmt.Fprintf(w, "\nideal (a perfect limiter, same window, same requests): %d\n", rep.Ideal)
-	fmt.Fprintf(w, "error against the ideal:  %.3f %%\n", 100*rep.Error)
-	fmt.Fprintf(w, "largest window / limit:   %.3f\n", rep.MaxWindowRatio)
+	if r.Workers == 0 {
+		workers = "calls made by the generator"
+	}
+	fmt.Fprintf(w, "%d %s, %s for %v; %s mode, %s\n\n", rep.Nodes, nodes, load, r.Duration, rep.Mode, workers)
+	if rep.Mode != "tcp" {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "node\toffered\tadmitted\t")
+		for _, n := range rep.PerNode {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t\n", n.Node, n.Offered, n.Admitted)
+		}
+		fmt.Fprintf(tw, "cluster\t%d\t%d\t\n", rep.Offered, rep.Admitted)
+		tw.Flush()
+		fmt.Fprintf(w, "\nideal (a perfect limiter, same window, same requests): %d\n", rep.Ideal)
+		fmt.Fprintf(w, "error against the ideal:  %.3f %%\n", 100*rep.Error)
+		fmt.Fprintf(w, "largest window / limit:   %.3f\n", rep.MaxWindowRatio)
+	}
 	fmt.Fprintf(w, "answered %.0f/s; latency from intended send: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs (call alone: p50 %.0f µs, p99 %.0f µs)\n",
 		rep.AchievedRPS, rep.P50us, rep.P99us, rep.P999us, rep.MaxUs, rep.ServiceP50us, rep.ServiceP99us)
-	fmt.Fprintf(w, "errors %d, unsent %d, elapsed %s\n\n", rep.Errors, rep.Unsent, rep.Elapsed)
+	fmt.Fprintf(w, "generator lateness (part of the latency): p50 %.0f µs, p99 %.0f µs, max %.0f µs\n", rep.GenP50us, rep.GenP99us, rep.GenMaxUs)
+	fmt.Fprintf(w, "CPU per 100k decisions: %.3f s in this process (SDK and generator)", rep.ClientCPUPer100k)
+	if rep.NodesCPUPer100k > 0 {
+		fmt.Fprintf(w, ", %.3f s in the %s", rep.NodesCPUPer100k, nodes)
+	}
+	fmt.Fprintf(w, "\nerrors %d, unsent %d, elapsed %s\n\n", rep.Errors, rep.Unsent, rep.Elapsed)
 }
 
 func printFindMax(w io.Writer, r benchRun, reps []benchReport) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -49,6 +48,20 @@ type benchReport struct {
 	// time requests waited for the generator or a free worker.
 	ServiceP50us float64 `json:"service_p50_us"`
 	ServiceP99us float64 `json:"service_p99_us"`
+	// GenP50us, GenP99us and GenMaxUs are the generator's own lateness:
+	// from each request's intended time to when the generator handed it to
+	// a worker. It is part of every latency above.
+	GenP50us float64 `json:"gen_p50_us"`
+	GenP99us float64 `json:"gen_p99_us"`
+	GenMaxUs float64 `json:"gen_max_us"`
+	// CPU time used during the load, in seconds per 100,000 decisions
+	// answered: by this process (the SDK clients and the generator) and,
+	// with --local-cluster on Linux, by the node processes (0 otherwise:
+	// not measured).
+	ClientCPUPer100k float64 `json:"client_cpu_s_per_100k"`
+	NodesCPUPer100k  float64 `json:"nodes_cpu_s_per_100k,omitempty"`
+	// Answered counts decisions (admitted or denied).
+	Answered int64 `json:"answered"`
 	// Errors counts calls that returned an error (no decision).
 	Errors int64 `json:"errors"`
 	// FirstError is the first error a call returned, if any.
@@ -56,6 +69,10 @@ type benchReport struct {
 	// Unsent counts arrivals the generator dropped because it fell more
 	// than maxLag behind the schedule; they are not in Offered.
 	Unsent int64 `json:"unsent"`
+	// TCPBaseline is the same load against plain pipelined TCP
+	// request/response on loopback, measured in the same run
+	// (--tcp-baseline).
+	TCPBaseline *benchReport `json:"tcp_baseline,omitempty"`
 	// Elapsed is the wall time of the load, to the last answer.
 	Elapsed string `json:"elapsed"`
 }
@@ -69,7 +86,12 @@ type loadSpec struct {
 	limit    limits.Rate
 	workers  int // per node
 	maxLag   time.Duration
-	spin     time.Duration
+	tick     time.Duration
+	// batch hands a node's arrivals of one tick to one worker, which
+	// makes the calls one after the other (lease decisions, which rarely
+	// wait); otherwise each arrival goes to its own worker (strict
+	// decisions, which wait a round trip each).
+	batch bool
 }
 
 // maxLagDefault is how far behind its schedule the generator may fall
@@ -97,146 +119,242 @@ type nodeLoad struct {
 	firstErr error
 	answered int64
 	last     time.Duration // latest answer
+	// Written by the generator only.
 	offered  int64
 	unsent   int64
-	intended []time.Duration // dispatched arrivals, in order (the generator's)
+	intended []time.Duration // dispatched arrivals, in order
 }
 
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, histMaxUs, 3) }
 
 // runLoad offers spec's load to the nodes behind limiters (one SDK client
-// per node, in the pattern's node order), open loop: one generator per node
-// sends each arrival at its intended time to a bounded pool of workers,
+// per node, in the pattern's node order), open loop: one generator sends
+// each arrival at its intended time to its node's bounded pool of workers,
 // whatever happened to earlier requests, and every latency is measured
 // from the intended time. It returns when every arrival was answered, or
 // when ctx ends (with what was measured so far).
 func runLoad(ctx context.Context, limiters []quotamesh.Limiter, names []string, spec loadSpec) benchReport {
 	nodes := make([]*nodeLoad, len(limiters))
-	for i := range limiters {
-		nodes[i] = &nodeLoad{name: names[i], latency: newHist(), service: newHist()}
-	}
+	chans := make([]chan []time.Duration, len(limiters))
+	arrs := make([]*pattern.Arrivals, len(limiters))
+	inline := make([]*worker, len(limiters)) // with no workers: the generator calls
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, lim := range limiters {
-		// The channel holds one batch of late arrivals per worker, so a
-		// generator catching up does not stop at every hand-off; when it
-		// is full, the generator waits and the wait shows in latencies.
-		ch := make(chan time.Duration, spec.workers)
-		nl := nodes[i]
+		// Room for every arrival up front: the generator should not
+		// make the garbage collector run in a process it measures.
+		nodes[i] = &nodeLoad{name: names[i], latency: newHist(), service: newHist(),
+			intended: make([]time.Duration, 0, expectedArrivals(spec.load, i))}
+		// One waiting hand-off per worker, so a generator catching up
+		// does not stop at every one; when the channel is full, the
+		// generator waits and the wait shows in latencies.
+		chans[i] = make(chan []time.Duration, spec.workers)
 		for range spec.workers {
-			wg.Go(func() { work(ctx, lim, spec.key, start, ch, nl) })
+			wg.Go(func() { newWorker(ctx, lim, spec.key, start, nodes[i]).work(chans[i]) })
 		}
-		arr := pattern.NewArrivals(spec.load, i, spec.arrivals, spec.seed+uint64(i))
-		wg.Go(func() {
-			defer close(ch)
-			generate(ctx, arr, start, spec.maxLag, spec.spin, ch, nl)
-		})
+		if spec.workers == 0 {
+			inline[i] = newWorker(ctx, lim, spec.key, start, nodes[i])
+		}
+		arrs[i] = pattern.NewArrivals(spec.load, i, spec.arrivals, spec.seed+uint64(i))
 	}
+	lateness := newHist()
+	wg.Go(func() {
+		defer func() {
+			for _, ch := range chans {
+				close(ch)
+			}
+		}()
+		generate(ctx, arrs, start, spec, chans, nodes, inline, lateness)
+		for _, w := range inline {
+			if w != nil {
+				w.flush()
+			}
+		}
+	})
 	wg.Wait()
-	return summarize(nodes, spec)
+	r := summarize(nodes, spec)
+	r.GenP50us = float64(lateness.ValueAtQuantile(50))
+	r.GenP99us = float64(lateness.ValueAtQuantile(99))
+	r.GenMaxUs = float64(lateness.Max())
+	return r
 }
 
-// generate sends each arrival to ch at its intended time (its offset from
-// start), until the arrivals end, ctx ends, or it is more than maxLag late.
-// It waits for an arrival due within spin by yielding in a loop, and for
-// later ones on a timer: a Go timer of less than a millisecond may fire up
-// to a millisecond late (the runtime polls with millisecond timeouts), which
-// would show in every latency at high rates.
-func generate(ctx context.Context, arr *pattern.Arrivals, start time.Time, maxLag, spin time.Duration, ch chan<- time.Duration, nl *nodeLoad) {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		at, ok := arr.Next()
-		if !ok {
-			return
-		}
-		now := time.Since(start)
-		if wait := at - now; wait > 0 && wait <= spin {
-			for time.Since(start) < at {
-				if ctx.Err() != nil {
-					return
-				}
-				runtime.Gosched()
-			}
-		} else if wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return
-			}
-		} else if -wait > maxLag {
-			for ok {
-				nl.unsent++
-				_, ok = arr.Next()
-			}
-			return
+// generate is the run's one generator. It wakes at the earliest arrival
+// due, or a tick after its last wake if that is later, takes every arrival
+// now due from each node's stream, and hands them to that node's workers
+// (see loadSpec.batch). It sleeps on a pacer, not a Go timer: the runtime
+// fires timers up to a millisecond late, which every latency would show at
+// high rates, and spinning instead would take a core the nodes need. How
+// late each arrival was handed over (from its intended time) goes into
+// lateness: the generator's own share of the latencies. It returns when
+// the streams end, ctx ends, or a node's stream is more than maxLag late
+// (the rest of that stream is counted unsent).
+func generate(ctx context.Context, arrs []*pattern.Arrivals, start time.Time, spec loadSpec,
+	chans []chan []time.Duration, nodes []*nodeLoad, inline []*worker, lateness *hdrhistogram.Histogram) {
+	p := newPacer()
+	defer p.close()
+	next := make([]time.Duration, len(arrs)) // each stream's first arrival not handed over
+	live := make([]bool, len(arrs))
+	bufs := make([][]time.Duration, len(arrs))
+	for i, a := range arrs {
+		next[i], live[i] = a.Next()
+	}
+	send := func(i int, batch []time.Duration) bool {
+		if inline[i] != nil {
+			nodes[i].offered += int64(len(batch))
+			nodes[i].intended = append(nodes[i].intended, batch...)
+			inline[i].call(batch)
+			return ctx.Err() == nil
 		}
 		select {
-		case ch <- at:
-			nl.offered++
-			nl.intended = append(nl.intended, at)
+		case chans[i] <- batch:
+			nodes[i].offered += int64(len(batch))
+			nodes[i].intended = append(nodes[i].intended, batch...)
+			return true
 		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		now := time.Since(start)
+		for i, a := range arrs {
+			if !live[i] || next[i] > now {
+				continue
+			}
+			if now-next[i] > spec.maxLag {
+				for live[i] {
+					nodes[i].unsent++
+					_, live[i] = a.Next()
+				}
+				continue
+			}
+			var batch []time.Duration
+			if inline[i] != nil {
+				batch = bufs[i][:0] // the call is over before the next wake
+			}
+			for live[i] && next[i] <= now {
+				_ = lateness.RecordValue(max(1, min((now-next[i]).Microseconds(), histMaxUs)))
+				if !spec.batch {
+					if !send(i, []time.Duration{next[i]}) {
+						return
+					}
+				} else {
+					batch = append(batch, next[i])
+				}
+				next[i], live[i] = a.Next()
+			}
+			if len(batch) > 0 && !send(i, batch) {
+				return
+			}
+			if inline[i] != nil {
+				bufs[i] = batch
+			}
+		}
+		earliest, any := time.Duration(math.MaxInt64), false
+		for i := range arrs {
+			if live[i] {
+				earliest, any = min(earliest, next[i]), true
+			}
+		}
+		if !any || ctx.Err() != nil {
 			return
+		}
+		if wait := earliest - time.Since(start); wait > 0 {
+			p.sleep(max(wait, spec.tick))
 		}
 	}
 }
 
-// work answers arrivals from ch until it is closed.
-func work(ctx context.Context, lim quotamesh.Limiter, key string, start time.Time, ch <-chan time.Duration, nl *nodeLoad) {
-	var (
-		lat, svc       = make([]int64, 0, recordBatch), make([]int64, 0, recordBatch)
-		due            = make([]int, 0, recordBatch) // the second each request was due in
-		admits         []time.Duration
-		errs, answered int64
-		firstErr       error
-		last           time.Duration
-	)
-	flush := func() {
-		nl.mu.Lock()
-		for i := range lat {
-			_ = nl.latency.RecordValue(min(lat[i], histMaxUs))
-			for len(nl.perSec) <= due[i] {
-				nl.perSec = append(nl.perSec, hdrhistogram.New(1, histMaxUs, 2))
-			}
-			_ = nl.perSec[due[i]].RecordValue(min(lat[i], histMaxUs))
-			_ = nl.service.RecordValue(min(svc[i], histMaxUs))
-		}
-		nl.admits = append(nl.admits, admits...)
-		nl.errors += errs
-		if nl.firstErr == nil {
-			nl.firstErr = firstErr
-		}
-		nl.answered += answered
-		nl.last = max(nl.last, last)
-		nl.mu.Unlock()
-		lat, svc, due, admits, errs, answered = lat[:0], svc[:0], due[:0], admits[:0], 0, 0
+// expectedArrivals is about how many arrivals node i has in load (at most
+// 10^7: a hint for a slice's capacity).
+func expectedArrivals(load pattern.Load, i int) int {
+	const step = 100 * time.Millisecond
+	n := 0.0
+	for t := time.Duration(0); t < load.Duration; t += step {
+		n += load.Rate(i, t) * step.Seconds()
 	}
-	for at := range ch {
-		picked := time.Since(start)
-		d, err := lim.Allow(ctx, key)
-		done := time.Since(start)
+	return int(min(n*1.05+64, 1e7))
+}
+
+// worker makes calls for one node and keeps their results until flush
+// moves them into the node's (under its lock).
+type worker struct {
+	ctx      context.Context
+	lim      quotamesh.Limiter
+	key      string
+	start    time.Time
+	nl       *nodeLoad
+	lat, svc []int64
+	due      []int // the second each request was due in
+	admits   []time.Duration
+	errs     int64
+	answered int64
+	firstErr error
+	last     time.Duration
+}
+
+func newWorker(ctx context.Context, lim quotamesh.Limiter, key string, start time.Time, nl *nodeLoad) *worker {
+	return &worker{ctx: ctx, lim: lim, key: key, start: start, nl: nl,
+		lat: make([]int64, 0, recordBatch), svc: make([]int64, 0, recordBatch), due: make([]int, 0, recordBatch)}
+}
+
+// work answers batches from ch until it is closed.
+func (w *worker) work(ch <-chan []time.Duration) {
+	for batch := range ch {
+		w.call(batch)
+	}
+	w.flush()
+}
+
+// call makes one call per arrival of batch, one after the other.
+func (w *worker) call(batch []time.Duration) {
+	picked := time.Since(w.start)
+	for _, at := range batch {
+		d, err := w.lim.Allow(w.ctx, w.key)
+		done := time.Since(w.start)
 		switch {
 		case err != nil:
-			errs++
-			if firstErr == nil {
-				firstErr = err
+			w.errs++
+			if w.firstErr == nil {
+				w.firstErr = err
 			}
 		case d.Allowed:
-			admits = append(admits, done)
-			answered++
+			w.admits = append(w.admits, done)
+			w.answered++
 		default:
-			answered++
+			w.answered++
 		}
-		last = max(last, done)
-		lat = append(lat, max(1, (done-at).Microseconds()))
-		svc = append(svc, max(1, (done-picked).Microseconds()))
-		due = append(due, int(at/time.Second))
-		if len(lat) == recordBatch {
-			flush()
+		w.last = max(w.last, done)
+		w.lat = append(w.lat, max(1, (done-at).Microseconds()))
+		w.svc = append(w.svc, max(1, (done-picked).Microseconds()))
+		w.due = append(w.due, int(at/time.Second))
+		if len(w.lat) == recordBatch {
+			w.flush()
 		}
+		picked = done
 	}
-	flush()
+}
+
+func (w *worker) flush() {
+	nl := w.nl
+	nl.mu.Lock()
+	for i := range w.lat {
+		_ = nl.latency.RecordValue(min(w.lat[i], histMaxUs))
+		for len(nl.perSec) <= w.due[i] {
+			nl.perSec = append(nl.perSec, hdrhistogram.New(1, histMaxUs, 2))
+		}
+		_ = nl.perSec[w.due[i]].RecordValue(min(w.lat[i], histMaxUs))
+		_ = nl.service.RecordValue(min(w.svc[i], histMaxUs))
+	}
+	nl.admits = append(nl.admits, w.admits...)
+	nl.errors += w.errs
+	if nl.firstErr == nil {
+		nl.firstErr = w.firstErr
+	}
+	nl.answered += w.answered
+	nl.last = max(nl.last, w.last)
+	nl.mu.Unlock()
+	w.lat, w.svc, w.due, w.admits, w.errs, w.answered = w.lat[:0], w.svc[:0], w.due[:0], w.admits[:0], 0, 0
 }
 
 // summarize merges the nodes' results into a report.
@@ -279,6 +397,7 @@ func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
 		}
 	}
 	r.Fill(admits, spec.limit.Count, spec.limit.Window)
+	r.Answered = answered
 	if last > 0 {
 		r.AchievedRPS = float64(answered) / last.Seconds()
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,7 +62,8 @@ func TestBenchLocalCluster(t *testing.T) {
 		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
 	}
 	for _, f := range []string{"pattern", "nodes", "limit", "duration", "offered", "admitted", "ideal", "error",
-		"max_window_ratio", "per_node", "per_second", "achieved_rps", "p50_us", "p99_us", "p999_us", "max_us", "errors"} {
+		"max_window_ratio", "per_node", "per_second", "achieved_rps", "p50_us", "p99_us", "p999_us", "max_us", "errors",
+		"gen_p50_us", "gen_p99_us", "client_cpu_s_per_100k", "answered"} {
 		if _, ok := raw[f]; !ok {
 			t.Errorf("field %q missing from the JSON output:\n%s", f, out)
 		}
@@ -108,7 +110,57 @@ func TestBenchLocalCluster(t *testing.T) {
 	if rep.AchievedRPS <= 0 || rep.P50us <= 0 || rep.P99us < rep.P50us || rep.P999us < rep.P99us || rep.MaxUs < rep.P999us {
 		t.Errorf("latencies p50 %v p99 %v p99.9 %v max %v, achieved %v/s: want positive and ordered", rep.P50us, rep.P99us, rep.P999us, rep.MaxUs, rep.AchievedRPS)
 	}
+	if rep.Answered != rep.Offered || rep.GenP50us <= 0 || rep.GenP99us < rep.GenP50us {
+		t.Errorf("answered %d of %d; generator lateness p50 %v p99 %v: want every request answered and positive, ordered lateness",
+			rep.Answered, rep.Offered, rep.GenP50us, rep.GenP99us)
+	}
+	if runtime.GOOS == "linux" && (rep.ClientCPUPer100k <= 0 || rep.NodesCPUPer100k <= 0) {
+		t.Errorf("CPU per 100k decisions: client %v s, nodes %v s; want both measured on Linux", rep.ClientCPUPer100k, rep.NodesCPUPer100k)
+	}
 	// Everything the bench made is gone.
+	if left, _ := filepath.Glob(filepath.Join(tmp, "quotamesh-bench-*")); len(left) != 0 {
+		t.Errorf("bench left %v behind", left)
+	}
+}
+
+// Strict mode with the TCP baseline: both loads run, every request of the
+// baseline is answered, and its servers are gone afterwards.
+func TestBenchStrictTCPBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node process")
+	}
+	defer goleak.VerifyNone(t)
+	t.Setenv(benchChildEnv, "1")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	code, out, errOut := runCLI(t, ctx, "bench", "--local-cluster", "1", "--strict", "--rate", "2000", "--duration", "2s",
+		"--warmup", "0s", "--tcp-baseline", "--json", "--request-timeout", "10s")
+	if code != 0 {
+		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	if rep.Mode != "strict" || rep.Errors != 0 || rep.Answered != rep.Offered {
+		t.Errorf("strict run: mode %q, errors %d (%s), answered %d of %d", rep.Mode, rep.Errors, rep.FirstError, rep.Answered, rep.Offered)
+	}
+	b := rep.TCPBaseline
+	if b == nil {
+		t.Fatalf("no tcp_baseline in the output:\n%s", out)
+	}
+	if b.Mode != "tcp" || b.Offered != rep.Offered || b.Answered != b.Offered || b.Errors != 0 || b.Rate != 2000 {
+		t.Errorf("baseline: mode %q, offered %d (strict run: %d), answered %d, errors %d (%s), rate %v",
+			b.Mode, b.Offered, rep.Offered, b.Answered, b.Errors, b.FirstError, b.Rate)
+	}
+	if b.Admitted != 0 || b.Error != 0 || b.PerSecond != nil {
+		t.Errorf("baseline reports accuracy (admitted %d, error %v): its answers mean nothing", b.Admitted, b.Error)
+	}
+	if b.P50us <= 0 || b.P99us < b.P50us {
+		t.Errorf("baseline latencies p50 %v p99 %v: want positive and ordered", b.P50us, b.P99us)
+	}
 	if left, _ := filepath.Glob(filepath.Join(tmp, "quotamesh-bench-*")); len(left) != 0 {
 		t.Errorf("bench left %v behind", left)
 	}
@@ -160,7 +212,11 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--local-cluster", "3", "--warmup", "-1s"}, "--warmup -1s"},
 		{[]string{"--local-cluster", "3", "--multiplier", "0"}, "--multiplier 0"},
 		{[]string{"--local-cluster", "3", "--rate", "-5"}, "--rate -5"},
-		{[]string{"--local-cluster", "3", "--workers", "0"}, "--workers 0"},
+		{[]string{"--local-cluster", "3", "--workers", "-1"}, "--workers -1"},
+		{[]string{"--local-cluster", "3", "--tick", "0s"}, "--tick 0s"},
+		{[]string{"--local-cluster", "3", "--tick", "1s"}, "--tick 1s"},
+		{[]string{"--local-cluster", "3", "--tcp-baseline"}, "--tcp-baseline: only with --strict"},
+		{[]string{"--local-cluster", "3", "--strict", "--rate", "1000", "--find-max", "--tcp-baseline"}, "--tcp-baseline: not with --find-max"},
 		{[]string{"--local-cluster", "3", "--lease-ttl", "0s"}, "--lease-ttl 0s"},
 		{[]string{"--local-cluster", "3", "--request-timeout", "0s"}, "--request-timeout 0s"},
 		{[]string{"--local-cluster", "3", "--find-max"}, "--find-max needs --rate"},
