@@ -237,9 +237,41 @@ func (bc *boundChecker) perFault(end time.Duration) []Verdict {
 		if len(overD)+len(overA) > 0 {
 			v.Detail += "; over: " + strings.Join(append(overD, overA...), "; ")
 		}
-		out = append(out, v)
+		out = append(out, v, bc.faultMinute(f))
 	}
 	return out
+}
+
+// faultMinute checks the 1-minute windows that overlap fault f (or the
+// healGrace after it) against f's bound over a minute: the issue's form of
+// the promise, "admitted counts per 1-minute window stay within the bound
+// for that fault". Every such window is also one of bound-1min's, whose
+// R3 bound is tighter; this verdict says it per fault, and shows how much
+// the 1 s excesses of bound-fault weigh over a minute.
+func (bc *boundChecker) faultMinute(f faultWindow) Verdict {
+	perMinute := bc.p.Limit * float64(time.Minute/bc.p.Window)
+	v := Verdict{Checker: "bound-fault-1min", Fault: f.Name,
+		Promise: fmt.Sprintf("admitted in any 1-minute window overlapping the fault ≤ %.2f × limit × 60", bc.p.factor(f.Bound))}
+	n, maxV, at := 0, -1.0, time.Duration(0)
+	for b := bc.from; b+bc.minuteK <= bc.to; b++ {
+		start, end := bc.h.bucketStart(b), bc.h.bucketStart(b+bc.minuteK)
+		if end <= f.Start || start >= f.End+healGrace {
+			continue
+		}
+		n++
+		if s := bc.sum(b, bc.minuteK); s > maxV {
+			maxV, at = s, start
+		}
+	}
+	if n == 0 {
+		v.Detail = "no whole 1-minute window of load overlaps the fault"
+		return v
+	}
+	bound := perMinute * bc.p.factor(f.Bound)
+	v.Pass = maxV <= bound
+	v.Detail = fmt.Sprintf("largest of %d windows: %.0f at %v = %.3f × limit × 60 (bound %.0f)",
+		n, maxV, at.Round(time.Millisecond), maxV/perMinute, bound)
+	return v
 }
 
 // --- linearizability of the limit table -------------------------------

@@ -162,3 +162,42 @@ func TestSelfTestPorcupine(t *testing.T) {
 		t.Errorf("a lost acknowledged change passed: %v", v)
 	}
 }
+
+// TestSelfTestBoundCheckers proves the per-fault bound checkers can fail,
+// on a made-up history at 300/s: a one-second excess during fault a breaks
+// its 1 s bound but not its 1-minute one; a lasting excess from fault b on
+// breaks both.
+func TestSelfTestBoundCheckers(t *testing.T) {
+	h := newHistory([]string{"n1"})
+	const buckets = 1600 // 160 s
+	for b := range buckets {
+		n := int64(30) // the limit, 300 per 1 s
+		switch {
+		case b >= 250 && b < 260:
+			n = 45 // one second at 1.5×L, inside fault a
+		case b >= 950:
+			n = 40 // 1.33×L from 95 s to the end, over fault b
+		}
+		h.counts[0][b].admitted.Store(n)
+		h.counts[0][b].exact.Store(n)
+	}
+	h.last.Store(buckets - 1)
+	faults := []faultWindow{
+		{Name: "a", Bound: boundNormal, Start: 20 * time.Second, End: 30 * time.Second},
+		{Name: "b", Bound: boundNormal, Start: 100 * time.Second, End: 110 * time.Second},
+	}
+	bc := newBoundChecker(h, boundParams{Limit: 300, Window: time.Second}, faults, 0, buckets)
+	got := map[string]bool{}
+	for _, v := range bc.perFault(160 * time.Second) {
+		got[v.Fault+" "+v.Checker] = v.Pass
+		t.Log(v)
+	}
+	for k, want := range map[string]bool{
+		"a bound-fault": false, "a bound-fault-1min": true,
+		"b bound-fault": false, "b bound-fault-1min": false,
+	} {
+		if pass, ok := got[k]; !ok || pass != want {
+			t.Errorf("%s: pass %v (reported: %v), want %v", k, pass, ok, want)
+		}
+	}
+}

@@ -141,3 +141,49 @@ func TestFloodOnANewKey(t *testing.T) {
 	}
 	t.Logf("admitted %d in the first second at 40x the limit of 300/s", admitted)
 }
+
+// A known key whose demand steps on every node at once (design.md §7): the
+// key has been in use at a trickle, so every node has its views, then all
+// three nodes are flooded in the same instant. Without damping each node
+// took most of the limit before the others' demand reached it.
+func TestDemandStepOnAKnownKey(t *testing.T) {
+	n := newNet(t, table(t, "k", "300/s"), Config{}, "a", "b", "c")
+	n.deliver(t0)
+	at := t0
+	for range 100 { // 2 s at a trickle on every node: views everywhere
+		n.demand(at, "k", map[string]int{"a": 1, "b": 1, "c": 1})
+		n.tick(at + 20*ms - 1)
+		at += 20 * ms
+	}
+	for range 100 { // 2 s idle: the trickle leaves the window
+		n.tick(at)
+		at += 20 * ms
+	}
+	admitted := 0
+	for range 50 { // 1 s of 4,000 requests per second per node
+		admitted += n.demand(at, "k", map[string]int{"a": 80, "b": 80, "c": 80})
+		n.tick(at + 20*ms - 1)
+		at += 20 * ms
+	}
+	if admitted > 300*105/100 {
+		t.Errorf("admitted %d in the first second of the step, limit 300/s", admitted)
+	}
+	if admitted < 300*90/100 {
+		t.Errorf("admitted %d in the first second of the step: damping starved it (limit 300/s)", admitted)
+	}
+	t.Logf("admitted %d in the first second at 40x the limit of 300/s", admitted)
+	// A demand that really is alone gets the whole limit after the step.
+	for range 100 {
+		n.tick(at)
+		at += 20 * ms
+	}
+	admitted = 0
+	for range 50 {
+		admitted += n.demand(at, "k", map[string]int{"a": 80})
+		n.tick(at + 20*ms - 1)
+		at += 20 * ms
+	}
+	if admitted < 300*95/100 || admitted > 300*105/100 {
+		t.Errorf("one node alone admitted %d in a second at 13x the limit of 300/s, want about 300", admitted)
+	}
+}

@@ -407,9 +407,12 @@ func bench(ctx context.Context, r benchRun, stdout, stderr io.Writer) (err error
 }
 
 // cpuReading is the CPU time used so far by this process and by the nodes
-// of a local cluster; nodes is 0 when they could not all be read (no
+// of a local cluster; nodesOK is false when they could not all be read (no
 // local cluster, not Linux, a node gone).
-type cpuReading struct{ self, nodes time.Duration }
+type cpuReading struct {
+	self, nodes time.Duration
+	nodesOK     bool
+}
 
 func readCPU(lc *localCluster) cpuReading {
 	var c cpuReading
@@ -424,13 +427,14 @@ func readCPU(lc *localCluster) cpuReading {
 		}
 		c.nodes += t
 	}
+	c.nodesOK = true
 	return c
 }
 
 // since is the CPU time used from c0 to c.
 func (c cpuReading) since(c0 cpuReading) cpuReading {
-	d := cpuReading{self: c.self - c0.self}
-	if c.nodes > 0 && c0.nodes > 0 {
+	d := cpuReading{self: c.self - c0.self, nodesOK: c.nodesOK && c0.nodesOK}
+	if d.nodesOK {
 		d.nodes = c.nodes - c0.nodes
 	}
 	return d
@@ -614,7 +618,7 @@ func printBench(w io.Writer, r benchRun, rep benchReport) {
 		tw.Flush()
 		fmt.Fprintf(w, "\nideal (a perfect limiter, same window, same requests): %d\n", rep.Ideal)
 		fmt.Fprintf(w, "error against the ideal:  %.3f %%\n", 100*rep.Error)
-		fmt.Fprintf(w, "largest window / limit:   %.3f\n", rep.MaxWindowRatio)
+		fmt.Fprintf(w, "largest window / limit:   %.3f (the ideal's: %.3f)\n", rep.MaxWindowRatio, rep.IdealMaxWindowRatio)
 	}
 	fmt.Fprintf(w, "answered %.0f/s; latency from intended send: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs (call alone: p50 %.0f µs, p99 %.0f µs)\n",
 		rep.AchievedRPS, rep.P50us, rep.P99us, rep.P999us, rep.MaxUs, rep.ServiceP50us, rep.ServiceP99us)

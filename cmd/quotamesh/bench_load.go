@@ -21,6 +21,11 @@ import (
 // of `quotamesh sim --json` plus what only real processes show.
 type benchReport struct {
 	accuracy.Report
+	// IdealMaxWindowRatio is max_window_ratio of the ideal's admissions:
+	// far above the limit a sliding window of slots admits a window's room
+	// as soon as a slot opens, so any real 1 s interval straddling a slot
+	// edge can hold up to twice the limit, in the ideal as in the cluster.
+	IdealMaxWindowRatio float64 `json:"ideal_max_window_ratio"`
 	// PerSecond is the cluster's admitted count in each whole second of the
 	// load, as the SDKs decided it.
 	PerSecond []int64 `json:"per_second"`
@@ -172,7 +177,7 @@ func runLoad(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 		}
 	})
 	wg.Wait()
-	r := summarize(nodes, spec)
+	r := summarize(nodes, spec, start)
 	r.GenP50us = float64(lateness.ValueAtQuantile(50))
 	r.GenP99us = float64(lateness.ValueAtQuantile(99))
 	r.GenMaxUs = float64(lateness.Max())
@@ -358,7 +363,7 @@ func (w *worker) flush() {
 }
 
 // summarize merges the nodes' results into a report.
-func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
+func summarize(nodes []*nodeLoad, spec loadSpec, start time.Time) benchReport {
 	r := benchReport{Report: accuracy.Report{
 		Pattern: string(spec.load.Pattern), Nodes: len(nodes), Limit: spec.limit.String(),
 		Duration: spec.load.Duration.String(),
@@ -388,7 +393,9 @@ func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
 		answered += n.answered
 		last = max(last, n.last)
 	}
-	r.Ideal = idealAdmits(intended, spec.limit)
+	var idealTimes []time.Duration
+	r.Ideal, idealTimes = idealAdmits(intended, spec.limit, start.UnixNano())
+	r.IdealMaxWindowRatio = float64(accuracy.MaxWindow(idealTimes, spec.limit.Window)) / float64(spec.limit.Count)
 	secs := int(math.Ceil(spec.load.Duration.Seconds()))
 	r.PerSecond = make([]int64, secs)
 	for _, t := range admits {
@@ -416,19 +423,25 @@ func summarize(nodes []*nodeLoad, spec loadSpec) benchReport {
 
 // idealAdmits is what one perfect limiter with the same sliding window
 // would admit seeing every offered request at its intended time, in order
-// (what `quotamesh sim` computes as its ideal).
-func idealAdmits(intended []time.Duration, rate limits.Rate) int64 {
+// (what `quotamesh sim` computes as its ideal). base is the wall time of
+// the load's start (Unix ns): the ideal's slots then have the nodes' slot
+// edges, which follow the wall clock. With slots of its own, the ideal
+// would differ from any correct cluster by up to a whole limit per run:
+// far above the limit a window's room is spent in the first slot that
+// opens, so the run holds one more or one fewer burst depending on where
+// the slot edges fall in it.
+// It returns the count and the times of the ideal's admissions.
+func idealAdmits(intended []time.Duration, rate limits.Rate, base int64) (int64, []time.Duration) {
 	slices.Sort(intended)
-	const base = int64(1_767_225_600) * int64(time.Second) // 2026-01-01, on a slot edge
 	w, err := window.New(rate, base)
 	if err != nil {
 		panic(fmt.Sprintf("bench: a validated rate %v was refused: %v", rate, err))
 	}
-	var n int64
+	var times []time.Duration
 	for _, t := range intended {
 		if w.AllowN(base+int64(t), 1) {
-			n++
+			times = append(times, t)
 		}
 	}
-	return n
+	return int64(len(times)), times
 }
