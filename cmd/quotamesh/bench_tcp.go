@@ -354,6 +354,6 @@ func tcpBaseline(ctx context.Context, n int, spec loadSpec, r benchRun, stderr i
 	}
 	// Every answer is "allowed": the accuracy fields would mean nothing.
 	rep.Report = accuracy.Report{Pattern: rep.Pattern, Nodes: rep.Nodes, Duration: rep.Duration, Offered: rep.Offered}
-	rep.PerSecond, rep.Mode = nil, "tcp"
+	rep.PerSecond, rep.IdealMaxWindowRatio, rep.Mode = nil, 0, "tcp"
 	return rep, nil
 }
