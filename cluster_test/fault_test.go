@@ -25,17 +25,21 @@ func seed() uint64 { return uint64(time.Now().UnixNano()) }
 // product is fixed, and every other verdict of the same run is asserted.
 // Remove an entry once the product holds the bound.
 var knownProductFailures = map[string]string{
-	// Measured 2026-11-23 after the engine's relay and rejoin fixes (long
-	// form, netns, 3 and 5 nodes; docs/faults.md). Every other nemesis held
-	// its bound in those runs and is asserted.
-	"bridge":          "bridge cuts: 1.15×L in the first second on 3 nodes (before relays start), 1.09×L 4–9 s in on 5",
-	"majorities-ring": "the first two seconds of the ring cut (1.12×L on 5 nodes)",
-	"pause":           "a node resumed after SIGSTOP (1.25×L on 5 nodes; 1.00–1.43×L on 3 nodes across runs)",
-	"isolate-one":     "1.03–1.07×L while one node is cut off (bound 1.06×L): held in three runs, broken by one request in CI's",
-	"loss-10pct":      "10 % loss on 5 nodes (1.08×L; 1.01×L on 3 nodes)",
-	"delay":           "50 ms delay on 5 nodes (1.07×L; 1.04×L on 3 nodes)",
-	"leader-kill":     "the restarted leader rejoining on 5 nodes (1.07×L; 1.05×L on 3 nodes)",
-	"rolling-restart": "each node rejoining after kill -9 in quick succession (1.23×L on 3 nodes, 1.17×L on 5)",
+	// Measured 2026-11-23 (long form, netns, 3 and 5 nodes, three runs;
+	// docs/faults.md). The largest 1 s window during a fault varies from
+	// run to run: these broke 1.06×L in at least one run. Their 1-minute
+	// verdicts (bound-fault-1min) and every other verdict held in every run
+	// and are asserted, as is the 1 s bound of the clock faults.
+	"partition-halves": "1.16×L on 3 nodes in one run of three (1.02–1.06×L in the others)",
+	"isolate-one":      "1.00–1.16×L while one node is cut off, 3 and 5 nodes",
+	"bridge":           "1.09–1.40×L in the first seconds of the cut, before the bridge node relays",
+	"majorities-ring":  "the first two seconds of the ring cut (1.12–1.29×L on 5 nodes)",
+	"kill-9":           "1.15×L once on 3 nodes and once on 5 (1.00–1.06×L in the other runs)",
+	"pause":            "a node resumed after SIGSTOP: 1.00–1.66×L on 3 nodes, 1.05–1.25×L on 5",
+	"loss-10pct":       "10 % loss: 1.01–1.34×L across runs",
+	"delay":            "50 ms delay: 1.03–1.07×L",
+	"leader-kill":      "the restarted leader rejoining: 1.01–1.07×L",
+	"rolling-restart":  "each node rejoining after kill -9 in quick succession: 1.01–1.23×L",
 }
 
 // baseName strips the round suffix (#2) from a fault name.
