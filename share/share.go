@@ -153,6 +153,7 @@ func Compute(self string, in Input, st *State) Output {
 		others      int64
 		reserved    int64
 		frozenAway  float64 // Σ φ_u over unreachable, unreclaimed members
+		away        int64   // what origins out of reach hold
 		demandTotal = float64(in.Demand) + prior
 	)
 	for _, o := range in.Origins {
@@ -175,6 +176,7 @@ func Compute(self string, in Input, st *State) Output {
 			hold := max(o.Admitted, o.Quota, int64(math.Ceil(phi*float64(in.Limit))))
 			reserved += hold - o.Admitted
 			others += hold
+			away += hold
 			frozenAway += phi
 		}
 	}
@@ -200,6 +202,17 @@ func Compute(self string, in Input, st *State) Output {
 	out.Quota = in.Admitted
 	if out.Headroom > 0 {
 		out.Quota += roundStochastic(out.Share*float64(out.Headroom), in.Uniform)
+	}
+	// The headroom is shared by demand, but a full window has none: each
+	// node would then refill only what its own slots free, and whatever
+	// split the nodes happened to reach would last (SDK leases, granted in
+	// lumps, drifted to 63 / 25 / 12 % on uniform demand and left 18 % of
+	// the limit unused, held by quotas the lumps had left). A node above
+	// its demand's part of what the reachable members share takes nothing
+	// new until it is back under it, so the room its slots free goes to
+	// the others (design.md §7, "How the limit is divided among nodes").
+	if target := int64(math.Ceil(1.25 * out.Share * float64(max(in.Limit-away, 0)))); out.Quota > target {
+		out.Quota = target
 	}
 	return out
 }

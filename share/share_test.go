@@ -224,3 +224,30 @@ func BenchmarkCompute(b *testing.B) {
 		Compute("self", in, st)
 	}
 }
+
+// TestDriftIsUndone: with the window full there is no headroom, so each
+// node would only refill what its own slots free and keep whatever split it
+// drifted to. A node far above its demand's part takes nothing new until it
+// is back near it (1.25× its part), so its freed room goes to the others;
+// nodes near their part are left alone.
+func TestDriftIsUndone(t *testing.T) {
+	in := func(admitted int64, others ...Origin) Input {
+		return Input{Limit: 1000, Admitted: admitted, Demand: 600, Members: 3, Origins: others, Uniform: 0.5}
+	}
+	peer := func(name string, admitted int64) Origin {
+		return Origin{Node: name, Admitted: admitted, Demand: 600, Quota: admitted, Member: true, Reachable: true, Fresh: true}
+	}
+	// Equal demand, 630 / 250 / 120 admitted of a full window.
+	var st State
+	if out := Compute("a", in(630, peer("b", 250), peer("c", 120)), &st); out.Quota != 417 {
+		t.Errorf("drifted node: quota %d, want 417 (⌈1.25 × 1000 / 3⌉): %+v", out.Quota, out)
+	}
+	// The starved nodes are not capped: they refill what frees up.
+	if out := Compute("c", in(120, peer("a", 630), peer("b", 250)), &st); out.Quota != 120 {
+		t.Errorf("starved node: quota %d, want its own 120 (no headroom yet)", out.Quota)
+	}
+	// Near its part a node keeps what it has and its share of the headroom.
+	if out := Compute("a", in(350, peer("b", 320), peer("c", 300)), &st); out.Quota != 360 {
+		t.Errorf("balanced node: quota %d, want 350 + 30/3 = 360", out.Quota)
+	}
+}
