@@ -206,7 +206,7 @@ func Compute(self string, in Input, st *State) Output {
 	// The headroom is shared by demand, but a full window has none: each
 	// node would then refill only what its own slots free, and whatever
 	// split the nodes happened to reach would last (SDK leases, granted in
-	// lumps, drifted to 63 / 25 / 12 % on uniform demand and left 18 % of
+	// lumps, drifted to 63 / 12 / 6 % on uniform demand and left 18 % of
 	// the limit unused, held by quotas the lumps had left). A node above
 	// its demand's part of what the reachable members share takes nothing
 	// new until it is back under it, so the room its slots free goes to
