@@ -127,12 +127,7 @@ func TestFloodOnANewKey(t *testing.T) {
 		n.tick(at)
 		at += 20 * ms
 	}
-	admitted := 0
-	for range 50 { // 1 s of 4,000 requests per second per node
-		admitted += n.demand(at, "k", map[string]int{"a": 80, "b": 80, "c": 80})
-		n.tick(at + 20*ms - 1)
-		at += 20 * ms
-	}
+	admitted, at := floodOneSecond(n, at)
 	if admitted > 300*102/100 {
 		t.Errorf("admitted %d in the key's first second, limit 300/s", admitted)
 	}
@@ -159,12 +154,7 @@ func TestDemandStepOnAKnownKey(t *testing.T) {
 		n.tick(at)
 		at += 20 * ms
 	}
-	admitted := 0
-	for range 50 { // 1 s of 4,000 requests per second per node
-		admitted += n.demand(at, "k", map[string]int{"a": 80, "b": 80, "c": 80})
-		n.tick(at + 20*ms - 1)
-		at += 20 * ms
-	}
+	admitted, at := floodOneSecond(n, at)
 	if admitted > 300*105/100 {
 		t.Errorf("admitted %d in the first second of the step, limit 300/s", admitted)
 	}
@@ -186,4 +176,17 @@ func TestDemandStepOnAKnownKey(t *testing.T) {
 	if admitted < 300*95/100 || admitted > 300*105/100 {
 		t.Errorf("one node alone admitted %d in a second at 13x the limit of 300/s, want about 300", admitted)
 	}
+}
+
+// floodOneSecond offers key k 4,000 requests per second on each of a, b
+// and c for one second from at, ticking every 20 ms, and returns how many
+// were admitted and the time after.
+func floodOneSecond(n *net, at int64) (int, int64) {
+	admitted := 0
+	for range 50 {
+		admitted += n.demand(at, "k", map[string]int{"a": 80, "b": 80, "c": 80})
+		n.tick(at + 20*ms - 1)
+		at += 20 * ms
+	}
+	return admitted, at
 }

@@ -53,21 +53,18 @@ const stopTimeout = 10 * time.Second
 // (kept) or, if it is empty, to the temporary directory. On error everything
 // started is stopped and removed.
 func startLocalCluster(n int, serveFlags []string, logDir string, stderr io.Writer) (lc *localCluster, err error) {
-	dir, err := os.MkdirTemp("", "quotamesh-bench-")
+	lc, exe, err := newLocalCluster("quotamesh-bench-", "nodes")
 	if err != nil {
-		return nil, fmt.Errorf("bench: temporary directory: %w", err)
+		return nil, err
 	}
-	lc = &localCluster{dir: dir, certs: filepath.Join(dir, "certs")}
+	dir := lc.dir
+	lc.certs = filepath.Join(dir, "certs")
 	defer func() {
 		if err != nil {
 			lc.stop(stderr)
 			lc = nil
 		}
 	}()
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("bench: find this program to start nodes: %w", err)
-	}
 	if logDir == "" {
 		logDir = dir
 	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
@@ -105,6 +102,22 @@ func startLocalCluster(n int, serveFlags []string, logDir string, stderr io.Writ
 		}
 	}
 	return lc, nil
+}
+
+// newLocalCluster makes the temporary directory of a set of child
+// processes of this program (what, for errors) and finds the program.
+func newLocalCluster(prefix, what string) (*localCluster, string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, "", fmt.Errorf("bench: temporary directory: %w", err)
+	}
+	lc := &localCluster{dir: dir}
+	exe, err := os.Executable()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", fmt.Errorf("bench: find this program to start %s: %w", what, err)
+	}
+	return lc, exe, nil
 }
 
 // freePort returns ip:port with a port the system just handed out for

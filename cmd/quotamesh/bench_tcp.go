@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -123,21 +122,17 @@ func echoConn(c net.Conn) {
 // startEchoServers starts n bench-echo processes on 127.0.0.10 and up, as
 // a localCluster (stop stops them and removes their logs).
 func startEchoServers(n int, stderr io.Writer) (lc *localCluster, err error) {
-	dir, err := os.MkdirTemp("", "quotamesh-bench-tcp-")
+	lc, exe, err := newLocalCluster("quotamesh-bench-tcp-", "the TCP baseline")
 	if err != nil {
-		return nil, fmt.Errorf("bench: temporary directory: %w", err)
+		return nil, err
 	}
-	lc = &localCluster{dir: dir}
+	dir := lc.dir
 	defer func() {
 		if err != nil {
 			lc.stop(stderr)
 			lc = nil
 		}
 	}()
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("bench: find this program to start the TCP baseline: %w", err)
-	}
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", firstNodeIP+i)
 		addr, err := freePort("tcp", ip)
