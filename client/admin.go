@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // Admin operations run one per stream: the SDK opens a stream on its

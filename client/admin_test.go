@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 func TestAdminLimits(t *testing.T) {

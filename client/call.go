@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
-	"github.com/quotamesh/quotamesh/wire"
+	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
 // call is one request to the node: a strict decision or a lease request.

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
-	"github.com/quotamesh/quotamesh/clock"
+	"github.com/quotamesh/quotamesh/internal/clock"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/wire"
 	"github.com/rs/zerolog"
 )
 

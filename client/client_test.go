@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 func TestStrictDecisions(t *testing.T) {

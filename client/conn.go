@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/transport"
-	"github.com/quotamesh/quotamesh/wire"
 	"github.com/rs/zerolog"
 )
 

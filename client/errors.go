@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // Sentinel errors of this package. Decisions fail with the sentinels of the

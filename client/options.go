@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/quotamesh/quotamesh/clock"
+	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/rs/zerolog"
 )
 

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotamesh/quotamesh/certs"
-	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/engine"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
 	"github.com/quotamesh/quotamesh/window"
-	"github.com/quotamesh/quotamesh/wire"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )

@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotamesh/quotamesh/certs"
 	"github.com/quotamesh/quotamesh/client"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/limits"
 )
 

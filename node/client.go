@@ -11,13 +11,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quotamesh/quotamesh/certs"
-	"github.com/quotamesh/quotamesh/consensus"
-	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/consensus"
+	"github.com/quotamesh/quotamesh/internal/engine"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
 	"github.com/quotamesh/quotamesh/window"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // The client protocol (ALPN quotamesh-client/1, design.md §10 and §11).

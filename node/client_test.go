@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // rawClient is a client speaking the wire protocol by hand on one stream.

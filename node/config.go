@@ -13,10 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/quotamesh/quotamesh/certs"
-	"github.com/quotamesh/quotamesh/consensus"
-	"github.com/quotamesh/quotamesh/engine"
-	"github.com/quotamesh/quotamesh/share"
+	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/consensus"
+	"github.com/quotamesh/quotamesh/internal/engine"
+	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/window"
 )
 

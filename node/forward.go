@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/quotamesh/quotamesh/consensus"
+	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/transport"
 )
 

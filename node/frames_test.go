@@ -10,11 +10,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/quotamesh/quotamesh/consensus"
 	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/transport"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // rawPeer is a bare transport that plays a peer: it sends whatever frames

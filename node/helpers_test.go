@@ -19,7 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
 )
 

@@ -3,7 +3,7 @@ package node
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/quotamesh/quotamesh/wire"
+	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
 // Metric names (design.md §11). Label values are bounded: peer labels only

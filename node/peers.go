@@ -8,10 +8,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/quotamesh/quotamesh/consensus"
-	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/internal/consensus"
+	"github.com/quotamesh/quotamesh/internal/engine"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/transport"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // handler is what the transport delivers to: peer events go to the engine,

@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quotamesh/quotamesh/engine"
+	"github.com/quotamesh/quotamesh/internal/engine"
 	"github.com/quotamesh/quotamesh/limits"
 )
 

@@ -4,7 +4,7 @@
 # the package's testdata/fuzz/<Target>/ so that plain `go test` replays them.
 #
 #   scripts/fuzz.sh              # every target, 10 minutes each
-#   FUZZTIME=30s scripts/fuzz.sh ./crdt/ ./wire/
+#   FUZZTIME=30s scripts/fuzz.sh ./crdt/ ./internal/wire/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10m}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/rs/zerolog"
 )
 

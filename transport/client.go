@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
 // ClientConn is a client connection (ALPN quotamesh-client/1): on a node,

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/rs/zerolog"
 )
 

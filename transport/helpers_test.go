@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"

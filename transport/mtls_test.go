@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
 // rawDial connects to addr with plain quic-go, presenting cert (if any) and

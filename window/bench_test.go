@@ -11,7 +11,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/time/rate"
 
-	"github.com/quotamesh/quotamesh/clock"
+	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/quotamesh/quotamesh/limits"
 )
 

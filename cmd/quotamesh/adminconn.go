@@ -17,8 +17,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/quotamesh/quotamesh"
-	"github.com/quotamesh/quotamesh/certs"
 	"github.com/quotamesh/quotamesh/client"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/node"
 )

@@ -18,10 +18,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quotamesh/quotamesh"
-	"github.com/quotamesh/quotamesh/certs"
 	"github.com/quotamesh/quotamesh/client"
+	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/pattern"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/pattern"
 )
 
 func init() { extraCommands = append(extraCommands, newBenchCmd) }

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
 // localCluster is a set of `quotamesh serve` processes started by the bench

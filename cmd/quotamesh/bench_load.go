@@ -12,8 +12,8 @@ import (
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/accuracy"
+	"github.com/quotamesh/quotamesh/internal/pattern"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/pattern"
 	"github.com/quotamesh/quotamesh/window"
 )
 

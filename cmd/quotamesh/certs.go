@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/quotamesh/quotamesh/certs"
+	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
 func newCertsCmd() *cobra.Command {

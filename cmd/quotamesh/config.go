@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/node"
-	"github.com/quotamesh/quotamesh/share"
 	"github.com/quotamesh/quotamesh/window"
 )
 

@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quotamesh/quotamesh/internal/accuracy"
+	"github.com/quotamesh/quotamesh/internal/pattern"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/node"
-	"github.com/quotamesh/quotamesh/pattern"
 )
 
 func init() { extraCommands = append(extraCommands, newDemoCmd) }

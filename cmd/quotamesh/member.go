@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/quotamesh/quotamesh/certs"
 	"github.com/quotamesh/quotamesh/client"
+	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
 func init() { extraCommands = append(extraCommands, newJoinCmd, newLeaveCmd) }

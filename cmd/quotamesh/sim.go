@@ -9,10 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/quotamesh/quotamesh/internal/pattern"
+	"github.com/quotamesh/quotamesh/internal/share"
+	"github.com/quotamesh/quotamesh/internal/sim"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/pattern"
-	"github.com/quotamesh/quotamesh/share"
-	"github.com/quotamesh/quotamesh/sim"
 )
 
 func newSimCmd() *cobra.Command {

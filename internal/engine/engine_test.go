@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/share"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/share"
 	"github.com/quotamesh/quotamesh/window"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 const (

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/crdt"
-	"github.com/quotamesh/quotamesh/share"
+	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/window"
 )
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotamesh/quotamesh/pattern"
+	"github.com/quotamesh/quotamesh/internal/pattern"
 )
 
 // TestBridgePartitions: a partition that is not transitive (a bridge node

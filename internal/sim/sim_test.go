@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quotamesh/quotamesh/internal/pattern"
+	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/pattern"
-	"github.com/quotamesh/quotamesh/share"
 )
 
 // The bounds below are those docs/design.md §7 states for a 1000/s limit

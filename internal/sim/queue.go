@@ -3,7 +3,7 @@ package sim
 import (
 	"time"
 
-	"github.com/quotamesh/quotamesh/wire"
+	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
 type eventKind uint8

@@ -6,8 +6,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // BenchmarkEngineMemoryPerKey reports the heap a node holds per active key

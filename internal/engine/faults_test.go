@@ -3,7 +3,7 @@ package engine
 import (
 	"testing"
 
-	"github.com/quotamesh/quotamesh/wire"
+	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
 // demand offers each engine perTick requests of key, spread over the tick

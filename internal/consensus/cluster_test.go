@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
-	"github.com/quotamesh/quotamesh/consensus/consensustest"
+	"github.com/quotamesh/quotamesh/internal/consensus/consensustest"
 	"github.com/quotamesh/quotamesh/limits"
 )
 

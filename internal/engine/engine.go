@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/share"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/share"
 	"github.com/quotamesh/quotamesh/window"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // Engine is one node's admission core. Create it with New.

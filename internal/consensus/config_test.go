@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotamesh/quotamesh/consensus/consensustest"
+	"github.com/quotamesh/quotamesh/internal/consensus/consensustest"
 )
 
 func validConfig(t *testing.T) Config {

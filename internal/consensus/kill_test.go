@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/quotamesh/quotamesh/consensus/consensustest"
+	"github.com/quotamesh/quotamesh/internal/consensus/consensustest"
 )
 
 // killChildEnv, when set, makes TestKill9DuringWrites run as the child: a

@@ -21,13 +21,13 @@ import (
 	"slices"
 	"time"
 
-	"github.com/quotamesh/quotamesh/engine"
 	"github.com/quotamesh/quotamesh/internal/accuracy"
+	"github.com/quotamesh/quotamesh/internal/engine"
+	"github.com/quotamesh/quotamesh/internal/pattern"
+	"github.com/quotamesh/quotamesh/internal/share"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/pattern"
-	"github.com/quotamesh/quotamesh/share"
 	"github.com/quotamesh/quotamesh/window"
-	"github.com/quotamesh/quotamesh/wire"
 )
 
 // ErrInvalid reports a Config field out of range.
