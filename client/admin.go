@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/transport"
 )
 
 // Admin operations run one per stream: the SDK opens a stream on its
@@ -151,7 +151,7 @@ func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminR
 		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("write: %w", err))
 	}
 	_ = s.CloseWrite()
-	body, err := transport.NewFrameReader(s, wire.MaxFrame).Next()
+	body, err := wire.ReadFrame(bufio.NewReader(s), wire.MaxFrame)
 	if err != nil {
 		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("read: %w", err))
 	}

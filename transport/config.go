@@ -29,6 +29,12 @@ const (
 	DefaultMaxIncomingStreams = 256
 )
 
+// DefaultMaxFrameSize is the default largest frame body, 1 MiB.
+const DefaultMaxFrameSize = 1 << 20
+
+// MaxFrameSizeLimit is the largest MaxFrameSize a Config may set, 64 MiB.
+const MaxFrameSizeLimit = 64 << 20
+
 // Config configures a Transport. Zero fields take the documented defaults;
 // New copies the Config, so changing it afterwards has no effect. What may
 // change at run time goes through methods: SetPeers (membership to dial) and

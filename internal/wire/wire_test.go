@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/quotamesh/quotamesh/crdt"
@@ -540,7 +542,9 @@ func TestReadFrame(t *testing.T) {
 		{"above max", []byte{5, 1, 2, 3, 4, 5}, 4, nil, ErrTooLarge, "frame of 5 bytes; at most 4"},
 		{"above MaxFrame", []byte{0x81, 0x80, 0x40}, 0, nil, ErrTooLarge, "frame of 1048577 bytes"},
 		{"prefix of four bytes", []byte{0x80, 0x80, 0x80, 0x01}, 0, nil, ErrTooLarge, "longer than 3 bytes"},
-		{"max above MaxFrame means MaxFrame", []byte{0x81, 0x80, 0x40}, 1 << 30, nil, ErrTooLarge, "at most 1048576"},
+		{"prefix longer than the cap's", []byte{0x80, 0x01}, 100, nil, ErrTooLarge, "longer than 1 bytes"},
+		{"max above MaxFrame", append([]byte{0x81, 0x80, 0x40}, make([]byte, MaxFrame+1)...), 2 * MaxFrame, make([]byte, MaxFrame+1), nil, ""},
+		{"max above FrameLimit means FrameLimit", []byte{0x81, 0x80, 0x80, 0x20}, 1 << 30, nil, ErrTooLarge, "at most 67108864"},
 	}
 	for i, tt := range tests {
 		got, err := ReadFrame(bytes.NewReader(tt.in), tt.max)
@@ -554,17 +558,27 @@ func TestReadFrame(t *testing.T) {
 			t.Errorf("step %d (%s): ReadFrame error %v; want %v mentioning %q", i, tt.name, err, tt.err, tt.mentions)
 		}
 	}
+	// A stream that fails passes its own error on, not a format error.
+	errReset := errors.New("stream reset")
+	for _, in := range []io.Reader{iotest.ErrReader(errReset), io.MultiReader(bytes.NewReader([]byte{5, 'a'}), iotest.ErrReader(errReset))} {
+		if _, err := ReadFrame(bufio.NewReader(in), 0); !errors.Is(err, errReset) || isSentinel(err) {
+			t.Errorf("ReadFrame of a failing stream = %v; want %v and no sentinel", err, errReset)
+		}
+	}
 	// A frame claiming 1 MiB on a stream that stalls holds at most a chunk.
 	if got := allocated(func() { ReadFrame(bytes.NewReader([]byte{0x80, 0x80, 0x40, 1}), 0) }); got > 100<<10 {
 		t.Errorf("a truncated 1 MiB frame allocated %d bytes", got)
 	}
-	if _, err := AppendFrame(nil, nil); !errors.Is(err, ErrMalformed) {
-		t.Errorf("AppendFrame(empty) = %v, want ErrMalformed", err)
+	if got, err := AppendFrame([]byte("x"), nil, 0); !errors.Is(err, ErrMalformed) || string(got) != "x" {
+		t.Errorf("AppendFrame(empty) = %q, %v; want \"x\", ErrMalformed", got, err)
 	}
-	if _, err := AppendFrame(nil, make([]byte, MaxFrame+1)); !errors.Is(err, ErrTooLarge) {
+	if _, err := AppendFrame(nil, make([]byte, MaxFrame+1), 0); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("AppendFrame(MaxFrame+1) = %v, want ErrTooLarge", err)
 	}
-	f, err := AppendFrame([]byte("x"), make([]byte, MaxFrame))
+	if _, err := AppendFrame(nil, make([]byte, 11), 10); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("AppendFrame(11 bytes, max 10) = %v, want ErrTooLarge", err)
+	}
+	f, err := AppendFrame([]byte("x"), make([]byte, MaxFrame), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
