@@ -293,7 +293,7 @@ func message(err error) string {
 // queues its reply; a refusal is queued at once.
 func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.Identity, out chan<- []byte, sem chan struct{}, wg *sync.WaitGroup) {
 	reply := func(r *wire.AdminReply) {
-		n.m.clientRequests.WithLabelValues(adminOpName(m.Op), codeName(r.Code)).Inc()
+		n.m.clientRequests.WithLabelValues(m.Op.String(), r.Code.String()).Inc()
 		frame, err := wire.Append(nil, r)
 		if err != nil {
 			n.adminLog.Error().Err(err).Msg("encoding an admin reply")
@@ -306,7 +306,7 @@ func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.
 	}
 	switch {
 	case !n.isAdmin(id):
-		n.adminLog.Warn().Str("client", id.String()).Str("op", adminOpName(m.Op)).Msg("admin operation refused: not an admin")
+		n.adminLog.Warn().Str("client", id.String()).Str("op", m.Op.String()).Msg("admin operation refused: not an admin")
 		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeForbidden, Message: fmt.Sprintf("%v: client %q is not an admin", ErrForbidden, id.String())})
 		return
 	case n.state.Load() == stateClosed:
@@ -330,16 +330,9 @@ func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.
 		if r.Code != wire.CodeOK {
 			l = l.Str("error", r.Message)
 		}
-		l.Str("client", id.String()).Str("op", adminOpName(m.Op)).Str("code", codeName(r.Code)).Msg("admin operation")
+		l.Str("client", id.String()).Str("op", m.Op.String()).Str("code", r.Code.String()).Msg("admin operation")
 		reply(r)
 	}()
-}
-
-func adminOpName(op wire.AdminOp) string {
-	if s, ok := adminOpNames[op]; ok {
-		return s
-	}
-	return "unknown"
 }
 
 // admin runs one admin operation.

@@ -42,6 +42,18 @@ const (
 	OpLease Op = 2
 )
 
+// String returns the op's name, "decide" or "lease": the op label of the
+// node's client request metrics.
+func (op Op) String() string {
+	switch op {
+	case OpDecide:
+		return "decide"
+	case OpLease:
+		return "lease"
+	}
+	return fmt.Sprintf("Op(%d)", uint8(op))
+}
+
 // Code is the outcome of a request: OK, or the identity of an error, so a
 // client rebuilds errors.Is-comparable errors without comparing strings.
 type Code uint8
@@ -62,6 +74,41 @@ const (
 	CodeInternal     Code = 11
 	maxCode               = CodeInternal
 )
+
+// NumCodes is the number of reply codes: they are 0 to NumCodes-1.
+const NumCodes = int(maxCode) + 1
+
+// String returns the code's name in snake case ("ok", "invalid_key", ...):
+// the code label of the node's client request metrics.
+func (c Code) String() string {
+	switch c {
+	case CodeOK:
+		return "ok"
+	case CodeInvalidKey:
+		return "invalid_key"
+	case CodeInvalidN:
+		return "invalid_n"
+	case CodeExceedsLimit:
+		return "exceeds_limit"
+	case CodeTooManyKeys:
+		return "too_many_keys"
+	case CodeBadRequest:
+		return "bad_request"
+	case CodeForbidden:
+		return "forbidden"
+	case CodeNoRule:
+		return "no_rule"
+	case CodeInvalidRate:
+		return "invalid_rate"
+	case CodeUnavailable:
+		return "unavailable"
+	case CodeShuttingDown:
+		return "shutting_down"
+	case CodeInternal:
+		return "internal"
+	}
+	return fmt.Sprintf("Code(%d)", uint8(c))
+}
 
 // ClientRequest is one request in a ClientBatch.
 type ClientRequest struct {
@@ -131,6 +178,29 @@ const (
 	AdminLeave       AdminOp = 7 // remove Node from the cluster
 	maxAdminOp               = AdminLeave
 )
+
+// String returns the operation's name in snake case ("limit_set",
+// "status", ...): the op label of the node's client request metrics, and
+// the name in logs and errors.
+func (op AdminOp) String() string {
+	switch op {
+	case AdminLimitSet:
+		return "limit_set"
+	case AdminLimitDelete:
+		return "limit_delete"
+	case AdminLimitGet:
+		return "limit_get"
+	case AdminLimitList:
+		return "limit_list"
+	case AdminStatus:
+		return "status"
+	case AdminJoin:
+		return "join"
+	case AdminLeave:
+		return "leave"
+	}
+	return fmt.Sprintf("AdminOp(%d)", uint8(op))
+}
 
 // AdminRequest asks a node for an operation on the cluster.
 type AdminRequest struct {

@@ -617,3 +617,33 @@ func TestRelayAndMissesDecode(t *testing.T) {
 		t.Errorf("Decode(misses with a space) = %v, want ErrMalformed", err)
 	}
 }
+
+// TestNames: every op and code has its own name, which labels metrics; an
+// unknown value says its number.
+func TestNames(t *testing.T) {
+	seen := map[string]bool{}
+	check := func(what string, name string, known bool) {
+		t.Helper()
+		if known && (name == "" || strings.ContainsAny(name, " ()") || seen[name]) {
+			t.Errorf("%s: name %q is empty, not snake case, or taken", what, name)
+		}
+		if !known && !strings.HasSuffix(name, ")") {
+			t.Errorf("%s: unknown value named %q; want its number", what, name)
+		}
+		seen[name] = true
+	}
+	for c := range Code(NumCodes + 1) {
+		check(fmt.Sprintf("Code(%d)", c), c.String(), c <= maxCode)
+	}
+	clear(seen)
+	for op := range AdminOp(maxAdminOp + 2) {
+		check(fmt.Sprintf("AdminOp(%d)", op), op.String(), op >= AdminLimitSet && op <= maxAdminOp)
+	}
+	clear(seen)
+	for op := range Op(4) {
+		check(fmt.Sprintf("Op(%d)", op), op.String(), op == OpDecide || op == OpLease)
+	}
+	if got := []string{OpDecide.String(), CodeNoRule.String(), AdminLimitSet.String()}; !slices.Equal(got, []string{"decide", "no_rule", "limit_set"}) {
+		t.Errorf("names = %q; want the metric labels decide, no_rule, limit_set", got)
+	}
+}
