@@ -212,7 +212,7 @@ func (t *Transport) handleInbound(qc *quic.Conn) {
 		if len(cs.PeerCertificates) > 0 {
 			id, _ = certs.IdentityOf(cs.PeerCertificates[0]) // verified by verifyClient
 		}
-		cc := newClientConn(qc, id)
+		cc := newClientConn(qc, identityOf(id))
 		if !t.spawn(func() { t.serveClient(cc) }) {
 			t.untrack(qc)
 			_ = qc.CloseWithError(codeShutdown, ErrClosed.Error())
