@@ -44,9 +44,9 @@ const Never = time.Duration(math.MaxInt64)
 // Quota() tokens admitted in the open slot and the K−1 closed slots before
 // it, where K is the rate's window in slots.
 //
-// A Window is pure: time is passed in as node time in nanoseconds (see
-// package clock), and a Window starts no goroutine and holds no timer. All
-// methods are safe for concurrent use. AllowN, Allow, Decide, TakeUpTo and
+// A Window is pure: time is passed in as node time in nanoseconds since the
+// Unix epoch, and a Window starts no goroutine and holds no timer. All
+// methods are safe for concurrent use. AllowN, Allow, Decide, Grant and
 // RecordOffered are lock-free: they never wait for another goroutine.
 // Refund and Reset may wait for a slot roll in progress (a few hundred
 // nanoseconds); readers (Counts, Slots, Demand, CurrentQPS) retry if a roll
@@ -190,16 +190,13 @@ func (w *Window) SetQuotaUntil(q, until int64) {
 	w.quotaUntil.Store(until)
 }
 
-// QuotaUntil returns the last epoch the quota is valid for.
-func (w *Window) QuotaUntil() int64 { return w.quotaUntil.Load() }
-
 // Total returns the tokens admitted in the window as of the open slot (see
 // OpenEpoch), including admissions still being recorded: the value the quota
 // caps. It is one atomic load; Counts gives the window as of a given time.
 func (w *Window) Total() int64 { return w.total.Load() }
 
 // OpenEpoch returns the epoch of the open slot: the newest epoch any write
-// (AllowN, TakeUpTo, RecordOffered, Refund) has brought the window to.
+// (AllowN, Grant, RecordOffered, Refund) has brought the window to.
 // Readers never move it to a time of their own (at most they finish a move
 // a concurrent write started), so it also tells when the window was last
 // used.
@@ -252,23 +249,24 @@ func (w *Window) Decide(now, n int64) (d Decision) {
 	return d
 }
 
-// TakeUpTo admits as many tokens as there is room for, up to n, and returns
-// how many: a partial grant, for leases. It counts n as offered whatever it
-// grants. n above the rate's count is treated as the count; n <= 0 takes
-// and counts nothing. Lock-free.
-func (w *Window) TakeUpTo(now, n int64) int64 {
+// takeUpTo admits as many tokens as there is room for, up to n, and returns
+// how many, counting n as offered whatever it grants: Grant for a caller
+// that reports no demand of its own. n above the rate's count is treated as
+// the count; n <= 0 takes and counts nothing. Lock-free.
+func (w *Window) takeUpTo(now, n int64) int64 {
 	if n <= 0 {
 		return 0
 	}
 	return w.admit(EpochOf(now), min(n, w.count.Load()), true)
 }
 
-// Grant admits as many tokens as there is room for, up to want, like
-// TakeUpTo, but counts offered (not want) as demand: for a lease whose
-// holder reports the calls it saw separately. The slot's offered count may
-// so stay below its admitted count until those reports arrive. want above the
-// rate's count is treated as the count; want <= 0 grants nothing but still
-// counts offered (if positive). Lock-free.
+// Grant admits as many tokens as there is room for, up to want, and returns
+// how many: a partial grant, for leases. It counts offered (not want) as
+// demand, for a lease whose holder reports the calls it saw separately; the
+// slot's offered count may so stay below its admitted count until those
+// reports arrive. want above the rate's count is treated as the count;
+// want <= 0 grants nothing but still counts offered (if positive).
+// Lock-free.
 func (w *Window) Grant(now, want, offered int64) int64 {
 	offered = max(offered, 0)
 	if want <= 0 {
@@ -356,9 +354,9 @@ func (w *Window) Reset() {
 	w.unlock()
 }
 
-// SizeBytes returns the memory the window holds: its header, its rings and,
+// sizeBytes returns the memory the window holds: its header, its rings and,
 // once hot, its per-P counters. Allocator rounding is not included.
-func (w *Window) SizeBytes() int {
+func (w *Window) sizeBytes() int {
 	n := int(unsafe.Sizeof(Window{})) + len(w.buf)*8
 	if s := w.shards.Load(); s != nil {
 		n += int(unsafe.Sizeof(shardSet{})) + len(s.s)*int(unsafe.Sizeof(shard{}))
