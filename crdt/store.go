@@ -17,9 +17,9 @@ import (
 // node's sync loop, which records its own slots, merges peers' deltas, builds
 // deltas for peers, reads views and runs GC. It does no I/O, starts no
 // goroutine and reads no clock: every method that depends on time takes the
-// node's local time (nanoseconds, see package clock). A local time earlier
-// than one already passed in is treated as that later time, so a clock that
-// steps back never moves a view backwards.
+// node's local time in nanoseconds. A local time earlier than one already
+// passed in is treated as that later time, so a clock that steps back never
+// moves a view backwards.
 type Store struct {
 	self     OriginID
 	cfg      Config
@@ -285,10 +285,10 @@ func (s *Store) RecordOwn(key string, slots []SlotCounts) error {
 }
 
 // RecordOwnQuota records the quota this node holds for key as of slot
-// epoch: the cap it put on its own window count, which peers count as held
-// by this node (share.Origin.Quota). Each call is a new announcement that
-// replaces the last one (peers keep the latest); it goes out with the next
-// deltas. Errors as for RecordOwn.
+// epoch: the cap it put on its own window count, which peers read as held
+// by this node (View.Quota). Each call is a new announcement that replaces
+// the last one (peers keep the latest); it goes out with the next deltas.
+// Errors as for RecordOwn.
 func (s *Store) RecordOwnQuota(key string, epoch int64, quota uint32) error {
 	ks := s.keyState(key, false)
 	if ks == nil {
@@ -697,11 +697,11 @@ func (s *Store) GC(nowLocal int64) GCStats {
 	return st
 }
 
-// KeyBytes returns the memory the store holds for key: the key, its state
+// keyBytes returns the memory the store holds for key: the key, its state
 // and every origin's ring of slots. It is bounded by the number of origins
 // holding the key times (horizon + MaxLeadSlots + 1) slots of 8 bytes, plus
 // a fixed overhead per origin.
-func (s *Store) KeyBytes(key string) int {
+func (s *Store) keyBytes(key string) int {
 	ks := s.keys[key]
 	if ks == nil {
 		return 0
@@ -731,6 +731,3 @@ func (s *Store) Bytes() int {
 	n += len(s.peers)*(int(unsafe.Sizeof(peerState{}))+64) + len(s.recv)*(int(unsafe.Sizeof(recvState{}))+64)
 	return n
 }
-
-// Keys returns how many keys the store holds slots for.
-func (s *Store) Keys() int { return len(s.keys) }
