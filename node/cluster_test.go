@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/faultctl"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -130,7 +131,7 @@ func TestClusterHoldsGlobalLimit(t *testing.T) {
 		t.Errorf("/debug/pprof/: %d %.200s", code, body)
 	}
 	if code, _ := httpGet(t, admin+"/debug/fault/clock"); code != 404 {
-		t.Errorf("/debug/fault/clock without FaultControl: %d; want 404", code)
+		t.Errorf("/debug/fault/clock without the fault layer: %d; want 404", code)
 	}
 	eventually(t, 3*time.Second, "decision metrics", func() string {
 		code, body := httpGet(t, admin+"/metrics")
@@ -264,11 +265,11 @@ func TestRestartKeepsCounts(t *testing.T) {
 // heals.
 func TestPartitionFences(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) {
-		cfg.FaultControl = true
 		cfg.DeadAfter = 300 * time.Millisecond
 		cfg.FenceAfter = 700 * time.Millisecond
 		cfg.ReclaimAfter = 1200 * time.Millisecond
 	})
+	c.hooks.Fault = faultctl.Attach
 	c.startAll()
 	c.waitReady(15 * time.Second)
 	ctx := ctxT(t, 40*time.Second)

@@ -156,20 +156,6 @@ type Config struct {
 	// PacketConn, if set, carries QUIC instead of a socket on Listen (tests
 	// wrap one with internal/faultnet). Its owner closes it after Shutdown.
 	PacketConn net.PacketConn
-
-	// FaultControl is for tests and the fault suite only: it enables
-	// /debug/fault/clock (the clock.Skewed offset) and /debug/fault/net
-	// (faultnet delay, jitter, loss and partitions on this node's socket)
-	// on the admin listener. A node that opens its own socket then wraps it
-	// with faultnet. It is logged loudly at start. Never enable it in
-	// production: anyone who reaches the admin listener can then skew the
-	// clock and break the network.
-	FaultControl bool
-	// UnsafeIgnoreShare makes this node admit up to the whole limit as if it
-	// were alone, ignoring what its peers hold: a deliberately broken node,
-	// for the fault suite to prove that its checkers catch over-admission.
-	// TEST ONLY; logged loudly at start.
-	UnsafeIgnoreShare bool
 }
 
 // DefaultConfig returns a Config with every default filled in. ID, DataDir
@@ -264,17 +250,16 @@ func (c Config) withDefaults() Config {
 // engineConfig is the engine's part of c (defaults filled in).
 func (c Config) engineConfig() engine.Config {
 	return engine.Config{
-		Node:              c.ID,
-		ClusterID:         c.ClusterID,
-		Registry:          window.Config{MaxKeys: c.MaxKeys, UnknownKeys: c.UnknownKeys, WhenFull: c.WhenFull},
-		Policy:            c.Policy,
-		SyncInterval:      c.SyncInterval,
-		DeadAfter:         c.DeadAfter,
-		FenceAfter:        c.FenceAfter,
-		ReclaimAfter:      c.ReclaimAfter,
-		LeaseTTL:          c.LeaseTTL,
-		MaxLeaseFraction:  c.MaxLeaseFraction,
-		UnsafeIgnoreShare: c.UnsafeIgnoreShare,
+		Node:             c.ID,
+		ClusterID:        c.ClusterID,
+		Registry:         window.Config{MaxKeys: c.MaxKeys, UnknownKeys: c.UnknownKeys, WhenFull: c.WhenFull},
+		Policy:           c.Policy,
+		SyncInterval:     c.SyncInterval,
+		DeadAfter:        c.DeadAfter,
+		FenceAfter:       c.FenceAfter,
+		ReclaimAfter:     c.ReclaimAfter,
+		LeaseTTL:         c.LeaseTTL,
+		MaxLeaseFraction: c.MaxLeaseFraction,
 	}
 }
 
@@ -441,7 +426,6 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("LeaseTTL", c.LeaseTTL == next.LeaseTTL)
 	cmp("MaxLeaseFraction", c.MaxLeaseFraction == next.MaxLeaseFraction)
 	cmp("MaxVoters", c.MaxVoters == next.MaxVoters)
-	cmp("FaultControl", c.FaultControl == next.FaultControl)
 	return diff
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/internal/nodehook"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -59,6 +60,7 @@ type cluster struct {
 	nodes map[string]*tnode
 	order []string
 	opts  []func(*Config)
+	hooks nodehook.Options // what every node is started with
 }
 
 // tnode is one node of a cluster, running or not.
@@ -145,7 +147,7 @@ func (c *cluster) start(tn *tnode, opts ...func(*Config)) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := Start(ctx, cfg)
+	n, err := Start(nodehook.With(ctx, c.hooks), cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", tn.id, err)
 	}

@@ -26,7 +26,7 @@ const (
 	metricLeaseTokens     = "quotamesh_lease_tokens_total"    // {kind=granted|returned}
 	metricTick            = "quotamesh_tick_seconds"          // histogram of one sync tick
 	metricClockCorrection = "quotamesh_clock_correction_seconds"
-	metricClockSkew       = "quotamesh_clock_skew_seconds"    // the test-only offset (FaultControl)
+	metricClockSkew       = "quotamesh_clock_skew_seconds"    // the offset only the fault layer sets
 	metricClientRequests  = "quotamesh_client_requests_total" // {op, code}
 	metricForwardRefused  = "quotamesh_forward_refused_total" // forwarded consensus requests refused
 )
@@ -149,7 +149,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: metricClockCorrection, Help: "What clock alignment adds to this node's clock to read node time.",
 		}),
 		clockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricClockSkew, Help: "The test-only clock offset set through /debug/fault/clock (0 unless FaultControl).",
+			Name: metricClockSkew, Help: "The clock offset the fault suite sets to play clock skew (0 unless the node runs with the fault layer).",
 		}),
 		clientRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricClientRequests, Help: "Client requests answered, by operation and reply code.",

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -21,7 +22,7 @@ import (
 	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/engine"
-	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/internal/nodehook"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
 )
@@ -75,8 +76,7 @@ type Node struct {
 	leaveOnShutdown                   atomic.Bool
 
 	tr       *transport.Transport
-	ownedPC  net.PacketConn // a socket the node opened itself (FaultControl), closed after the transport
-	fault    *faultnet.Conn // the socket FaultControl acts on, if any
+	fault    nodehook.Attached // the fault layer, when a test attached one
 	fwdLayer *transport.StreamLayer
 	store    *consensus.Store
 	m        *metrics
@@ -136,7 +136,9 @@ var _ quotamesh.Limiter = (*Node)(nil)
 // It does not wait for a leader or for peers (Ready says when the node is
 // ready), and a node that is not yet a member (cfg.Join) joins in the
 // background, so Start never blocks on the network: ctx is only checked
-// before anything is opened. The node runs until Shutdown or Close.
+// before anything is opened (and for the options that tests and the fault
+// suite pass through internal/nodehook). The node runs until Shutdown or
+// Close.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -145,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("quotamesh/node: start: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	hooks := nodehook.From(ctx)
 	level, _ := parseLevel(cfg.LogLevel)
 	n := &Node{
 		cfg:       cfg,
@@ -197,16 +200,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.skew = clock.NewSkewed(n.clk)
 
 	pc := cfg.PacketConn
-	if fc, ok := pc.(*faultnet.Conn); ok && cfg.FaultControl {
-		n.fault = fc
-	}
-	if pc == nil && cfg.FaultControl {
-		fc, err := faultnet.Listen(cfg.Listen, uint64(time.Now().UnixNano()))
-		if err != nil {
-			return nil, fmt.Errorf("quotamesh/node: listening on %s: %w", cfg.Listen, err)
+	if hooks.Fault != nil {
+		if n.fault, err = hooks.Fault(nodehook.Target{
+			PacketConn: pc, Listen: cfg.Listen, Clock: skewControl{n}, Log: n.adminLog, Seed: uint64(n.clk.Precise()),
+		}); err != nil {
+			return nil, fmt.Errorf("quotamesh/node: attaching the fault layer on %s: %w", cfg.Listen, err)
 		}
-		pc, n.ownedPC, n.fault = fc, fc, fc
-		undo = append(undo, func() { _ = fc.Close() })
+		if n.fault.PacketConn != nil {
+			pc = n.fault.PacketConn
+		}
+		undo = append(undo, n.closeFault)
 	}
 
 	// The engine first: the transport's handler and Raft's OnChange feed it.
@@ -216,7 +219,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			initial = append(initial, p.ID)
 		}
 	}
-	n.eng, err = engine.New(cfg.engineConfig(), nil, initial, n.skew.Now())
+	ec := cfg.engineConfig()
+	ec.UnsafeIgnoreShare = hooks.UnsafeIgnoreShare
+	n.eng, err = engine.New(ec, nil, initial, n.skew.Now())
 	if err != nil {
 		return nil, fmt.Errorf("quotamesh/node: %w", err)
 	}
@@ -300,11 +305,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.startAdmin()
 	}
 	n.acceptClients.Store(true)
-	if cfg.FaultControl {
-		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).
-			Msg("FAULT CONTROL IS ON: /debug/fault/clock and /debug/fault/net can skew this node's clock and break its network; for tests only")
+	if hooks.Fault != nil {
+		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).Strs("endpoints", slices.Sorted(maps.Keys(n.fault.Routes))).
+			Msg("FAULT CONTROL IS ON: the fault endpoints can skew this node's clock and break its network; for tests only")
 	}
-	if n.cfg.UnsafeIgnoreShare {
+	if hooks.UnsafeIgnoreShare {
 		n.log.Error().Msg("UNSAFE: this node ignores its share and admits up to the whole limit; the cluster will over-admit; for testing the fault suite's checkers only")
 	}
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.advertise).Str("admin", n.AdminAddr()).

@@ -94,9 +94,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 		cancel()
 	}
 	n.misc.closeAndWait()
-	if n.ownedPC != nil {
-		_ = n.ownedPC.Close()
-	}
+	n.closeFault()
 	n.m.unregister()
 	n.clk.Release()
 	err := errors.Join(errs...)

@@ -42,7 +42,7 @@ type Status struct {
 	// and this node's share.
 	TopKeys []KeyStatus `json:"top_keys"`
 	// ClockCorrection is what alignment adds to this node's clock;
-	// ClockSkew is the test-only offset (FaultControl).
+	// ClockSkew is the offset only the fault layer sets (0 otherwise).
 	ClockCorrection time.Duration `json:"clock_correction_ns"`
 	ClockSkew       time.Duration `json:"clock_skew_ns"`
 }
