@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/quotamesh/quotamesh/internal/faultctl"
 	"github.com/quotamesh/quotamesh/limits"
 )
@@ -332,5 +333,26 @@ func TestPartitionFences(t *testing.T) {
 	c.waitReady(15 * time.Second)
 	if got := drive([]*tnode{n3}, "p", time.Millisecond, 300*time.Millisecond)["n3"]; got == 0 {
 		t.Error("n3 admits nothing after the partition healed")
+	}
+}
+
+// TestWallClockInjected starts a node whose wall clock a test holds
+// (nodehook.Options.Wall): its uptime is what that clock says, to the
+// nanosecond, whatever the runtime's clock did meanwhile.
+func TestWallClockInjected(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC).UnixNano()
+	wall := clock.NewManual(t0)
+	c := newCluster(t, 1)
+	c.hooks.Wall = func() time.Time { return time.Unix(0, wall.Now()) }
+	c.startAll()
+	tn := c.nodes["n1"]
+	steps := []time.Duration{0, time.Millisecond, time.Hour}
+	var total time.Duration
+	for i, d := range steps {
+		wall.Advance(d)
+		total += d
+		if got := tn.Status(0).Uptime; got != total {
+			t.Errorf("step %d: Status().Uptime = %v, want %v", i, got, total)
+		}
 	}
 }

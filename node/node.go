@@ -67,8 +67,9 @@ type Node struct {
 
 	cfg       Config // as given, defaults filled in: what Reload compares against
 	advertise string
-	started   time.Time
+	started   time.Time // by wall
 	clk       *clock.Handle
+	wallClock func() time.Time // nil: clk read exactly (see wall)
 
 	log, syncLog, clientLog, adminLog zerolog.Logger
 	level                             *levelHook
@@ -151,7 +152,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	level, _ := parseLevel(cfg.LogLevel)
 	n := &Node{
 		cfg:       cfg,
-		started:   time.Now(),
 		level:     newLevelHook(level),
 		lastFrame: make(map[string]time.Time),
 		rejectLog: newLogLimiter(time.Second),
@@ -197,6 +197,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.clk = clock.Acquire()
 	undo = append(undo, n.clk.Release)
+	n.wallClock = hooks.Wall
+	n.started = n.wall()
 	n.skew = clock.NewSkewed(n.clk)
 
 	pc := cfg.PacketConn
@@ -380,10 +382,22 @@ func (n *Node) onTableChange(t *limits.Table, index uint64) {
 	n.m.raftApplied.Set(float64(index))
 }
 
-// now is node time: the shared coarse clock, the test-only skew and the
-// engine's clock alignment. Three atomic loads.
+// now is node time, what decisions are made at: the base clock, the
+// test-only skew and the engine's clock alignment. Three atomic loads.
 func (n *Node) now() int64 {
 	return n.clk.Now() + int64(n.skew.Offset()) + int64(n.eng.Correction())
+}
+
+// wall is the node's clock read exactly: what the shell times and stamps
+// with off the request path (log rate limits, sync lag, uptime, the
+// durations of ticks and of shutdown). It leaves out the skew and the
+// alignment, which move the time decisions are made at, not the time that
+// passes. Tests may replace it (nodehook.Options.Wall).
+func (n *Node) wall() time.Time {
+	if n.wallClock != nil {
+		return n.wallClock()
+	}
+	return time.Unix(0, n.clk.Precise())
 }
 
 // ID returns the node's ID.

@@ -44,7 +44,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) shutdown(ctx context.Context) error {
-	start := time.Now()
+	start := n.wall()
 	n.log.Info().Msg("shutting down")
 	n.state.Store(stateClosed)
 	n.m.ready.Set(0)
@@ -98,7 +98,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.m.unregister()
 	n.clk.Release()
 	err := errors.Join(errs...)
-	n.log.Info().Err(err).Dur("took", time.Since(start)).Msg("stopped")
+	n.log.Info().Err(err).Dur("took", n.wall().Sub(start)).Msg("stopped")
 	if err != nil {
 		return fmt.Errorf("quotamesh/node: shutdown: %w", err)
 	}

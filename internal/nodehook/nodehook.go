@@ -31,6 +31,12 @@ type Options struct {
 	// for the fault suite to prove that its checkers catch over-admission.
 	// The node logs it loudly.
 	UnsafeIgnoreShare bool
+	// Wall, if not nil, is what the node times and stamps with off the
+	// request path (uptime, sync lag, log rate limits, the durations of its
+	// ticks and of shutdown) instead of its coarse clock read exactly.
+	// Decisions keep the coarse clock, so that reading it stays one inlined
+	// atomic load; timers and tickers run on the runtime's clock.
+	Wall func() time.Time
 }
 
 // Fault attaches the fault layer to a node that is starting. An error
