@@ -199,45 +199,19 @@ func engineDefaults() engine.Config {
 // Config and the node's share nothing mutable.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.ClusterID == "" {
-		c.ClusterID = d.ClusterID
-	}
-	if c.Listen == "" {
-		c.Listen = d.Listen
-	}
-	if c.SyncInterval == 0 {
-		c.SyncInterval = d.SyncInterval
-	}
-	if c.DeadAfter == 0 {
-		c.DeadAfter = d.DeadAfter
-	}
-	if c.FenceAfter == 0 {
-		c.FenceAfter = d.FenceAfter
-	}
-	if c.ReclaimAfter == 0 {
-		c.ReclaimAfter = d.ReclaimAfter
-	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = d.MaxKeys
-	}
-	if c.UnknownKeys == window.PolicyDefault {
-		c.UnknownKeys = d.UnknownKeys
-	}
-	if c.WhenFull == window.PolicyDefault {
-		c.WhenFull = d.WhenFull
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = d.LeaseTTL
-	}
-	if c.MaxLeaseFraction == 0 {
-		c.MaxLeaseFraction = d.MaxLeaseFraction
-	}
-	if c.MaxVoters == 0 {
-		c.MaxVoters = d.MaxVoters
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = d.LogLevel
-	}
+	orDefault(&c.ClusterID, d.ClusterID)
+	orDefault(&c.Listen, d.Listen)
+	orDefault(&c.SyncInterval, d.SyncInterval)
+	orDefault(&c.DeadAfter, d.DeadAfter)
+	orDefault(&c.FenceAfter, d.FenceAfter)
+	orDefault(&c.ReclaimAfter, d.ReclaimAfter)
+	orDefault(&c.MaxKeys, d.MaxKeys)
+	orDefault(&c.UnknownKeys, d.UnknownKeys) // window.PolicyDefault is the zero Policy
+	orDefault(&c.WhenFull, d.WhenFull)
+	orDefault(&c.LeaseTTL, d.LeaseTTL)
+	orDefault(&c.MaxLeaseFraction, d.MaxLeaseFraction)
+	orDefault(&c.MaxVoters, d.MaxVoters)
+	orDefault(&c.LogLevel, d.LogLevel)
 	if len(c.TLS.AdminClients) == 0 {
 		c.TLS.AdminClients = d.TLS.AdminClients
 	}
@@ -245,6 +219,14 @@ func (c Config) withDefaults() Config {
 	c.Join = slices.Clone(c.Join)
 	c.TLS.AdminClients = slices.Clone(c.TLS.AdminClients)
 	return c
+}
+
+// orDefault sets *v to def if *v is its type's zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // engineConfig is the engine's part of c (defaults filled in).

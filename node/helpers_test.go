@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,34 +20,13 @@ import (
 	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
 	"github.com/quotamesh/quotamesh/internal/nodehook"
+	"github.com/quotamesh/quotamesh/internal/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testLog routes zerolog output to t.Log until the test's cleanups are done
-// (a goroutine that is just exiting may still log).
-type testLog struct {
-	t    testing.TB
-	done atomic.Bool
-}
-
-func (w *testLog) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// testLogger logs at warn, or at the level in QM_TEST_LOG.
-func testLogger(t testing.TB) zerolog.Logger {
-	w := &testLog{t: t}
-	t.Cleanup(func() { w.done.Store(true) })
-	level := zerolog.WarnLevel
-	if l, err := zerolog.ParseLevel(os.Getenv("QM_TEST_LOG")); err == nil && l != zerolog.NoLevel {
-		level = l
-	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: "15:04:05.000"}).Level(level).With().Timestamp().Logger()
-}
+// testLogger routes the logs to t.Log.
+func testLogger(t testing.TB) zerolog.Logger { return testlog.New(t) }
 
 // cluster is a set of nodes on 127.0.0.1, each on its own faultnet socket,
 // with certificates from one test CA.
