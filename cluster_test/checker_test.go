@@ -243,8 +243,8 @@ func (bc *boundChecker) perFault(end time.Duration) []Verdict {
 }
 
 // faultMinute checks the 1-minute windows that overlap fault f (or the
-// healGrace after it) against f's bound over a minute: the issue's form of
-// the promise, "admitted counts per 1-minute window stay within the bound
+// healGrace after it) against f's bound over a minute: the promise stated
+// per fault, "admitted counts per 1-minute window stay within the bound
 // for that fault". Every such window is also one of bound-1min's, whose
 // R3 bound is tighter; this verdict says it per fault, and shows how much
 // the 1 s excesses of bound-fault weigh over a minute.

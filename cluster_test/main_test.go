@@ -67,7 +67,7 @@ func prepare() (int, error) {
 	suite.bin = filepath.Join(dir, "quotamesh")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", suite.bin, "./cmd/quotamesh")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "fault", "-o", suite.bin, "./cmd/quotamesh") // the fault layer: --fault-control, --unsafe-ignore-share
 	cmd.Dir = repoRoot()
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

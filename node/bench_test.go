@@ -196,7 +196,7 @@ func BenchmarkNodeAllowParallel(b *testing.B) {
 // existing key with two callers in parallel (while n1 syncs with two
 // peers), each call timed with time.Now, into HdrHistograms. It reports
 // p50, p99, p99.9 and max in ns; the figures include about one time.Now
-// (tens of ns). For the 10^7 calls the issue asks for:
+// (tens of ns). For the 10^7 calls docs/benchmarks.md reports:
 //
 //	go test -run '^$' -bench NodeAllowLatency -benchtime 10000000x ./node/
 func BenchmarkNodeAllowLatency(b *testing.B) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/clock"
+	"github.com/quotamesh/quotamesh/internal/faultctl"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -130,7 +132,7 @@ func TestClusterHoldsGlobalLimit(t *testing.T) {
 		t.Errorf("/debug/pprof/: %d %.200s", code, body)
 	}
 	if code, _ := httpGet(t, admin+"/debug/fault/clock"); code != 404 {
-		t.Errorf("/debug/fault/clock without FaultControl: %d; want 404", code)
+		t.Errorf("/debug/fault/clock without the fault layer: %d; want 404", code)
 	}
 	eventually(t, 3*time.Second, "decision metrics", func() string {
 		code, body := httpGet(t, admin+"/metrics")
@@ -264,11 +266,11 @@ func TestRestartKeepsCounts(t *testing.T) {
 // heals.
 func TestPartitionFences(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) {
-		cfg.FaultControl = true
 		cfg.DeadAfter = 300 * time.Millisecond
 		cfg.FenceAfter = 700 * time.Millisecond
 		cfg.ReclaimAfter = 1200 * time.Millisecond
 	})
+	c.hooks.Fault = faultctl.Attach
 	c.startAll()
 	c.waitReady(15 * time.Second)
 	ctx := ctxT(t, 40*time.Second)
@@ -331,5 +333,26 @@ func TestPartitionFences(t *testing.T) {
 	c.waitReady(15 * time.Second)
 	if got := drive([]*tnode{n3}, "p", time.Millisecond, 300*time.Millisecond)["n3"]; got == 0 {
 		t.Error("n3 admits nothing after the partition healed")
+	}
+}
+
+// TestWallClockInjected starts a node whose wall clock a test holds
+// (nodehook.Options.Wall): its uptime is what that clock says, to the
+// nanosecond, whatever the runtime's clock did meanwhile.
+func TestWallClockInjected(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC).UnixNano()
+	wall := clock.NewManual(t0)
+	c := newCluster(t, 1)
+	c.hooks.Wall = func() time.Time { return time.Unix(0, wall.Now()) }
+	c.startAll()
+	tn := c.nodes["n1"]
+	steps := []time.Duration{0, time.Millisecond, time.Hour}
+	var total time.Duration
+	for i, d := range steps {
+		wall.Advance(d)
+		total += d
+		if got := tn.Status(0).Uptime; got != total {
+			t.Errorf("step %d: Status().Uptime = %v, want %v", i, got, total)
+		}
 	}
 }

@@ -156,20 +156,6 @@ type Config struct {
 	// PacketConn, if set, carries QUIC instead of a socket on Listen (tests
 	// wrap one with internal/faultnet). Its owner closes it after Shutdown.
 	PacketConn net.PacketConn
-
-	// FaultControl is for tests and the fault suite only: it enables
-	// /debug/fault/clock (the clock.Skewed offset) and /debug/fault/net
-	// (faultnet delay, jitter, loss and partitions on this node's socket)
-	// on the admin listener. A node that opens its own socket then wraps it
-	// with faultnet. It is logged loudly at start. Never enable it in
-	// production: anyone who reaches the admin listener can then skew the
-	// clock and break the network.
-	FaultControl bool
-	// UnsafeIgnoreShare makes this node admit up to the whole limit as if it
-	// were alone, ignoring what its peers hold: a deliberately broken node,
-	// for the fault suite to prove that its checkers catch over-admission.
-	// TEST ONLY; logged loudly at start.
-	UnsafeIgnoreShare bool
 }
 
 // DefaultConfig returns a Config with every default filled in. ID, DataDir
@@ -213,45 +199,19 @@ func engineDefaults() engine.Config {
 // Config and the node's share nothing mutable.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.ClusterID == "" {
-		c.ClusterID = d.ClusterID
-	}
-	if c.Listen == "" {
-		c.Listen = d.Listen
-	}
-	if c.SyncInterval == 0 {
-		c.SyncInterval = d.SyncInterval
-	}
-	if c.DeadAfter == 0 {
-		c.DeadAfter = d.DeadAfter
-	}
-	if c.FenceAfter == 0 {
-		c.FenceAfter = d.FenceAfter
-	}
-	if c.ReclaimAfter == 0 {
-		c.ReclaimAfter = d.ReclaimAfter
-	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = d.MaxKeys
-	}
-	if c.UnknownKeys == window.PolicyDefault {
-		c.UnknownKeys = d.UnknownKeys
-	}
-	if c.WhenFull == window.PolicyDefault {
-		c.WhenFull = d.WhenFull
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = d.LeaseTTL
-	}
-	if c.MaxLeaseFraction == 0 {
-		c.MaxLeaseFraction = d.MaxLeaseFraction
-	}
-	if c.MaxVoters == 0 {
-		c.MaxVoters = d.MaxVoters
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = d.LogLevel
-	}
+	orDefault(&c.ClusterID, d.ClusterID)
+	orDefault(&c.Listen, d.Listen)
+	orDefault(&c.SyncInterval, d.SyncInterval)
+	orDefault(&c.DeadAfter, d.DeadAfter)
+	orDefault(&c.FenceAfter, d.FenceAfter)
+	orDefault(&c.ReclaimAfter, d.ReclaimAfter)
+	orDefault(&c.MaxKeys, d.MaxKeys)
+	orDefault(&c.UnknownKeys, d.UnknownKeys) // window.PolicyDefault is the zero Policy
+	orDefault(&c.WhenFull, d.WhenFull)
+	orDefault(&c.LeaseTTL, d.LeaseTTL)
+	orDefault(&c.MaxLeaseFraction, d.MaxLeaseFraction)
+	orDefault(&c.MaxVoters, d.MaxVoters)
+	orDefault(&c.LogLevel, d.LogLevel)
 	if len(c.TLS.AdminClients) == 0 {
 		c.TLS.AdminClients = d.TLS.AdminClients
 	}
@@ -261,20 +221,27 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// orDefault sets *v to def if *v is its type's zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 // engineConfig is the engine's part of c (defaults filled in).
 func (c Config) engineConfig() engine.Config {
 	return engine.Config{
-		Node:              c.ID,
-		ClusterID:         c.ClusterID,
-		Registry:          window.Config{MaxKeys: c.MaxKeys, UnknownKeys: c.UnknownKeys, WhenFull: c.WhenFull},
-		Policy:            c.Policy,
-		SyncInterval:      c.SyncInterval,
-		DeadAfter:         c.DeadAfter,
-		FenceAfter:        c.FenceAfter,
-		ReclaimAfter:      c.ReclaimAfter,
-		LeaseTTL:          c.LeaseTTL,
-		MaxLeaseFraction:  c.MaxLeaseFraction,
-		UnsafeIgnoreShare: c.UnsafeIgnoreShare,
+		Node:             c.ID,
+		ClusterID:        c.ClusterID,
+		Registry:         window.Config{MaxKeys: c.MaxKeys, UnknownKeys: c.UnknownKeys, WhenFull: c.WhenFull},
+		Policy:           c.Policy,
+		SyncInterval:     c.SyncInterval,
+		DeadAfter:        c.DeadAfter,
+		FenceAfter:       c.FenceAfter,
+		ReclaimAfter:     c.ReclaimAfter,
+		LeaseTTL:         c.LeaseTTL,
+		MaxLeaseFraction: c.MaxLeaseFraction,
 	}
 }
 
@@ -441,7 +408,6 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("LeaseTTL", c.LeaseTTL == next.LeaseTTL)
 	cmp("MaxLeaseFraction", c.MaxLeaseFraction == next.MaxLeaseFraction)
 	cmp("MaxVoters", c.MaxVoters == next.MaxVoters)
-	cmp("FaultControl", c.FaultControl == next.FaultControl)
 	return diff
 }
 

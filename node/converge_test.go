@@ -63,8 +63,8 @@ func TestConvergesUnderLoss(t *testing.T) {
 }
 
 // BenchmarkDeltaLatency measures how long a count takes from being admitted
-// on one node to being seen by its two peers, on loopback (issue: P99 at
-// most twice the sync interval). A new key each time, admitted on n1; the
+// on one node to being seen by its two peers, on loopback (the target: P99
+// at most twice the sync interval). A new key each time, admitted on n1; the
 // peers are polled every 100 µs. Reports p50, p99 and max in ms, over 200
 // samples whatever b.N:
 //

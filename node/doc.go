@@ -51,6 +51,7 @@
 // It does not handle signals (the binary's main does), does not retry
 // admin operations beyond what consensus does, and does not change its
 // policy, timings or key bounds at run time (Reload says which fields it
-// can change). FaultControl opens test-only endpoints that can skew the
-// clock and break the network; it must never be on in production.
+// can change). The fault suite's endpoints, which skew the clock and break
+// the network, are not part of it: they are attached only by a binary built
+// with the fault tag (docs/faults.md).
 package node

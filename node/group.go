@@ -5,8 +5,8 @@ import "sync"
 // group tracks goroutines, and calls made into the node from goroutines
 // that others own (the transport's client handlers), so that shutdown can
 // refuse new ones and wait for those running. Every goroutine the node
-// starts goes through a group (STYLE.md: every goroutine has a stop signal
-// and someone who waits for it).
+// starts goes through a group, so that every goroutine has a stop signal
+// and someone who waits for it.
 type group struct {
 	mu     sync.Mutex
 	closed bool

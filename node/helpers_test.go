@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,34 +19,14 @@ import (
 
 	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/internal/nodehook"
+	"github.com/quotamesh/quotamesh/internal/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testLog routes zerolog output to t.Log until the test's cleanups are done
-// (a goroutine that is just exiting may still log).
-type testLog struct {
-	t    testing.TB
-	done atomic.Bool
-}
-
-func (w *testLog) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// testLogger logs at warn, or at the level in QM_TEST_LOG.
-func testLogger(t testing.TB) zerolog.Logger {
-	w := &testLog{t: t}
-	t.Cleanup(func() { w.done.Store(true) })
-	level := zerolog.WarnLevel
-	if l, err := zerolog.ParseLevel(os.Getenv("QM_TEST_LOG")); err == nil && l != zerolog.NoLevel {
-		level = l
-	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: "15:04:05.000"}).Level(level).With().Timestamp().Logger()
-}
+// testLogger routes the logs to t.Log.
+func testLogger(t testing.TB) zerolog.Logger { return testlog.New(t) }
 
 // cluster is a set of nodes on 127.0.0.1, each on its own faultnet socket,
 // with certificates from one test CA.
@@ -59,6 +37,7 @@ type cluster struct {
 	nodes map[string]*tnode
 	order []string
 	opts  []func(*Config)
+	hooks nodehook.Options // what every node is started with
 }
 
 // tnode is one node of a cluster, running or not.
@@ -145,7 +124,7 @@ func (c *cluster) start(tn *tnode, opts ...func(*Config)) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := Start(ctx, cfg)
+	n, err := Start(nodehook.With(ctx, c.hooks), cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", tn.id, err)
 	}

@@ -26,7 +26,7 @@ const (
 	metricLeaseTokens     = "quotamesh_lease_tokens_total"    // {kind=granted|returned}
 	metricTick            = "quotamesh_tick_seconds"          // histogram of one sync tick
 	metricClockCorrection = "quotamesh_clock_correction_seconds"
-	metricClockSkew       = "quotamesh_clock_skew_seconds"    // the test-only offset (FaultControl)
+	metricClockSkew       = "quotamesh_clock_skew_seconds"    // the offset only the fault layer sets
 	metricClientRequests  = "quotamesh_client_requests_total" // {op, code}
 	metricForwardRefused  = "quotamesh_forward_refused_total" // forwarded consensus requests refused
 )
@@ -73,64 +73,29 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metricDecisions,
-			Help: "Tokens decided on this node, by result: allowed, denied, unlimited (no rule matched), rejected (MaxKeys reached). Derived each second from the windows, not counted on the request path.",
-		}, []string{"result"}),
-		keys: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricKeys, Help: "Keys with a window on this node.",
-		}),
-		keysRejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: metricKeysRejected, Help: "New keys refused because MaxKeys windows existed.",
-		}),
-		peerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: metricPeerUp, Help: "1 while the connection to the member is up.",
-		}, []string{"peer"}),
-		syncLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: metricSyncLag, Help: "Seconds since the last sync frame accepted from the member.",
-		}, []string{"peer"}),
-		syncBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metricSyncBytes, Help: "Sync stream bytes exchanged with the member, by direction.",
-		}, []string{"peer", "direction"}),
-		framesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metricFramesRejected, Help: "Peer frames refused, by reason; a refused frame changes nothing.",
-		}, []string{"reason"}),
-		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricFenced, Help: "1 while this node admits nothing new because it has not heard a majority for FenceAfter.",
-		}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricReady, Help: "1 while the node is ready: serving, not fenced, a Raft leader known, the table applied.",
-		}),
-		raftState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: metricRaftState, Help: "1 for this node's current Raft state.",
-		}, []string{"state"}),
-		raftApplied: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricRaftApplied, Help: "Log index of the last change applied to the limit table.",
-		}),
-		limitRules: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricLimitRules, Help: "Rules in the limit table.",
-		}),
-		leaseTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metricLeaseTokens, Help: "Lease tokens granted to and returned by SDKs.",
-		}, []string{"kind"}),
+		decisions:      newCounterVec(metricDecisions, "Tokens decided on this node, by result: allowed, denied, unlimited (no rule matched), rejected (MaxKeys reached). Derived each second from the windows, not counted on the request path.", "result"),
+		keys:           newGauge(metricKeys, "Keys with a window on this node."),
+		keysRejected:   newCounter(metricKeysRejected, "New keys refused because MaxKeys windows existed."),
+		peerUp:         newGaugeVec(metricPeerUp, "1 while the connection to the member is up.", "peer"),
+		syncLag:        newGaugeVec(metricSyncLag, "Seconds since the last sync frame accepted from the member.", "peer"),
+		syncBytes:      newCounterVec(metricSyncBytes, "Sync stream bytes exchanged with the member, by direction.", "peer", "direction"),
+		framesRejected: newCounterVec(metricFramesRejected, "Peer frames refused, by reason; a refused frame changes nothing.", "reason"),
+		fenced:         newGauge(metricFenced, "1 while this node admits nothing new because it has not heard a majority for FenceAfter."),
+		ready:          newGauge(metricReady, "1 while the node is ready: serving, not fenced, a Raft leader known, the table applied."),
+		raftState:      newGaugeVec(metricRaftState, "1 for this node's current Raft state.", "state"),
+		raftApplied:    newGauge(metricRaftApplied, "Log index of the last change applied to the limit table."),
+		limitRules:     newGauge(metricLimitRules, "Rules in the limit table."),
+		leaseTokens:    newCounterVec(metricLeaseTokens, "Lease tokens granted to and returned by SDKs.", "kind"),
 		tick: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    metricTick,
 			Help:    "Duration of one sync tick: mirror, membership, quotas, deltas.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 15), // 10 µs to 160 ms
 		}),
-		clockCorrection: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricClockCorrection, Help: "What clock alignment adds to this node's clock to read node time.",
-		}),
-		clockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: metricClockSkew, Help: "The test-only clock offset set through /debug/fault/clock (0 unless FaultControl).",
-		}),
-		clientRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metricClientRequests, Help: "Client requests answered, by operation and reply code.",
-		}, []string{"op", "code"}),
-		forwardRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: metricForwardRefused, Help: "Consensus requests forwarded to this node and refused: undecodable, or from a node that may not send them.",
-		}),
-		reg: reg,
+		clockCorrection: newGauge(metricClockCorrection, "What clock alignment adds to this node's clock to read node time."),
+		clockSkew:       newGauge(metricClockSkew, "The clock offset the fault suite sets to play clock skew (0 unless the node runs with the fault layer)."),
+		clientRequests:  newCounterVec(metricClientRequests, "Client requests answered, by operation and reply code.", "op", "code"),
+		forwardRefused:  newCounter(metricForwardRefused, "Consensus requests forwarded to this node and refused: undecodable, or from a node that may not send them."),
+		reg:             reg,
 	}
 	m.collectors = []prometheus.Collector{m.decisions, m.keys, m.keysRejected, m.peerUp, m.syncLag, m.syncBytes,
 		m.framesRejected, m.fenced, m.ready, m.raftState, m.raftApplied, m.limitRules, m.leaseTokens, m.tick,
@@ -157,6 +122,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.raftState.WithLabelValues(s)
 	}
 	return m, nil
+}
+
+func newGauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func newCounter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func newGaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+func newCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 // unregister removes the node's collectors, so that a registry given in

@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -22,10 +22,9 @@ import (
 	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/engine"
-	"github.com/quotamesh/quotamesh/internal/faultnet"
+	"github.com/quotamesh/quotamesh/internal/nodehook"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
-	"github.com/quotamesh/quotamesh/window"
 )
 
 // Stream kinds the node registers on the transport.
@@ -68,8 +67,9 @@ type Node struct {
 
 	cfg       Config // as given, defaults filled in: what Reload compares against
 	advertise string
-	started   time.Time
+	started   time.Time // by wall
 	clk       *clock.Handle
+	wallClock func() time.Time // nil: clk read exactly (see wall)
 
 	log, syncLog, clientLog, adminLog zerolog.Logger
 	level                             *levelHook
@@ -77,8 +77,7 @@ type Node struct {
 	leaveOnShutdown                   atomic.Bool
 
 	tr       *transport.Transport
-	ownedPC  net.PacketConn // a socket the node opened itself (FaultControl), closed after the transport
-	fault    *faultnet.Conn // the socket FaultControl acts on, if any
+	fault    nodehook.Attached // the fault layer, when a test attached one
 	fwdLayer *transport.StreamLayer
 	store    *consensus.Store
 	m        *metrics
@@ -138,7 +137,9 @@ var _ quotamesh.Limiter = (*Node)(nil)
 // It does not wait for a leader or for peers (Ready says when the node is
 // ready), and a node that is not yet a member (cfg.Join) joins in the
 // background, so Start never blocks on the network: ctx is only checked
-// before anything is opened. The node runs until Shutdown or Close.
+// before anything is opened (and for the options that tests and the fault
+// suite pass through internal/nodehook). The node runs until Shutdown or
+// Close.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -147,10 +148,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("quotamesh/node: start: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	hooks := nodehook.From(ctx)
 	level, _ := parseLevel(cfg.LogLevel)
 	n := &Node{
 		cfg:       cfg,
-		started:   time.Now(),
 		level:     newLevelHook(level),
 		lastFrame: make(map[string]time.Time),
 		rejectLog: newLogLimiter(time.Second),
@@ -196,19 +197,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.clk = clock.Acquire()
 	undo = append(undo, n.clk.Release)
+	n.wallClock = hooks.Wall
+	n.started = n.wall()
 	n.skew = clock.NewSkewed(n.clk)
 
 	pc := cfg.PacketConn
-	if fc, ok := pc.(*faultnet.Conn); ok && cfg.FaultControl {
-		n.fault = fc
-	}
-	if pc == nil && cfg.FaultControl {
-		fc, err := faultnet.Listen(cfg.Listen, uint64(time.Now().UnixNano()))
-		if err != nil {
-			return nil, fmt.Errorf("quotamesh/node: listening on %s: %w", cfg.Listen, err)
+	if hooks.Fault != nil {
+		if n.fault, err = hooks.Fault(nodehook.Target{
+			PacketConn: pc, Listen: cfg.Listen, Clock: skewControl{n}, Log: n.adminLog, Seed: uint64(n.clk.Precise()),
+		}); err != nil {
+			return nil, fmt.Errorf("quotamesh/node: attaching the fault layer on %s: %w", cfg.Listen, err)
 		}
-		pc, n.ownedPC, n.fault = fc, fc, fc
-		undo = append(undo, func() { _ = fc.Close() })
+		if n.fault.PacketConn != nil {
+			pc = n.fault.PacketConn
+		}
+		undo = append(undo, n.closeFault)
 	}
 
 	// The engine first: the transport's handler and Raft's OnChange feed it.
@@ -218,7 +221,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			initial = append(initial, p.ID)
 		}
 	}
-	n.eng, err = engine.New(cfg.engineConfig(), nil, initial, n.skew.Now())
+	ec := cfg.engineConfig()
+	ec.UnsafeIgnoreShare = hooks.UnsafeIgnoreShare
+	n.eng, err = engine.New(ec, nil, initial, n.skew.Now())
 	if err != nil {
 		return nil, fmt.Errorf("quotamesh/node: %w", err)
 	}
@@ -302,11 +307,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.startAdmin()
 	}
 	n.acceptClients.Store(true)
-	if cfg.FaultControl {
-		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).
-			Msg("FAULT CONTROL IS ON: /debug/fault/clock and /debug/fault/net can skew this node's clock and break its network; for tests only")
+	if hooks.Fault != nil {
+		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).Strs("endpoints", slices.Sorted(maps.Keys(n.fault.Routes))).
+			Msg("FAULT CONTROL IS ON: the fault endpoints can skew this node's clock and break its network; for tests only")
 	}
-	if n.cfg.UnsafeIgnoreShare {
+	if hooks.UnsafeIgnoreShare {
 		n.log.Error().Msg("UNSAFE: this node ignores its share and admits up to the whole limit; the cluster will over-admit; for testing the fault suite's checkers only")
 	}
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.advertise).Str("admin", n.AdminAddr()).
@@ -377,10 +382,22 @@ func (n *Node) onTableChange(t *limits.Table, index uint64) {
 	n.m.raftApplied.Set(float64(index))
 }
 
-// now is node time: the shared coarse clock, the test-only skew and the
-// engine's clock alignment. Three atomic loads.
+// now is node time, what decisions are made at: the base clock, the
+// test-only skew and the engine's clock alignment. Three atomic loads.
 func (n *Node) now() int64 {
 	return n.clk.Now() + int64(n.skew.Offset()) + int64(n.eng.Correction())
+}
+
+// wall is the node's clock read exactly: what the shell times and stamps
+// with off the request path (log rate limits, sync lag, uptime, the
+// durations of ticks and of shutdown). It leaves out the skew and the
+// alignment, which move the time decisions are made at, not the time that
+// passes. Tests may replace it (nodehook.Options.Wall).
+func (n *Node) wall() time.Time {
+	if n.wallClock != nil {
+		return n.wallClock()
+	}
+	return time.Unix(0, n.clk.Precise())
 }
 
 // ID returns the node's ID.
@@ -398,91 +415,6 @@ func (n *Node) AdminAddr() string {
 		return ""
 	}
 	return n.adminLn.Addr().String()
-}
-
-// Allow is AllowN(ctx, key, 1).
-func (n *Node) Allow(ctx context.Context, key string) (quotamesh.Decision, error) {
-	return n.AllowN(ctx, key, 1)
-}
-
-// AllowN decides whether k requests for key may proceed, all or none, on
-// this node alone: it never waits for the network or for Raft, and ignores
-// ctx. For a key this node already tracks it is lock-free and allocates
-// nothing: a clock read, the key's window (one sync.Map load, a
-// compare-and-swap on admission) and a conversion. The first request for a
-// key creates its window (the registry's and the engine's locks, once).
-//
-// Errors: quotamesh.ErrInvalidN for k ≤ 0, limits.ErrInvalidKey for a
-// malformed key, quotamesh.ErrExceedsLimit for k above the key's whole
-// limit (never admissible), quotamesh.ErrTooManyKeys for a new key while
-// MaxKeys windows exist (the decision then holds the WhenFull answer),
-// quotamesh.ErrClosed (and ErrStopped) once Shutdown has begun, and
-// quotamesh.ErrUnavailable (and ErrNotServing) before the node serves: while
-// it is not a member, and until it first hears a majority after becoming
-// one and its limit table has caught up with the Raft leader's commit. Denials under a quota are not errors: Allowed is false and
-// RetryAfter says when to try again.
-func (n *Node) AllowN(_ context.Context, key string, k int64) (quotamesh.Decision, error) {
-	if k <= 0 || n.state.Load() != stateServing {
-		return n.refuse(key, k)
-	}
-	// The registry's answer and errors are already the root package's
-	// (window.Decision is quotamesh.Decision; its sentinels match the root
-	// ones): returned as they are, nothing is copied or wrapped.
-	return n.eng.AllowN(n.now(), key, k)
-}
-
-// Admit decides one request for key and returns only the verdict: the
-// embedded hot path for callers that need no remaining count, retry-after
-// or error, as x/time/rate's Allow. Lock-free, allocation-free and
-// non-blocking for a key that has a window; false while the node does not
-// serve, and for a malformed key.
-func (n *Node) Admit(key string) bool {
-	if n.state.Load() != stateServing {
-		return false
-	}
-	return n.eng.Admit(n.now(), key)
-}
-
-// refuse answers AllowN when the node is not serving or k is not positive.
-func (n *Node) refuse(key string, k int64) (quotamesh.Decision, error) {
-	if s := n.state.Load(); s != stateServing {
-		return quotamesh.Decision{RetryAfter: time.Second}, n.notServing(s)
-	}
-	return quotamesh.Decision{RetryAfter: window.Never}, fmt.Errorf("%w: n %d for key %q", quotamesh.ErrInvalidN, k, clip(key))
-}
-
-var (
-	errClosed     error = &rootError{quotamesh.ErrClosed, ErrStopped}
-	errNotServing error = &rootError{quotamesh.ErrUnavailable, ErrNotServing}
-)
-
-func (n *Node) notServing(state int32) error {
-	if state == stateClosed {
-		return errClosed
-	}
-	return errNotServing
-}
-
-// rootError carries the identity of a root-package sentinel (for code that
-// knows only quotamesh.Limiter) and of the error that caused it (a window,
-// limits or node error, which also gives the message).
-type rootError struct {
-	root  error
-	cause error
-}
-
-// Error is the cause's message, which names the key and n.
-func (e *rootError) Error() string { return e.cause.Error() }
-
-// Unwrap gives errors.Is both identities.
-func (e *rootError) Unwrap() []error { return []error{e.root, e.cause} }
-
-// clip shortens a key for an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 // Ready reports whether the node is ready for traffic: it serves, is not
@@ -514,90 +446,6 @@ func (n *Node) notReady() []string {
 		why = append(why, "limit table not yet applied up to the leader's commit")
 	}
 	return why
-}
-
-// SetLimit sets a rule through Raft, from any node: it replaces the rule
-// with the same pattern or adds one, and returns the change's log index
-// once the change is committed and applied on this node (and so in force
-// here; other nodes apply it within a commit timeout or two).
-func (n *Node) SetLimit(ctx context.Context, r limits.Rule) (uint64, error) {
-	if n.state.Load() == stateClosed {
-		return 0, ErrStopped
-	}
-	i, err := n.store.Set(ctx, r)
-	if err != nil {
-		return i, fmt.Errorf("quotamesh/node: set %s: %w", r, err)
-	}
-	return i, nil
-}
-
-// DeleteLimit removes the rule with exactly this pattern through Raft; the
-// error wraps limits.ErrNoRule if there is none.
-func (n *Node) DeleteLimit(ctx context.Context, pattern string) (uint64, error) {
-	if n.state.Load() == stateClosed {
-		return 0, ErrStopped
-	}
-	i, err := n.store.Delete(ctx, pattern)
-	if err != nil {
-		return i, fmt.Errorf("quotamesh/node: delete %q: %w", clip(pattern), err)
-	}
-	return i, nil
-}
-
-// GetLimit returns the rule with exactly this pattern, read linearizably
-// (the leader confirms it leads, and this node catches up with it first).
-func (n *Node) GetLimit(ctx context.Context, pattern string) (limits.Rule, bool, error) {
-	if n.state.Load() == stateClosed {
-		return limits.Rule{}, false, ErrStopped
-	}
-	r, ok, err := n.store.Get(ctx, pattern)
-	if err != nil {
-		return r, ok, fmt.Errorf("quotamesh/node: get %q: %w", clip(pattern), err)
-	}
-	return r, ok, nil
-}
-
-// ListLimits returns every rule, sorted by pattern, read linearizably.
-func (n *Node) ListLimits(ctx context.Context) ([]limits.Rule, error) {
-	if n.state.Load() == stateClosed {
-		return nil, ErrStopped
-	}
-	rs, err := n.store.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("quotamesh/node: list: %w", err)
-	}
-	return rs, nil
-}
-
-// Table returns the limit table in force on this node (not linearizable:
-// it may trail the leader by a commit timeout).
-func (n *Node) Table() *limits.Table { return n.store.Table() }
-
-// Join adds node id, reachable at addr, to the cluster (as a non-voter,
-// promoted by the leader when votes are short). The node itself must then
-// be started with this node's address in its Join list, or be started
-// already and waiting.
-func (n *Node) Join(ctx context.Context, id, addr string) error {
-	if n.state.Load() == stateClosed {
-		return ErrStopped
-	}
-	if err := n.store.Join(ctx, id, addr); err != nil {
-		return fmt.Errorf("quotamesh/node: join %s at %s: %w", id, addr, err)
-	}
-	return nil
-}
-
-// Leave removes node id from the cluster (this node's own ID included: it
-// stays up, no longer a member, and should then be shut down). A leaving
-// voter is replaced by a healthy non-voter.
-func (n *Node) Leave(ctx context.Context, id string) error {
-	if n.state.Load() == stateClosed {
-		return ErrStopped
-	}
-	if err := n.store.Leave(ctx, id); err != nil {
-		return fmt.Errorf("quotamesh/node: leave %s: %w", id, err)
-	}
-	return nil
 }
 
 // Reload applies what may change while the node runs: LogLevel,
@@ -634,120 +482,4 @@ func (n *Node) setAdmins(names []string) {
 		m[s] = true
 	}
 	n.admins.Store(&m)
-}
-
-// Close stops the node: Shutdown with a short deadline. It does not leave
-// the cluster (unless LeaveOnShutdown), so a node restarted from the same
-// DataDir comes back as a member. It is idempotent.
-func (n *Node) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	return n.Shutdown(ctx)
-}
-
-// Shutdown stops the node gracefully, in order (NATS style):
-//
-//  1. decisions return quotamesh.ErrClosed and /readyz fails;
-//  2. no new client connection is served; streams in progress answer the
-//     frames they have read and close;
-//  3. the sync and housekeeping loops stop;
-//  4. one last delta goes to every connected peer, so that they count this
-//     node's last admissions;
-//  5. with LeaveOnShutdown, the node leaves the cluster;
-//  6. Raft stops (a leader hands leadership over first);
-//  7. forwarded requests stop being served;
-//  8. the transport closes (peers see the connections close at once);
-//  9. the admin listener closes; every goroutine has ended when Shutdown
-//     returns.
-//
-// ctx bounds the graceful steps (2, 4, 5); the rest always runs. Shutdown
-// is idempotent: later and concurrent calls wait for the first and return
-// its result.
-func (n *Node) Shutdown(ctx context.Context) error {
-	n.shutdownOnce.Do(func() {
-		n.shutdownErr = n.shutdown(ctx)
-		close(n.done)
-	})
-	<-n.done
-	return n.shutdownErr
-}
-
-func (n *Node) shutdown(ctx context.Context) error {
-	start := time.Now()
-	n.log.Info().Msg("shutting down")
-	n.state.Store(stateClosed)
-	n.m.ready.Set(0)
-
-	// 2. Clients.
-	n.acceptClients.Store(false)
-	n.stopClients()
-	n.clients.close()
-	n.waitGroupCtx(ctx, &n.clients)
-
-	// 3. Loops.
-	n.stopLoops()
-	n.loops.closeAndWait()
-
-	// 4. Last deltas.
-	n.lastSync(ctx)
-
-	var errs []error
-	// 5. Leave.
-	if n.leaveOnShutdown.Load() && n.isMember.Load() {
-		if err := n.store.Leave(ctx, n.cfg.ID); err != nil {
-			errs = append(errs, fmt.Errorf("leaving the cluster: %w", err))
-			n.log.Warn().Err(err).Msg("could not leave the cluster")
-		} else {
-			n.log.Info().Msg("left the cluster")
-		}
-	}
-	// 6. Raft.
-	if err := n.store.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	// 7. Forwarded requests.
-	n.stopFwd()
-	_ = n.fwdLayer.Close()
-	n.fwd.closeAndWait()
-	// 8. Transport (and with it the client connections still open).
-	if err := n.tr.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	n.clients.wait()
-	// 9. Admin listener.
-	if n.http != nil {
-		hctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		if err := n.http.Shutdown(hctx); err != nil {
-			_ = n.http.Close()
-		}
-		cancel()
-	}
-	n.misc.closeAndWait()
-	if n.ownedPC != nil {
-		_ = n.ownedPC.Close()
-	}
-	n.m.unregister()
-	n.clk.Release()
-	err := errors.Join(errs...)
-	n.log.Info().Err(err).Dur("took", time.Since(start)).Msg("stopped")
-	if err != nil {
-		return fmt.Errorf("quotamesh/node: shutdown: %w", err)
-	}
-	return nil
-}
-
-// waitGroupCtx waits for g until ctx ends. The waiting goroutine is one of
-// misc's: it ends when g's members do, which were all told to stop.
-func (n *Node) waitGroupCtx(ctx context.Context, g *group) {
-	done := make(chan struct{})
-	if !n.misc.Go(func() {
-		g.wait()
-		close(done)
-	}) {
-		return
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }

@@ -86,14 +86,14 @@ func (h handler) PeerFrame(peer string, body []byte) {
 		return
 	}
 	n.peersMu.Lock()
-	n.lastFrame[peer] = time.Now()
+	n.lastFrame[peer] = n.wall()
 	n.peersMu.Unlock()
 }
 
 // logRejected logs a refused frame, at most once a second per peer and
 // reason.
 func (n *Node) logRejected(peer, reason string, err error) {
-	ok, suppressed := n.rejectLog.allow(peer+"\x00"+reason, time.Now())
+	ok, suppressed := n.rejectLog.allow(peer+"\x00"+reason, n.wall())
 	if !ok {
 		return
 	}
@@ -163,7 +163,7 @@ func (n *Node) sender(enc *wire.Encoder, sent map[string]int) func(string, *wire
 		// each time.
 		body, err := enc.AppendBody(nil, s)
 		if err != nil {
-			if ok, _ := n.rejectLog.allow("encode\x00"+peer, time.Now()); ok {
+			if ok, _ := n.rejectLog.allow("encode\x00"+peer, n.wall()); ok {
 				n.syncLog.Error().Err(err).Str("peer", peer).Msg("encoding a delta failed")
 			}
 			return err
@@ -180,11 +180,11 @@ func (n *Node) sender(enc *wire.Encoder, sent map[string]int) func(string, *wire
 
 // tick runs one engine tick under sendMu.
 func (n *Node) tick(send func(string, *wire.Sync) error) {
-	start := time.Now()
+	start := n.wall()
 	n.sendMu.Lock()
 	n.eng.Tick(n.now(), send)
 	n.sendMu.Unlock()
-	n.m.tick.Observe(time.Since(start).Seconds())
+	n.m.tick.Observe(n.wall().Sub(start).Seconds())
 }
 
 // maybeServe starts serving decisions once this member hears as many
@@ -231,7 +231,7 @@ func (n *Node) housekeepLoop() {
 		if i%every == 0 {
 			n.eng.Housekeep(n.now())
 			n.refreshMetrics(&last)
-			n.rejectLog.prune(time.Now())
+			n.rejectLog.prune(n.wall())
 		}
 	}
 }

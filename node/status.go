@@ -42,7 +42,7 @@ type Status struct {
 	// and this node's share.
 	TopKeys []KeyStatus `json:"top_keys"`
 	// ClockCorrection is what alignment adds to this node's clock;
-	// ClockSkew is the test-only offset (FaultControl).
+	// ClockSkew is the offset only the fault layer sets (0 otherwise).
 	ClockCorrection time.Duration `json:"clock_correction_ns"`
 	ClockSkew       time.Duration `json:"clock_skew_ns"`
 }
@@ -109,7 +109,7 @@ func (n *Node) Status(topKeys int) Status {
 		Serving:         n.state.Load() == stateServing,
 		Fenced:          es.Fenced,
 		Policy:          es.Policy,
-		Uptime:          time.Since(n.started),
+		Uptime:          n.wall().Sub(n.started),
 		Keys:            es.Keys,
 		StoreBytes:      es.StoreBytes,
 		AdmittedPerSec:  n.rates.admitted.get(),
@@ -132,6 +132,7 @@ func (n *Node) Status(topKeys int) Status {
 	for i, p := range tp {
 		peers[p.ID] = i
 	}
+	wall := n.wall()
 	n.peersMu.Lock()
 	for _, m := range n.membership() {
 		ms := MemberStatus{ID: m.ID, Addr: m.Address, Self: m.ID == n.cfg.ID, Voter: m.Voter, Leader: m.Leader, SyncLag: -1}
@@ -145,7 +146,7 @@ func (n *Node) Status(topKeys int) Status {
 			ms.Connected, ms.RTT, ms.BytesIn, ms.BytesOut = p.Connected, p.RTT, p.BytesIn, p.BytesOut
 		}
 		if at, ok := n.lastFrame[m.ID]; ok {
-			ms.SyncLag = time.Since(at)
+			ms.SyncLag = wall.Sub(at)
 		}
 		st.Members = append(st.Members, ms)
 	}
@@ -199,7 +200,7 @@ func grow[T int64 | uint64](last *T, now T) T {
 // transport's cumulative figures into metrics. It runs every second on the
 // housekeeping goroutine.
 func (n *Node) refreshMetrics(last *lastCounts) {
-	now := time.Now()
+	now := n.wall()
 	c := n.eng.Counters()
 	rst := n.eng.Registry().Stats()
 	m := n.m

@@ -51,9 +51,6 @@ type serveOptions struct {
 
 	LogLevel  string `yaml:"log_level" flag:"log-level" usage:"trace, debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" flag:"log-format" usage:"json or console"`
-
-	FaultControl      bool `yaml:"fault_control" flag:"fault-control" usage:"TEST ONLY: serve /debug/fault/clock and /debug/fault/net on the admin listener"`
-	UnsafeIgnoreShare bool `yaml:"unsafe_ignore_share" flag:"unsafe-ignore-share" usage:"TEST ONLY: admit up to the whole limit as if alone (a broken node for the fault suite)"`
 }
 
 // defaultServeOptions mirrors node.DefaultConfig.
@@ -185,7 +182,6 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 	c.SyncInterval, c.DeadAfter, c.FenceAfter, c.ReclaimAfter = o.SyncInterval, o.DeadAfter, o.FenceAfter, o.ReclaimAfter
 	c.MaxKeys, c.LeaseTTL, c.MaxLeaseFraction, c.MaxVoters = o.MaxKeys, o.LeaseTTL, o.MaxLeaseFraction, o.MaxVoters
 	c.LeaveOnShutdown, c.LogLevel = o.LeaveOnShutdown, o.LogLevel
-	c.FaultControl, c.UnsafeIgnoreShare = o.FaultControl, o.UnsafeIgnoreShare
 	var err error
 	if c.Policy, err = share.ParsePolicy(o.Policy); err != nil {
 		return c, fmt.Errorf("%w: %s: %v", errConfig, cf.at("policy", fs, "policy"), err)

@@ -22,6 +22,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		configPath string
 		printCfg   bool
+		withFault  func(context.Context) context.Context // the fault build's flags (fault.go)
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -57,7 +58,7 @@ A node joining later: --join 10.0.0.1:7946 instead of --bootstrap.`,
 				return usageError{err}
 			}
 			cfg.Logger = newLogger(cmd.ErrOrStderr(), logFormat)
-			return serve(cmd.Context(), cfg, cmd, func() (node.Config, error) {
+			return serve(withFault(cmd.Context()), cfg, cmd, func() (node.Config, error) {
 				c, _, err := resolveServe(configPath, &flagged, cmd)
 				return c, err
 			})
@@ -66,6 +67,7 @@ A node joining later: --join 10.0.0.1:7946 instead of --bootstrap.`,
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
 	cmd.Flags().BoolVar(&printCfg, "print-config", false, "print a configuration file with every key at its default, and exit")
 	flagged.bindFlags(cmd.Flags())
+	withFault = bindFaultFlags(cmd.Flags())
 	return cmd
 }
 

@@ -3,11 +3,8 @@ package consensus
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quotamesh/quotamesh/internal/consensus/consensustest"
+	"github.com/quotamesh/quotamesh/internal/testlog"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -34,29 +32,8 @@ func fastTimings(c *Config) {
 	c.ReconcileInterval = 100 * time.Millisecond
 }
 
-// testLog routes zerolog output to t.Log until the test's cleanups are done
-// (Raft's transport may log from a goroutine that is just exiting).
-type testLog struct {
-	t    testing.TB
-	done atomic.Bool
-}
-
-func (w *testLog) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) zerolog.Logger {
-	w := &testLog{t: t}
-	t.Cleanup(func() { w.done.Store(true) })
-	level := zerolog.WarnLevel
-	if l, err := zerolog.ParseLevel(os.Getenv("QM_TEST_LOG")); err == nil && l != zerolog.NoLevel {
-		level = l
-	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: "15:04:05.000"}).Level(level).With().Timestamp().Logger()
-}
+// testLogger routes the logs to t.Log.
+func testLogger(t testing.TB) zerolog.Logger { return testlog.New(t) }
 
 // changeLog records when OnChange reported each index on one node.
 type changeLog struct {

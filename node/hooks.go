@@ -1,0 +1,21 @@
+package node
+
+import "time"
+
+// skewControl is the fault layer's hold on node time (nodehook.Offset): the
+// skew, mirrored in the clock-skew metric.
+type skewControl struct{ n *Node }
+
+func (s skewControl) SetOffset(d time.Duration) {
+	s.n.skew.SetOffset(d)
+	s.n.m.clockSkew.Set(d.Seconds())
+}
+
+func (s skewControl) Offset() time.Duration { return s.n.skew.Offset() }
+
+// closeFault closes what the fault layer opened, if anything.
+func (n *Node) closeFault() {
+	if n.fault.Close != nil {
+		_ = n.fault.Close()
+	}
+}
