@@ -44,14 +44,15 @@ const (
 
 // String returns the op's name, "decide" or "lease": the op label of the
 // node's client request metrics.
-func (op Op) String() string {
-	switch op {
-	case OpDecide:
-		return "decide"
-	case OpLease:
-		return "lease"
+func (op Op) String() string { return enumName(op, "Op", "", "decide", "lease") }
+
+// enumName returns names[v], the name of value v, or kind(v) for a value
+// without a name (beyond names, or named "").
+func enumName[T ~uint8](v T, kind string, names ...string) string {
+	if int(v) < len(names) && names[v] != "" {
+		return names[v]
 	}
-	return fmt.Sprintf("Op(%d)", uint8(op))
+	return fmt.Sprintf("%s(%d)", kind, uint8(v))
 }
 
 // Code is the outcome of a request: OK, or the identity of an error, so a
@@ -81,33 +82,8 @@ const NumCodes = int(maxCode) + 1
 // String returns the code's name in snake case ("ok", "invalid_key", ...):
 // the code label of the node's client request metrics.
 func (c Code) String() string {
-	switch c {
-	case CodeOK:
-		return "ok"
-	case CodeInvalidKey:
-		return "invalid_key"
-	case CodeInvalidN:
-		return "invalid_n"
-	case CodeExceedsLimit:
-		return "exceeds_limit"
-	case CodeTooManyKeys:
-		return "too_many_keys"
-	case CodeBadRequest:
-		return "bad_request"
-	case CodeForbidden:
-		return "forbidden"
-	case CodeNoRule:
-		return "no_rule"
-	case CodeInvalidRate:
-		return "invalid_rate"
-	case CodeUnavailable:
-		return "unavailable"
-	case CodeShuttingDown:
-		return "shutting_down"
-	case CodeInternal:
-		return "internal"
-	}
-	return fmt.Sprintf("Code(%d)", uint8(c))
+	return enumName(c, "Code", "ok", "invalid_key", "invalid_n", "exceeds_limit", "too_many_keys",
+		"bad_request", "forbidden", "no_rule", "invalid_rate", "unavailable", "shutting_down", "internal")
 }
 
 // ClientRequest is one request in a ClientBatch.
@@ -183,23 +159,8 @@ const (
 // "status", ...): the op label of the node's client request metrics, and
 // the name in logs and errors.
 func (op AdminOp) String() string {
-	switch op {
-	case AdminLimitSet:
-		return "limit_set"
-	case AdminLimitDelete:
-		return "limit_delete"
-	case AdminLimitGet:
-		return "limit_get"
-	case AdminLimitList:
-		return "limit_list"
-	case AdminStatus:
-		return "status"
-	case AdminJoin:
-		return "join"
-	case AdminLeave:
-		return "leave"
-	}
-	return fmt.Sprintf("AdminOp(%d)", uint8(op))
+	return enumName(op, "AdminOp", "", "limit_set", "limit_delete", "limit_get", "limit_list",
+		"status", "join", "leave")
 }
 
 // AdminRequest asks a node for an operation on the cluster.

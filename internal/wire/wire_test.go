@@ -643,7 +643,10 @@ func TestNames(t *testing.T) {
 	for op := range Op(4) {
 		check(fmt.Sprintf("Op(%d)", op), op.String(), op == OpDecide || op == OpLease)
 	}
-	if got := []string{OpDecide.String(), CodeNoRule.String(), AdminLimitSet.String()}; !slices.Equal(got, []string{"decide", "no_rule", "limit_set"}) {
-		t.Errorf("names = %q; want the metric labels decide, no_rule, limit_set", got)
+	got := []string{OpDecide.String(), OpLease.String(), CodeOK.String(), CodeNoRule.String(), CodeInternal.String(),
+		AdminLimitSet.String(), AdminStatus.String(), AdminLeave.String()}
+	want := []string{"decide", "lease", "ok", "no_rule", "internal", "limit_set", "status", "leave"}
+	if !slices.Equal(got, want) {
+		t.Errorf("names = %q; want the metric labels %q", got, want)
 	}
 }
