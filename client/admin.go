@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/transport"
 )
 
 // Admin operations run one per stream: the SDK opens a stream on its
@@ -145,26 +145,26 @@ func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminR
 	req.ID = c.nextID.Add(1)
 	frame, err := wire.Append(nil, &req)
 	if err != nil {
-		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", opName(req.Op), ErrBadRequest, err)
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", req.Op, ErrBadRequest, err)
 	}
 	if _, err := s.Write(frame); err != nil {
 		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("write: %w", err))
 	}
 	_ = s.CloseWrite()
-	body, err := transport.NewFrameReader(s, wire.MaxFrame).Next()
+	body, err := wire.ReadFrame(bufio.NewReader(s), wire.MaxFrame)
 	if err != nil {
 		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("read: %w", err))
 	}
 	m, err := wire.Decode(body)
 	if err != nil {
-		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", opName(req.Op), ErrProtocol, err)
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", req.Op, ErrProtocol, err)
 	}
 	rep, ok := m.(*wire.AdminReply)
 	if !ok || rep.ID != req.ID {
-		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: answered by a %T for request %d", opName(req.Op), ErrProtocol, m, req.ID)
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: answered by a %T for request %d", req.Op, ErrProtocol, m, req.ID)
 	}
 	if err := codeErr(rep.Code, rep.Message); err != nil {
-		return nil, fmt.Errorf("quotamesh/client: admin %s: %w", opName(req.Op), err)
+		return nil, fmt.Errorf("quotamesh/client: admin %s: %w", req.Op, err)
 	}
 	return rep, nil
 }
@@ -174,29 +174,9 @@ func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminR
 func (c *Client) adminErr(ctx context.Context, op wire.AdminOp, err error) error {
 	switch {
 	case c.closed.Load():
-		return closedErr("admin " + opName(op))
+		return closedErr("admin " + op.String())
 	case ctx.Err() != nil:
-		return fmt.Errorf("quotamesh/client: admin %s: %w (%v)", opName(op), ctx.Err(), err)
+		return fmt.Errorf("quotamesh/client: admin %s: %w (%v)", op, ctx.Err(), err)
 	}
-	return fmt.Errorf("quotamesh/client: admin %s: %w: %w", opName(op), quotamesh.ErrUnavailable, err)
-}
-
-func opName(op wire.AdminOp) string {
-	switch op {
-	case wire.AdminLimitSet:
-		return "limit set"
-	case wire.AdminLimitDelete:
-		return "limit delete"
-	case wire.AdminLimitGet:
-		return "limit get"
-	case wire.AdminLimitList:
-		return "limit list"
-	case wire.AdminStatus:
-		return "status"
-	case wire.AdminJoin:
-		return "join"
-	case wire.AdminLeave:
-		return "leave"
-	}
-	return fmt.Sprintf("op %d", op)
+	return fmt.Errorf("quotamesh/client: admin %s: %w: %w", op, quotamesh.ErrUnavailable, err)
 }

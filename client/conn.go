@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -123,12 +124,12 @@ func (cn *conn) writeLoop() {
 // readLoop reads reply frames and hands each reply to its call's owner.
 func (cn *conn) readLoop() {
 	c := cn.c
-	fr := transport.NewFrameReader(cn.s, wire.MaxFrame)
+	br := bufio.NewReaderSize(cn.s, 16<<10)
 	dec := wire.NewDecoder()
 	var found []*call
 	var at []int
 	for {
-		body, err := fr.Next()
+		body, err := wire.ReadFrame(br, wire.MaxFrame)
 		if err != nil {
 			cn.fail(fmt.Errorf("read: %w", err))
 			return

@@ -70,7 +70,7 @@ func codeErr(c wire.Code, msg string) error {
 		s = ErrInternal
 	}
 	if msg == "" {
-		return fmt.Errorf("quotamesh/client: node answered code %d: %w", c, s)
+		return fmt.Errorf("quotamesh/client: node answered code %v: %w", c, s)
 	}
 	return fmt.Errorf("quotamesh/client: node answered: %w: %s", s, msg)
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -216,12 +217,12 @@ func (s *testServer) ServeClient(c *transport.ClientConn) {
 }
 
 func (s *testServer) serveStream(st *transport.Stream, c *transport.ClientConn) {
-	fr := transport.NewFrameReader(st, wire.MaxFrame)
+	br := bufio.NewReader(st)
 	dec := wire.NewDecoder()
 	enc := wire.NewEncoder()
 	var out []byte
 	for {
-		body, err := fr.Next()
+		body, err := wire.ReadFrame(br, wire.MaxFrame)
 		if err != nil {
 			return
 		}

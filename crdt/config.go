@@ -23,7 +23,7 @@ const (
 	// behind before it gets a full state.
 	DefaultDeltaIntervals = 64
 	// DefaultMaxDeltaBytes keeps every part of a split delta, with its frame
-	// header, inside wire's 1 MiB frame.
+	// header, inside the 1 MiB frame a node sends.
 	DefaultMaxDeltaBytes = 1<<20 - 4096
 	// MinMaxDeltaBytes is the smallest MaxDeltaBytes allowed: one part must
 	// always fit its header, its sender's state and one entry with the

@@ -1,39 +1,39 @@
 package crdt
 
-// Bounds on the wire encoding of a delta, used to split deltas so that each
-// part fits a frame. Package wire keeps its encoding within them (its tests
+// Bounds on QuotaMesh's wire encoding of a delta, used to split deltas so
+// that each part fits a frame. The encoder keeps within them (its tests
 // check SizeBound against real encodings).
 const (
-	// SizeHeaderBound bounds a sync frame's length prefix, its message
+	// sizeHeaderBound bounds a sync frame's length prefix, its message
 	// header and the delta's fixed fields, the sender's node ID aside.
-	SizeHeaderBound = 256
-	// SizeOriginBound bounds one origin state, its node ID aside.
-	SizeOriginBound = 40
-	// SizeKeyRunBound bounds the start of a run of entries with one key, the
+	sizeHeaderBound = 256
+	// sizeOriginBound bounds one origin state, its node ID aside.
+	sizeOriginBound = 40
+	// sizeKeyRunBound bounds the start of a run of entries with one key, the
 	// key's bytes aside.
-	SizeKeyRunBound = 8
-	// SizeEntryBound bounds one entry, its key aside.
-	SizeEntryBound = 24
-	// SizeQuotaBound bounds one quota register, its key aside.
-	SizeQuotaBound = 32
+	sizeKeyRunBound = 8
+	// sizeEntryBound bounds one entry, its key aside.
+	sizeEntryBound = 24
+	// sizeQuotaBound bounds one quota register, its key aside.
+	sizeQuotaBound = 32
 )
 
 // SizeBound returns an upper bound on the bytes of a wire frame carrying d:
 // a header, each origin state, each run of adjacent entries sharing a key,
 // and each entry.
 func (d *Delta) SizeBound() int {
-	n := SizeHeaderBound + len(d.From.Node)
+	n := sizeHeaderBound + len(d.From.Node)
 	for i := range d.Origins {
-		n += SizeOriginBound + len(d.Origins[i].ID.Node)
+		n += sizeOriginBound + len(d.Origins[i].ID.Node)
 	}
 	for i := range d.Entries {
 		if i == 0 || d.Entries[i].Key != d.Entries[i-1].Key {
-			n += SizeKeyRunBound + len(d.Entries[i].Key)
+			n += sizeKeyRunBound + len(d.Entries[i].Key)
 		}
-		n += SizeEntryBound
+		n += sizeEntryBound
 	}
 	for i := range d.Quotas {
-		n += SizeQuotaBound + len(d.Quotas[i].Key)
+		n += sizeQuotaBound + len(d.Quotas[i].Key)
 	}
 	return n
 }
@@ -249,7 +249,7 @@ func (b *builder) start() {
 	b.cur = Delta{From: s.self, Seq: s.last, Basis: b.basis, Full: b.full, Origins: []OriginState{b.state(s.own)}}
 	clear(b.stamp)
 	b.stamp[s.own] = 0
-	b.size = SizeHeaderBound + len(s.self.Node) + SizeOriginBound + len(s.self.Node)
+	b.size = sizeHeaderBound + len(s.self.Node) + sizeOriginBound + len(s.self.Node)
 	b.lastKey = ""
 }
 
@@ -265,12 +265,12 @@ func (b *builder) flush() {
 
 // cost is what adding an entry of o for key to the current part adds.
 func (b *builder) cost(o *origin, key string) int {
-	c := SizeEntryBound
+	c := sizeEntryBound
 	if _, ok := b.stamp[o]; !ok {
-		c += SizeOriginBound + len(o.id.Node)
+		c += sizeOriginBound + len(o.id.Node)
 	}
 	if key != b.lastKey {
-		c += SizeKeyRunBound + len(key)
+		c += sizeKeyRunBound + len(key)
 	}
 	return c
 }
@@ -311,10 +311,10 @@ func (b *builder) add(o *origin, key string, epoch int64, v uint64) {
 
 // addQuota adds o's quota register for key.
 func (b *builder) addQuota(o *origin, key string, epoch int64, seq uint64, quota uint32) {
-	c := SizeQuotaBound + len(key)
+	c := sizeQuotaBound + len(key)
 	_, has := b.stamp[o]
 	if !has {
-		c += SizeOriginBound + len(o.id.Node)
+		c += sizeOriginBound + len(o.id.Node)
 	}
 	if len(b.cur.Entries)+len(b.cur.Quotas) > 0 && (len(b.cur.Quotas) >= b.s.cfg.MaxEntriesPerDelta ||
 		b.size+c > b.s.cfg.MaxDeltaBytes ||
@@ -330,7 +330,7 @@ func (b *builder) addBare(o *origin) {
 	if _, has := b.stamp[o]; has {
 		return
 	}
-	c := SizeOriginBound + len(o.id.Node)
+	c := sizeOriginBound + len(o.id.Node)
 	if len(b.cur.Origins) > 1 && (b.size+c > b.s.cfg.MaxDeltaBytes || len(b.cur.Origins) >= MaxDeltaOrigins) {
 		b.flush()
 	}

@@ -302,8 +302,8 @@ func TestRecordOwn(t *testing.T) {
 			t.Errorf("step %d: RecordOwn(%q, %v) = %v; want ErrInvalidSlot", i, tt.key, tt.slots, err)
 		}
 	}
-	if s.Keys() != 0 {
-		t.Fatalf("rejected RecordOwn calls left %d keys", s.Keys())
+	if len(s.keys) != 0 {
+		t.Fatalf("rejected RecordOwn calls left %d keys", len(s.keys))
 	}
 	// Values only grow; offered is raised to admitted; zero slots and
 	// slots beyond the horizon are not stored.

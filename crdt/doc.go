@@ -46,9 +46,24 @@
 // GC drops slots beyond the horizon, keys without slots and silent origins
 // without slots; it never changes a view.
 //
-// # Concurrency and time
+// # What callers may rely on
 //
-// A Store is owned by one goroutine. It does no I/O, starts no goroutine and
-// never reads a clock: local time is passed in, and a time earlier than one
-// already seen is treated as the later one.
+//   - Time is an argument. Every method that depends on time takes the
+//     caller's local time in nanoseconds; a time earlier than one already
+//     seen is treated as the later one. The package never reads a clock,
+//     starts no goroutine and does no I/O, so a test drives it step by step.
+//   - Goroutine safety. A Store is not safe for concurrent use: one
+//     goroutine owns it (a node's sync loop). The Deltas it returns share
+//     memory with it and with each other: encode or copy them, never modify
+//     them.
+//   - Zero values. The zero Config is valid and means every default. The
+//     zero Store is not usable: create one with NewStore. The zero OriginID
+//     means "unset" and is invalid.
+//   - Bounds. Everything a delta carries is bounded (MaxDeltaEntries,
+//     MaxDeltaOrigins, MaxParts, MaxEpoch, MaxTime, MaxAge, MaxNodeIDLen)
+//     and checked by Delta.Validate before Merge changes anything; the
+//     memory a key holds is bounded as above.
+//   - Errors. Merge, RecordOwn and RecordOwnQuota refuse bad input with an
+//     error that wraps one of this package's sentinels (test with
+//     errors.Is), and then change nothing; no input makes them panic.
 package crdt

@@ -158,23 +158,23 @@ func TestKeyBytesBounded(t *testing.T) {
 				d := normal(id, now, ent("k", e, 1, 1), ent("k", e-int64(step%(horizon+1)), 2, 2), ent("k", e+MaxLeadSlots, 3, 3))
 				mustMerge(t, s, d, now)
 			}
-			if got := s.KeyBytes("k"); got > bound {
-				t.Fatalf("horizon %d step %d: KeyBytes = %d, bound %d", horizon, step, got, bound)
+			if got := s.keyBytes("k"); got > bound {
+				t.Fatalf("horizon %d step %d: keyBytes = %d, bound %d", horizon, step, got, bound)
 			}
 		}
 		s.GC(now)
-		if got := s.KeyBytes("k"); got > bound || got == 0 {
-			t.Fatalf("horizon %d: KeyBytes after GC = %d, want (0, %d]", horizon, got, bound)
+		if got := s.keyBytes("k"); got > bound || got == 0 {
+			t.Fatalf("horizon %d: keyBytes after GC = %d, want (0, %d]", horizon, got, bound)
 		}
 		if horizon == DefaultHorizon {
-			per := s.KeyBytes("k") / len(ids)
+			per := s.keyBytes("k") / len(ids)
 			t.Logf("a key active on %d origins for a full 60 s window: %d bytes per origin (%d slots of 8 bytes + %d overhead)",
 				len(ids), per, horizon+MaxLeadSlots+1, seriesSize)
 		}
 		// Long after everyone fell silent, GC frees the key.
 		s.GC(now + int64(DefaultForgetAfter) + int64(horizon+MaxLeadSlots)*slot + sec)
-		if got := s.KeyBytes("k"); got != 0 {
-			t.Errorf("horizon %d: KeyBytes long after silence = %d, want 0", horizon, got)
+		if got := s.keyBytes("k"); got != 0 {
+			t.Errorf("horizon %d: keyBytes long after silence = %d, want 0", horizon, got)
 		}
 		if s.Bytes() <= 0 {
 			t.Errorf("Bytes = %d", s.Bytes())

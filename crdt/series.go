@@ -211,7 +211,7 @@ func (s *series) windowed(c *sumCache, end int64, k int, field func(uint64) int6
 	return c.sum
 }
 
-// bytes is the memory the series holds, for KeyBytes.
+// bytes is the memory the series holds, for keyBytes.
 func (s *series) bytes() int {
 	n := seriesSize + 8*cap(s.ring)
 	if s.own != nil {

@@ -7,8 +7,9 @@ import (
 	"github.com/quotamesh/quotamesh/limits"
 )
 
-// Limits of the data model. Decoders (package wire) check lengths against
-// these before allocating; Delta.Validate checks them again.
+// Limits of the data model. A decoder checks lengths against these before
+// allocating (QuotaMesh's wire decoder does); Delta.Validate checks them
+// again.
 const (
 	// MaxNodeIDLen is the longest node ID, in bytes.
 	MaxNodeIDLen = 64
@@ -181,15 +182,15 @@ type Entry struct {
 	Admitted, Offered uint32
 }
 
+// IsRelay reports whether d is a relay (Store.RelayFor): a normal delta
+// whose basis is its own interval.
+func (d *Delta) IsRelay() bool { return !d.Full && d.Basis == d.Seq }
+
 // Validate checks every rule that does not depend on a receiver's state: the
 // ranges of every field, that origin indices point into Origins, that From
 // is among Origins with Age 0, that a normal delta carries only From, and
 // that no entry is ahead of its origin's asOf by more than MaxLeadSlots.
 // Errors wrap ErrInvalidDelta or ErrInvalidOrigin and name the field.
-// IsRelay reports whether d is a relay (Store.RelayFor): a normal delta
-// whose basis is its own interval.
-func (d *Delta) IsRelay() bool { return !d.Full && d.Basis == d.Seq }
-
 func (d *Delta) Validate() error {
 	if err := d.From.Validate(); err != nil {
 		return fmt.Errorf("%w: from: %w", ErrInvalidDelta, err)

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/engine"
 	"github.com/quotamesh/quotamesh/internal/wire"
@@ -77,11 +76,11 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 // isAdmin reports whether a client may run admin operations: any client
 // when client certificates are not required, else one whose certificate
 // names a client in TLS.AdminClients (as of the last Reload).
-func (n *Node) isAdmin(id certs.Identity) bool {
+func (n *Node) isAdmin(id transport.Identity) bool {
 	if !n.cfg.TLS.RequireClientCert {
 		return true
 	}
-	return id.Kind == certs.KindClient && (*n.admins.Load())[id.Name]
+	return !id.Node && id.Name != "" && (*n.admins.Load())[id.Name]
 }
 
 // serveStream reads frames from one stream and answers them. Decisions are
@@ -89,7 +88,7 @@ func (n *Node) isAdmin(id certs.Identity) bool {
 // goroutines of their own (at most maxAdminInFlight), so that a Raft write
 // waiting for a leader never stalls the decisions behind it. One writer
 // goroutine writes the replies.
-func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id certs.Identity) {
+func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transport.Identity) {
 	out := make(chan []byte, streamQueue)
 	free := make(chan []byte, streamQueue+1)
 	var writer sync.WaitGroup
@@ -291,9 +290,9 @@ func message(err error) string {
 
 // adminRequest runs an admin operation off the stream's read path and
 // queues its reply; a refusal is queued at once.
-func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.Identity, out chan<- []byte, sem chan struct{}, wg *sync.WaitGroup) {
+func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id transport.Identity, out chan<- []byte, sem chan struct{}, wg *sync.WaitGroup) {
 	reply := func(r *wire.AdminReply) {
-		n.m.clientRequests.WithLabelValues(adminOpName(m.Op), codeName(r.Code)).Inc()
+		n.m.clientRequests.WithLabelValues(m.Op.String(), r.Code.String()).Inc()
 		frame, err := wire.Append(nil, r)
 		if err != nil {
 			n.adminLog.Error().Err(err).Msg("encoding an admin reply")
@@ -306,7 +305,7 @@ func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.
 	}
 	switch {
 	case !n.isAdmin(id):
-		n.adminLog.Warn().Str("client", id.String()).Str("op", adminOpName(m.Op)).Msg("admin operation refused: not an admin")
+		n.adminLog.Warn().Str("client", id.String()).Str("op", m.Op.String()).Msg("admin operation refused: not an admin")
 		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeForbidden, Message: fmt.Sprintf("%v: client %q is not an admin", ErrForbidden, id.String())})
 		return
 	case n.state.Load() == stateClosed:
@@ -330,16 +329,9 @@ func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id certs.
 		if r.Code != wire.CodeOK {
 			l = l.Str("error", r.Message)
 		}
-		l.Str("client", id.String()).Str("op", adminOpName(m.Op)).Str("code", codeName(r.Code)).Msg("admin operation")
+		l.Str("client", id.String()).Str("op", m.Op.String()).Str("code", r.Code.String()).Msg("admin operation")
 		reply(r)
 	}()
-}
-
-func adminOpName(op wire.AdminOp) string {
-	if s, ok := adminOpNames[op]; ok {
-		return s
-	}
-	return "unknown"
 }
 
 // admin runs one admin operation.

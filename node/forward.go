@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/internal/consensus"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/transport"
 )
 
@@ -49,6 +51,10 @@ func (f *forwarder) Forward(ctx context.Context, address string, req []byte) ([]
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
 	}
+	frame, err := wire.AppendFrame(nil, req, maxForwardFrame)
+	if err != nil {
+		return nil, fmt.Errorf("quotamesh/node: forwarding to %s: %w", address, err)
+	}
 	conn, err := f.layer.Dial(address, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("quotamesh/node: forwarding to %s: %w", address, err)
@@ -59,10 +65,10 @@ func (f *forwarder) Forward(ctx context.Context, address string, req []byte) ([]
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	if _, err := conn.Write(transport.AppendFrame(nil, req)); err != nil {
+	if _, err := conn.Write(frame); err != nil {
 		return nil, fmt.Errorf("quotamesh/node: forwarding to %s: %w", address, ctxErr(ctx, err))
 	}
-	resp, err := transport.NewFrameReader(conn, maxForwardFrame).Next()
+	resp, err := wire.ReadFrame(bufio.NewReader(conn), maxForwardFrame)
 	if err != nil {
 		return nil, fmt.Errorf("quotamesh/node: reading the answer of %s: %w", address, ctxErr(ctx, err))
 	}
@@ -111,7 +117,7 @@ func (n *Node) serveForwards() {
 func (n *Node) handleForward(conn net.Conn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(forwardReadTimeout))
-	req, err := transport.NewFrameReader(conn, maxForwardFrame).Next()
+	req, err := wire.ReadFrame(bufio.NewReader(conn), maxForwardFrame)
 	if err != nil {
 		n.log.Debug().Err(err).Str("remote", conn.RemoteAddr().String()).Msg("reading a forwarded request")
 		return
@@ -133,7 +139,11 @@ func (n *Node) handleForward(conn net.Conn) {
 			l.Err(err).Str("peer", caller).Str("remote", conn.RemoteAddr().String()).Int("suppressed", suppressed).Msg("forwarded request refused")
 		}
 	}
-	if _, err := conn.Write(transport.AppendFrame(nil, resp)); err != nil {
+	frame, err := wire.AppendFrame(nil, resp, maxForwardFrame)
+	if err == nil {
+		_, err = conn.Write(frame)
+	}
+	if err != nil {
 		n.log.Debug().Err(err).Str("peer", caller).Msg("answering a forwarded request")
 	}
 }

@@ -43,33 +43,6 @@ const (
 
 var raftStates = []string{"follower", "candidate", "leader", "shutdown", "closed"}
 
-// opNames label client requests; codeNames their outcome.
-var (
-	codeNames = [...]string{
-		wire.CodeOK:           "ok",
-		wire.CodeInvalidKey:   "invalid_key",
-		wire.CodeInvalidN:     "invalid_n",
-		wire.CodeExceedsLimit: "exceeds_limit",
-		wire.CodeTooManyKeys:  "too_many_keys",
-		wire.CodeBadRequest:   "bad_request",
-		wire.CodeForbidden:    "forbidden",
-		wire.CodeNoRule:       "no_rule",
-		wire.CodeInvalidRate:  "invalid_rate",
-		wire.CodeUnavailable:  "unavailable",
-		wire.CodeShuttingDown: "shutting_down",
-		wire.CodeInternal:     "internal",
-	}
-	adminOpNames = map[wire.AdminOp]string{
-		wire.AdminLimitSet:    "limit_set",
-		wire.AdminLimitDelete: "limit_delete",
-		wire.AdminLimitGet:    "limit_get",
-		wire.AdminLimitList:   "limit_list",
-		wire.AdminStatus:      "status",
-		wire.AdminJoin:        "join",
-		wire.AdminLeave:       "leave",
-	}
-)
-
 type metrics struct {
 	decisions       *prometheus.CounterVec
 	keys            prometheus.Gauge
@@ -92,7 +65,7 @@ type metrics struct {
 
 	// decide and lease count client requests by code without a label
 	// lookup per request.
-	decide, lease [len(codeNames)]prometheus.Counter
+	decide, lease [wire.NumCodes]prometheus.Counter
 
 	collectors []prometheus.Collector
 	reg        prometheus.Registerer
@@ -135,9 +108,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for code, name := range codeNames {
-		m.decide[code] = m.clientRequests.WithLabelValues("decide", name)
-		m.lease[code] = m.clientRequests.WithLabelValues("lease", name)
+	for c := range wire.Code(wire.NumCodes) {
+		m.decide[c] = m.clientRequests.WithLabelValues(wire.OpDecide.String(), c.String())
+		m.lease[c] = m.clientRequests.WithLabelValues(wire.OpLease.String(), c.String())
 	}
 	for _, r := range []string{"allowed", "denied", "unlimited", "rejected"} {
 		m.decisions.WithLabelValues(r)
@@ -173,14 +146,6 @@ func (m *metrics) unregister() {
 	for _, c := range m.collectors {
 		m.reg.Unregister(c)
 	}
-}
-
-// codeName is the label of a reply code.
-func codeName(c wire.Code) string {
-	if int(c) < len(codeNames) {
-		return codeNames[c]
-	}
-	return "unknown"
 }
 
 // forgetPeer deletes a departed member's label values.

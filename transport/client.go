@@ -17,11 +17,11 @@ import (
 // Either end may open streams. Its methods are safe for concurrent use.
 type ClientConn struct {
 	qc     *quic.Conn
-	remote certs.Identity
+	remote Identity
 	reason atomic.Pointer[error]
 }
 
-func newClientConn(qc *quic.Conn, remote certs.Identity) *ClientConn {
+func newClientConn(qc *quic.Conn, remote Identity) *ClientConn {
 	return &ClientConn{qc: qc, remote: remote}
 }
 
@@ -103,7 +103,7 @@ func (c *ClientConn) wrap(op string, err error) error {
 // on a node, the client's name (or a node's ID for tools using a node
 // certificate), the zero Identity for a client without a certificate; in a
 // client, the node's ID.
-func (c *ClientConn) Identity() certs.Identity { return c.remote }
+func (c *ClientConn) Identity() Identity { return c.remote }
 
 // Close closes the connection and every stream on it; the other end sees a
 // clean close at once.
@@ -138,13 +138,13 @@ func (c *ClientConn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 func (c *ClientConn) RTT() time.Duration { return c.qc.ConnectionStats().SmoothedRTT }
 
 // nodeIdentityOf is the verified node identity at the other end of qc.
-func nodeIdentityOf(qc *quic.Conn) certs.Identity {
+func nodeIdentityOf(qc *quic.Conn) Identity {
 	pcs := qc.ConnectionState().TLS.PeerCertificates
 	if len(pcs) == 0 {
-		return certs.Identity{}
+		return Identity{}
 	}
 	id, _ := certs.IdentityOf(pcs[0])
-	return id
+	return identityOf(id)
 }
 
 // nodeIDOf is the verified node ID at the other end of a peer connection.

@@ -29,6 +29,12 @@ const (
 	DefaultMaxIncomingStreams = 256
 )
 
+// DefaultMaxFrameSize is the default largest frame body, 1 MiB.
+const DefaultMaxFrameSize = 1 << 20
+
+// MaxFrameSizeLimit is the largest MaxFrameSize a Config may set, 64 MiB.
+const MaxFrameSizeLimit = 64 << 20
+
 // Config configures a Transport. Zero fields take the documented defaults;
 // New copies the Config, so changing it afterwards has no effect. What may
 // change at run time goes through methods: SetPeers (membership to dial) and
@@ -40,9 +46,9 @@ type Config struct {
 	// ListenAddr is the UDP address to listen on (e.g. "127.0.0.1:7000",
 	// ":0") when PacketConn is nil. The Transport closes the socket it opens.
 	ListenAddr string
-	// PacketConn, if set, is used instead of ListenAddr, e.g. a
-	// faultnet.Conn in tests. The Transport does not close it: its owner
-	// closes it after Transport.Close.
+	// PacketConn, if set, is used instead of ListenAddr, e.g. a socket that
+	// injects loss or latency in tests. The Transport does not close it: its
+	// owner closes it after Transport.Close.
 	PacketConn net.PacketConn
 	// Certificate is this node's certificate and key, signed by the cluster
 	// CA, with server and client authentication. Required.
@@ -84,8 +90,9 @@ type Config struct {
 	// Logger receives the transport's logs, with component=transport and,
 	// where one is concerned, peer=<id>. The zero Logger discards them.
 	Logger zerolog.Logger
-	// Registerer, if set, receives the transport's metrics (see metrics.go
-	// for names; the peer label only takes cluster members' IDs).
+	// Registerer, if set, receives the transport's metrics, named
+	// quotamesh_transport_* (docs/operations.md lists them); the peer label
+	// only takes cluster members' IDs.
 	Registerer prometheus.Registerer
 	// Handler receives peer frames, peer up/down events and client
 	// connections. Required.
@@ -247,8 +254,7 @@ type ClientConfig struct {
 	// certificate, as in ordinary TLS.
 	ServerName string
 	// PacketConn, if set, carries the connection instead of a new UDP
-	// socket (tests wrap it with faultnet). The caller closes it after the
-	// ClientConn.
+	// socket. The caller closes it after the ClientConn.
 	PacketConn net.PacketConn
 	// KeepAlive, IdleTimeout and HandshakeTimeout as in Config. The idle
 	// timeout in effect is the smaller of the client's and the node's, so

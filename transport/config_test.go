@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -72,6 +73,15 @@ func TestConfigDefaults(t *testing.T) {
 		d.DialBackoffMin != 50*time.Millisecond || d.DialBackoffMax != 2*time.Second || d.HandshakeTimeout != 2*time.Second ||
 		d.MaxIncomingStreams != 256 {
 		t.Errorf("defaults = %+v", d)
+	}
+}
+
+// TestFrameSizesFitTheFramer: the framer takes every MaxFrameSize a Config
+// may set, and the default is a message frame's size.
+func TestFrameSizesFitTheFramer(t *testing.T) {
+	if MaxFrameSizeLimit != wire.FrameLimit || DefaultMaxFrameSize != wire.MaxFrame {
+		t.Errorf("MaxFrameSizeLimit %d, DefaultMaxFrameSize %d; want the framer's %d and %d",
+			MaxFrameSizeLimit, DefaultMaxFrameSize, wire.FrameLimit, wire.MaxFrame)
 	}
 }
 

@@ -19,7 +19,9 @@ var (
 	// either given to Send or announced by a peer (whose connection is then
 	// closed, since its stream cannot be resynchronised).
 	ErrFrameTooLarge = errors.New("quotamesh/transport: frame too large")
-	// ErrBadFrame reports a malformed length prefix.
+	// ErrBadFrame reports a frame that breaks the framing: an empty body
+	// given to Send, or from a peer (whose connection is then closed) an
+	// empty frame or a length prefix that is not minimally encoded.
 	ErrBadFrame = errors.New("quotamesh/transport: malformed frame")
 	// ErrInvalidConfig reports a Config or ClientConfig value out of range;
 	// the message names the field and the value.

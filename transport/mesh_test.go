@@ -340,6 +340,9 @@ func TestOversizedFramesAreRefused(t *testing.T) {
 	if err := b.t.Send("a", make([]byte, DefaultMaxFrameSize+1)); !errors.Is(err, ErrFrameTooLarge) {
 		t.Errorf("b.Send of %d bytes = %v, want ErrFrameTooLarge", DefaultMaxFrameSize+1, err)
 	}
+	if err := b.t.Send("a", nil); !errors.Is(err, ErrBadFrame) {
+		t.Errorf("b.Send of an empty body = %v, want ErrBadFrame", err)
+	}
 	if err := b.t.Send("a", make([]byte, DefaultMaxFrameSize)); err != nil {
 		t.Errorf("b.Send of exactly MaxFrameSize = %v, want nil", err)
 	}

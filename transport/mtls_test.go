@@ -201,19 +201,19 @@ func TestClientMTLS(t *testing.T) {
 
 	for _, require := range []bool{true, false} {
 		h := &countingHandler{recorder: newRecorder()}
-		identities := make(chan certs.Identity, 8)
+		identities := make(chan Identity, 8)
 		h.serve = func(c *ClientConn) { identities <- c.Identity(); <-c.Done() }
 		a := startNode(t, ca, "a", func(c *Config) { c.RequireClientCert = require; c.Handler = h })
 		steps := []struct {
 			name   string
 			cert   *tls.Certificate
 			accept bool
-			want   certs.Identity
+			want   Identity
 		}{
-			{"client certificate", &good, true, certs.ClientIdentity("cli")},
-			{"no certificate", nil, !require, certs.Identity{}},
-			{"certificate from another CA", &foreign, false, certs.Identity{}},
-			{"expired certificate", &expired, false, certs.Identity{}},
+			{"client certificate", &good, true, Identity{Name: "cli"}},
+			{"no certificate", nil, !require, Identity{}},
+			{"certificate from another CA", &foreign, false, Identity{}},
+			{"expired certificate", &expired, false, Identity{}},
 		}
 		for _, s := range steps {
 			before := h.clients.Load()
@@ -235,7 +235,7 @@ func TestClientMTLS(t *testing.T) {
 				if got := <-identities; got != s.want {
 					t.Errorf("RequireClientCert=%v, %s: ServeClient sees %v, want %v", require, s.name, got, s.want)
 				}
-				if got := cc.Identity(); got != certs.NodeIdentity("a") {
+				if got := cc.Identity(); got != (Identity{Name: "a", Node: true}) {
 					t.Errorf("client sees the node as %v, want node/a", got)
 				}
 			}
@@ -289,7 +289,7 @@ func TestDialClientVerifiesNode(t *testing.T) {
 func TestALPNSeparatesPeersFromClients(t *testing.T) {
 	ca := testCA(t)
 	h := &countingHandler{recorder: newRecorder()}
-	served := make(chan certs.Identity, 1)
+	served := make(chan Identity, 1)
 	h.serve = func(c *ClientConn) {
 		served <- c.Identity()
 		s, err := c.AcceptStream(context.Background())
@@ -310,7 +310,7 @@ func TestALPNSeparatesPeersFromClients(t *testing.T) {
 		t.Fatalf("DialClient with a node certificate: %v", err)
 	}
 	defer cc.Close()
-	if got := <-served; got != certs.NodeIdentity("b") {
+	if got := <-served; got != (Identity{Name: "b", Node: true}) {
 		t.Errorf("ServeClient sees %v, want node/b", got)
 	}
 	s, err := cc.OpenStream(ctxT(t, time.Second))

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/rs/zerolog"
 )
 
@@ -277,7 +279,7 @@ func (t *Transport) connEnded(c *peerConn, wasUp bool) {
 }
 
 // acceptSync waits for the peer's sync stream and checks its kind byte.
-func (t *Transport) acceptSync(c *peerConn) (*quic.ReceiveStream, *FrameReader, error) {
+func (t *Transport) acceptSync(c *peerConn) (*quic.ReceiveStream, *bufio.Reader, error) {
 	timeout := t.cfg.HandshakeTimeout
 	ctx, cancel := context.WithTimeout(c.qc.Context(), timeout)
 	defer cancel()
@@ -301,8 +303,12 @@ func (t *Transport) acceptSync(c *peerConn) (*quic.ReceiveStream, *FrameReader, 
 		t.m.rejected.WithLabelValues(rejectProtocol).Inc()
 		return nil, nil, fmt.Errorf("%w: unidirectional stream of kind %q from %s, want %q", ErrProtocol, kind[0], c.p.id, kindSync)
 	}
-	return rs, NewFrameReader(rs, t.cfg.MaxFrameSize), nil
+	return rs, bufio.NewReaderSize(rs, 16<<10), nil
 }
+
+// keptFrameBuffer is the largest frame buffer writeFrames keeps for the
+// next frame.
+const keptFrameBuffer = 64 << 10
 
 // writeFrames opens our sync stream and writes each mailbox frame to it.
 func (t *Transport) writeFrames(c *peerConn) {
@@ -321,16 +327,17 @@ func (t *Transport) writeFrames(c *peerConn) {
 		return
 	}
 	p := c.p
-	var hdr [binary.MaxVarintLen64]byte
+	var frame []byte
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case body := <-c.mailbox:
-			n := binary.PutUvarint(hdr[:], uint64(len(body)))
-			_, err := s.Write(hdr[:n])
-			if err == nil && len(body) > 0 {
-				_, err = s.Write(body)
+			var err error
+			// Send checked the body's length, so framing cannot fail.
+			frame, err = wire.AppendFrame(frame[:0], body, t.cfg.MaxFrameSize)
+			if err == nil {
+				_, err = s.Write(frame)
 			}
 			if err != nil {
 				if ctx.Err() == nil {
@@ -338,39 +345,44 @@ func (t *Transport) writeFrames(c *peerConn) {
 				}
 				return
 			}
-			size := uint64(n + len(body))
+			size := uint64(len(frame))
 			p.bytesOut.Add(size)
 			p.framesOut.Add(1)
 			p.m.bytesOut.Add(float64(size))
 			p.m.framesOut.Inc()
+			if cap(frame) > keptFrameBuffer {
+				frame = nil // a rare large frame: do not hold its memory
+			}
 			c.busy.Store(false)
 		}
 	}
 }
 
 // readFrames delivers the peer's frames to the handler until the stream or
-// the connection ends. A bad length prefix closes the connection: the
+// the connection ends. A frame the framer refuses closes the connection: the
 // stream cannot be resynchronised.
-func (t *Transport) readFrames(c *peerConn, rs *quic.ReceiveStream, fr *FrameReader) {
+func (t *Transport) readFrames(c *peerConn, rs *quic.ReceiveStream, br *bufio.Reader) {
 	p := c.p
 	for {
-		body, err := fr.Next()
+		body, err := wire.ReadFrame(br, t.cfg.MaxFrameSize)
 		if err != nil {
 			if c.qc.Context().Err() != nil {
 				return
 			}
+			// The framer's errors are internal: the caller sees this
+			// package's sentinels, with the framer's message.
 			switch {
-			case errors.Is(err, ErrFrameTooLarge):
+			case errors.Is(err, wire.ErrTooLarge):
 				t.m.rejected.WithLabelValues(rejectTooLarge).Inc()
 				p.log.Warn().Err(err).Msg("frame refused; closing the connection")
-				c.closeWith(fmt.Errorf("peer %s: %w", p.id, err), codeFrameTooLarge)
-			case errors.Is(err, ErrBadFrame):
-				t.m.rejected.WithLabelValues(rejectMalformed).Inc()
-				p.log.Warn().Err(err).Msg("frame refused; closing the connection")
-				c.closeWith(fmt.Errorf("peer %s: %w", p.id, err), codeProtocol)
+				c.closeWith(fmt.Errorf("%w: peer %s: %v", ErrFrameTooLarge, p.id, err), codeFrameTooLarge)
 			case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 				t.m.rejected.WithLabelValues(rejectProtocol).Inc()
 				c.closeWith(fmt.Errorf("%w: peer %s ended its sync stream", ErrProtocol, p.id), codeProtocol)
+			case errors.Is(err, wire.ErrMalformed):
+				t.m.rejected.WithLabelValues(rejectMalformed).Inc()
+				p.log.Warn().Err(err).Msg("frame refused; closing the connection")
+				c.closeWith(fmt.Errorf("%w: peer %s: %v", ErrBadFrame, p.id, err), codeProtocol)
 			default:
 				c.closeWith(fmt.Errorf("%w: reading from %s: %w", ErrConnectionLost, p.id, err), codeProtocol)
 			}

@@ -85,8 +85,8 @@ type StreamLayer struct {
 var _ net.Listener = (*StreamLayer)(nil)
 
 // StreamLayer registers and returns the stream layer for kind, which must not
-// be kindSync ('s') nor in use by another open layer (ErrKindTaken). Streams
-// of a kind with no layer are reset.
+// be 's' (the sync streams') nor in use by another open layer
+// (ErrKindTaken). Streams of a kind with no layer are reset.
 func (t *Transport) StreamLayer(kind byte) (*StreamLayer, error) {
 	if kind == kindSync {
 		return nil, fmt.Errorf("%w: kind %q is reserved for sync streams", ErrKindTaken, kind)

@@ -212,7 +212,7 @@ func (t *Transport) handleInbound(qc *quic.Conn) {
 		if len(cs.PeerCertificates) > 0 {
 			id, _ = certs.IdentityOf(cs.PeerCertificates[0]) // verified by verifyClient
 		}
-		cc := newClientConn(qc, id)
+		cc := newClientConn(qc, identityOf(id))
 		if !t.spawn(func() { t.serveClient(cc) }) {
 			t.untrack(qc)
 			_ = qc.CloseWithError(codeShutdown, ErrClosed.Error())
@@ -357,14 +357,18 @@ func (t *Transport) publishPeersLocked() {
 // Send queues body as the next frame to peer and returns at once; the
 // Transport owns body from then on (do not modify it). nil means queued, not
 // delivered: a frame queued on a connection that then ends is dropped, and
-// the PeerDown that follows tells the caller to resynchronise. Each peer has a one-frame mailbox: if the previous frame to it
-// has not been written to its stream yet (flow control, a slow or dead
-// peer), Send returns ErrBusy and the caller sends a newer frame later. It
-// returns ErrNotConnected if the peer has no connection that is up,
-// ErrFrameTooLarge if body exceeds MaxFrameSize, and ErrClosed after Close.
-// It does not allocate.
+// the PeerDown that follows tells the caller to resynchronise. Each peer
+// has a one-frame mailbox: if the previous frame to it has not been written
+// to its stream yet (flow control, a slow or dead peer), Send returns
+// ErrBusy and the caller sends a newer frame later. It returns
+// ErrNotConnected if the peer has no connection that is up, ErrBadFrame if
+// body is empty, ErrFrameTooLarge if it exceeds MaxFrameSize, and ErrClosed
+// after Close. It does not allocate.
 func (t *Transport) Send(peer string, body []byte) error {
-	if len(body) > t.cfg.MaxFrameSize {
+	switch {
+	case len(body) == 0:
+		return ErrBadFrame
+	case len(body) > t.cfg.MaxFrameSize:
 		t.m.dropTooLarge.Inc()
 		return ErrFrameTooLarge
 	}

@@ -192,7 +192,7 @@ func TestConcurrentMixed(t *testing.T) {
 					}
 					offered.Add(2)
 				case 3, 4:
-					n := w.TakeUpTo(now, 5)
+					n := w.takeUpTo(now, 5)
 					admitted.Add(n)
 					offered.Add(5)
 					if n > 0 {

@@ -1,11 +1,32 @@
 // Package window is QuotaMesh's local counting: a lock-free sliding window
-// per key (Window) and the set of windows a node keeps (Registry).
+// per key (Window) and the set of windows a node keeps (Registry). It is a
+// building block of its own: nothing in it needs a cluster, a network or a
+// clock.
+//
+// # What callers may rely on
+//
+//   - Time is an argument. Every method that depends on time takes now, node
+//     time in nanoseconds since the Unix epoch as the caller's clock reads
+//     it. The package reads no clock, starts no goroutine, holds no timer
+//     and does no I/O, so a test drives it with fixed instants.
+//   - Goroutine safety. Every method of Window and Registry is safe for
+//     concurrent use. The request path (Window.AllowN, Allow, Decide, Grant,
+//     RecordOffered; Registry.AllowN, Allow and Admit for a key that has a
+//     window) takes no lock, never waits for another goroutine and does not
+//     allocate.
+//   - Zero values. The zero Config is valid and means every default. The
+//     zero Window and the zero Registry are not usable: create them with New
+//     and NewRegistry.
+//   - Bounds. A registry holds at most Config.MaxKeys windows. A window's
+//     memory is set by its length (under 5 KB for a 60 s window), plus about
+//     64 bytes per processor once a slot sees more than 128 requests; a
+//     slot's counts saturate at 2^32−1.
+//   - Errors. Bad input never panics; errors wrap this package's sentinels
+//     or those of package limits, tested with errors.Is.
 //
 // # What a Window promises
 //
-// Time is node time in nanoseconds, passed in by the caller; the package
-// starts no goroutine, holds no timer, and takes no lock on the request
-// path. Time is cut into 100 ms slots (limits.Slot); slot e is node time
+// Time is cut into 100 ms slots (limits.Slot); slot e is node time
 // [e·100ms, (e+1)·100ms). A rate COUNT/WINDOW has K = WINDOW/100ms slots, and
 // a window at time t counts the open slot and the K−1 closed slots before it.
 //
@@ -30,18 +51,17 @@
 //     counted as demand.
 //
 // AllowN is the method to call per request (Decide when the caller needs
-// RetryAfter and Remaining); TakeUpTo and Refund serve leases; Counts,
-// Slots, Demand and CurrentQPS are for the node's background work and never
-// move the window.
+// RetryAfter and Remaining); Grant and Refund serve leases; Counts, Slots,
+// Demand and CurrentQPS are for background work and never move the window.
 //
 // # What a Registry promises
 //
 // A Registry maps keys to windows under a limits.Table. Deciding for an
-// existing key is one lookup in a lock-free key map (keymap.go) and a Window
-// decision: lock-free and allocation-free. Keys that match no rule are unlimited and never get a
-// window. The number of windows is bounded (Config.MaxKeys); idle windows
-// are evicted by Sweep, which the owner calls (the registry has no
-// goroutine); limit changes apply in place, or by replacing the window and
+// existing key is one lookup in a lock-free key map and a Window decision:
+// lock-free and allocation-free. Keys that match no rule are unlimited and
+// never get a window. The number of windows is bounded (Config.MaxKeys);
+// idle windows are evicted by Sweep, which the owner calls (the registry has
+// no goroutine); limit changes apply in place, or by replacing the window and
 // carrying its counts over when the window length changes. Counts that race
 // with an eviction or a replacement are migrated by the next Sweep.
 package window

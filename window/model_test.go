@@ -217,7 +217,7 @@ const (
 )
 
 func (o op) String() string {
-	names := [...]string{"AllowN", "TakeUpTo", "Refund", "RecordOffered", "Reset", "SetQuota", "SetCount", "Read"}
+	names := [...]string{"AllowN", "takeUpTo", "Refund", "RecordOffered", "Reset", "SetQuota", "SetCount", "Read"}
 	return fmt.Sprintf("%s(dt=%v n=%d extra=%d)", names[o.kind%numOps], o.dt, o.n, o.extra)
 }
 
@@ -250,8 +250,8 @@ func (h *harness) step(o op) string {
 			return fmt.Sprintf("AllowN(%v, %v) = %v, want %v", now, o.n, got, want)
 		}
 	case opTakeUpTo:
-		if got, want := h.w.TakeUpTo(now, o.n), h.m.takeUpTo(now, o.n); got != want {
-			return fmt.Sprintf("TakeUpTo(%v, %v) = %v, want %v", now, o.n, got, want)
+		if got, want := h.w.takeUpTo(now, o.n), h.m.takeUpTo(now, o.n); got != want {
+			return fmt.Sprintf("takeUpTo(%v, %v) = %v, want %v", now, o.n, got, want)
 		}
 	case opRefund:
 		// extra is how many slots before now's the tokens were granted.

@@ -420,7 +420,8 @@ func TestRegistryConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	r.Range(func(key string, rule limits.Rule, w *Window) bool {
+	r.keys.rangeAll(func(key string, en *entry) bool {
+		rule, w := en.rule, en.w
 		tot := w.Total()
 		if tot < 0 || tot > 60 {
 			t.Errorf("key %q (rule %v): Total() = %v, want within [0, 60]", key, rule, tot)

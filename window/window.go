@@ -3,12 +3,10 @@ package window
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
-	"github.com/quotamesh/quotamesh/internal/procid"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -44,9 +42,9 @@ const Never = time.Duration(math.MaxInt64)
 // Quota() tokens admitted in the open slot and the K−1 closed slots before
 // it, where K is the rate's window in slots.
 //
-// A Window is pure: time is passed in as node time in nanoseconds (see
-// package clock), and a Window starts no goroutine and holds no timer. All
-// methods are safe for concurrent use. AllowN, Allow, Decide, TakeUpTo and
+// A Window is pure: time is passed in as node time in nanoseconds since the
+// Unix epoch, and a Window starts no goroutine and holds no timer. All
+// methods are safe for concurrent use. AllowN, Allow, Decide, Grant and
 // RecordOffered are lock-free: they never wait for another goroutine.
 // Refund and Reset may wait for a slot roll in progress (a few hundred
 // nanoseconds); readers (Counts, Slots, Demand, CurrentQPS) retry if a roll
@@ -190,16 +188,13 @@ func (w *Window) SetQuotaUntil(q, until int64) {
 	w.quotaUntil.Store(until)
 }
 
-// QuotaUntil returns the last epoch the quota is valid for.
-func (w *Window) QuotaUntil() int64 { return w.quotaUntil.Load() }
-
 // Total returns the tokens admitted in the window as of the open slot (see
 // OpenEpoch), including admissions still being recorded: the value the quota
 // caps. It is one atomic load; Counts gives the window as of a given time.
 func (w *Window) Total() int64 { return w.total.Load() }
 
 // OpenEpoch returns the epoch of the open slot: the newest epoch any write
-// (AllowN, TakeUpTo, RecordOffered, Refund) has brought the window to.
+// (AllowN, Grant, RecordOffered, Refund) has brought the window to.
 // Readers never move it to a time of their own (at most they finish a move
 // a concurrent write started), so it also tells when the window was last
 // used.
@@ -252,23 +247,24 @@ func (w *Window) Decide(now, n int64) (d Decision) {
 	return d
 }
 
-// TakeUpTo admits as many tokens as there is room for, up to n, and returns
-// how many: a partial grant, for leases. It counts n as offered whatever it
-// grants. n above the rate's count is treated as the count; n <= 0 takes
-// and counts nothing. Lock-free.
-func (w *Window) TakeUpTo(now, n int64) int64 {
+// takeUpTo admits as many tokens as there is room for, up to n, and returns
+// how many, counting n as offered whatever it grants: Grant for a caller
+// that reports no demand of its own. n above the rate's count is treated as
+// the count; n <= 0 takes and counts nothing. Lock-free.
+func (w *Window) takeUpTo(now, n int64) int64 {
 	if n <= 0 {
 		return 0
 	}
 	return w.admit(EpochOf(now), min(n, w.count.Load()), true)
 }
 
-// Grant admits as many tokens as there is room for, up to want, like
-// TakeUpTo, but counts offered (not want) as demand: for a lease whose
-// holder reports the calls it saw separately. The slot's offered count may
-// so stay below its admitted count until those reports arrive. want above the
-// rate's count is treated as the count; want <= 0 grants nothing but still
-// counts offered (if positive). Lock-free.
+// Grant admits as many tokens as there is room for, up to want, and returns
+// how many: a partial grant, for leases. It counts offered (not want) as
+// demand, for a lease whose holder reports the calls it saw separately; the
+// slot's offered count may so stay below its admitted count until those
+// reports arrive. want above the rate's count is treated as the count;
+// want <= 0 grants nothing but still counts offered (if positive).
+// Lock-free.
 func (w *Window) Grant(now, want, offered int64) int64 {
 	offered = max(offered, 0)
 	if want <= 0 {
@@ -356,353 +352,12 @@ func (w *Window) Reset() {
 	w.unlock()
 }
 
-// SizeBytes returns the memory the window holds: its header, its rings and,
+// sizeBytes returns the memory the window holds: its header, its rings and,
 // once hot, its per-P counters. Allocator rounding is not included.
-func (w *Window) SizeBytes() int {
+func (w *Window) sizeBytes() int {
 	n := int(unsafe.Sizeof(Window{})) + len(w.buf)*8
 	if s := w.shards.Load(); s != nil {
 		n += int(unsafe.Sizeof(shardSet{})) + len(s.s)*int(unsafe.Sizeof(shard{}))
 	}
 	return n
-}
-
-// admit gates want tokens at epoch e (all of them, or as many as fit if
-// partial), counts want as offered, and returns the tokens granted.
-func (w *Window) admit(e, want int64, partial bool) int64 {
-	return w.admitCounting(e, want, want, partial)
-}
-
-// admitCounting is admit with the offered count given separately. A quota
-// that expired before epoch e admits nothing.
-func (w *Window) admitCounting(e, want, offered int64, partial bool) int64 {
-	if e > w.open.Load() && !w.advance(e) {
-		g := w.gateAt(e, want, partial)
-		w.countAhead(e, g, offered)
-		return g
-	}
-	g := w.gateAt(e, want, partial)
-	w.addOpen(g, offered)
-	return g
-}
-
-func (w *Window) gateAt(e, want int64, partial bool) int64 {
-	if e > w.quotaUntil.Load() {
-		return 0
-	}
-	return w.gate(want, partial)
-}
-
-// gate reserves tokens in total. The check and the reservation are one CAS,
-// so total never exceeds the quota because of concurrent callers.
-func (w *Window) gate(want int64, partial bool) int64 {
-	for {
-		t := w.total.Load()
-		room := w.quota.Load() - t
-		g := want
-		if g > room {
-			if !partial || room <= 0 {
-				return 0
-			}
-			g = room
-		}
-		if w.total.CompareAndSwap(t, t+g) {
-			return g
-		}
-	}
-}
-
-// addOpen counts into the open slot, on this P's shard once the window is
-// hot. A denial so writes only this P's cache line.
-func (w *Window) addOpen(adm, off int64) {
-	c := &w.base
-	if s := w.shards.Load(); s != nil {
-		c = &s.s[procid.ID()&s.mask].counters
-	}
-	if adm != 0 {
-		c.admitted.Add(adm)
-	}
-	c.offered.Add(off)
-}
-
-// countAhead records counts of a caller whose epoch e is ahead of the open
-// slot while another goroutine holds busy. Counting them into the open slot
-// could attribute them to the slot being closed, earlier than their own
-// epoch, and let them expire early; instead they wait in ahead, which is
-// only ever moved into a slot at or after e. The epoch is published before
-// the counts, so whoever takes the counts sees an epoch at least theirs.
-func (w *Window) countAhead(e, adm, off int64) {
-	for a := w.ahead.epoch.Load(); a < e && !w.ahead.epoch.CompareAndSwap(a, e); a = w.ahead.epoch.Load() {
-	}
-	if adm != 0 {
-		w.ahead.admitted.Add(adm)
-	}
-	w.ahead.offered.Add(off)
-	w.settle()
-}
-
-func (w *Window) aheadPending() bool {
-	return w.ahead.admitted.Load() != 0 || w.ahead.offered.Load() != 0
-}
-
-// advance tries to roll the window to epoch e. It reports whether the open
-// slot is now at or after e, so that the caller may count into it; false
-// means another goroutine holds busy and the caller must count ahead.
-func (w *Window) advance(e int64) bool {
-	if !w.busy.CompareAndSwap(0, 1) {
-		return e <= w.open.Load()
-	}
-	w.seq.Add(1)
-	if e > w.open.Load() {
-		w.rollLocked(e)
-	}
-	w.settleLocked()
-	w.unlock()
-	return true
-}
-
-// settle moves pending ahead counts into the window if nobody holds busy;
-// if somebody does, they will on unlock.
-func (w *Window) settle() {
-	if w.busy.Load() != 0 || !w.busy.CompareAndSwap(0, 1) {
-		return
-	}
-	w.seq.Add(1)
-	w.settleLocked()
-	w.unlock()
-}
-
-// lock takes busy, waiting for a roll in progress, and makes seq odd.
-func (w *Window) lock() {
-	for i := 0; !w.busy.CompareAndSwap(0, 1); i++ {
-		if i >= 4 {
-			runtime.Gosched()
-		}
-	}
-	w.seq.Add(1)
-}
-
-// unlock makes seq even and releases busy, then settles ahead counts that
-// arrived meanwhile. Paired with countAhead (add counts, then look at busy),
-// releasing and then looking at the counts guarantees one of the two sees
-// the other: no count is left behind once callers stop.
-func (w *Window) unlock() {
-	for {
-		w.seq.Add(1)
-		w.busy.Store(0)
-		if !w.aheadPending() || !w.busy.CompareAndSwap(0, 1) {
-			return
-		}
-		w.seq.Add(1)
-		w.settleLocked()
-	}
-}
-
-// settleLocked moves the ahead counts into the open slot, rolling first to
-// the largest epoch they may come from. Caller holds busy.
-func (w *Window) settleLocked() {
-	for w.aheadPending() {
-		adm, off := w.ahead.admitted.Swap(0), w.ahead.offered.Swap(0)
-		// Read after the swap: every count taken was published with an
-		// epoch no larger than this.
-		if a := w.ahead.epoch.Load(); a > w.open.Load() {
-			w.rollLocked(a)
-		}
-		w.base.admitted.Add(adm)
-		w.base.offered.Add(off)
-	}
-}
-
-// foldOpen takes the open slot's counters, leaving them at zero.
-func (w *Window) foldOpen() (adm, off int64) {
-	adm, off = w.base.admitted.Swap(0), w.base.offered.Swap(0)
-	if s := w.shards.Load(); s != nil {
-		for i := range s.s {
-			adm += s.s[i].admitted.Swap(0)
-			off += s.s[i].offered.Swap(0)
-		}
-	}
-	return adm, off
-}
-
-// openRunning reads the open slot's counters without taking them.
-func (w *Window) openRunning() (adm, off int64) {
-	adm, off = w.base.admitted.Load(), w.base.offered.Load()
-	if s := w.shards.Load(); s != nil {
-		for i := range s.s {
-			adm += s.s[i].admitted.Load()
-			off += s.s[i].offered.Load()
-		}
-	}
-	return adm, off
-}
-
-// rollLocked closes the open slot and opens epoch e > open. Caller holds
-// busy with seq odd. In order: fold the open counters into the closing
-// slot; subtract from total what leaves the window; move the expiry hint;
-// write the closing slot and clear the positions of skipped epochs, so that
-// position p always holds the one epoch in (open−r, open) congruent to p;
-// update the second ring; publish the new open epoch last, so that a caller
-// who sees it counts into counters that fold into it or a later slot.
-func (w *Window) rollLocked(e int64) {
-	o := w.open.Load()
-	k, r := int64(w.k), int64(w.r)
-	adm, off := w.foldOpen()
-	closing := pack(adm, off)
-	closingAdm := int64(closing >> 32)
-	excess := adm - closingAdm // > 0 only if the slot saturated; keep total equal to what the ring records
-
-	var expired int64
-	for x := o - k + 1; x <= min(e-k, o); x++ {
-		if x == o {
-			expired += closingAdm
-		} else {
-			expired += int64(w.buf[w.pos(x)].Load() >> 32)
-		}
-	}
-
-	// The expiry hint: every closed slot in the window before c is empty.
-	c, next := w.expire.Load()-k, e
-	for x := max(c, e-k+1); x <= o; x++ {
-		v := closing
-		if x != o {
-			v = w.buf[w.pos(x)].Load()
-		}
-		if v>>32 != 0 {
-			next = x
-			break
-		}
-	}
-	w.expire.Store(next + k)
-
-	if e-o >= r {
-		for i := range r {
-			w.buf[i].Store(0)
-		}
-	} else {
-		w.buf[w.pos(o)].Store(closing)
-		for x := o + 1; x <= e; x++ {
-			w.buf[w.pos(x)].Store(0)
-		}
-	}
-	if k < int64(limits.MaxSlots) {
-		w.rollMinute(o, e, closing)
-	}
-	if d := expired + excess; d != 0 {
-		w.total.Add(-d)
-	}
-	w.open.Store(e)
-	if off >= inflateAt && w.shards.Load() == nil {
-		w.inflate()
-	}
-}
-
-// rollMinute advances the second ring from open epoch o to e and adds the
-// closed slot o to its second. Position s mod 60 holds second s for the 60
-// seconds up to the open slot's; each holds the closed slots of its second.
-func (w *Window) rollMinute(o, e int64, closing uint64) {
-	sec := w.buf[w.r:]
-	so, se := floorDiv(o, slotsPerSecond), floorDiv(e, slotsPerSecond)
-	if se-so >= minuteSeconds {
-		for i := range sec {
-			sec[i].Store(0)
-		}
-	} else {
-		for s := so + 1; s <= se; s++ {
-			sec[mod(s, minuteSeconds)].Store(0)
-		}
-	}
-	if closing != 0 && so > se-minuteSeconds {
-		b := &sec[mod(so, minuteSeconds)]
-		b.Store(addPacked(b.Load(), closing))
-	}
-}
-
-// minuteRefund lowers the admitted count of closed slot g's second.
-func (w *Window) minuteRefund(o, g, m int64) {
-	if int(w.k) >= limits.MaxSlots {
-		return
-	}
-	sg, so := floorDiv(g, slotsPerSecond), floorDiv(o, slotsPerSecond)
-	if sg <= so-minuteSeconds {
-		return
-	}
-	b := &w.buf[int64(w.r)+mod(sg, minuteSeconds)]
-	v := b.Load()
-	if a := int64(v >> 32); a < maxUint32 { // a saturated bucket stays saturated
-		b.Store(uint64(max(a-m, 0))<<32 | v&uint64(maxUint32))
-	}
-}
-
-// inflate gives a hot window per-P counters.
-func (w *Window) inflate() {
-	n := 1
-	for n < runtime.GOMAXPROCS(0) && n < maxShards {
-		n *= 2
-	}
-	if n > 1 {
-		w.shards.Store(&shardSet{mask: n - 1, s: make([]shard, n)})
-	}
-}
-
-// retryAfter is the time from now until the oldest admitted slot leaves the
-// window; the next slot edge if that is already due or nothing is admitted.
-func (w *Window) retryAfter(now int64) time.Duration {
-	e := EpochOf(now)
-	x := w.expire.Load()
-	if x <= e || w.total.Load() <= 0 {
-		x = e + 1
-	}
-	// Count in slots first: x−e is small, x·Slot may not fit in an int64.
-	if x-e > math.MaxInt64/slotNs {
-		return Never
-	}
-	// now − e·Slot is now mod Slot (e is the floor), without a division.
-	return time.Duration((x-e)*slotNs - (now - e*slotNs))
-}
-
-func (w *Window) pos(epoch int64) int64 { return mod(epoch, int64(w.r)) }
-
-// read runs f until it ran over a state that no roll, refund or reset
-// changed meanwhile. Pending ahead counts are settled first, so that what f
-// sees of the open slot is where those counts will stay.
-func (w *Window) read(f func()) {
-	for i := 0; ; i++ {
-		if w.aheadPending() {
-			w.settle()
-		}
-		if s := w.seq.Load(); s&1 == 0 {
-			f()
-			if w.seq.Load() == s && !w.aheadPending() {
-				return
-			}
-		}
-		if i >= 4 {
-			runtime.Gosched()
-		}
-	}
-}
-
-func pack(adm, off int64) uint64 { return uint64(sat32(adm))<<32 | uint64(sat32(off)) }
-
-func sat32(v int64) uint32 { return uint32(min(max(v, 0), maxUint32)) }
-
-// addPacked adds two packed pairs, each half saturating.
-func addPacked(a, b uint64) uint64 {
-	return pack(int64(a>>32)+int64(b>>32), int64(a&uint64(maxUint32))+int64(b&uint64(maxUint32)))
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b < 0 {
-		q--
-	}
-	return q
-}
-
-func mod(a, b int64) int64 {
-	m := a % b
-	if m < 0 {
-		m += b
-	}
-	return m
 }

@@ -197,8 +197,8 @@ func TestTakeUpTo(t *testing.T) {
 		{t0 + 10*d, 50, 4}, // max clamped to the count; slot 0's 4 expired
 	}
 	for i, s := range steps {
-		if got := w.TakeUpTo(s.t, s.max); got != s.want {
-			t.Errorf("step %d: TakeUpTo(%v, %v) = %v, want %v", i, ts(s.t), s.max, got, s.want)
+		if got := w.takeUpTo(s.t, s.max); got != s.want {
+			t.Errorf("step %d: takeUpTo(%v, %v) = %v, want %v", i, ts(s.t), s.max, got, s.want)
 		}
 	}
 	// Offered: 4+4+4+4 (t0..t2) leave slot 0 with 4; plus 10 (clamped) now.
@@ -381,7 +381,7 @@ func TestExtremeTimes(t *testing.T) {
 				if dec.RetryAfter < 0 {
 					t.Errorf("%s: Decide(%v, 2).RetryAfter = %v, want >= 0", rate, now, dec.RetryAfter)
 				}
-				w.TakeUpTo(now, 2)
+				w.takeUpTo(now, 2)
 				w.RecordOffered(now, math.MaxInt64)
 				w.Refund(now, now, 1)
 				w.Refund(now, math.MinInt64, 1)
@@ -416,8 +416,8 @@ func TestShardsInflate(t *testing.T) {
 		t.Fatalf("after a slot of %d requests: shards = %v, want 4", inflateAt, s)
 	}
 	cold := mustNew(t, "1000000/s", t0)
-	if got, hot := cold.SizeBytes(), w.SizeBytes(); hot <= got {
-		t.Errorf("SizeBytes() hot 1 s window = %v, cold = %v; want the shards counted", hot, got)
+	if got, hot := cold.sizeBytes(), w.sizeBytes(); hot <= got {
+		t.Errorf("sizeBytes() hot 1 s window = %v, cold = %v; want the shards counted", hot, got)
 	}
 	for range 10 {
 		w.Allow(t1)
@@ -431,7 +431,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	tests := map[string]func(){
 		"AllowN":        func() { now += 1e5; w.AllowN(now, 1) },
 		"Decide":        func() { now += 1e5; w.Decide(now, 1) },
-		"TakeUpTo":      func() { now += 1e5; w.TakeUpTo(now, 2) },
+		"takeUpTo":      func() { now += 1e5; w.takeUpTo(now, 2) },
 		"RecordOffered": func() { now += 1e5; w.RecordOffered(now, 2) },
 		"Counts":        func() { w.Counts(now) },
 		"Slots":         func() { w.Slots(now, 0, func(int64, uint32, uint32) {}) },
@@ -452,8 +452,8 @@ func TestSizeBytes(t *testing.T) {
 		{"1/100ms", 800}, {"1/s", 800}, {"1/min", 4950},
 	} {
 		w := mustNew(t, tt.rate, t0)
-		if got := w.SizeBytes(); got > tt.max {
-			t.Errorf("New(%s).SizeBytes() = %v, want at most %v", tt.rate, got, tt.max)
+		if got := w.sizeBytes(); got > tt.max {
+			t.Errorf("New(%s).sizeBytes() = %v, want at most %v", tt.rate, got, tt.max)
 		}
 	}
 }
@@ -497,7 +497,7 @@ func TestQuotaUntil(t *testing.T) {
 	if !w.AllowN(t0+60*slotNs, 1) {
 		t.Error("AllowN after SetQuota = false, want true (SetQuota never expires)")
 	}
-	if got := w.QuotaUntil(); got != math.MaxInt64 {
-		t.Errorf("QuotaUntil() after SetQuota = %d, want MaxInt64", got)
+	if got := w.quotaUntil.Load(); got != math.MaxInt64 {
+		t.Errorf("quotaUntil after SetQuota = %d, want MaxInt64", got)
 	}
 }

@@ -42,6 +42,19 @@ const (
 	OpLease Op = 2
 )
 
+// String returns the op's name, "decide" or "lease": the op label of the
+// node's client request metrics.
+func (op Op) String() string { return enumName(op, "Op", "", "decide", "lease") }
+
+// enumName returns names[v], the name of value v, or kind(v) for a value
+// without a name (beyond names, or named "").
+func enumName[T ~uint8](v T, kind string, names ...string) string {
+	if int(v) < len(names) && names[v] != "" {
+		return names[v]
+	}
+	return fmt.Sprintf("%s(%d)", kind, uint8(v))
+}
+
 // Code is the outcome of a request: OK, or the identity of an error, so a
 // client rebuilds errors.Is-comparable errors without comparing strings.
 type Code uint8
@@ -62,6 +75,16 @@ const (
 	CodeInternal     Code = 11
 	maxCode               = CodeInternal
 )
+
+// NumCodes is the number of reply codes: they are 0 to NumCodes-1.
+const NumCodes = int(maxCode) + 1
+
+// String returns the code's name in snake case ("ok", "invalid_key", ...):
+// the code label of the node's client request metrics.
+func (c Code) String() string {
+	return enumName(c, "Code", "ok", "invalid_key", "invalid_n", "exceeds_limit", "too_many_keys",
+		"bad_request", "forbidden", "no_rule", "invalid_rate", "unavailable", "shutting_down", "internal")
+}
 
 // ClientRequest is one request in a ClientBatch.
 type ClientRequest struct {
@@ -131,6 +154,14 @@ const (
 	AdminLeave       AdminOp = 7 // remove Node from the cluster
 	maxAdminOp               = AdminLeave
 )
+
+// String returns the operation's name in snake case ("limit_set",
+// "status", ...): the op label of the node's client request metrics, and
+// the name in logs and errors.
+func (op AdminOp) String() string {
+	return enumName(op, "AdminOp", "", "limit_set", "limit_delete", "limit_get", "limit_list",
+		"status", "join", "leave")
+}
 
 // AdminRequest asks a node for an operation on the cluster.
 type AdminRequest struct {

@@ -2,8 +2,14 @@
 // msgpack bodies in length-prefixed frames (docs/design.md section 6).
 //
 // A frame is a uvarint length followed by that many bytes of body, at most
-// MaxFrame (1 MiB). Framing knows nothing of messages: AppendFrame and
-// ReadFrame handle frames, Encoder and Decoder bodies, and Append does both.
+// MaxFrame (1 MiB) for a message. Framing knows nothing of messages:
+// AppendFrame and ReadFrame handle frames, Encoder and Decoder bodies, and
+// Append does both. They are QuotaMesh's one framer: the transport's sync
+// streams, client and admin streams, and the forwarding streams between
+// nodes all frame with them, each stream with its own cap on a body (up to
+// FrameLimit). Empty frames and non-minimal length prefixes are refused, a
+// length is checked against the cap before anything is allocated, and a
+// body is read in chunks.
 // A body is one msgpack array [version, type, fields...] with Version 1.
 //
 // Decoding untrusted bytes is safe: the decoder reads msgpack by hand, checks

@@ -3,8 +3,9 @@ package wire
 import "errors"
 
 // Sentinel errors. Every error this package returns wraps one of them (or
-// io.EOF for a stream that ended cleanly between frames) and names the
-// field at fault; test with errors.Is.
+// is io.EOF, for a stream that ended cleanly between frames, or wraps the
+// error of a stream ReadFrame failed to read) and names the field at fault;
+// test with errors.Is.
 var (
 	// ErrTooLarge reports a frame, string, array or count beyond its cap.
 	ErrTooLarge = errors.New("quotamesh/wire: too large")

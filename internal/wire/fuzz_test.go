@@ -2,7 +2,7 @@ package wire
 
 import (
 	"bytes"
-	"errors"
+	"encoding/binary"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -92,43 +92,59 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzReadFrame: ReadFrame never panics, reads no more than the cap, and
-// whatever it returns re-frames to exactly the bytes it consumed.
+// FuzzReadFrame: the one frame reader, on every stream. ReadFrame never
+// panics, returns no body that is empty or above the cap, ends with io.EOF
+// only at a frame boundary at the end of the input, fails otherwise with a
+// sentinel error, and the frames it returns re-frame to exactly the bytes it
+// consumed (so every length prefix it accepted was minimal).
 func FuzzReadFrame(f *testing.F) {
+	var stream []byte
 	for _, b := range seedBodies(f) {
-		fr, err := AppendFrame(nil, b)
+		fr, err := AppendFrame(nil, b, 0)
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(fr, 0)
 		f.Add(fr[:len(fr)/2], 0)
 		f.Add(fr, len(b)-1)
+		stream = append(stream, fr...)
 	}
+	f.Add(stream, 0)
+	f.Add(stream, FrameLimit+1)
+	f.Add(binary.AppendUvarint(nil, 1<<40), 1024)
 	f.Add([]byte{0x80, 0x80, 0x40}, 0)
 	f.Add([]byte{0x81, 0x00, 'x'}, 0)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 1<<20)
 	f.Fuzz(func(t *testing.T, data []byte, max int) {
-		r := bytes.NewReader(data)
-		body, err := ReadFrame(r, max)
-		if err != nil {
-			if errors.Is(err, io.EOF) && len(data) != 0 {
-				t.Fatalf("io.EOF with %d bytes to read", len(data))
-			}
-			if !errors.Is(err, io.EOF) && !isSentinel(err) {
-				t.Fatalf("ReadFrame error %v wraps no sentinel", err)
-			}
-			return
-		}
 		limit := max
-		if limit <= 0 || limit > MaxFrame {
+		if limit <= 0 {
 			limit = MaxFrame
 		}
-		if len(body) == 0 || len(body) > limit {
-			t.Fatalf("ReadFrame returned %d bytes with cap %d", len(body), limit)
-		}
-		consumed := data[:len(data)-r.Len()]
-		again, err := AppendFrame(nil, body)
-		if err != nil || !bytes.Equal(again, consumed) {
-			t.Fatalf("re-framed %x, %v; consumed %x", again, err, consumed)
+		limit = min(limit, FrameLimit)
+		r := bytes.NewReader(data)
+		var again []byte
+		for {
+			body, err := ReadFrame(r, max)
+			if err != nil {
+				if err == io.EOF && len(again) != len(data) {
+					t.Fatalf("io.EOF after %d of %d bytes", len(again), len(data))
+				}
+				if err != io.EOF && !isSentinel(err) {
+					t.Fatalf("ReadFrame error %v wraps no sentinel", err)
+				}
+				return
+			}
+			if len(body) == 0 || len(body) > limit {
+				t.Fatalf("ReadFrame returned %d bytes with cap %d", len(body), limit)
+			}
+			start := len(again)
+			again, err = AppendFrame(again, body, max)
+			if err != nil {
+				t.Fatalf("AppendFrame of a body ReadFrame returned: %v", err)
+			}
+			if consumed := data[start : len(data)-r.Len()]; !bytes.Equal(again[start:], consumed) {
+				t.Fatalf("re-framed %x; consumed %x", again[start:], consumed)
+			}
 		}
 	})
 }

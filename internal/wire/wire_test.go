@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/quotamesh/quotamesh/crdt"
@@ -540,7 +542,9 @@ func TestReadFrame(t *testing.T) {
 		{"above max", []byte{5, 1, 2, 3, 4, 5}, 4, nil, ErrTooLarge, "frame of 5 bytes; at most 4"},
 		{"above MaxFrame", []byte{0x81, 0x80, 0x40}, 0, nil, ErrTooLarge, "frame of 1048577 bytes"},
 		{"prefix of four bytes", []byte{0x80, 0x80, 0x80, 0x01}, 0, nil, ErrTooLarge, "longer than 3 bytes"},
-		{"max above MaxFrame means MaxFrame", []byte{0x81, 0x80, 0x40}, 1 << 30, nil, ErrTooLarge, "at most 1048576"},
+		{"prefix longer than the cap's", []byte{0x80, 0x01}, 100, nil, ErrTooLarge, "longer than 1 bytes"},
+		{"max above MaxFrame", append([]byte{0x81, 0x80, 0x40}, make([]byte, MaxFrame+1)...), 2 * MaxFrame, make([]byte, MaxFrame+1), nil, ""},
+		{"max above FrameLimit means FrameLimit", []byte{0x81, 0x80, 0x80, 0x20}, 1 << 30, nil, ErrTooLarge, "at most 67108864"},
 	}
 	for i, tt := range tests {
 		got, err := ReadFrame(bytes.NewReader(tt.in), tt.max)
@@ -554,17 +558,27 @@ func TestReadFrame(t *testing.T) {
 			t.Errorf("step %d (%s): ReadFrame error %v; want %v mentioning %q", i, tt.name, err, tt.err, tt.mentions)
 		}
 	}
+	// A stream that fails passes its own error on, not a format error.
+	errReset := errors.New("stream reset")
+	for _, in := range []io.Reader{iotest.ErrReader(errReset), io.MultiReader(bytes.NewReader([]byte{5, 'a'}), iotest.ErrReader(errReset))} {
+		if _, err := ReadFrame(bufio.NewReader(in), 0); !errors.Is(err, errReset) || isSentinel(err) {
+			t.Errorf("ReadFrame of a failing stream = %v; want %v and no sentinel", err, errReset)
+		}
+	}
 	// A frame claiming 1 MiB on a stream that stalls holds at most a chunk.
 	if got := allocated(func() { ReadFrame(bytes.NewReader([]byte{0x80, 0x80, 0x40, 1}), 0) }); got > 100<<10 {
 		t.Errorf("a truncated 1 MiB frame allocated %d bytes", got)
 	}
-	if _, err := AppendFrame(nil, nil); !errors.Is(err, ErrMalformed) {
-		t.Errorf("AppendFrame(empty) = %v, want ErrMalformed", err)
+	if got, err := AppendFrame([]byte("x"), nil, 0); !errors.Is(err, ErrMalformed) || string(got) != "x" {
+		t.Errorf("AppendFrame(empty) = %q, %v; want \"x\", ErrMalformed", got, err)
 	}
-	if _, err := AppendFrame(nil, make([]byte, MaxFrame+1)); !errors.Is(err, ErrTooLarge) {
+	if _, err := AppendFrame(nil, make([]byte, MaxFrame+1), 0); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("AppendFrame(MaxFrame+1) = %v, want ErrTooLarge", err)
 	}
-	f, err := AppendFrame([]byte("x"), make([]byte, MaxFrame))
+	if _, err := AppendFrame(nil, make([]byte, 11), 10); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("AppendFrame(11 bytes, max 10) = %v, want ErrTooLarge", err)
+	}
+	f, err := AppendFrame([]byte("x"), make([]byte, MaxFrame), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -601,5 +615,38 @@ func TestRelayAndMissesDecode(t *testing.T) {
 	}
 	if _, err := Decode(raw(with(syncFields(), 14, []any{"bad id"})...)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("Decode(misses with a space) = %v, want ErrMalformed", err)
+	}
+}
+
+// TestNames: every op and code has its own name, which labels metrics; an
+// unknown value says its number.
+func TestNames(t *testing.T) {
+	seen := map[string]bool{}
+	check := func(what string, name string, known bool) {
+		t.Helper()
+		if known && (name == "" || strings.ContainsAny(name, " ()") || seen[name]) {
+			t.Errorf("%s: name %q is empty, not snake case, or taken", what, name)
+		}
+		if !known && !strings.HasSuffix(name, ")") {
+			t.Errorf("%s: unknown value named %q; want its number", what, name)
+		}
+		seen[name] = true
+	}
+	for c := range Code(NumCodes + 1) {
+		check(fmt.Sprintf("Code(%d)", c), c.String(), c <= maxCode)
+	}
+	clear(seen)
+	for op := range AdminOp(maxAdminOp + 2) {
+		check(fmt.Sprintf("AdminOp(%d)", op), op.String(), op >= AdminLimitSet && op <= maxAdminOp)
+	}
+	clear(seen)
+	for op := range Op(4) {
+		check(fmt.Sprintf("Op(%d)", op), op.String(), op == OpDecide || op == OpLease)
+	}
+	got := []string{OpDecide.String(), OpLease.String(), CodeOK.String(), CodeNoRule.String(), CodeInternal.String(),
+		AdminLimitSet.String(), AdminStatus.String(), AdminLeave.String()}
+	want := []string{"decide", "lease", "ok", "no_rule", "internal", "limit_set", "status", "leave"}
+	if !slices.Equal(got, want) {
+		t.Errorf("names = %q; want the metric labels %q", got, want)
 	}
 }

@@ -1,0 +1,101 @@
+package crdt
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// OriginInfo describes an origin as the store knows it.
+type OriginInfo struct {
+	// ID names the origin.
+	ID OriginID
+	// Self marks the store's own origin.
+	Self bool
+	// AsOf is the origin's node time up to which the store holds its counts.
+	AsOf int64
+	// HeardAt is the local time at which the store learned AsOf, back-dated
+	// by the relayer's age if it came relayed.
+	HeardAt int64
+	// Relayed says AsOf was learned from another node's full state rather
+	// than from the origin itself.
+	Relayed bool
+	// LastDirect is the local time of the last delta the origin itself sent
+	// (0: never heard directly).
+	LastDirect int64
+	// Keys is how many keys hold slots of this origin.
+	Keys int
+}
+
+func (o *origin) info() OriginInfo {
+	return OriginInfo{ID: o.id, Self: o.self, AsOf: o.asOf, HeardAt: o.heardAt, Relayed: o.relayed, LastDirect: o.lastDirect, Keys: o.nseries}
+}
+
+// Origins returns every origin the store knows, its own included, sorted by
+// node ID and incarnation.
+func (s *Store) Origins() []OriginInfo {
+	out := make([]OriginInfo, 0, len(s.origins))
+	for _, o := range s.origins {
+		out = append(out, o.info())
+	}
+	slices.SortFunc(out, func(a, b OriginInfo) int {
+		return cmp.Or(cmp.Compare(a.ID.Node, b.ID.Node), cmp.Compare(a.ID.Incarnation, b.ID.Incarnation))
+	})
+	return out
+}
+
+// View is one origin's counts for one key as read at one local time.
+type View struct {
+	// Admitted is the origin's admitted count in its window of the
+	// requested slots ending at AsOfSlot: slots (AsOfSlot-window, AsOfSlot].
+	Admitted int64
+	// Demand is the origin's offered count in the demandSlots full slots
+	// before AsOfSlot: slots [AsOfSlot-demandSlots, AsOfSlot-1].
+	Demand int64
+	// AsOfSlot is σ, the slot of the origin's estimated time T̂, in the
+	// origin's own slot numbering.
+	AsOfSlot int64
+	// Age is how long ago the store learned the origin's asOf.
+	Age time.Duration
+	// Quota is the origin's quota register if it is from a slot in the
+	// window (AsOfSlot-window, AsOfSlot], else 0: a quota the origin has not
+	// renewed for a whole window no longer reserves anything.
+	Quota int64
+}
+
+// Views calls fn once for every origin other than the store's own that
+// holds slots of key, with its view at local time nowLocal (design.md
+// section 5): the origin's window read in its own slot numbering, ending at
+// the slot of T̂ = asOf + max(0, age - grace). window and demandSlots are
+// clamped to [1, horizon] and [0, horizon] for the key's horizon. fn must
+// not call back into the store.
+//
+// Views are cached per key and origin: reading the same window again costs
+// a few nanoseconds per origin, and a view that moved forward by one slot
+// costs two slot reads; merges keep the caches exact.
+func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn func(OriginInfo, View)) {
+	now := s.advance(nowLocal)
+	ks := s.keys[key]
+	if ks == nil {
+		return
+	}
+	window = min(max(window, 1), ks.horizon)
+	demandSlots = min(max(demandSlots, 0), ks.horizon)
+	for _, sr := range ks.series {
+		o := sr.o
+		if o.self {
+			continue
+		}
+		sigma := slotOf(s.estimate(o, now))
+		v := View{
+			Admitted: sr.windowed(&sr.win, sigma, window, admittedOf),
+			Demand:   sr.windowed(&sr.dem, sigma-1, demandSlots, offeredOf),
+			AsOfSlot: sigma,
+			Age:      time.Duration(max(0, now-o.heardAt)),
+		}
+		if sr.qSeq > 0 && sr.qEpoch > sigma-int64(window) {
+			v.Quota = int64(sr.quota)
+		}
+		fn(o.info(), v)
+	}
+}
