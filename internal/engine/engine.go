@@ -40,6 +40,8 @@ type Engine struct {
 	stamp     uint64      // for computeQuotaLocked
 	rng       *rand.Rand
 	ticks     uint64
+	// unadvanced is the tick whose Ready awaits Advance; 0 when none.
+	unadvanced uint64
 	// lastQuorum is the last local time this node was not in a strict
 	// minority (it heard at least half the members, itself included); it
 	// starts far in the past, so a starting node is fenced until it has
@@ -410,17 +412,69 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 	return nil
 }
 
+// Ready is what one tick asks the caller to send: for every peer with a
+// sync stream, in member ID order, the frames of this tick. Tick returns it
+// and does no I/O; the caller encodes and sends the frames outside the
+// engine's lock, records in each Outbox how many went out, and hands the
+// Ready back to Advance before the next Tick (see the package comment,
+// "Ready and Advance").
+type Ready struct {
+	Peers []Outbox
+	// Stats says what the tick did; Advance completes it with the frames
+	// that went out.
+	Stats TickStats
+
+	tick uint64 // the Tick that made it, checked by Advance
+}
+
+// Outbox is one peer's frames of a tick.
+type Outbox struct {
+	Node string
+	// Frames are to be sent in order, each with its Seq assigned: the parts
+	// of the peer's delta, then the Relays last ones, which relay members
+	// the peer misses (design.md §7, bridges). Neither the engine nor the
+	// store modifies them once returned: they may be encoded outside the
+	// engine's lock and kept after Advance.
+	Frames []*wire.Sync
+	Relays int
+	// Sent is for the caller to set: how many of Frames, from the first,
+	// were handed to the transport before the first failure (a busy or
+	// closed stream). The rest count as not sent: nothing is lost, the
+	// next tick covers it.
+	Sent int
+
+	stream *peer // the stream the Seqs were numbered on
+	relay  bool  // the store was asked for a relay (RelaySent is due if every frame went out)
+}
+
+// Send hands each peer's frames to send, in order, stopping at a peer's
+// first error, and records in Sent how many went out. It does not touch
+// the engine: call it outside any engine method, then Advance.
+func (rd *Ready) Send(send func(node string, s *wire.Sync) error) {
+	for i := range rd.Peers {
+		ob := &rd.Peers[i]
+		ob.Sent = 0
+		for _, f := range ob.Frames {
+			if send(ob.Node, f) != nil {
+				break
+			}
+			ob.Sent++
+		}
+	}
+}
+
 // Tick runs one sync interval at local time now (see the package comment)
-// and hands every peer's delta to send, part by part, stopping at a peer's
-// first error (a busy or closed stream: nothing is lost, the next delta
-// covers it). send is called with the engine's lock held: it must not call
-// back into the engine, and should not block.
-func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) TickStats {
+// and returns every peer's frames. It sends nothing: the caller sends the
+// frames and reports with Advance what went out, before the next Tick.
+func (e *Engine) Tick(now int64) Ready {
 	e.seeTime(now)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.unadvanced != 0 {
+		panic("quotamesh/engine: Tick before Advance of the previous tick's Ready")
+	}
 	e.ticks++
-	var st TickStats
+	rd := Ready{tick: e.ticks}
 	e.reg.Drain(func(key string) {
 		w, rule, ok := e.reg.Lookup(key)
 		if !ok {
@@ -436,7 +490,7 @@ func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) Tic
 		}
 		e.mirrorLocked(now, ks)
 		e.markDirtyLocked(ks)
-		st.Mirrored++
+		rd.Stats.Mirrored++
 	})
 	if e.evaluateMembersLocked(now) {
 		e.markAllDirtyLocked()
@@ -449,7 +503,7 @@ func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) Tic
 		ks.dirty = false
 		if !ks.gone {
 			e.computeQuotaLocked(now, ks)
-			st.Recomputed++
+			rd.Stats.Recomputed++
 		}
 	}
 	clear(e.dirty)
@@ -465,26 +519,66 @@ func (e *Engine) Tick(now int64, send func(node string, s *wire.Sync) error) Tic
 		if p == nil {
 			continue // no stream: the transport will tell us when there is
 		}
-		parts := e.store.DeltaFor(id, now)
-		sent := 0
+		ob := Outbox{Node: id, stream: p}
 		ack := e.store.AckFor(id)
 		echo, _ := e.members[id].offsets.estimate()
-		for i := range parts {
-			p.outSeq++
-			err := send(id, &wire.Sync{Seq: p.outSeq, Ack: ack, Offset: echo, Delta: parts[i], Misses: misses})
-			if err != nil {
-				p.outSeq--
-				break
+		frame := func(d crdt.Delta) {
+			seq := p.outSeq + uint64(len(ob.Frames)) + 1
+			ob.Frames = append(ob.Frames, &wire.Sync{Seq: seq, Ack: ack, Offset: echo, Delta: d, Misses: misses})
+		}
+		for _, d := range e.store.DeltaFor(id, now) {
+			frame(d)
+		}
+		// Relays go after the delta: a peer that did not get every part of
+		// it does not get them either (Advance counts a prefix).
+		if relay := e.relayOriginsLocked(id); len(relay) > 0 {
+			ob.relay = true
+			parts := e.store.RelayFor(id, now, relay)
+			for _, d := range parts {
+				frame(d)
 			}
-			sent++
+			ob.Relays = len(parts)
 		}
-		e.store.Sent(id, sent)
+		rd.Peers = append(rd.Peers, ob)
+	}
+	e.unadvanced = rd.tick
+	return rd
+}
+
+// Advance records what the caller sent of rd, the Ready the last Tick
+// returned: per peer, the first Sent frames went out. It must be called
+// once for every Tick, before the next one. What it leaves is what the
+// engine held when Tick itself called the transport: the stream's sequence
+// number counts the frames sent, parts of a full state or split delta not
+// sent are returned again first (crdt.Store.Sent), and a relay counts as
+// delivered only if every part of the delta and of the relay went out
+// (crdt.Store.RelaySent). A peer whose stream was replaced or dropped since
+// the Tick (PeerUp, PeerDown) keeps its new stream's numbering. It returns
+// the tick's stats with the frames that went out.
+func (e *Engine) Advance(rd Ready) TickStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if rd.tick == 0 || rd.tick != e.unadvanced {
+		panic("quotamesh/engine: Advance of a Ready that is not the last Tick's, or twice")
+	}
+	e.unadvanced = 0
+	st := rd.Stats
+	for i := range rd.Peers {
+		ob := &rd.Peers[i]
+		sent := min(max(ob.Sent, 0), len(ob.Frames))
+		deltas := len(ob.Frames) - ob.Relays
+		if e.peers[ob.Node] == ob.stream {
+			ob.stream.outSeq += uint64(sent)
+		}
+		// The store's state for the peer is as Tick left it, or was reset
+		// or acknowledged since; in the latter cases these are no-ops, as
+		// they would have been had the reset come after them.
+		e.store.Sent(ob.Node, min(sent, deltas))
+		if ob.relay && sent == len(ob.Frames) {
+			e.store.RelaySent(ob.Node)
+		}
 		st.Frames += sent
-		if sent == len(parts) {
-			n := e.relayLocked(now, id, p, ack, echo, misses, send)
-			st.Frames += n
-			st.Relayed += n
-		}
+		st.Relayed += max(sent-deltas, 0)
 	}
 	return st
 }
@@ -507,14 +601,14 @@ func (e *Engine) missesLocked(now int64) []string {
 	return out
 }
 
-// relayLocked sends peer id, after its delta, what this node knows of the
-// members the peer says it misses and this node still counts as reachable
-// (design.md §7, bridges), and returns the frames sent. Relaying only on
+// relayOriginsLocked returns the members peer id says it misses that this
+// node still counts as reachable, whose state it relays to id after its
+// delta (design.md §7, bridges); none if id misses nobody. Relaying only on
 // request keeps a fully connected cluster's traffic as it was.
-func (e *Engine) relayLocked(now int64, id string, p *peer, ack uint64, echo int64, misses []string, send func(string, *wire.Sync) error) int {
+func (e *Engine) relayOriginsLocked(id string) []crdt.OriginID {
 	m := e.members[id]
 	if len(m.misses) == 0 {
-		return 0
+		return nil
 	}
 	relay := e.relayScratch[:0]
 	for _, x := range m.misses {
@@ -526,30 +620,14 @@ func (e *Engine) relayLocked(now int64, id string, p *peer, ack uint64, echo int
 		}
 	}
 	e.relayScratch = relay[:0]
-	if len(relay) == 0 {
-		return 0
-	}
-	parts := e.store.RelayFor(id, now, relay)
-	sent := 0
-	for i := range parts {
-		p.outSeq++
-		if err := send(id, &wire.Sync{Seq: p.outSeq, Ack: ack, Offset: echo, Delta: parts[i], Misses: misses}); err != nil {
-			p.outSeq--
-			return sent
-		}
-		sent++
-	}
-	if sent == len(parts) {
-		e.store.RelaySent(id)
-	}
-	return sent
+	return relay
 }
 
 // TickStats says what one tick did.
 type TickStats struct {
 	Mirrored   int // keys whose own slots were mirrored
 	Recomputed int // quotas recomputed
-	Frames     int // frames handed to send, relays included
+	Frames     int // frames sent (as Advance was told), relays included
 	Relayed    int // of which relays of members a peer misses
 }
 
