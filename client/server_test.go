@@ -173,7 +173,9 @@ func (s *testServer) tick() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.eng.Tick(time.Now().UnixNano(), func(string, *wire.Sync) error { return nil })
+			rd := s.eng.Tick(time.Now().UnixNano())
+			rd.Send(func(string, *wire.Sync) error { return nil })
+			s.eng.Advance(rd)
 		}
 	}
 }

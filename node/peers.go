@@ -178,11 +178,15 @@ func (n *Node) sender(enc *wire.Encoder, sent map[string]int) func(string, *wire
 	}
 }
 
-// tick runs one engine tick under sendMu.
+// tick runs one engine tick under sendMu: the engine returns the frames,
+// send encodes and queues them outside the engine's lock, and Advance tells
+// the engine what went out.
 func (n *Node) tick(send func(string, *wire.Sync) error) {
 	start := n.wall()
 	n.sendMu.Lock()
-	n.eng.Tick(n.now(), send)
+	rd := n.eng.Tick(n.now())
+	rd.Send(send)
+	n.eng.Advance(rd)
 	n.sendMu.Unlock()
 	n.m.tick.Observe(n.wall().Sub(start).Seconds())
 }

@@ -38,7 +38,7 @@ func BenchmarkEngineMemoryPerKey(b *testing.B) {
 				for i := range n {
 					e.AllowN(t0+int64(i%100)*ms, fmt.Sprint("user:", i), 1)
 				}
-				e.Tick(t0+100*ms, func(string, *wire.Sync) error { return nil })
+				tickWith(e, t0+100*ms, func(string, *wire.Sync) error { return nil })
 				runtime.GC()
 				runtime.ReadMemStats(&after)
 				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "bytes/key")

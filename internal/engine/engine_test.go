@@ -77,6 +77,14 @@ func newNet(t *testing.T, tb *limits.Table, cfg Config, ids ...string) *net {
 	return n
 }
 
+// tickWith runs one tick of e at now and hands its frames to send, as the
+// node does: Tick, send outside the engine, Advance.
+func tickWith(e *Engine, now int64, send func(node string, s *wire.Sync) error) TickStats {
+	rd := e.Tick(now)
+	rd.Send(send)
+	return e.Advance(rd)
+}
+
 func (n *net) now(id string, at int64) int64 {
 	return at + n.offset[id] + int64(n.engines[id].Correction())
 }
@@ -90,7 +98,7 @@ func (n *net) tick(at int64) {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		n.engines[id].Tick(n.now(id, at), func(to string, s *wire.Sync) error {
+		tickWith(n.engines[id], n.now(id, at), func(to string, s *wire.Sync) error {
 			c := *s
 			c.Delta.Entries = slices.Clone(s.Delta.Entries)
 			c.Delta.Origins = slices.Clone(s.Delta.Origins)
@@ -160,7 +168,7 @@ func TestLoneNode(t *testing.T) {
 	for i := range 30 {
 		now := t0 + int64(i)*ms
 		if i%20 == 0 {
-			e.Tick(now, func(string, *wire.Sync) error { t.Fatal("a lone node sent a frame"); return nil })
+			tickWith(e, now, func(string, *wire.Sync) error { t.Fatal("a lone node sent a frame"); return nil })
 		}
 		if d, err := e.AllowN(now, "k", 1); err != nil {
 			t.Fatal(err)
@@ -182,7 +190,7 @@ func TestFencedUntilAQuorumIsHeard(t *testing.T) {
 	tb := table(t, "k", "1000/s")
 	n := newNet(t, tb, Config{}, "a", "b", "c")
 	a := n.engines["a"]
-	a.Tick(t0, func(string, *wire.Sync) error { return nil })
+	tickWith(a, t0, func(string, *wire.Sync) error { return nil })
 	if !a.Fenced() {
 		t.Fatal("a node that has heard no peer is not fenced")
 	}
@@ -318,14 +326,14 @@ func TestLease(t *testing.T) {
 // stops admitting once its quota's validity has passed.
 func TestQuotaExpiresWithoutTicks(t *testing.T) {
 	e := newEngine(t, Config{Node: "a"}, table(t, "k", "1000000/s"), []string{"a"}, t0)
-	e.Tick(t0, func(string, *wire.Sync) error { return nil })
+	tickWith(e, t0, func(string, *wire.Sync) error { return nil })
 	if d, _ := e.AllowN(t0+500*ms, "k", 1); !d.Allowed {
 		t.Fatal("AllowN within the validity was denied")
 	}
 	if d, _ := e.AllowN(t0+2000*ms, "k", 1); d.Allowed {
 		t.Error("AllowN two seconds after the last tick was allowed; the quota should have expired")
 	}
-	e.Tick(t0+2001*ms, func(string, *wire.Sync) error { return nil })
+	tickWith(e, t0+2001*ms, func(string, *wire.Sync) error { return nil })
 	if d, _ := e.AllowN(t0+2002*ms, "k", 1); !d.Allowed {
 		t.Error("AllowN after a new tick was denied")
 	}
@@ -361,7 +369,7 @@ func TestSetTableAndMembers(t *testing.T) {
 	if got := e.Members(); !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("Members() = %v", got)
 	}
-	e.Tick(t0+ms, func(string, *wire.Sync) error { return nil })
+	tickWith(e, t0+ms, func(string, *wire.Sync) error { return nil })
 	if e.Fenced() {
 		t.Error("one of two members, alone, fenced itself; it is not a strict minority")
 	}

@@ -101,7 +101,7 @@ func TestRejoinWaitsForCounts(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"a", "b", "c"} {
-		n.engines[id].Tick(n.now(id, at+ms), func(string, *wire.Sync) error { return nil })
+		tickWith(n.engines[id], n.now(id, at+ms), func(string, *wire.Sync) error { return nil })
 	}
 	n.cut = held
 	if q := quotaOf(n.engines["a"], at, key); q > 400 {

@@ -441,9 +441,13 @@ func (s *sim) handle(ev event) {
 		if n.down || n.pausedTo > s.now {
 			return
 		}
-		n.eng.Tick(s.nodeTime(n), func(to string, m *wire.Sync) error {
+		// As the node does: the tick returns its frames, they are sent,
+		// and the engine is told what went out.
+		rd := n.eng.Tick(s.nodeTime(n))
+		rd.Send(func(to string, m *wire.Sync) error {
 			return s.send(ev.node, s.index(to), m)
 		})
+		n.eng.Advance(rd)
 		if s.now%time.Second < s.cfg.Sync {
 			n.eng.Housekeep(s.nodeTime(n))
 		}

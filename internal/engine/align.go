@@ -1,0 +1,96 @@
+// Clock alignment (design.md §2): the filter of the peers' clock offsets
+// and the correction that moves this node's slot edges to the cluster's.
+
+package engine
+
+import (
+	"slices"
+	"time"
+)
+
+// Correction is how much the caller must add to its clock to read node
+// time: the engine moves it to align this node's slot edges with the
+// cluster's (design.md §2). It changes at ticks, rarely once aligned; the
+// times passed to the engine must include it.
+func (e *Engine) Correction() time.Duration { return time.Duration(e.correction.Load()) }
+
+// alignLocked moves the correction to the median of the clock offsets
+// measured to the members this node hears (itself counting as offset zero),
+// when that median is beyond the deadband. Each offset is half the difference
+// of this node's estimate of the peer and the peer's estimate of this node,
+// so symmetric delays cancel (NTP's exchange); using one side alone would
+// read every delay as the peer being late, and the whole cluster would walk
+// backwards. A single member with a wrong clock is outvoted; two nodes meet
+// halfway. After a correction every sample is dropped and alignment waits
+// alignHoldOff, so that both sides measure against the new clock.
+func (e *Engine) alignLocked(now int64) {
+	if e.cfg.AlignDeadband < 0 || now < e.alignHold {
+		return
+	}
+	offs := e.alignScratch[:0]
+	offs = append(offs, 0)
+	for _, id := range e.memberIDs {
+		m := e.members[id]
+		if !m.reachable || now-m.direct > int64(e.cfg.DeadAfter) {
+			continue // only heard through a relay: no clock samples
+		}
+		o, ok := m.offsets.estimate()
+		if !ok || m.echo == 0 {
+			// Wait for every member this node hears: a median of part of
+			// them (or a mean of two of three) would follow an outlier.
+			e.alignScratch = offs
+			return
+		}
+		offs = append(offs, (o-m.echo)/2)
+	}
+	e.alignScratch = offs
+	if len(offs) < 2 {
+		return
+	}
+	slices.Sort(offs)
+	mid := len(offs) / 2
+	median := offs[mid]
+	if len(offs)%2 == 0 {
+		median = (offs[mid-1] + offs[mid]) / 2
+	}
+	if median > int64(e.cfg.AlignDeadband) || median < -int64(e.cfg.AlignDeadband) {
+		e.correction.Add(median)
+		e.counters.Realigned++
+		e.alignHold = now + median + int64(alignHoldOff)
+		for _, m := range e.members {
+			m.offsets, m.echo = offsetFilter{}, 0
+		}
+	}
+}
+
+// alignHoldOff is how long alignment waits after a correction: long enough
+// for both sides' filters to refill with samples of the new clock.
+const alignHoldOff = 500 * time.Millisecond
+
+// offsetFilter keeps the last few samples of a peer's clock offset as seen
+// through its frames: asOf − local now, which is the offset minus the
+// frame's delay. Their maximum is the sample with the least delay, the best
+// estimate of the offset itself.
+type offsetFilter struct {
+	samples [8]int64
+	n       int
+	next    int
+}
+
+func (f *offsetFilter) add(d int64) {
+	f.samples[f.next] = d
+	f.next = (f.next + 1) % len(f.samples)
+	f.n = min(f.n+1, len(f.samples))
+}
+
+// estimate returns the offset once enough samples are in.
+func (f *offsetFilter) estimate() (int64, bool) {
+	if f.n < 4 {
+		return 0, false
+	}
+	best := f.samples[0]
+	for _, v := range f.samples[1:f.n] {
+		best = max(best, v)
+	}
+	return best, true
+}

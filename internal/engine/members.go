@@ -1,0 +1,180 @@
+// Membership (design.md §7): who is reachable, whether this node is fenced,
+// whose reservation it may reclaim, and which members it misses and relays
+// to the peers that miss them.
+
+package engine
+
+import (
+	"slices"
+
+	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/share"
+)
+
+// member is what the engine tracks of another member.
+type member struct {
+	id          string
+	offsets     offsetFilter // samples of (its asOf − our now) on direct frames
+	echo        int64        // its estimate of our offset as last sent (wire.Sync.Offset), 0 if none
+	seen        uint64       // stamp of the last computeQuotaLocked that saw its origin
+	incarnation uint64       // newest known; 0 before any contact
+	heard       int64        // local time of the last contact; engine start if never
+	direct      int64        // local time of the last frame from it (not relayed); engine start if never
+	misses      []string     // the members it said it misses in its last frame (wire.Sync.Misses)
+	reachable   bool
+	reclaimed   bool
+}
+
+// SetMembers replaces the membership (node IDs; this node's own may be
+// included or not). Members that left are forgotten; new members count as
+// unheard since now.
+func (e *Engine) SetMembers(ids []string, now int64) {
+	e.seeTime(now)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.setMembersLocked(ids, now)
+	e.evaluateMembersLocked(now)
+	e.markAllDirtyLocked()
+}
+
+func (e *Engine) setMembersLocked(ids []string, now int64) {
+	next := make(map[string]*member, len(ids))
+	for _, id := range ids {
+		if id == e.cfg.Node {
+			continue
+		}
+		if m, ok := e.members[id]; ok {
+			next[id] = m
+			continue
+		}
+		next[id] = &member{id: id, heard: now, direct: now}
+	}
+	for id := range e.members {
+		if _, ok := next[id]; !ok {
+			for _, ks := range e.keys {
+				ks.share.Forget(id)
+			}
+		}
+	}
+	e.members = next
+	e.nMembers = len(next) + 1
+	e.memberIDs = e.memberIDs[:0]
+	for id := range next {
+		e.memberIDs = append(e.memberIDs, id)
+	}
+	slices.Sort(e.memberIDs)
+}
+
+// Members returns the node IDs of the membership, this node included, sorted.
+func (e *Engine) Members() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := []string{e.cfg.Node}
+	for id := range e.members {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// evaluateMembersLocked updates reachability, majority, fencing and
+// reclaiming at now, and reports whether any of them changed.
+func (e *Engine) evaluateMembersLocked(now int64) bool {
+	current := e.currentOriginsLocked()
+	changed := false
+	reachable := 1 // this node
+	for _, id := range e.memberIDs {
+		m := e.members[id]
+		if o, ok := current[id]; ok {
+			m.heard = max(m.heard, o.HeardAt)
+			if m.incarnation == 0 {
+				m.incarnation = o.ID.Incarnation
+			}
+		}
+		r := now-m.heard <= int64(e.cfg.DeadAfter) && m.incarnation != 0
+		if r != m.reachable {
+			m.reachable, changed = r, true
+		}
+		if r {
+			reachable++
+		}
+	}
+	// Only a strict majority may reclaim an unreachable member's share, so
+	// only a strict minority must fence itself: in an even split (2 of 4)
+	// neither side reclaims and both keep their frozen shares.
+	majority := 2*reachable > e.nMembers
+	if 2*reachable >= e.nMembers {
+		e.lastQuorum = now
+	}
+	fenced := e.cfg.Policy == share.Conservative && now-e.lastQuorum > int64(e.cfg.FenceAfter)
+	if fenced != e.fenced {
+		e.fenced, changed = fenced, true
+	}
+	for _, m := range e.members {
+		rc := e.cfg.Policy == share.Conservative && majority && !m.reachable && now-m.heard > int64(e.cfg.ReclaimAfter)
+		if rc != m.reclaimed {
+			m.reclaimed, changed = rc, true
+		}
+	}
+	return changed
+}
+
+// currentOriginsLocked returns, for every member heard of, the store's
+// newest incarnation of it (the one its hello announced, or the one last
+// heard).
+func (e *Engine) currentOriginsLocked() map[string]crdt.OriginInfo {
+	out := make(map[string]crdt.OriginInfo, len(e.members))
+	for _, o := range e.store.Origins() {
+		m, ok := e.members[o.ID.Node]
+		if !ok || o.Self {
+			continue
+		}
+		if m.incarnation != 0 && o.ID.Incarnation != m.incarnation {
+			continue
+		}
+		if prev, ok := out[o.ID.Node]; !ok || o.HeardAt > prev.HeardAt {
+			out[o.ID.Node] = o
+		}
+	}
+	return out
+}
+
+// missAfter is how long a member may send no frame of its own before this
+// node says it misses it (wire.Sync.Misses) and its peers relay it: half of
+// DeadAfter, so that relayed state arrives before the member would count
+// as unreachable.
+func (e *Engine) missAfter() int64 { return int64(e.cfg.DeadAfter) / 2 }
+
+// missesLocked lists the members this node has had no frame from for
+// missAfter, in ID order; nil when it hears them all.
+func (e *Engine) missesLocked(now int64) []string {
+	var out []string
+	for _, id := range e.memberIDs {
+		if now-e.members[id].direct > e.missAfter() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// relayOriginsLocked returns the members peer id says it misses that this
+// node still counts as reachable, whose state it relays to id after its
+// delta (design.md §7, bridges); none if id misses nobody. Relaying only on
+// request keeps a fully connected cluster's traffic as it was.
+func (e *Engine) relayOriginsLocked(id string) []crdt.OriginID {
+	m := e.members[id]
+	if len(m.misses) == 0 {
+		return nil
+	}
+	relay := e.relayScratch[:0]
+	for _, x := range m.misses {
+		if x == id || x == e.cfg.Node {
+			continue
+		}
+		if o := e.members[x]; o != nil && o.reachable && o.incarnation != 0 {
+			relay = append(relay, crdt.OriginID{Node: x, Incarnation: o.incarnation})
+		}
+	}
+	e.relayScratch = relay[:0]
+	return relay
+}

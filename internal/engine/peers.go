@@ -1,0 +1,126 @@
+// Sync streams with peers, and the frames that arrive on them.
+
+package engine
+
+import (
+	"fmt"
+
+	"github.com/quotamesh/quotamesh/internal/wire"
+)
+
+// peer is the state of the sync stream with one node.
+type peer struct {
+	outSeq uint64 // last frame sequence sent on the current stream
+	inSeq  uint64 // last frame sequence accepted on the current stream
+}
+
+// PeerUp tells the engine a new sync stream with node is up: both sides
+// start over (full state, sequence numbers from 1).
+func (e *Engine) PeerUp(node string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.peers[node] = &peer{}
+	e.store.ResetPeer(node)
+}
+
+// PeerDown tells the engine the sync stream with node is gone.
+func (e *Engine) PeerDown(node string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.peers, node)
+}
+
+// Hello handles the first frame of a peer's sync stream, at local time now.
+// A new incarnation of the peer restarts the protocol with it.
+func (e *Engine) Hello(now int64, from string, h *wire.Hello) error {
+	e.seeTime(now)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case h.ClusterID != e.cfg.ClusterID:
+		e.counters.FramesRejected["cluster"]++
+		return fmt.Errorf("%w: %q says cluster %q, this is %q", ErrWrongCluster, from, h.ClusterID, e.cfg.ClusterID)
+	case h.Node != from:
+		e.counters.FramesRejected["sender"]++
+		return fmt.Errorf("%w: hello on %q's stream says node %q", ErrWrongSender, from, h.Node)
+	}
+	m, ok := e.members[from]
+	if !ok {
+		e.counters.FramesRejected["member"]++
+		return fmt.Errorf("%w: %q", ErrNotMember, from)
+	}
+	if m.incarnation != h.Incarnation {
+		m.incarnation = h.Incarnation
+		e.store.ResetPeer(from)
+	}
+	if p := e.peers[from]; p != nil {
+		p.inSeq = 0
+	}
+	// A hello does not make the member reachable: it carries no counts and
+	// no quota. Until the member's first sync frame is merged, its view here
+	// may have slid empty and its quota register expired (after a partition
+	// or a pause), and a member taken for reachable would be counted as
+	// holding nothing: the first version handed a rejoining node almost the
+	// whole limit on its peers' hellos, and gave its peers its reservation
+	// back before they knew its quota (design.md §7, rejoining).
+	return nil
+}
+
+// Receive merges a sync frame from node at local time now. A frame from a
+// non-member, a replay, or a delta that fails validation is rejected with a
+// reason and changes nothing.
+func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
+	e.seeTime(now)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m, ok := e.members[from]
+	if !ok {
+		e.counters.FramesRejected["member"]++
+		return fmt.Errorf("%w: %q", ErrNotMember, from)
+	}
+	if s.Delta.From.Node != from {
+		e.counters.FramesRejected["sender"]++
+		return fmt.Errorf("%w: frame on %q's stream carries a delta from %q", ErrWrongSender, from, s.Delta.From.Node)
+	}
+	p := e.peers[from]
+	if p == nil {
+		p = &peer{}
+		e.peers[from] = p
+	}
+	if s.Seq <= p.inSeq {
+		e.counters.FramesRejected["replay"]++
+		return fmt.Errorf("%w: %q sent frame %d after %d", ErrReplay, from, s.Seq, p.inSeq)
+	}
+	if _, err := e.store.Merge(s.Delta, now); err != nil {
+		e.counters.FramesRejected["invalid"]++
+		return fmt.Errorf("quotamesh/engine: delta from %q: %w", from, err)
+	}
+	p.inSeq = s.Seq
+	e.counters.Merged++
+	e.store.Ack(from, s.Ack)
+	if inc := s.Delta.From.Incarnation; inc != m.incarnation {
+		// A delta from an incarnation we had no hello from: the peer
+		// restarted and its stream is new; restart the protocol.
+		m.incarnation = inc
+		e.store.ResetPeer(from)
+	}
+	m.heard = max(m.heard, now)
+	m.direct = max(m.direct, now)
+	m.misses = append(m.misses[:0], s.Misses...)
+	if st := s.Delta.Origins; len(st) > 0 {
+		for i := range st {
+			if st[i].ID == s.Delta.From {
+				m.offsets.add(st[i].AsOf - now)
+				break
+			}
+		}
+	}
+	m.echo = s.Offset
+	for i := range s.Delta.Entries {
+		key := s.Delta.Entries[i].Key
+		if ks, ok := e.keys[key]; ok {
+			e.markDirtyLocked(ks)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+// The quota of a key (design.md §7).
+
+package engine
+
+import (
+	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/share"
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/window"
+)
+
+// computeQuotaLocked sets ks's window quota from the views (design.md §7).
+func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
+	if ks.w == nil {
+		return
+	}
+	rate := ks.rule.Rate
+	slots := rate.Slots()
+	admitted, _ := ks.w.Counts(now)
+	in := share.Input{
+		Limit:    rate.Count,
+		Admitted: admitted,
+		Demand:   ks.w.Demand(now, e.cfg.DemandSlots),
+		Members:  e.nMembers,
+		Policy:   e.cfg.Policy,
+		Fenced:   e.fenced,
+		Prior:    e.cfg.Prior,
+		Uniform:  e.rng.Float64(),
+	}
+	origins := e.origins[:0]
+	e.stamp++
+	e.store.Views(ks.key, slots, e.cfg.DemandSlots, now, func(info crdt.OriginInfo, v crdt.View) {
+		o := share.Origin{Node: info.ID.Node, Admitted: v.Admitted, Demand: v.Demand, Quota: v.Quota}
+		if m, ok := e.members[info.ID.Node]; ok && m.incarnation == info.ID.Incarnation {
+			o.Member, o.Reachable, o.Reclaimed = true, m.reachable, m.reclaimed
+			o.Fresh = m.reachable && v.Age <= e.cfg.Store.Grace
+			m.seen = e.stamp
+		}
+		origins = append(origins, o)
+	})
+	reachable, unknown := int64(1), 0 // this node, and reachable members with no view of the key
+	for _, id := range e.memberIDs {
+		m := e.members[id]
+		if m.reachable {
+			reachable++
+		}
+		if m.seen != e.stamp {
+			origins = append(origins, share.Origin{Node: id, Member: true, Reachable: m.reachable, Reclaimed: m.reclaimed})
+			if m.reachable {
+				unknown++
+			}
+		}
+	}
+	in.Origins = origins
+	ks.last = share.Compute(e.cfg.Node, in, &ks.share)
+	// A key this node has just begun to track, while reachable members have
+	// not shown a view of it: a flood on a new key reaches every node at
+	// once, and each would see itself as the only one asking and take all
+	// the headroom (N× the limit in the key's first second). Until a view
+	// could have arrived (one grace period), take at most an even split.
+	if unknown > 0 && now-ks.created < int64(e.cfg.Store.Grace) {
+		ks.last.Quota = min(ks.last.Quota, rate.Count/reachable)
+	}
+	if e.cfg.UnsafeIgnoreShare {
+		ks.last.Quota = rate.Count // the broken node of the fault suite
+	}
+	valid := int64(e.cfg.QuotaValidity / limits.Slot)
+	ks.w.SetQuotaUntil(ks.last.Quota, window.EpochOf(now)+valid)
+	e.origins = origins[:0]
+	// Announce the quota: peers count it as held by this node (design.md
+	// §7). Once per slot at least, or when it changes, so that the register
+	// stays in every view's window while it matters.
+	if epoch := window.EpochOf(now); ks.last.Quota != ks.announced || epoch != ks.announcedAt {
+		if err := e.store.RecordOwnQuota(ks.key, epoch, uint32(min(ks.last.Quota, limits.MaxCount))); err == nil {
+			ks.announced, ks.announcedAt = ks.last.Quota, epoch
+		}
+	}
+}
