@@ -188,6 +188,10 @@ func (w *Window) SetQuotaUntil(q, until int64) {
 	w.quotaUntil.Store(until)
 }
 
+// QuotaUntil returns the last epoch the quota is valid for (math.MaxInt64
+// after SetQuota).
+func (w *Window) QuotaUntil() int64 { return w.quotaUntil.Load() }
+
 // Total returns the tokens admitted in the window as of the open slot (see
 // OpenEpoch), including admissions still being recorded: the value the quota
 // caps. It is one atomic load; Counts gives the window as of a given time.
