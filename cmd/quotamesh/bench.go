@@ -24,8 +24,6 @@ import (
 	"github.com/quotamesh/quotamesh/limits"
 )
 
-func init() { extraCommands = append(extraCommands, newBenchCmd) }
-
 // benchClientName is the client certificate the bench uses: the admin one
 // `quotamesh certs init` makes, which may change limits.
 const benchClientName = "admin"

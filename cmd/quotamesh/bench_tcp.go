@@ -24,8 +24,6 @@ import (
 	"github.com/quotamesh/quotamesh/internal/accuracy"
 )
 
-func init() { extraCommands = append(extraCommands, newBenchEchoCmd) }
-
 // echoFrame is the size of a baseline request and of its answer: an 8-byte
 // request ID and 8 bytes of payload (about a strict decision's size).
 const echoFrame = 16

@@ -20,8 +20,6 @@ import (
 	"github.com/quotamesh/quotamesh/node"
 )
 
-func init() { extraCommands = append(extraCommands, newDemoCmd) }
-
 // Bounds of the demo: it drives the load from this process, one goroutine
 // per node, and keeps a counter per 100 ms of the run.
 const (
