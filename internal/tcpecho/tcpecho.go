@@ -1,0 +1,265 @@
+// Package tcpecho is the bench's TCP baseline (--tcp-baseline): plain
+// pipelined request/response over TCP, so that a run can separate what a
+// round trip costs on this machine from what QUIC and a node add to it.
+// Serve answers every 16-byte request frame with a frame carrying the same
+// request ID; Client pipelines calls from many goroutines over one
+// connection, as the SDK pipelines strict decisions over one QUIC
+// connection, and satisfies quotamesh.Limiter (every answer is "allowed").
+package tcpecho
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quotamesh/quotamesh"
+)
+
+// frameSize is the size of a baseline request and of its answer: an 8-byte
+// request ID and 8 bytes of payload (about a strict decision's size).
+const frameSize = 16
+
+// Serve answers every request frame on every connection to addr with a
+// frame carrying the same ID, until ctx ends; then it closes the listener
+// and every connection, waits for their goroutines and returns nil.
+func Serve(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("tcpecho: %w", err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
+	})
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			wg.Wait()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tcpecho: accept: %w", err)
+		}
+		mu.Lock()
+		if ctx.Err() != nil {
+			mu.Unlock()
+			c.Close()
+			continue
+		}
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Go(func() {
+			serveConn(c)
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+			c.Close()
+		})
+	}
+}
+
+// serveConn answers c's requests in order, flushing when no further request
+// is already buffered (so pipelined requests share writes).
+func serveConn(c net.Conn) {
+	r, w := bufio.NewReaderSize(c, 64<<10), bufio.NewWriterSize(c, 64<<10)
+	var f [frameSize]byte
+	for {
+		if _, err := io.ReadFull(r, f[:]); err != nil {
+			return
+		}
+		f[8] = 1 // "allowed"
+		if _, err := w.Write(f[:]); err != nil {
+			return
+		}
+		if r.Buffered() < frameSize {
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Dial connects to a server, trying again until ctx ends (the process may
+// not listen yet).
+func Dial(ctx context.Context, addr string) (*Client, error) {
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return newClient(c), nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tcpecho: connect to %s: %w", addr, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Client is the baseline's client: requests from many goroutines
+// pipelined over one TCP connection, as the SDK pipelines strict decisions
+// over one QUIC connection. It satisfies quotamesh.Limiter; every answer
+// is "allowed".
+type Client struct {
+	conn    net.Conn
+	reqs    chan uint64 // IDs for the writer
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	waiting map[uint64]chan error // by ID; nil once the connection failed
+	failed  error
+	closed  chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+var _ quotamesh.Limiter = (*Client)(nil)
+
+func newClient(conn net.Conn) *Client {
+	c := &Client{conn: conn, reqs: make(chan uint64, 1024), waiting: map[uint64]chan error{}, closed: make(chan struct{})}
+	c.wg.Go(c.write)
+	c.wg.Go(c.read)
+	return c
+}
+
+// Allow makes one round trip.
+func (c *Client) Allow(ctx context.Context, key string) (quotamesh.Decision, error) {
+	return c.AllowN(ctx, key, 1)
+}
+
+// AllowN makes one round trip, whatever key and n.
+func (c *Client) AllowN(ctx context.Context, _ string, _ int64) (quotamesh.Decision, error) {
+	id := c.nextID.Add(1)
+	done := make(chan error, 1)
+	c.mu.Lock()
+	if c.failed != nil {
+		c.mu.Unlock()
+		return quotamesh.Decision{}, c.failed
+	}
+	c.waiting[id] = done
+	c.mu.Unlock()
+	select {
+	case c.reqs <- id:
+	case <-c.closed:
+		return quotamesh.Decision{}, quotamesh.ErrClosed
+	case <-ctx.Done():
+		c.forget(id)
+		return quotamesh.Decision{}, ctx.Err()
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return quotamesh.Decision{}, err
+		}
+		return quotamesh.Decision{Allowed: true}, nil
+	case <-c.closed:
+		c.forget(id)
+		return quotamesh.Decision{}, quotamesh.ErrClosed
+	case <-ctx.Done():
+		c.forget(id)
+		return quotamesh.Decision{}, ctx.Err()
+	}
+}
+
+func (c *Client) forget(id uint64) {
+	c.mu.Lock()
+	delete(c.waiting, id)
+	c.mu.Unlock()
+}
+
+// write sends the IDs from reqs, flushing when none is waiting.
+func (c *Client) write() {
+	w := bufio.NewWriterSize(c.conn, 64<<10)
+	var f [frameSize]byte
+	for {
+		var id uint64
+		select {
+		case id = <-c.reqs:
+		case <-c.closed:
+			return
+		}
+		for {
+			binary.LittleEndian.PutUint64(f[:8], id)
+			if _, err := w.Write(f[:]); err != nil {
+				c.fail(err)
+				return
+			}
+			select {
+			case id = <-c.reqs:
+				continue
+			default:
+			}
+			break
+		}
+		if err := w.Flush(); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// read hands each answer to the call waiting for it.
+func (c *Client) read() {
+	r := bufio.NewReaderSize(c.conn, 64<<10)
+	var f [frameSize]byte
+	for {
+		if _, err := io.ReadFull(r, f[:]); err != nil {
+			c.fail(err)
+			return
+		}
+		id := binary.LittleEndian.Uint64(f[:8])
+		c.mu.Lock()
+		done := c.waiting[id]
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		if done != nil {
+			done <- nil
+		}
+	}
+}
+
+// fail ends every waiting call with err (the connection broke or closed).
+func (c *Client) fail(err error) {
+	select {
+	case <-c.closed:
+		err = quotamesh.ErrClosed
+	default:
+		err = fmt.Errorf("tcpecho: connection to %s: %w: %w", c.conn.RemoteAddr(), quotamesh.ErrUnavailable, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed == nil {
+		c.failed = err
+	}
+	for id, done := range c.waiting {
+		done <- err
+		delete(c.waiting, id)
+	}
+}
+
+// Close closes the connection, ends every waiting call and waits for the
+// client's goroutines. Later calls fail with quotamesh.ErrClosed, or with
+// the connection's failure if it failed first.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		close(c.closed)
+		c.conn.Close()
+	})
+	c.wg.Wait()
+	return nil
+}
