@@ -12,8 +12,10 @@ package accuracy
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"slices"
+	"text/tabwriter"
 	"time"
 
 	"github.com/quotamesh/quotamesh/limits"
@@ -43,6 +45,19 @@ type Report struct {
 	// the limit's length (1 s for a per-second limit), over the limit.
 	MaxWindowRatio float64      `json:"max_window_ratio"`
 	PerNode        []NodeReport `json:"per_node"`
+}
+
+// WriteTable writes what each node and the cluster were offered and
+// admitted as a right-aligned table, the form `quotamesh sim` and `bench`
+// print.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "node\toffered\tadmitted\t")
+	for _, n := range r.PerNode {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", n.Node, n.Offered, n.Admitted)
+	}
+	fmt.Fprintf(tw, "cluster\t%d\t%d\t\n", r.Offered, r.Admitted)
+	return tw.Flush()
 }
 
 // Error returns |admitted − ideal| / ideal (0 when both are 0).

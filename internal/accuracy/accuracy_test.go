@@ -3,6 +3,7 @@ package accuracy
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,17 @@ func TestTarget(t *testing.T) {
 		if got := Target(tt.perSecond, tt.d); got != tt.want {
 			t.Errorf("step %d: Target(%v, %v) = %d, want %d", i, tt.perSecond, tt.d, got, tt.want)
 		}
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	r := Report{Offered: 150, Admitted: 60, PerNode: []NodeReport{{Node: "n1", Offered: 100, Admitted: 50}, {Node: "n2", Offered: 50, Admitted: 10}}}
+	var b strings.Builder
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "     node  offered  admitted\n       n1      100        50\n       n2       50        10\n  cluster      150        60\n"
+	if b.String() != want {
+		t.Errorf("WriteTable wrote\n%q, want\n%q", b.String(), want)
 	}
 }

@@ -117,7 +117,7 @@ CPU per 100k decisions: 0.500 s in this process (SDK and generator), 0.250 s in 
 errors 1, unsent 2, elapsed 10s
 
 `
-	if trimLines(b.String()) != want {
+	if b.String() != want {
 		t.Errorf("printBench:\n%s\nwant:\n%s", b.String(), want)
 	}
 
@@ -144,16 +144,7 @@ errors 1, unsent 2, elapsed 10s
 
 highest rate within P99 25µs: 199/s
 `
-	if trimLines(b.String()) != want {
+	if b.String() != want {
 		t.Errorf("printFindMax:\n%s\nwant:\n%s", b.String(), want)
 	}
-}
-
-// trimLines drops the spaces tabwriter leaves at the ends of lines.
-func trimLines(s string) string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " ")
-	}
-	return strings.Join(lines, "\n")
 }

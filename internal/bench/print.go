@@ -23,13 +23,7 @@ func printBench(w io.Writer, r Plan, rep loadgen.Report) {
 	}
 	fmt.Fprintf(w, "%d %s, %s for %v; %s mode, %s\n\n", rep.Nodes, nodes, load, r.Duration, rep.Mode, workers)
 	if rep.Mode != "tcp" {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "node\toffered\tadmitted\t")
-		for _, n := range rep.PerNode {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t\n", n.Node, n.Offered, n.Admitted)
-		}
-		fmt.Fprintf(tw, "cluster\t%d\t%d\t\n", rep.Offered, rep.Admitted)
-		tw.Flush()
+		_ = rep.WriteTable(w)
 		fmt.Fprintf(w, "\nideal (a perfect limiter, same window, same requests): %d\n", rep.Ideal)
 		fmt.Fprintf(w, "error against the ideal:  %.3f %%\n", 100*rep.Error)
 		fmt.Fprintf(w, "largest window / limit:   %.3f (the ideal's: %.3f)\n", rep.MaxWindowRatio, rep.IdealMaxWindowRatio)
