@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -45,12 +46,17 @@ type Proc struct {
 	spec ProcSpec
 	wg   *sync.WaitGroup // the group's waiters
 
-	mu       sync.Mutex
+	mu     sync.Mutex // serializes starts
+	starts int
+	cur    atomic.Pointer[procRun] // nil before the first start
+}
+
+// procRun is one run of a process: what start made and its waiter fills.
+type procRun struct {
 	cmd      *exec.Cmd
-	exited   chan struct{} // closed when Wait returned; nil before the first start
-	waitErr  error         // Wait's result, once exited is closed
-	expected bool          // the next exit is Kill's or Stop's doing
-	starts   int
+	exited   chan struct{} // closed when Wait returned
+	waitErr  error         // Wait's result, read once exited is closed
+	expected atomic.Bool   // the exit is Kill's or Stop's doing
 }
 
 // Name is the spec's name.
@@ -72,32 +78,27 @@ func (p *Proc) start() error {
 	if err != nil {
 		return fmt.Errorf("log file for %s: %w", p.spec.Name, err)
 	}
-	var cmd *exec.Cmd
+	r := &procRun{exited: make(chan struct{})}
 	if p.spec.Command != nil {
-		cmd = p.spec.Command(p.spec.Argv)
+		r.cmd = p.spec.Command(p.spec.Argv)
 	} else {
-		cmd = exec.Command(p.spec.Argv[0], p.spec.Argv[1:]...)
+		r.cmd = exec.Command(p.spec.Argv[0], p.spec.Argv[1:]...)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = procAttr(p.spec.KillWithParent)
-	if err := cmd.Start(); err != nil {
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	r.cmd.SysProcAttr = procAttr(p.spec.KillWithParent)
+	if err := r.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s (%s): %w", p.spec.Name, p.spec.Argv[0], err)
 	}
-	exited := make(chan struct{})
-	p.cmd, p.exited, p.expected = cmd, exited, false
+	p.cur.Store(r)
 	p.starts++
 	p.wg.Go(func() {
-		err := cmd.Wait()
+		r.waitErr = r.cmd.Wait()
 		logf.Close()
-		p.mu.Lock()
-		p.waitErr = err
-		expected := p.expected
-		p.mu.Unlock()
 		if p.spec.OnExit != nil {
-			p.spec.OnExit(err, expected)
+			p.spec.OnExit(r.waitErr, r.expected.Load())
 		}
-		close(exited)
+		close(r.exited)
 	})
 	return nil
 }
@@ -111,59 +112,63 @@ func (p *Proc) Restart() error {
 	return p.start()
 }
 
+// state is the current run (nil before the first start) and whether it
+// has exited.
+func (p *Proc) state() (*procRun, bool) {
+	r := p.cur.Load()
+	if r == nil {
+		return nil, false
+	}
+	select {
+	case <-r.exited:
+		return r, true
+	default:
+		return r, false
+	}
+}
+
 // Running reports whether the process was started and has not exited (a
 // paused process runs).
 func (p *Proc) Running() bool {
-	ch := p.Exited()
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return false
-	default:
-		return true
-	}
+	r, exited := p.state()
+	return r != nil && !exited
 }
 
 // Exited is closed when the current run of the process has exited; nil
 // before the first start.
 func (p *Proc) Exited() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.exited
+	if r := p.cur.Load(); r != nil {
+		return r.exited
+	}
+	return nil
 }
 
 // Pid is the process ID of the current run (0 before the first start).
 func (p *Proc) Pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.Process == nil {
-		return 0
+	if r := p.cur.Load(); r != nil {
+		return r.cmd.Process.Pid
 	}
-	return p.cmd.Process.Pid
+	return 0
 }
 
 // Signal sends sig to the running process (to its process group on
 // Linux, or through ProcSpec.Signal). SIGKILL and SIGTERM mark its exit as
 // expected.
 func (p *Proc) Signal(sig syscall.Signal) error {
-	if !p.Running() {
+	r, exited := p.state()
+	if r == nil || exited {
 		return fmt.Errorf("%s: signal %v: %w", p.spec.Name, sig, ErrNotRunning)
 	}
-	p.mu.Lock()
 	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
-		p.expected = true
+		r.expected.Store(true)
 	}
-	proc := p.cmd.Process
-	p.mu.Unlock()
 	if p.spec.Signal != nil {
 		if err := p.spec.Signal(sig); err != nil {
 			return fmt.Errorf("%s: %w", p.spec.Name, err)
 		}
 		return nil
 	}
-	if err := signalGroup(proc, sig); err != nil {
+	if err := signalGroup(r.cmd.Process, sig); err != nil {
 		return fmt.Errorf("%s: signal %v: %w", p.spec.Name, sig, err)
 	}
 	return nil
@@ -191,21 +196,14 @@ func (p *Proc) Kill() error {
 // Died returns an error naming the process, how it exited and the tail of
 // its log if it has exited (ErrExited), or nil if it runs or never started.
 func (p *Proc) Died() error {
-	ch := p.Exited()
-	if ch == nil {
+	r, exited := p.state()
+	if !exited {
 		return nil
 	}
-	select {
-	case <-ch:
-	default:
-		return nil
-	}
-	p.mu.Lock()
 	how := "exit status 0"
-	if p.waitErr != nil {
-		how = p.waitErr.Error()
+	if r.waitErr != nil {
+		how = r.waitErr.Error()
 	}
-	p.mu.Unlock()
 	return fmt.Errorf("%w: %s (%s, %s); last lines of %s:\n%s", ErrExited, p.spec.Name, p.spec.Addr, how, p.spec.LogPath, Tail(p.spec.LogPath, 15))
 }
 
@@ -281,11 +279,11 @@ func (g *Group) Died() error {
 
 // Pids are the process IDs of the group's processes, in order.
 func (g *Group) Pids() []int {
-	out := make([]int, len(g.Procs))
-	for i, p := range g.Procs {
-		out[i] = p.Pid()
+	var pids []int
+	for _, p := range g.Procs {
+		pids = append(pids, p.Pid())
 	}
-	return out
+	return pids
 }
 
 // Stop shuts every process down gracefully: SIGCONT (for a paused one) and
