@@ -10,26 +10,29 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/quotamesh/quotamesh/limits"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// plan is a 3 s demo of limit with a 1 s warm-up.
+func plan(t *testing.T, limit string) Plan {
+	t.Helper()
+	o := DefaultOptions()
+	o.Duration, o.Warmup, o.Limit = 3*time.Second, time.Second, limit
+	p, err := o.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 // TestDemo runs the demo for 3 s and checks that it printed a row per
 // second, held the limit within a generous bound (the machine is shared;
 // the demo itself reports the real error), and removed its directory.
 func TestDemo(t *testing.T) {
-	o := DefaultOptions()
-	o.Duration, o.Warmup, o.Limit = 3*time.Second, time.Second, "500/s"
-	p, err := o.Validate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := plan(t, "500/s")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr strings.Builder
-	err = Run(ctx, p, &stdout, &stderr)
+	err := Run(ctx, p, &stdout, &stderr)
 	out := stdout.String()
 	t.Logf("stdout:\n%s", out)
 	if err != nil {
@@ -109,10 +112,8 @@ func TestValidate(t *testing.T) {
 // The table's arithmetic: admissions between two instants, the target
 // after the warm-up, and the largest window, from the slot counters.
 func TestLoadRunFigures(t *testing.T) {
-	o := DefaultOptions()
-	o.Duration, o.Warmup = 3*time.Second, time.Second
-	rate := limits.Rate{Count: 10, Window: time.Second}
-	d := newLoadRun(nil, o, rate)
+	p := plan(t, "10/s")
+	d := newLoadRun(nil, p.Options, p.rate)
 	for s, v := range []int64{10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 5} {
 		d.slots[s].Store(v)
 	}
@@ -142,3 +143,5 @@ func TestLoadRunFigures(t *testing.T) {
 		t.Errorf("maxWindowRatio(500ms) = %v, want 1 (the first slot alone)", got)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -17,11 +17,11 @@ func TestInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
 			t.Error(err)
 		}
-	}()
+	})
 	if err := c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -9,27 +9,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/quotamesh/quotamesh"
 )
-
-// Dial connects to a server, trying again until ctx ends (the process may
-// not listen yet).
-func Dial(ctx context.Context, addr string) (*Client, error) {
-	var d net.Dialer
-	for {
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			return newClient(c), nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("tcpecho: connect to %s: %w", addr, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
 
 // Client is the baseline's client: requests from many goroutines
 // pipelined over one TCP connection, as the SDK pipelines strict decisions

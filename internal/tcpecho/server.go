@@ -1,10 +1,3 @@
-// Package tcpecho is the bench's TCP baseline (--tcp-baseline): plain
-// pipelined request/response over TCP, so that a run can separate what a
-// round trip costs on this machine from what QUIC and a node add to it.
-// Serve answers every 16-byte request frame with a frame carrying the same
-// request ID; Client pipelines calls from many goroutines over one
-// connection, as the SDK pipelines strict decisions over one QUIC
-// connection, and satisfies quotamesh.Limiter (every answer is "allowed").
 package tcpecho
 
 import (
@@ -15,10 +8,6 @@ import (
 	"net"
 	"sync"
 )
-
-// frameSize is the size of a baseline request and of its answer: an 8-byte
-// request ID and 8 bytes of payload (about a strict decision's size).
-const frameSize = 16
 
 // Serve answers every request frame on every connection to addr with a
 // frame carrying the same ID, until ctx ends; then it closes the listener
