@@ -21,10 +21,12 @@ import (
 const benchChildEnv = "QM_BENCH_TEST_CHILD"
 
 // benchChild makes the processes the bench starts run the command line
-// (benchChildEnv), and returns the temporary directory the bench puts its
-// certificates, data and logs in, to check it cleaned up.
+// (benchChildEnv), checks that no goroutine outlives the test, and returns
+// the temporary directory the bench puts its certificates, data and logs
+// in, to check it cleaned up.
 func benchChild(t *testing.T) string {
 	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 	t.Setenv(benchChildEnv, "1")
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
@@ -39,21 +41,30 @@ func checkCleanedUp(t *testing.T, tmp string) {
 	}
 }
 
+// runBench runs `quotamesh bench args...` with benchChild, fails t unless
+// it exits with 0 and leaves nothing behind, decodes its JSON output into
+// v, and returns the output.
+func runBench(t *testing.T, v any, args ...string) string {
+	t.Helper()
+	tmp := benchChild(t)
+	code, out, errOut := runCmd(t, 90*time.Second, append([]string{"bench"}, args...)...)
+	if code != 0 {
+		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	checkCleanedUp(t, tmp)
+	return out
+}
+
 func TestBenchLocalCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 node processes")
 	}
-	defer goleak.VerifyNone(t)
-	tmp := benchChild(t)
-	code, out, errOut := runCmd(t, 90*time.Second, "bench", "--local-cluster", "3", "--duration", "3s", "--warmup", "500ms", "--json",
-		"--request-timeout", "10s") // a loaded machine can take more than the default 500 ms
-	if code != 0 {
-		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
-	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(out), &raw); err != nil {
-		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
-	}
+	out := runBench(t, &raw, "--local-cluster", "3", "--duration", "3s", "--warmup", "500ms", "--json",
+		"--request-timeout", "10s") // a loaded machine can take more than the default 500 ms
 	for _, f := range []string{"pattern", "nodes", "limit", "duration", "offered", "admitted", "ideal", "error",
 		"max_window_ratio", "per_node", "per_second", "achieved_rps", "p50_us", "p99_us", "p999_us", "max_us", "errors",
 		"gen_p50_us", "gen_p99_us", "client_cpu_s_per_100k", "answered"} {
@@ -110,8 +121,6 @@ func TestBenchLocalCluster(t *testing.T) {
 	if runtime.GOOS == "linux" && (rep.ClientCPUPer100k <= 0 || rep.NodesCPUPer100k <= 0) {
 		t.Errorf("CPU per 100k decisions: client %v s, nodes %v s; want both measured on Linux", rep.ClientCPUPer100k, rep.NodesCPUPer100k)
 	}
-	// Everything the bench made is gone.
-	checkCleanedUp(t, tmp)
 }
 
 // Strict mode with the TCP baseline: both loads run, every request of the
@@ -120,17 +129,9 @@ func TestBenchStrictTCPBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node process")
 	}
-	defer goleak.VerifyNone(t)
-	tmp := benchChild(t)
-	code, out, errOut := runCmd(t, 90*time.Second, "bench", "--local-cluster", "1", "--strict", "--rate", "2000", "--duration", "2s",
-		"--warmup", "0s", "--tcp-baseline", "--json", "--request-timeout", "10s")
-	if code != 0 {
-		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
-	}
 	var rep loadgen.Report
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
-	}
+	out := runBench(t, &rep, "--local-cluster", "1", "--strict", "--rate", "2000", "--duration", "2s",
+		"--warmup", "0s", "--tcp-baseline", "--json", "--request-timeout", "10s")
 	if rep.Mode != "strict" || rep.Errors != 0 || rep.Answered != rep.Offered {
 		t.Errorf("strict run: mode %q, errors %d (%s), answered %d of %d", rep.Mode, rep.Errors, rep.FirstError, rep.Answered, rep.Offered)
 	}
@@ -148,13 +149,11 @@ func TestBenchStrictTCPBaseline(t *testing.T) {
 	if b.P50us <= 0 || b.P99us < b.P50us {
 		t.Errorf("baseline latencies p50 %v p99 %v: want positive and ordered", b.P50us, b.P99us)
 	}
-	checkCleanedUp(t, tmp)
 }
 
 // A node that cannot start is named, with the tail of its log, and the
 // others are stopped.
 func TestBenchNodeDiesEarly(t *testing.T) {
-	defer goleak.VerifyNone(t)
 	tmp := benchChild(t)
 	code, _, errOut := runCmd(t, 60*time.Second, "bench", "--local-cluster", "2", "--duration", "1s", "--serve-flag=--no-such-flag")
 	if code != 1 {
