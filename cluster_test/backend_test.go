@@ -14,9 +14,10 @@ import (
 )
 
 // Backend places nodes on separate hosts and faults the network between
-// them. The cluster runs the node processes itself (pause with SIGSTOP, kill
-// with SIGKILL, restart on the same data directory) through Command, so a
-// backend only decides where a process runs and how its packets are lost.
+// them. The cluster starts, pauses (SIGSTOP), kills (SIGKILL) and restarts
+// (on the same data directory) the node processes through localcluster,
+// which runs each through Command, so a backend only decides where a
+// process runs and how its packets are lost.
 type Backend interface {
 	// Name is process, netns or docker.
 	Name() string
@@ -113,7 +114,7 @@ func (*processBackend) Loss(c *Cluster, i int, p float64) error {
 func (*processBackend) Heal(c *Cluster) error {
 	var errs []error
 	for i := range c.nodes {
-		if c.nodes[i].running() {
+		if c.nodes[i].Running() {
 			errs = append(errs, c.faultNet(i, "heal=1"))
 		}
 	}
@@ -222,35 +223,11 @@ func (b *netnsBackend) ipt(i int, args ...string) error {
 	return sh(append([]string{"ip", "netns", "exec", b.ns[i], "iptables"}, args...)...)
 }
 
-func (b *netnsBackend) Cut(c *Cluster, x, y int) error {
-	for _, p := range [][2]int{{x, y}, {y, x}} {
-		if err := b.ipt(p[0], "-A", "INPUT", "-s", c.nodes[p[1]].IP, "-j", "DROP"); err != nil {
-			return err
-		}
-		if err := b.ipt(p[0], "-A", "OUTPUT", "-d", c.nodes[p[1]].IP, "-j", "DROP"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (b *netnsBackend) Cut(c *Cluster, x, y int) error { return iptablesCut(b.ipt, c, x, y) }
 
 // Loss drops packets from peers (not from the host's SDK clients) at
 // random, in both directions of node i's links.
-func (b *netnsBackend) Loss(c *Cluster, i int, p float64) error {
-	prob := fmt.Sprintf("%g", p)
-	for j := range c.nodes {
-		if j == i {
-			continue
-		}
-		if err := b.ipt(i, "-A", "INPUT", "-s", c.nodes[j].IP, "-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP"); err != nil {
-			return err
-		}
-		if err := b.ipt(i, "-A", "OUTPUT", "-d", c.nodes[j].IP, "-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (b *netnsBackend) Loss(c *Cluster, i int, p float64) error { return iptablesLoss(b.ipt, c, i, p) }
 
 func (b *netnsBackend) Heal(*Cluster) error {
 	var errs []error
@@ -283,4 +260,34 @@ func (b *netnsBackend) Close() error {
 		b.bridge = false
 	}
 	return errors.Join(errs...)
+}
+
+// iptablesCut drops every packet between hosts x and y, both ways, with
+// rules in both hosts' network namespaces; ipt runs iptables in host i's.
+func iptablesCut(ipt func(i int, args ...string) error, c *Cluster, x, y int) error {
+	for _, p := range [][2]int{{x, y}, {y, x}} {
+		for _, dir := range [][]string{{"INPUT", "-s"}, {"OUTPUT", "-d"}} {
+			if err := ipt(p[0], "-A", dir[0], dir[1], c.nodes[p[1]].IP, "-j", "DROP"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// iptablesLoss drops packets between host i and each of its peers (not
+// the host's SDK clients) with probability p, in both directions.
+func iptablesLoss(ipt func(i int, args ...string) error, c *Cluster, i int, p float64) error {
+	prob := fmt.Sprintf("%g", p)
+	for j := range c.nodes {
+		if j == i {
+			continue
+		}
+		for _, dir := range [][]string{{"INPUT", "-s"}, {"OUTPUT", "-d"}} {
+			if err := ipt(i, "-A", dir[0], dir[1], c.nodes[j].IP, "-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -11,18 +11,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/quotamesh/quotamesh/client"
-	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/localcluster"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -39,212 +36,72 @@ type clusterSpec struct {
 	Extra map[int][]string
 }
 
-// Cluster is a running set of quotamesh processes on a Backend.
+// Cluster is a running set of quotamesh processes on a Backend: the
+// processes are localcluster's, placed and faulted by the backend.
 type Cluster struct {
 	t       *testing.T
 	be      Backend
-	dir     string // report directory
-	dataDir string
-	certDir string
-	nodes   []*Node
+	lc      *localcluster.Cluster
+	nodes   []*localcluster.Node
 	hist    *History
 	http    *http.Client
 	tlsCert tls.Certificate
-	set     *certs.Set
 
-	wg      sync.WaitGroup // process monitors
 	crashMu sync.Mutex
 	crashes []string // unexpected exits
 }
 
-// Node is one quotamesh process and where it lives.
-type Node struct {
-	Index   int
-	ID      string
-	IP      string
-	Addr    string // QUIC host:port
-	Admin   string // admin HTTP host:port
-	DataDir string
-	extra   []string
-
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	expected bool // the next exit is the nemesis' doing
-	paused   bool
-	starts   int
-}
-
-func (n *Node) running() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.exited == nil {
-		return false
-	}
-	select {
-	case <-n.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// newCluster sets up the hosts, writes certificates and starts every node;
-// t.Cleanup stops them and removes what the backend added, whatever the
-// outcome.
+// newCluster sets up the hosts, writes certificates and starts every node
+// with its data under the suite's work directory and its log in the
+// report's logs/; t.Cleanup stops them and removes what the backend added,
+// whatever the outcome.
 func newCluster(t *testing.T, be Backend, spec clusterSpec, dir string, hist *History) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, be: be, dir: dir, hist: hist, http: &http.Client{Timeout: 3 * time.Second}}
+	c := &Cluster{t: t, be: be, hist: hist, http: &http.Client{Timeout: 3 * time.Second}}
 	t.Cleanup(c.close)
-	c.dataDir = filepath.Join(suite.workDir, filepath.Base(dir))
-	c.certDir = filepath.Join(c.dataDir, "certs")
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
-		t.Fatalf("report directory: %v", err)
-	}
 	ips, err := be.Setup(spec.Nodes)
 	if err != nil {
 		t.Fatalf("backend %s: setup: %v", be.Name(), err)
 	}
-	var ids, boot []string
-	for i, ip := range ips {
-		n := &Node{Index: i, ID: fmt.Sprintf("n%d", i+1), IP: ip, extra: spec.Extra[i]}
-		n.Addr, n.Admin = fmt.Sprintf("%s:%d", ip, nodePort), fmt.Sprintf("%s:%d", ip, adminPort)
-		n.DataDir = filepath.Join(c.dataDir, n.ID)
-		c.nodes = append(c.nodes, n)
-		ids = append(ids, n.ID)
-		boot = append(boot, n.ID+"="+n.Addr)
+	cfg := localcluster.Config{
+		Binary: suite.bin, IPs: ips, Port: nodePort, AdminPort: adminPort,
+		Dir: filepath.Join(suite.workDir, filepath.Base(dir)), LogDir: filepath.Join(dir, "logs"), Keep: *flagKeep,
+		ClusterID: "fault", Flags: []string{"--policy", "conservative", "--fault-control", "--log-level", "info"},
+		NodeFlags: spec.Extra, Command: be.Command, OnExit: c.exited,
 	}
-	out, err := exec.Command(suite.bin, "certs", "init", "--dir", c.certDir, "--nodes", strings.Join(ids, ","),
-		"--clients", "admin", "--hosts", strings.Join(ips, ",")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("quotamesh certs init: %v\n%s", err, out)
+	if s, ok := be.(signaller); ok {
+		cfg.Signal = s.Signal
 	}
-	if c.set, err = certs.LoadDir(c.certDir); err != nil {
-		t.Fatalf("load certificates: %v", err)
+	if c.lc, err = localcluster.Start(cfg); err != nil {
+		t.Fatalf("start the nodes: %v", err)
 	}
-	c.tlsCert = c.set.Clients["admin"].TLSCertificate()
-	for _, n := range c.nodes {
-		if err := c.start(n, boot); err != nil {
-			t.Fatalf("start %s: %v", n.ID, err)
-		}
-	}
+	c.nodes = c.lc.Nodes
+	c.tlsCert = c.lc.Certs.Clients[localcluster.AdminClient].TLSCertificate()
 	return c
 }
 
-// bootstrap is the --bootstrap list, the same on every node.
-func (c *Cluster) bootstrap() []string {
-	var boot []string
-	for _, n := range c.nodes {
-		boot = append(boot, n.ID+"="+n.Addr)
+// exited records a node's exit that no nemesis caused.
+func (c *Cluster) exited(n *localcluster.Node, err error, expected bool) {
+	if expected {
+		return
 	}
-	return boot
+	msg := fmt.Sprintf("%s exited unexpectedly: %v", n.ID, err)
+	c.crashMu.Lock()
+	c.crashes = append(c.crashes, msg)
+	c.crashMu.Unlock()
+	c.hist.event("crash", n.ID, msg)
 }
 
-// start runs node n's process (again, on the same data directory).
-func (c *Cluster) start(n *Node, boot []string) error {
-	argv := []string{suite.bin, "serve", "--id", n.ID, "--cluster-id", "fault",
-		"--listen", n.Addr, "--advertise", n.Addr, "--admin-listen", n.Admin,
-		"--data-dir", n.DataDir, "--certs", c.certDir, "--bootstrap", strings.Join(boot, ","),
-		"--policy", "conservative", "--fault-control", "--log-format", "json", "--log-level", "info"}
-	argv = append(argv, n.extra...)
-	cmd := c.be.Command(n.Index, argv)
-	logf, err := os.OpenFile(filepath.Join(c.dir, "logs", n.ID+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("log file: %w", err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
-	}
-	exited := make(chan struct{})
-	n.mu.Lock()
-	n.cmd, n.exited, n.expected, n.paused = cmd, exited, false, false
-	n.starts++
-	n.mu.Unlock()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		err := cmd.Wait()
-		logf.Close()
-		n.mu.Lock()
-		expected := n.expected
-		n.mu.Unlock()
-		close(exited)
-		if !expected {
-			msg := fmt.Sprintf("%s exited unexpectedly: %v", n.ID, err)
-			c.crashMu.Lock()
-			c.crashes = append(c.crashes, msg)
-			c.crashMu.Unlock()
-			c.hist.event("crash", n.ID, msg)
-		}
-	}()
-	return nil
-}
-
-// signal sends sig to node n's process.
-func (c *Cluster) signal(n *Node, sig syscall.Signal) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd == nil || n.cmd.Process == nil {
-		return fmt.Errorf("%s: not started", n.ID)
-	}
-	if sig == syscall.SIGKILL {
-		n.expected = true
-	}
-	if s, ok := c.be.(signaller); ok {
-		if err := s.Signal(n.Index, sig); err != nil {
-			return fmt.Errorf("%s: %w", n.ID, err)
-		}
-	} else if err := n.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("%s: signal %v: %w", n.ID, sig, err)
-	}
-	switch sig {
-	case syscall.SIGSTOP:
-		n.paused = true
-	case syscall.SIGCONT:
-		n.paused = false
-	}
-	return nil
-}
-
-// kill -9s node n and waits for it to exit.
-func (c *Cluster) kill(n *Node) error {
-	if err := c.signal(n, syscall.SIGKILL); err != nil {
-		return err
-	}
-	select {
-	case <-n.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("%s: still running 10s after SIGKILL", n.ID)
-	}
-}
-
-// restart starts a killed node on its data directory.
-func (c *Cluster) restart(n *Node) error {
-	if n.running() {
-		return fmt.Errorf("%s: still running", n.ID)
-	}
-	return c.start(n, c.bootstrap())
-}
-
-// close stops every process (SIGCONT first for paused ones), waits for the
-// monitors, and removes what the backend added.
+// close kills every process (SIGCONT first for paused ones), removes the
+// data unless -keep, and removes what the backend added.
 func (c *Cluster) close() {
-	for _, n := range c.nodes {
-		if n.running() {
-			_ = c.signal(n, syscall.SIGCONT)
-			_ = c.kill(n)
+	if c.lc != nil {
+		if err := c.lc.Kill(); err != nil {
+			c.t.Logf("stop the nodes: %v", err)
 		}
 	}
-	c.wg.Wait()
 	if err := c.be.Close(); err != nil {
 		c.t.Errorf("backend %s: clean up: %v", c.be.Name(), err)
-	}
-	if !*flagKeep {
-		_ = os.RemoveAll(c.dataDir)
 	}
 }
 
@@ -369,27 +226,11 @@ func (c *Cluster) runtimeFigures(i int) (runtimeFigures, error) {
 	return f, nil
 }
 
-// waitReady waits until every running, unpaused node answers /readyz.
+// waitReady waits until every running node answers /readyz.
 func (c *Cluster) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		var why []string
-		for i, n := range c.nodes {
-			if !n.running() {
-				continue
-			}
-			if _, err := c.adminDo(i, http.MethodGet, "/readyz"); err != nil {
-				why = append(why, err.Error())
-			}
-		}
-		if len(why) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %s", timeout, strings.Join(why, "; "))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.lc.WaitRunningReady(ctx)
 }
 
 // dial returns an SDK client connected to node i only, in strict mode:
@@ -398,7 +239,7 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 // test process' scheduling) uncertainty.
 func (c *Cluster) dial(ctx context.Context, i int) (*client.Client, error) {
 	return client.Dial(ctx, []string{c.nodes[i].Addr}, client.WithStrict(),
-		client.WithCA(c.set.CA.Pool()), client.WithCertificate(c.tlsCert), client.WithNodeID(c.nodes[i].ID))
+		client.WithCA(c.lc.Certs.CA.Pool()), client.WithCertificate(c.tlsCert), client.WithNodeID(c.nodes[i].ID))
 }
 
 // setLimitEverywhere sets rule through some node, retrying while Raft

@@ -186,37 +186,14 @@ func (b *dockerBackend) ipt(i int, args ...string) error {
 	return sh(append([]string{"nsenter", "-t", strconv.Itoa(pid), "-n", "iptables"}, args...)...)
 }
 
-func (b *dockerBackend) Cut(c *Cluster, x, y int) error {
-	for _, p := range [][2]int{{x, y}, {y, x}} {
-		if err := b.ipt(p[0], "-A", "INPUT", "-s", c.nodes[p[1]].IP, "-j", "DROP"); err != nil {
-			return err
-		}
-		if err := b.ipt(p[0], "-A", "OUTPUT", "-d", c.nodes[p[1]].IP, "-j", "DROP"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (b *dockerBackend) Cut(c *Cluster, x, y int) error { return iptablesCut(b.ipt, c, x, y) }
 
-func (b *dockerBackend) Loss(c *Cluster, i int, p float64) error {
-	prob := fmt.Sprintf("%g", p)
-	for j := range c.nodes {
-		if j == i {
-			continue
-		}
-		for _, dir := range [][]string{{"INPUT", "-s"}, {"OUTPUT", "-d"}} {
-			if err := b.ipt(i, "-A", dir[0], dir[1], c.nodes[j].IP, "-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP"); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
+func (b *dockerBackend) Loss(c *Cluster, i int, p float64) error { return iptablesLoss(b.ipt, c, i, p) }
 
 func (b *dockerBackend) Heal(c *Cluster) error {
 	var errs []error
 	for i, n := range c.nodes {
-		if n.running() {
+		if n.Running() {
 			errs = append(errs, b.ipt(i, "-F"))
 		}
 	}

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/quotamesh/quotamesh/internal/localcluster"
 )
 
 // boundKind names which documented bound a fault is held to while it lasts
@@ -50,7 +51,7 @@ func cutAll(c *Cluster, cut func(a, b int) bool) (string, error) {
 func (c *Cluster) healNet() error {
 	errs := []error{c.be.Heal(c)}
 	for i, n := range c.nodes {
-		if n.running() {
+		if n.Running() {
 			errs = append(errs, c.faultNet(i, "heal=1"))
 		}
 	}
@@ -108,7 +109,7 @@ func allNemeses(d time.Duration) map[string]nemesis {
 		}},
 		{name: "kill-9", bound: boundNormal, duration: d, start: func(c *Cluster, target int, rng *rand.Rand) (string, func() error, error) {
 			n := c.nodes[pick(c, target, rng)]
-			if err := c.kill(n); err != nil {
+			if err := n.Kill(); err != nil {
 				return "", nil, err
 			}
 			return n.ID + " killed with SIGKILL, restarted on its data", func() error { return c.restartReady(n) }, nil
@@ -118,17 +119,17 @@ func allNemeses(d time.Duration) map[string]nemesis {
 			if n == nil {
 				n = c.nodes[rng.IntN(len(c.nodes))]
 			}
-			if err := c.kill(n); err != nil {
+			if err := n.Kill(); err != nil {
 				return "", nil, err
 			}
 			return "leader " + n.ID + " killed with SIGKILL during limit changes", func() error { return c.restartReady(n) }, nil
 		}},
 		{name: "pause", bound: boundNormal, duration: d, start: func(c *Cluster, target int, rng *rand.Rand) (string, func() error, error) {
 			n := c.nodes[pick(c, target, rng)]
-			if err := c.signal(n, syscall.SIGSTOP); err != nil {
+			if err := n.Pause(); err != nil {
 				return "", nil, err
 			}
-			return n.ID + " paused (SIGSTOP)", func() error { return c.signal(n, syscall.SIGCONT) }, nil
+			return n.ID + " paused (SIGSTOP)", func() error { return n.Resume() }, nil
 		}},
 		{name: "clock-bump", bound: boundClock, duration: d, start: func(c *Cluster, target int, rng *rand.Rand) (string, func() error, error) {
 			i := pick(c, target, rng)
@@ -183,13 +184,13 @@ func allNemeses(d time.Duration) map[string]nemesis {
 		}},
 		{name: "rolling-restart", bound: boundNormal, duration: 0, start: func(c *Cluster, _ int, _ *rand.Rand) (string, func() error, error) {
 			for _, n := range c.nodes {
-				if !n.running() { // crashed earlier: no-crash reports it
+				if !n.Running() { // crashed earlier: no-crash reports it
 					if err := c.restartReady(n); err != nil {
 						return "", nil, err
 					}
 					continue
 				}
-				if err := c.kill(n); err != nil {
+				if err := n.Kill(); err != nil {
 					return "", nil, err
 				}
 				if err := c.restartReady(n); err != nil {
@@ -209,8 +210,8 @@ func allNemeses(d time.Duration) map[string]nemesis {
 }
 
 // restartReady restarts n and waits until the cluster is ready.
-func (c *Cluster) restartReady(n *Node) error {
-	if err := c.restart(n); err != nil {
+func (c *Cluster) restartReady(n *localcluster.Node) error {
+	if err := n.Restart(); err != nil {
 		return err
 	}
 	if err := c.waitReady(30 * time.Second); err != nil {
@@ -220,9 +221,9 @@ func (c *Cluster) restartReady(n *Node) error {
 }
 
 // leader returns the node every reachable node names as leader, or nil.
-func (c *Cluster) leader() *Node {
+func (c *Cluster) leader() *localcluster.Node {
 	for i, n := range c.nodes {
-		if !n.running() {
+		if !n.Running() {
 			continue
 		}
 		st, err := c.status(i)

@@ -140,8 +140,8 @@ func run(t *testing.T, sc scenario) runResult {
 				// Leave the cluster as whole as we can for what follows.
 				_ = c.healNet()
 				for _, n := range c.nodes {
-					if !n.running() {
-						if rerr := c.restart(n); rerr != nil {
+					if !n.Running() {
+						if rerr := n.Restart(); rerr != nil {
 							t.Logf("restart %s: %v", n.ID, rerr)
 						}
 					}
@@ -184,7 +184,7 @@ func run(t *testing.T, sc scenario) runResult {
 	crash := Verdict{Checker: "no-crash", Promise: "every process alive unless the nemesis killed it"}
 	dead := c.crashed()
 	for _, n := range c.nodes {
-		if !n.running() {
+		if !n.Running() {
 			dead = append(dead, n.ID+" not running at the end")
 		}
 	}
@@ -198,7 +198,7 @@ func run(t *testing.T, sc scenario) runResult {
 	var figs []string
 	for i, n := range c.nodes {
 		b, ok := before[n.ID]
-		if !ok || !n.running() {
+		if !ok || !n.Running() {
 			continue
 		}
 		a, err := c.runtimeFigures(i)
@@ -246,7 +246,7 @@ func (c *Cluster) converge(limit float64, within time.Duration) (time.Duration, 
 		why = ""
 		lo, hi := math.Inf(1), math.Inf(-1)
 		for i, n := range c.nodes {
-			if !n.running() {
+			if !n.Running() {
 				why = n.ID + " not running"
 				break
 			}

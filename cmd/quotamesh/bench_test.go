@@ -1,66 +1,70 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"math"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/quotamesh/quotamesh/internal/loadgen"
 )
 
 // benchChildEnv makes this test binary act as the quotamesh binary: bench
-// re-executes os.Executable() with "serve ...", which in a test is the test
+// starts os.Executable() with "serve ...", which in a test is the test
 // binary, so a child started with the variable set runs the command line
-// and exits before any test runs.
+// and exits before any test runs (see TestMain).
 const benchChildEnv = "QM_BENCH_TEST_CHILD"
 
-func init() {
-	if os.Getenv(benchChildEnv) != "1" {
-		return
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+// benchChild makes the processes the bench starts run the command line
+// (benchChildEnv), checks that no goroutine outlives the test, and returns
+// the temporary directory the bench puts its certificates, data and logs
+// in, to check it cleaned up.
+func benchChild(t *testing.T) string {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	t.Setenv(benchChildEnv, "1")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	return tmp
 }
 
-// runCLI runs the command line in-process and returns its exit code and
-// output.
-func runCLI(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+// checkCleanedUp fails t if the bench left anything in tmp.
+func checkCleanedUp(t *testing.T, tmp string) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	code := run(ctx, args, &out, &errOut)
-	return code, out.String(), errOut.String()
+	if left, _ := filepath.Glob(filepath.Join(tmp, "quotamesh-bench-*")); len(left) != 0 {
+		t.Errorf("bench left %v behind", left)
+	}
+}
+
+// runBench runs `quotamesh bench args...` with benchChild, fails t unless
+// it exits with 0 and leaves nothing behind, decodes its JSON output into
+// v, and returns the output.
+func runBench(t *testing.T, v any, args ...string) string {
+	t.Helper()
+	tmp := benchChild(t)
+	code, out, errOut := runCmd(t, 90*time.Second, append([]string{"bench"}, args...)...)
+	if code != 0 {
+		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	checkCleanedUp(t, tmp)
+	return out
 }
 
 func TestBenchLocalCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 node processes")
 	}
-	defer goleak.VerifyNone(t)
-	t.Setenv(benchChildEnv, "1")
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp) // where the bench puts certificates, data and logs
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	code, out, errOut := runCLI(t, ctx, "bench", "--local-cluster", "3", "--duration", "3s", "--warmup", "500ms", "--json",
-		"--request-timeout", "10s") // a loaded machine can take more than the default 500 ms
-	if code != 0 {
-		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
-	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(out), &raw); err != nil {
-		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
-	}
+	out := runBench(t, &raw, "--local-cluster", "3", "--duration", "3s", "--warmup", "500ms", "--json",
+		"--request-timeout", "10s") // a loaded machine can take more than the default 500 ms
 	for _, f := range []string{"pattern", "nodes", "limit", "duration", "offered", "admitted", "ideal", "error",
 		"max_window_ratio", "per_node", "per_second", "achieved_rps", "p50_us", "p99_us", "p999_us", "max_us", "errors",
 		"gen_p50_us", "gen_p99_us", "client_cpu_s_per_100k", "answered"} {
@@ -68,7 +72,7 @@ func TestBenchLocalCluster(t *testing.T) {
 			t.Errorf("field %q missing from the JSON output:\n%s", f, out)
 		}
 	}
-	var rep benchReport
+	var rep loadgen.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +121,6 @@ func TestBenchLocalCluster(t *testing.T) {
 	if runtime.GOOS == "linux" && (rep.ClientCPUPer100k <= 0 || rep.NodesCPUPer100k <= 0) {
 		t.Errorf("CPU per 100k decisions: client %v s, nodes %v s; want both measured on Linux", rep.ClientCPUPer100k, rep.NodesCPUPer100k)
 	}
-	// Everything the bench made is gone.
-	if left, _ := filepath.Glob(filepath.Join(tmp, "quotamesh-bench-*")); len(left) != 0 {
-		t.Errorf("bench left %v behind", left)
-	}
 }
 
 // Strict mode with the TCP baseline: both loads run, every request of the
@@ -129,21 +129,9 @@ func TestBenchStrictTCPBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node process")
 	}
-	defer goleak.VerifyNone(t)
-	t.Setenv(benchChildEnv, "1")
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	code, out, errOut := runCLI(t, ctx, "bench", "--local-cluster", "1", "--strict", "--rate", "2000", "--duration", "2s",
+	var rep loadgen.Report
+	out := runBench(t, &rep, "--local-cluster", "1", "--strict", "--rate", "2000", "--duration", "2s",
 		"--warmup", "0s", "--tcp-baseline", "--json", "--request-timeout", "10s")
-	if code != 0 {
-		t.Fatalf("bench exit code %d, want 0; stderr:\n%s", code, errOut)
-	}
-	var rep benchReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
-	}
 	if rep.Mode != "strict" || rep.Errors != 0 || rep.Answered != rep.Offered {
 		t.Errorf("strict run: mode %q, errors %d (%s), answered %d of %d", rep.Mode, rep.Errors, rep.FirstError, rep.Answered, rep.Offered)
 	}
@@ -161,21 +149,13 @@ func TestBenchStrictTCPBaseline(t *testing.T) {
 	if b.P50us <= 0 || b.P99us < b.P50us {
 		t.Errorf("baseline latencies p50 %v p99 %v: want positive and ordered", b.P50us, b.P99us)
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "quotamesh-bench-*")); len(left) != 0 {
-		t.Errorf("bench left %v behind", left)
-	}
 }
 
 // A node that cannot start is named, with the tail of its log, and the
 // others are stopped.
 func TestBenchNodeDiesEarly(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	t.Setenv(benchChildEnv, "1")
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	code, _, errOut := runCLI(t, ctx, "bench", "--local-cluster", "2", "--duration", "1s", "--serve-flag=--no-such-flag")
+	tmp := benchChild(t)
+	code, _, errOut := runCmd(t, 60*time.Second, "bench", "--local-cluster", "2", "--duration", "1s", "--serve-flag=--no-such-flag")
 	if code != 1 {
 		t.Errorf("exit code %d, want 1; stderr:\n%s", code, errOut)
 	}
@@ -184,9 +164,7 @@ func TestBenchNodeDiesEarly(t *testing.T) {
 			t.Errorf("stderr does not mention %q:\n%s", want, errOut)
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "quotamesh-bench-*")); len(left) != 0 {
-		t.Errorf("bench left %v behind", left)
-	}
+	checkCleanedUp(t, tmp)
 }
 
 func TestBenchBadFlags(t *testing.T) {
@@ -224,14 +202,14 @@ func TestBenchBadFlags(t *testing.T) {
 		{[]string{"--local-cluster", "three"}, "invalid argument"},
 		{[]string{"--local-cluster", "3", "extra"}, "unknown command"},
 	} {
-		code, _, errOut := runCLI(t, context.Background(), append([]string{"bench"}, tc.args...)...)
+		code, _, errOut := runCmd(t, 10*time.Second, append([]string{"bench"}, tc.args...)...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("bench %s: exit code %d, stderr %q; want 2 and a message with %q", strings.Join(tc.args, " "), code, errOut, tc.want)
 		}
 	}
 	// A certificates directory without certificates: a clear error, not a
 	// usage one.
-	code, _, errOut := runCLI(t, context.Background(), "bench", "--addrs", "127.0.0.1:7946", "--certs", certDir, "--duration", "1s")
+	code, _, errOut := runCmd(t, 10*time.Second, "bench", "--addrs", "127.0.0.1:7946", "--certs", certDir, "--duration", "1s")
 	if code != 1 || !strings.Contains(errOut, "--certs "+certDir) {
 		t.Errorf("bench with an empty --certs: exit code %d, stderr %q; want 1 and a message naming --certs", code, errOut)
 	}

@@ -14,8 +14,6 @@ import (
 	"github.com/quotamesh/quotamesh/limits"
 )
 
-func init() { extraCommands = append(extraCommands, newLimitCmd) }
-
 func newLimitCmd() *cobra.Command {
 	var a adminFlags
 	cmd := &cobra.Command{

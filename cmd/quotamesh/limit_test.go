@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/quotamesh/quotamesh/internal/localcluster"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/node"
 )
@@ -22,19 +22,19 @@ func TestLimitAndStatus(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	lc, err := startInprocCluster(ctx, dir, 3, zerolog.Nop())
+	lc, err := localcluster.StartInProcess(ctx, dir, 3, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := lc.close(); err != nil {
+		if err := lc.Close(); err != nil {
 			t.Error(err)
 		}
 	}()
-	if err := lc.waitReady(ctx); err != nil {
+	if err := lc.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	conn := []string{"--addr", lc.nodes[1].Addr(), "--certs", lc.certDir, "--timeout", "20s"}
+	conn := []string{"--addr", lc.Nodes[1].Addr(), "--certs", lc.CertDir, "--timeout", "20s"}
 	cli := func(want int, args ...string) string {
 		t.Helper()
 		code, out, errs := runCmd(t, time.Minute, append(args, conn...)...)
@@ -49,7 +49,7 @@ func TestLimitAndStatus(t *testing.T) {
 	}
 	cli(0, "limit", "set", "user:*", "10/s")
 	// Applied everywhere through Raft, not only on the node asked.
-	if err := lc.waitRule(ctx, "orders.create", "300/s"); err != nil {
+	if err := lc.WaitApplied(ctx, limits.Rule{Pattern: "orders.create", Rate: limits.Rate{Count: 300, Window: time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	if out := cli(0, "limit", "get", "orders.create"); out != "orders.create 300/s\n" {
@@ -77,7 +77,7 @@ func TestLimitAndStatus(t *testing.T) {
 	}
 
 	// Some traffic, so that status has a top key.
-	for _, n := range lc.nodes {
+	for _, n := range lc.Nodes {
 		for range 50 {
 			if _, err := n.Allow(ctx, "orders.create"); err != nil {
 				t.Fatal(err)
@@ -95,15 +95,15 @@ func TestLimitAndStatus(t *testing.T) {
 		t.Errorf("status --json: node %q, %d members, %v; want n2 and 3 members", st.Node, len(st.Members), err)
 	}
 
-	checkMetricsDocumented(t, lc.nodes[0].AdminAddr())
+	checkMetricsDocumented(t, lc.Nodes[0].AdminAddr())
 
 	// n3 leaves and joins again; n1 applies each change soon after.
 	members := func(want int) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for len(lc.nodes[0].Status(0).Members) != want {
+		for len(lc.Nodes[0].Status(0).Members) != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("n1 sees %d members; want %d", len(lc.nodes[0].Status(0).Members), want)
+				t.Fatalf("n1 sees %d members; want %d", len(lc.Nodes[0].Status(0).Members), want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -112,7 +112,7 @@ func TestLimitAndStatus(t *testing.T) {
 		t.Errorf("leave n3: %q", out)
 	}
 	members(2)
-	if out := cli(0, "join", "n3", lc.nodes[2].Advertise()); !strings.Contains(out, "n3 at "+lc.nodes[2].Advertise()+" joined") {
+	if out := cli(0, "join", "n3", lc.Nodes[2].Advertise()); !strings.Contains(out, "n3 at "+lc.Nodes[2].Advertise()+" joined") {
 		t.Errorf("join n3: %q", out)
 	}
 	members(3)
@@ -125,12 +125,12 @@ func TestLimitUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	lc, err := startInprocCluster(ctx, dir, 1, zerolog.Nop())
+	lc, err := localcluster.StartInProcess(ctx, dir, 1, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	certDir := lc.certDir
-	if err := lc.close(); err != nil { // only the certificates are needed
+	certDir := lc.CertDir
+	if err := lc.Close(); err != nil { // only the certificates are needed
 		t.Fatal(err)
 	}
 	code, _, errs := runCmd(t, time.Minute, "limit", "list", "--addr", "127.0.0.1:9", "--certs", certDir, "--timeout", "1s")
@@ -143,30 +143,6 @@ func TestLimitUnreachable(t *testing.T) {
 	}
 	if _, err := os.Stat(certDir); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitRule waits until every node applied pattern at rate.
-func (lc *inprocCluster) waitRule(ctx context.Context, pattern, rate string) error {
-	r, err := limits.ParseRate(rate)
-	if err != nil {
-		return err
-	}
-	for {
-		all := true
-		for _, n := range lc.nodes {
-			if got, ok := n.Table().Get(pattern); !ok || got.Rate != r {
-				all = false
-			}
-		}
-		if all {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for every node to apply %s %s: %w", pattern, rate, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
 	}
 }
 

@@ -3,13 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the command line instead of the tests in a child the bench
+// tests start (benchChildEnv), as the quotamesh binary would.
+func TestMain(m *testing.M) {
+	if os.Getenv(benchChildEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // runCmd runs the command line args within bound and returns the exit code,
 // stdout and stderr.

@@ -11,8 +11,6 @@ import (
 	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
-func init() { extraCommands = append(extraCommands, newJoinCmd, newLeaveCmd) }
-
 func newJoinCmd() *cobra.Command {
 	var a adminFlags
 	cmd := &cobra.Command{

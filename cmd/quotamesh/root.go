@@ -51,20 +51,22 @@ environment, which wins over a config file.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	// Every command, in one place; `quotamesh help` lists them sorted.
 	root.AddCommand(
-		newVersionCmd(),
-		newSimCmd(),
+		newServeCmd(),
+		newLimitCmd(),
+		newStatusCmd(),
+		newJoinCmd(),
+		newLeaveCmd(),
 		newCertsCmd(),
+		newDemoCmd(),
+		newSimCmd(),
+		newBenchCmd(),
+		newBenchEchoCmd(),
+		newVersionCmd(),
 	)
-	for _, add := range extraCommands {
-		root.AddCommand(add())
-	}
 	return root
 }
-
-// extraCommands are registered by the files that define them (serve,
-// limit, status, demo, bench), so each command lives in its own file.
-var extraCommands []func() *cobra.Command
 
 // applyEnv sets every flag not given on the command line from its
 // QUOTAMESH_ environment variable, if set; the error names the variable.

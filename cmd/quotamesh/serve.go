@@ -12,8 +12,6 @@ import (
 	"github.com/quotamesh/quotamesh/node"
 )
 
-func init() { extraCommands = append(extraCommands, newServeCmd) }
-
 // shutdownTimeout bounds a graceful shutdown on SIGTERM.
 const shutdownTimeout = 15 * time.Second
 

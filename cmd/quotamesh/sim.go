@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -166,13 +165,7 @@ func printSim(cmd *cobra.Command, c sim.Config, r sim.Result, took time.Duration
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "%d nodes, %s load (%s arrivals) at %.1fx of %s for %v; sync %v, rtt %v, policy %s\n\n",
 		c.Nodes, c.Pattern, c.Arrivals, c.Multiplier, c.Limit, c.Duration, c.Sync, c.RTT, c.Policy)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "node\toffered\tadmitted\t")
-	for _, n := range r.PerNode {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", n.Node, n.Offered, n.Admitted)
-	}
-	fmt.Fprintf(tw, "cluster\t%d\t%d\t\n", r.Offered, r.Admitted)
-	tw.Flush()
+	_ = r.WriteTable(out)
 	limitT := float64(c.Limit.Count) * float64(c.Duration) / float64(c.Limit.Window)
 	fmt.Fprintf(out, "\nideal (a perfect limiter, same window, same requests): %d\n", r.Ideal)
 	fmt.Fprintf(out, "error against the ideal:       %.3f %%\n", 100*r.Error)

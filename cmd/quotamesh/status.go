@@ -17,8 +17,6 @@ import (
 	"github.com/quotamesh/quotamesh/node"
 )
 
-func init() { extraCommands = append(extraCommands, newStatusCmd) }
-
 // memberTimeout bounds asking another member for its own status.
 const memberTimeout = 3 * time.Second
 

@@ -11,9 +11,15 @@
 package accuracy
 
 import (
+	"fmt"
+	"io"
 	"math"
 	"slices"
+	"text/tabwriter"
 	"time"
+
+	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/window"
 )
 
 // NodeReport is one node's part of a run.
@@ -39,6 +45,19 @@ type Report struct {
 	// the limit's length (1 s for a per-second limit), over the limit.
 	MaxWindowRatio float64      `json:"max_window_ratio"`
 	PerNode        []NodeReport `json:"per_node"`
+}
+
+// WriteTable writes what each node and the cluster were offered and
+// admitted as a right-aligned table, the form `quotamesh sim` and `bench`
+// print.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "node\toffered\tadmitted\t")
+	for _, n := range r.PerNode {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", n.Node, n.Offered, n.Admitted)
+	}
+	fmt.Fprintf(tw, "cluster\t%d\t%d\t\n", r.Offered, r.Admitted)
+	return tw.Flush()
 }
 
 // Error returns |admitted − ideal| / ideal (0 when both are 0).
@@ -80,4 +99,49 @@ func (r *Report) Fill(admitTimes []time.Duration, limitCount int64, window time.
 	if limitCount > 0 {
 		r.MaxWindowRatio = float64(MaxWindow(admitTimes, window)) / float64(limitCount)
 	}
+}
+
+// Ideal is what one perfect limiter with rate's sliding window would admit
+// seeing every request at its intended time (from the run's start), in
+// order: the count and the times of its admissions. intended is sorted in
+// place. base is the wall time of the run's start (Unix ns): the ideal's
+// slots then have the nodes' slot edges, which follow the wall clock. With
+// slots of its own, the ideal would differ from any correct cluster by up
+// to a whole limit per run: far above the limit a window's room is spent in
+// the first slot that opens, so the run holds one more or one fewer burst
+// depending on where the slot edges fall in it. rate must be valid
+// (limits.ParseRate's); Ideal panics otherwise.
+func Ideal(intended []time.Duration, rate limits.Rate, base int64) (int64, []time.Duration) {
+	slices.Sort(intended)
+	w, err := window.New(rate, base)
+	if err != nil {
+		panic(fmt.Sprintf("accuracy: a validated rate %v was refused: %v", rate, err))
+	}
+	var times []time.Duration
+	for _, t := range intended {
+		if w.AllowN(base+int64(t), 1) {
+			times = append(times, t)
+		}
+	}
+	return int64(len(times)), times
+}
+
+// MaxSlotWindow is the largest sum of k consecutive counts (counts per
+// slot, in order), or of all of them when there are fewer than k.
+func MaxSlotWindow(counts []int64, k int) int64 {
+	var best, sum int64
+	for s, c := range counts {
+		sum += c
+		if s >= k {
+			sum -= counts[s-k]
+		}
+		best = max(best, sum)
+	}
+	return best
+}
+
+// Target is what a perfect limiter of perSecond admits in d under a load
+// above the limit, rounded to the nearest request.
+func Target(perSecond float64, d time.Duration) int64 {
+	return int64(perSecond*d.Seconds() + 0.5)
 }

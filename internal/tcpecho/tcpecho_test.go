@@ -1,8 +1,9 @@
-package main
+package tcpecho
 
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -12,21 +13,30 @@ import (
 	"github.com/quotamesh/quotamesh"
 )
 
-// The baseline's client and server: pipelined calls from many goroutines
-// are all answered, a closed client says so, and a server that goes away
-// fails the calls with ErrUnavailable instead of hanging them.
-func TestTCPBaselineClientServer(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	addr, err := freePort("tcp", "127.0.0.1")
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// freePort is 127.0.0.1 and a TCP port the system just handed out.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// The baseline's client and server: pipelined calls from many goroutines
+// are all answered, a closed client says so, and a server that goes away
+// fails the calls with ErrUnavailable instead of hanging them.
+func TestClientServer(t *testing.T) {
+	addr := freePort(t)
 	sctx, stopServer := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- echoServe(sctx, addr) }()
+	go func() { served <- Serve(sctx, addr) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := dialEcho(ctx, addr)
+	c, err := Dial(ctx, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +61,7 @@ func TestTCPBaselineClientServer(t *testing.T) {
 	// The server stops: waiting and later calls fail with ErrUnavailable.
 	stopServer()
 	if err := <-served; err != nil {
-		t.Errorf("echoServe: %v", err)
+		t.Errorf("Serve: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -71,8 +81,8 @@ func TestTCPBaselineClientServer(t *testing.T) {
 	}
 }
 
-func TestEchoServeBadAddress(t *testing.T) {
-	if err := echoServe(context.Background(), "256.0.0.1:1"); err == nil {
-		t.Fatal("echoServe on 256.0.0.1: no error")
+func TestServeBadAddress(t *testing.T) {
+	if err := Serve(context.Background(), "256.0.0.1:1"); err == nil {
+		t.Fatal("Serve on 256.0.0.1: no error")
 	}
 }

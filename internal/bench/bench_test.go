@@ -1,0 +1,150 @@
+package bench
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotamesh/quotamesh/internal/accuracy"
+	"github.com/quotamesh/quotamesh/internal/loadgen"
+	"github.com/quotamesh/quotamesh/internal/localcluster"
+)
+
+func plan(t *testing.T, change func(*Options)) Plan {
+	t.Helper()
+	o := DefaultOptions()
+	o.LocalCluster = 3
+	change(&o)
+	p, err := o.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The offered load: multiplier × limit without a rate, the rate itself
+// with one, on as many nodes as the cluster has.
+func TestLoadAt(t *testing.T) {
+	p := plan(t, func(o *Options) { o.Limit, o.Multiplier = "500/s", 3 })
+	for i, tc := range []struct {
+		rate             float64
+		limit, mult, all float64
+	}{
+		{0, 500, 3, 1500},
+		{2000, 2000, 1, 2000},
+	} {
+		l := p.loadAt(tc.rate)
+		if l.Limit != tc.limit || l.Multiplier != tc.mult || l.Nodes != 3 || l.Total(0) != tc.all {
+			t.Errorf("step %d: loadAt(%v) = limit %v × %v on %d nodes (%v/s), want %v × %v on 3 (%v/s)",
+				i, tc.rate, l.Limit, l.Multiplier, l.Nodes, l.Total(0), tc.limit, tc.mult, tc.all)
+		}
+	}
+	if n := plan(t, func(o *Options) { o.LocalCluster, o.Addrs, o.Certs = 0, []string{"a:1", "b:1"}, "certs" }).nodes(); n != 2 {
+		t.Errorf("nodes() with two --addrs = %d, want 2", n)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for i, tc := range []struct {
+		change func(*Options)
+		want   string
+	}{
+		{func(o *Options) { o.LocalCluster = 0 }, "give --local-cluster N"},
+		{func(o *Options) { o.LocalCluster = MaxLocalNodes + 1 }, "want 1 to 245 nodes"},
+		{func(o *Options) { o.Tick = 0 }, "--tick 0s"},
+		{func(o *Options) { o.FindMax, o.Rate, o.FindMaxSteps = true, 100, 0 }, "--find-max-steps 0"},
+		{func(o *Options) { o.FindMax, o.Rate, o.P99Target = true, 100, 0 }, "--p99-target 0s"},
+		{func(o *Options) { o.Duration = 25 * time.Hour }, "--duration 25h0m0s"},
+	} {
+		o := DefaultOptions()
+		o.LocalCluster = 3
+		tc.change(&o)
+		if _, err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("step %d: Validate() = %v, want an error with %q", i, err, tc.want)
+		}
+	}
+}
+
+func TestParseAppliedIndex(t *testing.T) {
+	if got, err := parseAppliedIndex("n1", []byte(`{"node":"n1","raft":{"applied_index":42,"leader":"n2"}}`)); got != 42 || err != nil {
+		t.Errorf("parseAppliedIndex = %d, %v; want 42", got, err)
+	}
+	if _, err := parseAppliedIndex("n1", []byte(`{"raft":`)); err == nil || !strings.Contains(err.Error(), "status of n1") {
+		t.Errorf("parseAppliedIndex of a broken document = %v, want an error naming n1", err)
+	}
+}
+
+// orDied prefers a dead process's story to the error it caused.
+func TestOrDied(t *testing.T) {
+	boom := errors.New("boom")
+	if err := orDied(nil, boom); err != boom {
+		t.Errorf("orDied(no cluster, boom) = %v, want boom", err)
+	}
+	g, err := localcluster.NewGroup(t.TempDir(), "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := orDied(g, boom); err != boom {
+		t.Errorf("orDied(live group, boom) = %v, want boom", err)
+	}
+}
+
+// The text report: the table and every figure, as `quotamesh bench`
+// prints it.
+func TestPrint(t *testing.T) {
+	p := plan(t, func(o *Options) { o.Duration = 10 * time.Second })
+	rep := loadgen.Report{Report: accuracy.Report{Nodes: 2, Offered: 30, Admitted: 12, Ideal: 10, Error: 0.2, MaxWindowRatio: 1.5,
+		PerNode: []accuracy.NodeReport{{Node: "n1", Offered: 20, Admitted: 8}, {Node: "n2", Offered: 10, Admitted: 4}}},
+		IdealMaxWindowRatio: 1.25, Mode: "lease", AchievedRPS: 3, P50us: 10, P99us: 20, P999us: 30, MaxUs: 40,
+		ServiceP50us: 1, ServiceP99us: 2, GenP50us: 5, GenP99us: 6, GenMaxUs: 7, ClientCPUPer100k: 0.5, NodesCPUPer100k: 0.25,
+		Errors: 1, Unsent: 2, Elapsed: "10s"}
+	var b strings.Builder
+	printBench(&b, p, rep)
+	want := `2 nodes, uniform load (uniform arrivals) at 2.0x of 1000/s for 10s; lease mode, 8 workers per node
+
+     node  offered  admitted
+       n1       20         8
+       n2       10         4
+  cluster       30        12
+
+ideal (a perfect limiter, same window, same requests): 10
+error against the ideal:  20.000 %
+largest window / limit:   1.500 (the ideal's: 1.250)
+answered 3/s; latency from intended send: p50 10 µs, p99 20 µs, p99.9 30 µs, max 40 µs (call alone: p50 1 µs, p99 2 µs)
+generator lateness (part of the latency): p50 5 µs, p99 6 µs, max 7 µs
+CPU per 100k decisions: 0.500 s in this process (SDK and generator), 0.250 s in the nodes
+errors 1, unsent 2, elapsed 10s
+
+`
+	if b.String() != want {
+		t.Errorf("printBench:\n%s\nwant:\n%s", b.String(), want)
+	}
+
+	b.Reset()
+	rep.Mode, rep.Rate, rep.NodesCPUPer100k = "tcp", 500, 0
+	p.Workers = 0
+	printBench(&b, p, rep)
+	if first, _, _ := strings.Cut(b.String(), "\n"); first != "2 TCP servers, uniform load (uniform arrivals) at 500/s against 1000/s for 10s; tcp mode, calls made by the generator" ||
+		strings.Contains(b.String(), "ideal") || !strings.Contains(b.String(), "(SDK and generator)\n") {
+		t.Errorf("printBench of a TCP baseline:\n%s", b.String())
+	}
+
+	b.Reset()
+	p.P99Target = 25 * time.Microsecond
+	printFindMax(&b, p, []loadgen.Report{
+		{Rate: 100, AchievedRPS: 100, P50us: 5, P99us: 10, P999us: 12},
+		{Rate: 200, AchievedRPS: 199, P50us: 6, P99us: 20, P999us: 22},
+		{Rate: 400, AchievedRPS: 350, P50us: 9, P99us: 90, P999us: 99},
+	})
+	want = `  rate  achieved/s  p50 µs  p99 µs  p99.9 µs  errors  unsent
+   100         100       5      10        12       0       0
+   200         199       6      20        22       0       0
+   400         350       9      90        99       0       0
+
+highest rate within P99 25µs: 199/s
+`
+	if b.String() != want {
+		t.Errorf("printFindMax:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/quotamesh/quotamesh/client"
+	"github.com/quotamesh/quotamesh/internal/certs"
+)
+
+// dialTimeout bounds connecting to one node: longer than the SDK's default,
+// for a loaded machine.
+const dialTimeout = 10 * time.Second
+
+// loadClientCerts reads the CA and the named client's certificate from dir.
+func loadClientCerts(dir, name string) (tls.Certificate, *x509.CertPool, error) {
+	set, err := certs.LoadDir(dir)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("bench: --certs %s: %w", dir, err)
+	}
+	b, ok := set.Clients[name]
+	if !ok {
+		return tls.Certificate{}, nil, fmt.Errorf("bench: no client certificate %q in %s (want %s)", name, dir,
+			filepath.Join(dir, certs.ClientsDir, name+".crt"))
+	}
+	return b.TLSCertificate(), set.CA.Pool(), nil
+}
+
+// dialNodes connects one SDK client to each address; names are the nodes'
+// IDs as the clients see them. Clients made before an error are returned
+// too, for the caller to close.
+func dialNodes(ctx context.Context, addrs []string, r Plan, cert tls.Certificate, pool *x509.CertPool) ([]*client.Client, []string, error) {
+	opts := []client.Option{client.WithCA(pool), client.WithCertificate(cert), client.WithLeaseTTL(r.LeaseTTL),
+		client.WithRequestTimeout(r.ReqTimeout), client.WithDialTimeout(dialTimeout),
+		client.WithMaxInFlight(max(client.DefaultMaxInFlight, 2*r.Workers))}
+	if r.Strict {
+		opts = append(opts, client.WithStrict())
+	}
+	var out []*client.Client
+	var names []string
+	for _, a := range addrs {
+		c, err := client.Dial(ctx, []string{a}, opts...)
+		if err != nil {
+			return out, nil, fmt.Errorf("bench: connect to %s: %w", a, err)
+		}
+		out = append(out, c)
+		names = append(names, c.Node())
+	}
+	return out, names, nil
+}

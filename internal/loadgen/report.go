@@ -1,0 +1,143 @@
+package loadgen
+
+import (
+	"math"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/quotamesh/quotamesh/internal/accuracy"
+)
+
+// Report is what `quotamesh bench --json` prints: the accuracy fields of
+// `quotamesh sim --json` plus what only real processes show. Run fills
+// everything it measures; Mode, Rate, the CPU fields and TCPBaseline are
+// the caller's to fill.
+type Report struct {
+	accuracy.Report
+	// IdealMaxWindowRatio is max_window_ratio of the ideal's admissions:
+	// far above the limit a sliding window of slots admits a window's room
+	// as soon as a slot opens, so any real 1 s interval straddling a slot
+	// edge can hold up to twice the limit, in the ideal as in the cluster.
+	IdealMaxWindowRatio float64 `json:"ideal_max_window_ratio"`
+	// PerSecond is the cluster's admitted count in each whole second of the
+	// load, as the SDKs decided it.
+	PerSecond []int64 `json:"per_second"`
+	// Mode is "lease" (the SDK decides from leases) or "strict" (a round
+	// trip per decision).
+	Mode string `json:"mode"`
+	// Rate is the constant offered rate asked for with --rate (0: the
+	// pattern's multiplier × limit).
+	Rate float64 `json:"rate"`
+	// AchievedRPS is decisions answered (admitted or denied) per second of
+	// wall time, from the start of the load to the last answer.
+	AchievedRPS float64 `json:"achieved_rps"`
+	// Latencies, in microseconds, from each request's intended send time
+	// (so a late generator or a stalled call counts: no coordinated
+	// omission) to its answer.
+	P50us  float64 `json:"p50_us"`
+	P99us  float64 `json:"p99_us"`
+	P999us float64 `json:"p999_us"`
+	MaxUs  float64 `json:"max_us"`
+	// P99usPerSecond is the P99 latency of the requests due in each whole
+	// second of the load: where in the run the slow ones were.
+	P99usPerSecond []int64 `json:"p99_us_per_second"`
+	// ServiceP50us and ServiceP99us time only the call itself (from when a
+	// worker picked the request up): the difference to P50us/P99us is the
+	// time requests waited for the generator or a free worker.
+	ServiceP50us float64 `json:"service_p50_us"`
+	ServiceP99us float64 `json:"service_p99_us"`
+	// GenP50us, GenP99us and GenMaxUs are the generator's own lateness:
+	// from each request's intended time to when the generator handed it to
+	// a worker. It is part of every latency above.
+	GenP50us float64 `json:"gen_p50_us"`
+	GenP99us float64 `json:"gen_p99_us"`
+	GenMaxUs float64 `json:"gen_max_us"`
+	// CPU time used during the load, in seconds per 100,000 decisions
+	// answered: by this process (the SDK clients and the generator) and,
+	// with --local-cluster on Linux, by the node processes (0 otherwise:
+	// not measured).
+	ClientCPUPer100k float64 `json:"client_cpu_s_per_100k"`
+	NodesCPUPer100k  float64 `json:"nodes_cpu_s_per_100k,omitempty"`
+	// Answered counts decisions (admitted or denied).
+	Answered int64 `json:"answered"`
+	// Errors counts calls that returned an error (no decision).
+	Errors int64 `json:"errors"`
+	// FirstError is the first error a call returned, if any.
+	FirstError string `json:"first_error,omitempty"`
+	// Unsent counts arrivals the generator dropped because it fell more
+	// than Spec.MaxLag behind the schedule; they are not in Offered.
+	Unsent int64 `json:"unsent"`
+	// TCPBaseline is the same load against plain pipelined TCP
+	// request/response on loopback, measured in the same run
+	// (--tcp-baseline).
+	TCPBaseline *Report `json:"tcp_baseline,omitempty"`
+	// Elapsed is the wall time of the load, to the last answer.
+	Elapsed string `json:"elapsed"`
+}
+
+// summarize merges the nodes' results into a report.
+func summarize(nodes []*nodeLoad, spec Spec, start time.Time) Report {
+	r := Report{Report: accuracy.Report{
+		Pattern: string(spec.Load.Pattern), Nodes: len(nodes), Limit: spec.Limit.String(),
+		Duration: spec.Load.Duration.String(),
+	}}
+	latency, service := newHist(), newHist()
+	var perSec []*hdrhistogram.Histogram
+	var admits, intended []time.Duration
+	var answered int64
+	var last time.Duration
+	for _, n := range nodes {
+		r.PerNode = append(r.PerNode, accuracy.NodeReport{Node: n.name, Offered: n.offered, Admitted: int64(len(n.admits))})
+		latency.Merge(n.latency)
+		for len(perSec) < len(n.perSec) {
+			perSec = append(perSec, hdrhistogram.New(1, histMaxUs, 2))
+		}
+		for i, h := range n.perSec {
+			perSec[i].Merge(h)
+		}
+		service.Merge(n.service)
+		admits = append(admits, n.admits...)
+		intended = append(intended, n.intended...)
+		r.Errors += n.errors
+		if n.firstErr != nil && r.FirstError == "" {
+			r.FirstError = n.name + ": " + n.firstErr.Error()
+		}
+		r.Unsent += n.unsent
+		answered += n.answered
+		last = max(last, n.last)
+	}
+	var idealTimes []time.Duration
+	r.Ideal, idealTimes = accuracy.Ideal(intended, spec.Limit, start.UnixNano())
+	r.IdealMaxWindowRatio = float64(accuracy.MaxWindow(idealTimes, spec.Limit.Window)) / float64(spec.Limit.Count)
+	r.PerSecond = perSecond(admits, spec.Load.Duration)
+	r.Fill(admits, spec.Limit.Count, spec.Limit.Window)
+	r.Answered = answered
+	if last > 0 {
+		r.AchievedRPS = float64(answered) / last.Seconds()
+	}
+	r.Elapsed = last.Round(time.Millisecond).String()
+	r.P50us = float64(latency.ValueAtQuantile(50))
+	r.P99us = float64(latency.ValueAtQuantile(99))
+	r.P999us = float64(latency.ValueAtQuantile(99.9))
+	r.MaxUs = float64(latency.Max())
+	for _, h := range perSec {
+		r.P99usPerSecond = append(r.P99usPerSecond, h.ValueAtQuantile(99))
+	}
+	r.ServiceP50us = float64(service.ValueAtQuantile(50))
+	r.ServiceP99us = float64(service.ValueAtQuantile(99))
+	return r
+}
+
+// perSecond counts admissions (times from the load's start) in each whole
+// second of a load of length d; times outside it are left out.
+func perSecond(admits []time.Duration, d time.Duration) []int64 {
+	secs := int(math.Ceil(d.Seconds()))
+	out := make([]int64, secs)
+	for _, t := range admits {
+		if s := int(t / time.Second); s >= 0 && s < secs {
+			out[s]++
+		}
+	}
+	return out
+}
