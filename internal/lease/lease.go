@@ -364,6 +364,21 @@ func (k *Key) Apply(now, sent int64, r Request, rep *Reply) {
 	}
 }
 
+// Release stops using the current lease, if any, and owes its node a
+// settlement: for a client that is closing, or a key whose home moved.
+func (k *Key) Release() {
+	if l := k.cur.Swap(nil); l != nil {
+		k.retire(l)
+	}
+}
+
+// Idle reports whether the key holds no lease, owes nothing and has no
+// renewal out: nothing would be lost by dropping its state.
+func (k *Key) Idle() bool { return k.cur.Load() == nil && len(k.owed) == 0 && !k.renewing }
+
+// Renewing reports whether a request asking for a lease is out.
+func (k *Key) Renewing() bool { return k.renewing }
+
 // Current returns the lease in use, nil if none.
 func (k *Key) Current() *Lease { return k.cur.Load() }
 
