@@ -66,7 +66,7 @@ type Client struct {
 	wake     chan struct{} // capacity 1: urgent is not empty
 
 	// Counters (Stats).
-	batches, requests, timeouts, failovers    atomic.Int64
+	batches, requests, timeouts, failovers   atomic.Int64
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 }
 

@@ -55,9 +55,9 @@ type testServer struct {
 	used      atomic.Int64 // SettleUsed reported
 	conns     atomic.Uint64
 	members   atomic.Pointer[[]wire.Member] // AdminMembers' answer; nil: this node alone
-	delay     atomic.Int64 // nanoseconds to sleep before answering a batch
-	mute      atomic.Bool  // read but never answer
-	drain     atomic.Bool  // answer every request with CodeShuttingDown
+	delay     atomic.Int64                  // nanoseconds to sleep before answering a batch
+	mute      atomic.Bool                   // read but never answer
+	drain     atomic.Bool                   // answer every request with CodeShuttingDown
 	adminHook atomic.Pointer[func(*wire.AdminRequest) *wire.AdminReply]
 
 	stop    chan struct{}

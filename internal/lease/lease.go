@@ -223,7 +223,7 @@ type Key struct {
 
 	// Under the caller's lock.
 	warm       bool
-	renewing   bool  // a request with Want is out
+	renewing   bool // a request with Want is out
 	rate       float64
 	rateAt     int64 // clock time of the last rate update
 	usedBase   int64 // tokens used of retired leases
