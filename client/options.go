@@ -90,9 +90,10 @@ func WithCertificate(cert tls.Certificate) Option {
 	return func(c *config) { c.cert = &cert }
 }
 
-// WithNodeID makes the SDK refuse any node whose certificate is not for id;
-// useful with a single address.
-func WithNodeID(id string) Option { return func(c *config) { c.nodeID = id } }
+// WithNodeID makes the SDK use the node id only, refusing any node whose
+// certificate is not for id: every key goes to it, as with WithNearest.
+// Useful with a single address.
+func WithNodeID(id string) Option { return func(c *config) { c.nodeID, c.nearest = id, true } }
 
 // WithServerName makes the SDK check that the node's certificate carries
 // name as a DNS or IP SAN, as ordinary TLS does.
