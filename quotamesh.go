@@ -66,4 +66,8 @@ var (
 	ErrClosed = errors.New("quotamesh: closed")
 	// ErrUnavailable reports that no node could be reached in time.
 	ErrUnavailable = errors.New("quotamesh: no node available")
+	// ErrOverloaded reports that the node answering was past its capacity
+	// and refused the request at once, without deciding it (the SDK applies
+	// its overload policy first: client.WithOverload).
+	ErrOverloaded = errors.New("quotamesh: node overloaded")
 )

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -110,8 +111,8 @@ func (c *Client) Leave(ctx context.Context, node string) (uint64, error) {
 	return rep.Index, nil
 }
 
-// admin runs one admin request on a stream of its own and maps the reply's
-// code to an error.
+// admin runs one admin request on a stream of its own, on a connection to
+// any node, and maps the reply's code to an error.
 func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminReply, error) {
 	if c.closed.Load() {
 		return nil, closedErr("admin")
@@ -126,14 +127,18 @@ func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminR
 	defer cancel()
 	stopClosing := context.AfterFunc(c.stopCtx, cancel)
 	defer stopClosing()
-
-	cn, err := c.currentConn(ctx)
+	cn, err := c.anyConn(ctx)
 	if err != nil {
 		return nil, err
 	}
+	return c.adminOn(ctx, cn, req)
+}
+
+// adminOn runs one admin request on cn.
+func (c *Client) adminOn(ctx context.Context, cn *conn, req wire.AdminRequest) (*wire.AdminReply, error) {
 	s, err := cn.cc.OpenStream(ctx)
 	if err != nil {
-		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("open stream: %w", err))
+		return nil, c.adminErr(ctx, cn, req.Op, fmt.Errorf("open stream: %w", err))
 	}
 	defer s.Close()
 	if d, ok := ctx.Deadline(); ok {
@@ -148,12 +153,12 @@ func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminR
 		return nil, fmt.Errorf("quotamesh/client: admin %s: %w: %w", req.Op, ErrBadRequest, err)
 	}
 	if _, err := s.Write(frame); err != nil {
-		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("write: %w", err))
+		return nil, c.adminErr(ctx, cn, req.Op, fmt.Errorf("write: %w", err))
 	}
 	_ = s.CloseWrite()
 	body, err := wire.ReadFrame(bufio.NewReader(s), wire.MaxFrame)
 	if err != nil {
-		return nil, c.adminErr(ctx, req.Op, fmt.Errorf("read: %w", err))
+		return nil, c.adminErr(ctx, cn, req.Op, fmt.Errorf("read: %w", err))
 	}
 	m, err := wire.Decode(body)
 	if err != nil {
@@ -169,12 +174,45 @@ func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminR
 	return rep, nil
 }
 
-// adminErr explains a failed admin exchange: Close, the context, or the
-// connection.
-func (c *Client) adminErr(ctx context.Context, op wire.AdminOp, err error) error {
-	switch {
+// anyConn returns a connection to some node (the nearest with
+// WithNearest, else the first up in ID order), waiting within ctx while
+// none is up.
+func (c *Client) anyConn(ctx context.Context) (*conn, error) {
+	for {
+		c.parkMu.Lock()
+		changed := c.changed
+		c.parkMu.Unlock()
+		if rt := c.routes.Load(); rt != nil && rt.nearest != "" {
+			if l := rt.links[rt.nearest]; l != nil {
+				if cn := l.conn(); cn != nil {
+					return cn, nil
+				}
+			}
+		}
+		for _, l := range c.allLinks() {
+			if cn := l.conn(); cn != nil {
+				return cn, nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("quotamesh/client: waiting for a node: %w", errors.Join(quotamesh.ErrUnavailable, ctx.Err()))
+		case <-c.closing:
+			return nil, closedErr("waiting for a node")
+		}
+	}
+}
+
+// adminErr explains a failed admin exchange on cn: Close, the context, a
+// refused certificate, or the connection.
+func (c *Client) adminErr(ctx context.Context, cn *conn, op wire.AdminOp, err error) error {
+	switch ce := cn.cc.Err(); {
 	case c.closed.Load():
 		return closedErr("admin " + op.String())
+	case isCertErr(ce):
+		cn.fail(ce)
+		return fmt.Errorf("quotamesh/client: admin %s: %w: %w", op, ErrCertificate, ce)
 	case ctx.Err() != nil:
 		return fmt.Errorf("quotamesh/client: admin %s: %w (%v)", op, ctx.Err(), err)
 	}

@@ -11,42 +11,50 @@ import (
 	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
-// call is one request to the node: a strict decision or a lease request.
+// call is one request to a node: a decision (perhaps with a lease riding
+// on it), or a lease request or settlement the housekeeper sends.
 //
 // Ownership: a call lives in Client.pending from submission until exactly
 // one party removes it there, under Client.mu, and so owns its outcome: the
 // reader (a reply), the housekeeper (its deadline passed), the waiter (its
 // context ended) or Close. Only the owner calls finish. Meanwhile the call
-// may sit in the send queue, or have been written on a connection; the
-// supervisor sends it again when that connection dies before a reply.
+// may sit in a link's send queue, or have been written on a connection; a
+// link's supervisor sends it to the key's next node when that connection
+// dies before a reply.
 type call struct {
 	id  uint64
 	req wire.ClientRequest
-	// retGen is the connection whose node granted the tokens req returns:
-	// the writer drops the return on any other connection, since another
-	// node never counted them.
-	retGen uint64
+	// h is the key's route hash: the call goes to the key's home.
+	h uint64
+	// to, if not empty, is the only node the call may go to (a settlement
+	// of that node's lease); it is dropped when that node is down.
+	to string
+	// settleNode is the node whose lease req settles; the writer drops the
+	// settlement on any other node's connection.
+	settleNode string
 	// deadline is the clock time after which the housekeeper fails the
 	// call with ErrUnavailable.
 	deadline int64
-	// lease, for lease requests, is the key the reply is applied to (in
-	// the reader's goroutine); strict calls have done instead.
-	lease *keyState
-	done  chan struct{}
+	// onReply, for calls nobody waits for, handles the outcome (in the
+	// reader's or the housekeeper's goroutine); waited-for calls have done
+	// instead.
+	onReply func(cl *call, rep *wire.ClientReply, err error)
+	done    chan struct{}
 
 	resolved atomic.Bool          // finished: the writer skips it
 	sentAt   atomic.Int64         // clock time of the last write
 	conn     atomic.Pointer[conn] // connection of the last write
 
-	// Set by finish before done is closed.
+	// Set before finish hands the call over.
+	node  string // the node that answered
 	reply wire.ClientReply
 	err   error
 }
 
-// sendQueue holds calls waiting for a writer. It is a slice under a mutex
-// rather than a channel so that calls abandoned while queued cost nothing
-// once their place in flight is released: the writer drops them, and a
-// queue that grows past twice the in-flight bound is compacted.
+// sendQueue holds calls waiting for a link's writer. It is a slice under a
+// mutex rather than a channel so that calls abandoned while queued cost
+// nothing once their place in flight is released: the writer drops them,
+// and a queue that grows past twice the in-flight bound is compacted.
 type sendQueue struct {
 	mu    sync.Mutex
 	calls []*call
@@ -127,8 +135,8 @@ func (c *Client) tryAcquire() bool {
 }
 
 // register gives calls (each holding a place in flight) their IDs and
-// deadlines and puts them in pending, then queues them. It fails, releasing
-// their places, once Close has begun.
+// deadlines, puts them in pending and sends them to their keys' homes. It
+// fails, releasing their places, once Close has begun.
 func (c *Client) register(calls ...*call) error {
 	deadline := c.clk.Now() + int64(c.cfg.requestTimeout)
 	c.mu.Lock()
@@ -146,8 +154,76 @@ func (c *Client) register(calls ...*call) error {
 		c.pending[cl.id] = cl
 	}
 	c.mu.Unlock()
-	c.queue.push(calls...)
+	c.resend(calls, "")
 	return nil
+}
+
+// resend queues each call on its key's home, skipping node skip; calls
+// for which no node is up wait until one is (or their deadline).
+func (c *Client) resend(calls []*call, skip string) {
+	var parked []*call
+	for _, cl := range calls {
+		if cl.to != "" {
+			if l := c.routes.Load().links[cl.to]; l != nil && cl.to != skip && l.up() {
+				l.queue.push(cl)
+			} else if c.take(cl) {
+				c.finish(cl, nil, fmt.Errorf("quotamesh/client: node %s is down: %w", cl.to, quotamesh.ErrUnavailable))
+			}
+			continue
+		}
+		if l := c.pick(cl.h, skip); l != nil {
+			l.queue.push(cl)
+		} else {
+			parked = append(parked, cl)
+		}
+	}
+	if len(parked) > 0 {
+		c.parkMu.Lock()
+		c.parked = append(c.parked, parked...)
+		c.parkMu.Unlock()
+		c.linkChanged() // a link may have come up meanwhile
+	}
+}
+
+// linkChanged is called when a link came up or went down: parked calls go
+// to their homes if one is up now, and admin calls waiting for a
+// connection look again.
+func (c *Client) linkChanged() {
+	c.parkMu.Lock()
+	parked := c.parked
+	c.parked = nil
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.parkMu.Unlock()
+	var still []*call
+	for _, cl := range parked {
+		if cl.resolved.Load() {
+			continue
+		}
+		if l := c.pick(cl.h, ""); l != nil {
+			l.queue.push(cl)
+		} else {
+			still = append(still, cl)
+		}
+	}
+	if len(still) > 0 {
+		c.parkMu.Lock()
+		c.parked = append(c.parked, still...)
+		c.parkMu.Unlock()
+	}
+}
+
+// orphans returns the pending calls last written on dead, to be sent again.
+func (c *Client) orphans(dead *conn) []*call {
+	var out []*call
+	c.mu.Lock()
+	for _, cl := range c.pending {
+		if cl.conn.Load() == dead {
+			out = append(out, cl)
+		}
+	}
+	c.mu.Unlock()
+	return out
 }
 
 // take removes cl from pending if it is still there; the caller then owns
@@ -167,8 +243,8 @@ func (c *Client) take(cl *call) bool {
 func (c *Client) finish(cl *call, rep *wire.ClientReply, err error) {
 	cl.resolved.Store(true)
 	<-c.slots
-	if cl.lease != nil {
-		c.applyLease(cl, rep, err)
+	if cl.onReply != nil {
+		cl.onReply(cl, rep, err)
 		return
 	}
 	if rep != nil {
@@ -178,12 +254,12 @@ func (c *Client) finish(cl *call, rep *wire.ClientReply, err error) {
 	close(cl.done)
 }
 
-// roundTrip sends a strict call and waits for its outcome, its context, or
-// Close.
+// roundTrip sends a call and waits for its outcome, its context, or Close.
 func (c *Client) roundTrip(ctx context.Context, cl *call) error {
 	if err := c.acquire(ctx); err != nil {
 		return err
 	}
+	cl.done = make(chan struct{})
 	if err := c.register(cl); err != nil {
 		return err
 	}
@@ -225,6 +301,15 @@ func ctxErr(ctx context.Context, op string) error {
 	return fmt.Errorf("quotamesh/client: %s: %w", op, ctx.Err())
 }
 
-// durationSince is the time from then to now on the client's clock, never
-// negative.
-func durationSince(now, then int64) time.Duration { return time.Duration(max(0, now-then)) }
+// contextUntil is parent, also done when gone is closed, and bounded by d.
+func contextUntil(parent context.Context, gone <-chan struct{}, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, d)
+	go func() {
+		select {
+		case <-gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}

@@ -12,30 +12,34 @@ import (
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/clock"
+	"github.com/quotamesh/quotamesh/internal/lease"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/rs/zerolog"
 )
 
-// Client is a remote QuotaMesh limiter: it decides from leases of its
-// node's share, or asks the node for every decision in strict mode (see the
-// package documentation). It satisfies quotamesh.Limiter and is safe for
-// concurrent use. Create one with Dial and share it; Close it when done.
+// Client is a remote QuotaMesh limiter: it sends each key's decisions to
+// the key's home node, and decides locally from leases for keys it calls
+// often enough (see the package documentation). It satisfies
+// quotamesh.Limiter and is safe for concurrent use. Create one with Dial
+// and share it; Close it when done.
 type Client struct {
-	cfg   config
-	addrs []string
-	log   zerolog.Logger
-	clk   clock.Source
-	hclk  *clock.Handle // the shared coarse clock, released by Close
+	cfg      config
+	leaseCfg lease.Config
+	seeds    []string
+	log      zerolog.Logger
+	clk      clock.Source
+	hclk     *clock.Handle // the shared coarse clock, released by Close
 
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closing   chan struct{}      // closed when Close begins
 	housekept chan struct{}      // closed when the housekeeper is done
-	stop      chan struct{}      // closed once leases are returned: the connection ends
+	stop      chan struct{}      // closed once leases are settled: the connections end
 	stopCtx   context.Context    // done with stop
 	stopFn    context.CancelFunc //
-	wg        sync.WaitGroup     // supervisor and housekeeper
+	wg        sync.WaitGroup     // housekeeper, link supervisors, discovery
 
 	// Calls in flight (call.go).
 	nextID  atomic.Uint64
@@ -43,33 +47,36 @@ type Client struct {
 	pending map[uint64]*call
 	shut    bool // Close has failed every pending call; guarded by mu
 	slots   chan struct{}
-	queue   *sendQueue
+	parkMu  sync.Mutex
+	parked  []*call       // calls for which no node was up
+	changed chan struct{} // closed and renewed when a link goes up or down; guarded by parkMu
 
-	// The connection (conn.go).
+	// Nodes (nodes.go).
 	gens        atomic.Uint64
-	connMu      sync.Mutex
-	cur         *conn
-	connChanged chan struct{}
+	routes      atomic.Pointer[routes]
+	discovering atomic.Bool
+	startedHK   atomic.Bool // Dial started the housekeeper
 
-	// Leases (lease.go).
-	keys      sync.Map // string -> *keyState
-	nkeys     atomic.Int64
-	urgentMu  sync.Mutex
-	urgent    []*keyState   // keys to look at now
-	added     []*keyState   // keys that got a lease, for the housekeeper's list
-	wake      chan struct{} // capacity 1: urgent is not empty
-	retryHint atomic.Int64  // RetryAfter of a denial from an exhausted lease
+	// Keys (keys.go).
+	keys     sync.Map // string -> *keyEntry
+	nkeys    atomic.Int64
+	urgentMu sync.Mutex
+	urgent   []*keyEntry   // keys to look at now
+	added    []*keyEntry   // keys that became live, for the housekeeper's list
+	wake     chan struct{} // capacity 1: urgent is not empty
 
 	// Counters (Stats).
 	batches, requests, timeouts, failovers   atomic.Int64
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 }
 
-// Dial connects to the nearest of the nodes at addrs (UDP host:port): it
-// dials all of them at once and keeps the first to complete the handshake,
-// the others being fallbacks for failover. It fails with an error wrapping
-// quotamesh.ErrUnavailable when none answers within ctx and the dial
-// timeout, and with ErrInvalidConfig for bad options (WithCA is required).
+// Dial connects to the cluster through the nodes at addrs (UDP host:port):
+// it dials them all at once, asks the first to answer for the membership,
+// and connects to every member (WithNearest keeps only the nearest node).
+// It fails with an error wrapping quotamesh.ErrUnavailable when no node
+// answers within ctx and the dial timeout, with one wrapping ErrCertificate
+// when the nodes refused the client's certificate, and with
+// ErrInvalidConfig for bad options (WithCA is required).
 func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -79,17 +86,17 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		return nil, err
 	}
 	c := &Client{
-		cfg:         cfg,
-		addrs:       slices.Compact(slices.Clone(addrs)),
-		log:         cfg.log.With().Str("component", "client").Logger(),
-		closing:     make(chan struct{}),
-		housekept:   make(chan struct{}),
-		stop:        make(chan struct{}),
-		pending:     make(map[uint64]*call),
-		slots:       make(chan struct{}, cfg.maxInFlight),
-		queue:       newSendQueue(cfg.maxInFlight),
-		connChanged: make(chan struct{}),
-		wake:        make(chan struct{}, 1),
+		cfg:       cfg,
+		leaseCfg:  lease.Config{TTL: cfg.leaseTTL, ForgetAfter: cfg.leaseForget}.WithDefaults(),
+		seeds:     slices.Compact(slices.Clone(addrs)),
+		log:       cfg.log.With().Str("component", "client").Logger(),
+		closing:   make(chan struct{}),
+		housekept: make(chan struct{}),
+		stop:      make(chan struct{}),
+		pending:   make(map[uint64]*call),
+		slots:     make(chan struct{}, cfg.maxInFlight),
+		changed:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
 	}
 	c.stopCtx, c.stopFn = context.WithCancel(context.Background())
 	c.clk = cfg.clock
@@ -97,8 +104,7 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		c.hclk = clock.Acquire()
 		c.clk = c.hclk
 	}
-	c.retryHint.Store(int64(time.Millisecond))
-	cn, err := c.dial(ctx)
+	seeds, err := c.dialSeeds(ctx, c.seeds)
 	if err != nil {
 		c.stopFn()
 		if c.hclk != nil {
@@ -106,12 +112,38 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		}
 		return nil, err
 	}
-	c.setConn(cn)
-	cn.start()
-	c.wg.Add(2)
-	go func() { defer c.wg.Done(); c.supervise(cn) }()
+	c.setup(ctx, seeds)
+	if err := c.certRefused(); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	c.startedHK.Store(true)
+	c.wg.Add(1)
 	go func() { defer c.wg.Done(); defer close(c.housekept); c.housekeep() }()
 	return c, nil
+}
+
+// certRefused reports the nodes' refusal of the client's certificate when
+// no connection survived setup for that reason: TLS 1.3 checks the client's
+// certificate after the client's side of the handshake, so the refusal
+// arrives at the first exchange (the membership request), not at the
+// dial.
+func (c *Client) certRefused() error {
+	var refused error
+	for _, l := range c.allLinks() {
+		if l.up() {
+			return nil
+		}
+		l.mu.Lock()
+		if l.cur != nil && l.cur.err != nil && isCertErr(l.cur.err) {
+			refused = l.cur.err
+		}
+		l.mu.Unlock()
+	}
+	if refused != nil {
+		return fmt.Errorf("quotamesh/client: the nodes refused the client's certificate (signed by another CA, expired, or missing where one is required): %w: %w", ErrCertificate, refused)
+	}
+	return nil
 }
 
 // Allow is AllowN(ctx, key, 1).
@@ -122,10 +154,9 @@ func (c *Client) Allow(ctx context.Context, key string) (quotamesh.Decision, err
 // AllowN asks to admit n requests for key at once: all or none.
 //
 // With a live lease for key it decides locally, without a lock, an
-// allocation or a wait, and ignores ctx as an embedded node does. The first
-// call for a key (and the first after its lease lapsed from disuse) waits
-// for a lease, within ctx and the request timeout; so does every call in
-// strict mode, and a call for more tokens than leases of the key hold.
+// allocation or a wait, and ignores ctx as an embedded node does. Otherwise
+// it is one round trip to the key's home node, within ctx and the request
+// timeout; in strict mode every call is.
 //
 // Errors: limits.ErrInvalidKey for a malformed key and quotamesh.ErrInvalidN
 // for n ≤ 0 (both before any network traffic); quotamesh.ErrExceedsLimit
@@ -142,48 +173,41 @@ func (c *Client) AllowN(ctx context.Context, key string, n int64) (quotamesh.Dec
 	}
 	if !c.cfg.strict {
 		if v, ok := c.keys.Load(key); ok {
-			return c.allowLease(ctx, v.(*keyState), n, 0)
+			return c.allowLease(ctx, v.(*keyEntry), n)
 		}
 	}
 	if err := limits.ValidateKey(key); err != nil {
 		return quotamesh.Decision{}, fmt.Errorf("quotamesh/client: %w", err)
 	}
-	if c.cfg.strict {
-		return c.decide(ctx, key, n)
+	if !c.cfg.strict && c.cfg.maxKeys > 0 {
+		if ke := c.entry(key, c.clk.Now()); ke != nil {
+			return c.allowLease(ctx, ke, n)
+		}
 	}
-	return c.allowNew(ctx, key, n)
+	return c.decide(ctx, key, n)
 }
 
-// decide asks the node to decide n requests for key: one round trip.
+// decide asks key's home node to decide n requests: one round trip.
 func (c *Client) decide(ctx context.Context, key string, n int64) (quotamesh.Decision, error) {
-	cl := &call{
-		req:  wire.ClientRequest{Op: wire.OpDecide, Key: key, N: n},
-		done: make(chan struct{}),
-	}
+	cl := &call{req: wire.ClientRequest{Op: wire.OpDecide, Key: key, N: n}, h: route.Hash(key)}
 	if err := c.roundTrip(ctx, cl); err != nil {
 		return quotamesh.Decision{}, err
 	}
-	r := &cl.reply
-	d := quotamesh.Decision{
-		Allowed:    r.Allowed,
-		Remaining:  r.Remaining,
-		RetryAfter: r.RetryAfter,
-		Limit:      r.Limit,
-		Unlimited:  r.Unlimited,
-	}
-	return d, codeErr(r.Code, r.Message)
+	return decisionOf(&cl.reply), codeErr(cl.reply.Code, cl.reply.Message)
 }
 
 // Close stops the client: calls in progress and later return
-// quotamesh.ErrClosed. It returns the unused tokens of its leases to the
-// node (waiting at most the request timeout, and 100 ms at most), closes
-// the connection and waits for every goroutine the client started. It is
+// quotamesh.ErrClosed. It settles its leases with the nodes that granted
+// them (waiting at most the request timeout, and 100 ms at most), closes
+// the connections and waits for every goroutine the client started. It is
 // idempotent and always returns nil.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		close(c.closing)
-		<-c.housekept // it returns unused tokens first
+		if c.startedHK.Load() {
+			<-c.housekept // it settles leases first
+		}
 		close(c.stop)
 		c.stopFn()
 		c.wg.Wait()
@@ -205,49 +229,72 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Node returns the ID of the node the client is connected to, or "" while
-// it reconnects.
+// Node returns the ID of a node the client is connected to (the nearest
+// with WithNearest), or "" while none is.
 func (c *Client) Node() string {
-	c.connMu.Lock()
-	defer c.connMu.Unlock()
-	if c.cur == nil {
+	rt := c.routes.Load()
+	if rt == nil {
 		return ""
 	}
-	return c.cur.node
+	if rt.nearest != "" {
+		if l := rt.links[rt.nearest]; l != nil && l.up() {
+			return l.id
+		}
+	}
+	for _, l := range c.allLinks() {
+		if l.up() {
+			return l.id
+		}
+	}
+	return ""
+}
+
+// Nodes returns the IDs of the nodes the client is connected to, sorted.
+func (c *Client) Nodes() []string {
+	var out []string
+	for _, l := range c.allLinks() {
+		if l.up() {
+			out = append(out, l.id)
+		}
+	}
+	return out
 }
 
 // Stats are the client's counters since Dial.
 type Stats struct {
-	// Node is the node connected to ("" while reconnecting).
-	Node string
+	// Node is a node connected to ("" while none is); Nodes all of them.
+	Node  string
+	Nodes []string
 	// Keys is the number of keys holding lease state.
 	Keys int64
 	// Batches and Requests count frames written and the requests in them
-	// (strict decisions and lease requests).
+	// (decisions, lease requests and settlements).
 	Batches, Requests int64
 	// Timeouts counts requests that got no reply within the request
 	// timeout.
 	Timeouts int64
-	// Failovers counts connections lost and replaced.
+	// Failovers counts connections lost.
 	Failovers int64
-	// LeaseRequests counts lease requests answered; TokensGranted and
-	// TokensReturned the tokens they were granted and gave back.
-	LeaseRequests, TokensGranted, TokensReturned int64
+	// LeaseRequests counts requests of the lease logic answered (decisions
+	// included); TokensGranted the lease tokens they brought; Settlements
+	// the leases settled with the node that granted them.
+	LeaseRequests, TokensGranted, Settlements int64
 }
 
 // Stats returns the client's counters. It takes no lock the decision path
 // uses.
 func (c *Client) Stats() Stats {
 	return Stats{
-		Node:           c.Node(),
-		Keys:           c.nkeys.Load(),
-		Batches:        c.batches.Load(),
-		Requests:       c.requests.Load(),
-		Timeouts:       c.timeouts.Load(),
-		Failovers:      c.failovers.Load(),
-		LeaseRequests:  c.leaseRequests.Load(),
-		TokensGranted:  c.tokensGranted.Load(),
-		TokensReturned: c.tokensBack.Load(),
+		Node:          c.Node(),
+		Nodes:         c.Nodes(),
+		Keys:          c.nkeys.Load(),
+		Batches:       c.batches.Load(),
+		Requests:      c.requests.Load(),
+		Timeouts:      c.timeouts.Load(),
+		Failovers:     c.failovers.Load(),
+		LeaseRequests: c.leaseRequests.Load(),
+		TokensGranted: c.tokensGranted.Load(),
+		Settlements:   c.tokensBack.Load(),
 	}
 }
 
@@ -263,3 +310,7 @@ func clip(s string) string {
 
 // jitter is a uniform random duration in [0, n) nanoseconds.
 func jitter(n int64) int64 { return rand.Int64N(max(n, 1)) }
+
+// durationSince is the time from then to now on the client's clock, never
+// negative.
+func durationSince(now, then int64) time.Duration { return time.Duration(max(0, now-then)) }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 )
@@ -263,15 +264,18 @@ func TestShuttingDownNodeMovesCallsElsewhere(t *testing.T) {
 	ca := newTestCA(t)
 	a := newTestServer(t, ca, "a", rule("k", "1000/s"))
 	b := newTestServer(t, ca, "b", rule("k", "1000/s"))
+	cluster(a, b)
 	c := dialT(t, ca, []string{a.addr(), b.addr()}, WithStrict())
-	first := map[string]*testServer{"a": a, "b": b}[c.Node()]
+	servers := map[string]*testServer{"a": a, "b": b}
+	home, _ := route.New("a", "b").Home("k")
+	first, other := servers[home], servers[map[string]string{"a": "b", "b": "a"}[home]]
 	first.drain.Store(true)
 	d, err := c.Allow(ctxT(t, 5*time.Second), "k")
 	if err != nil || !d.Allowed {
 		t.Fatalf("Allow while the node drains = %+v, %v", d, err)
 	}
-	if c.Node() == first.id {
-		t.Errorf("still on %s after it said it is shutting down", first.id)
+	if other.decided.Load() != 1 {
+		t.Errorf("the call was not decided by %s after %s said it is shutting down", other.id, first.id)
 	}
 	if c.Stats().Failovers < 1 {
 		t.Errorf("no failover counted")

@@ -2,29 +2,28 @@ package client
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
-	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/transport"
 	"github.com/rs/zerolog"
 )
 
 // maxBatchBytes keeps a request frame under wire.MaxFrame: keys are at most
-// 256 bytes and a request's other fields at most about 50.
+// 256 bytes and a request's other fields at most about 60.
 const maxBatchBytes = wire.MaxFrame - 64<<10
 
 // conn is one connection to a node and its request stream, served by one
-// reader and one writer goroutine.
+// reader and one writer goroutine; the writer sends what its link queues.
 type conn struct {
 	c    *Client
 	cc   *transport.ClientConn
 	s    *transport.Stream
-	gen  uint64 // the client's count of connections: tells nodes apart for returns
+	link *link
+	gen  uint64 // the client's count of connections
 	addr string
 	node string
 	log  zerolog.Logger
@@ -38,11 +37,23 @@ type conn struct {
 // fail ends the connection (once) for err.
 func (cn *conn) fail(err error) {
 	cn.once.Do(func() {
+		if ce := cn.cc.Err(); errors.Is(ce, transport.ErrCertificateRefused) {
+			err = ce // say why the node hung up, not what failed next
+		}
 		cn.err = err
 		close(cn.dead)
 		_ = cn.s.Close()
 		_ = cn.cc.Close()
 	})
+}
+
+func (cn *conn) isDead() bool {
+	select {
+	case <-cn.dead:
+		return true
+	default:
+		return false
+	}
 }
 
 // start runs the reader and the writer.
@@ -52,20 +63,20 @@ func (cn *conn) start() {
 	go func() { defer cn.wg.Done(); cn.writeLoop() }()
 }
 
-// writeLoop drains the send queue into one ClientBatch frame per write, so
-// that whatever queued while the previous write was in flight leaves
+// writeLoop drains its link's queue into one ClientBatch frame per write,
+// so that whatever queued while the previous write was in flight leaves
 // together.
 func (cn *conn) writeLoop() {
-	c := cn.c
+	c, q := cn.c, cn.link.queue
 	enc := wire.NewEncoder()
 	var buf []byte
 	batch := &wire.ClientBatch{}
 	for {
-		calls := c.queue.take()
+		calls := q.take()
 		if len(calls) == 0 {
-			c.queue.recycle(calls)
+			q.recycle(calls)
 			select {
-			case <-c.queue.ready:
+			case <-q.ready:
 				continue
 			case <-cn.dead:
 				return
@@ -73,7 +84,7 @@ func (cn *conn) writeLoop() {
 		}
 		// Tag every call taken before writing any: if a write fails, the
 		// supervisor finds them all by their connection and sends them
-		// again.
+		// again elsewhere.
 		now := c.clk.Now()
 		for _, cl := range calls {
 			cl.conn.Store(cn)
@@ -90,8 +101,10 @@ func (cn *conn) writeLoop() {
 					continue
 				}
 				r := cl.req
-				if cl.retGen != cn.gen {
-					r.ReturnN, r.ReturnGrantedAt = 0, 0
+				if r.SettleID != 0 && cl.settleNode != cn.node {
+					// The lease is another node's (the call moved): that
+					// node counts it as used when it expires there.
+					r.SettleID, r.SettleUsed = 0, 0
 				}
 				batch.Items = append(batch.Items, r)
 				size += len(r.Key) + 64
@@ -105,7 +118,7 @@ func (cn *conn) writeLoop() {
 			if err != nil {
 				// Keys were validated and counts are bounded: only a bug
 				// gets here. Drop the connection rather than the calls,
-				// which the next one sends again.
+				// which go elsewhere.
 				cn.log.Error().Err(err).Msg("encoding a request batch failed")
 				cn.fail(fmt.Errorf("%w: encode: %w", ErrProtocol, err))
 				return
@@ -117,7 +130,7 @@ func (cn *conn) writeLoop() {
 			c.batches.Add(1)
 			c.requests.Add(int64(len(batch.Items)))
 		}
-		c.queue.recycle(all)
+		q.recycle(all)
 	}
 }
 
@@ -156,8 +169,7 @@ func (cn *conn) readLoop() {
 				continue // given up on: its context ended, or it timed out
 			}
 			if r.Code == wire.CodeShuttingDown {
-				// Leave it pending: the supervisor sends it again on the
-				// next connection.
+				// Leave it pending: the supervisor sends it elsewhere.
 				draining = true
 				continue
 			}
@@ -167,186 +179,173 @@ func (cn *conn) readLoop() {
 		}
 		c.mu.Unlock()
 		for k, cl := range found {
+			cl.node = cn.node
 			c.finish(cl, &reps.Items[at[k]], nil)
 		}
 		clear(found)
 		if draining {
-			cn.log.Info().Msg("node is shutting down; moving to another")
+			cn.log.Info().Msg("node is shutting down; moving its calls to others")
 			cn.fail(ErrShuttingDown)
 			return
 		}
 	}
 }
 
-// dialResult is one address's dial outcome.
-type dialResult struct {
-	cn   *conn
-	addr string
-	took time.Duration
-	err  error
+// install makes cn the link's connection and starts its reader and
+// writer.
+func (l *link) install(cn *conn) {
+	cn.link = l
+	l.mu.Lock()
+	l.cur = cn
+	close(l.upCh)
+	l.mu.Unlock()
+	cn.start()
 }
 
-// dial connects to every address at once and keeps the first to complete
-// its handshake and open its request stream: the nearest reachable node.
-// The others are closed. It waits for every attempt before returning.
-func (c *Client) dial(ctx context.Context) (*conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
-	defer cancel()
-	results := make(chan dialResult, len(c.addrs))
-	for _, addr := range c.addrs {
-		go func() { results <- c.dialOne(ctx, addr) }()
-	}
-	var best *conn
-	var errs []error
-	for range c.addrs {
-		r := <-results
-		switch {
-		case r.err != nil:
-			errs = append(errs, r.err)
-		case best == nil:
-			best = r.cn
-			c.log.Debug().Str("addr", r.addr).Str("node", r.cn.node).Dur("handshake", r.took).Msg("connected")
-			cancel() // the others lost the race
-		default:
-			r.cn.fail(errLostRace)
-		}
-	}
-	if best == nil {
-		return nil, fmt.Errorf("quotamesh/client: no node of %v reachable: %w", c.addrs, errors.Join(append([]error{quotamesh.ErrUnavailable}, errs...)...))
-	}
-	return best, nil
+// upSignal is closed once the link has a connection.
+func (l *link) upSignal() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.upCh
 }
 
-var errLostRace = errors.New("another node answered first")
+// firstTry is closed when the supervisor's first attempt to connect ended,
+// whatever its outcome.
+func (l *link) firstTry() <-chan struct{} { return l.tried }
 
-// dialOne connects to addr and opens the request stream.
-func (c *Client) dialOne(ctx context.Context, addr string) dialResult {
-	start := time.Now()
-	ccfg := transport.ClientConfig{
-		Certificate: c.cfg.cert,
-		CAs:         c.cfg.cas,
-		NodeID:      c.cfg.nodeID,
-		ServerName:  c.cfg.serverName,
-		// The handshake is bounded by ctx; quic-go gives up after twice
-		// HandshakeTimeout without progress.
-		HandshakeTimeout: c.cfg.dialTimeout,
-	}
-	if c.cfg.idleTimeout > 0 {
-		ccfg.IdleTimeout, ccfg.KeepAlive = c.cfg.idleTimeout, c.cfg.idleTimeout/4
-	}
-	cc, err := transport.DialClient(ctx, addr, ccfg)
-	if err != nil {
-		return dialResult{addr: addr, err: err}
-	}
-	s, err := cc.OpenStream(ctx)
-	if err != nil {
-		_ = cc.Close()
-		return dialResult{addr: addr, err: fmt.Errorf("%s: %w", addr, err)}
-	}
-	node := cc.Identity().Name
-	cn := &conn{
-		c: c, cc: cc, s: s, addr: addr, node: node,
-		gen:  c.gens.Add(1),
-		log:  c.log.With().Str("node", node).Str("addr", addr).Logger(),
-		dead: make(chan struct{}),
-	}
-	return dialResult{cn: cn, addr: addr, took: time.Since(start)}
+// startOnce starts the link's supervisor, once.
+func (l *link) startOnce() {
+	l.started.Do(func() {
+		l.c.wg.Add(1)
+		go func() {
+			defer l.c.wg.Done()
+			defer close(l.done)
+			l.supervise()
+		}()
+	})
 }
 
-// supervise keeps a connection up until Close: when the current one dies it
-// connects again (to the nearest node that answers, with backoff while none
-// does), then sends again the calls that were written on the dead
-// connection and got no reply.
-func (c *Client) supervise(cn *conn) {
-	backoff := newBackoff(50*time.Millisecond, time.Second)
+// close stops the link (its node left the membership): its supervisor
+// moves queued and unanswered calls elsewhere and exits.
+func (l *link) close() { l.goneOnce.Do(func() { close(l.gone) }) }
+
+// supervise keeps the link connected until the client stops or the node
+// leaves: when the connection dies it moves the calls written on it and
+// not answered, and those still queued, to their keys' next node, then
+// dials again with backoff.
+func (l *link) supervise() {
+	c := l.c
+	b := newBackoff(c.cfg.backoffMin, c.cfg.backoffMax)
+	first := true
 	for {
+		cn := l.conn()
+		if cn == nil {
+			ctx, cancel := contextUntil(c.stopCtx, l.gone, c.cfg.dialTimeout)
+			next, err := c.dialOne(ctx, l.addr, l)
+			cancel()
+			if first {
+				first = false
+				close(l.tried)
+			}
+			if err != nil {
+				if c.stopCtx.Err() != nil || isClosed(l.gone) {
+					l.evacuate(nil)
+					return
+				}
+				d := b.next()
+				if errors.Is(err, transport.ErrCertificateRefused) || errors.Is(err, transport.ErrCertificate) {
+					d = max(d, c.cfg.backoffMax) // retrying at once cannot help
+				}
+				c.log.Debug().Err(err).Str("node", l.id).Dur("retry_in", d).Msg("node unreachable")
+				select {
+				case <-c.stop:
+					l.evacuate(nil)
+					return
+				case <-l.gone:
+					l.evacuate(nil)
+					return
+				case <-time.After(d):
+				}
+				continue
+			}
+			b.reset()
+			l.install(next)
+			c.linkChanged()
+			c.log.Info().Str("node", l.id).Str("addr", l.addr).Msg("connected")
+			cn = next
+		} else if first {
+			first = false
+			close(l.tried)
+		}
 		select {
 		case <-cn.dead:
 		case <-c.stop:
 			cn.fail(closedErr("connection"))
 			cn.wg.Wait()
-			c.setConn(nil)
 			return
+		case <-l.gone:
+			cn.fail(errNodeLeft)
 		}
 		cn.wg.Wait() // reader and writer are gone: every call they wrote is tagged
-		c.setConn(nil)
-		if errors.Is(cn.err, quotamesh.ErrClosed) {
-			return
+		l.mu.Lock()
+		if l.cur == cn {
+			l.cur = nil
+			l.upCh = make(chan struct{})
+		}
+		l.mu.Unlock()
+		c.linkChanged()
+		if errors.Is(cn.err, ErrShuttingDown) || errors.Is(cn.err, errNodeLeft) {
+			cn.log.Info().Err(cn.err).Msg("left the node")
+		} else {
+			cn.log.Warn().Err(cn.err).Msg("connection lost")
 		}
 		c.failovers.Add(1)
-		cn.log.Warn().Err(cn.err).Msg("connection lost; reconnecting")
-		orphans := c.orphans(cn)
-		for {
-			next, err := c.dial(c.stopCtx)
-			if err == nil {
-				cn = next
-				break
-			}
-			if c.stopCtx.Err() != nil {
-				return
-			}
-			d := backoff.next()
-			c.log.Warn().Err(err).Dur("retry_in", d).Msg("no node reachable")
+		l.evacuate(cn)
+		if isClosed(l.gone) || c.stopCtx.Err() != nil {
+			return
+		}
+		if errors.Is(cn.err, ErrShuttingDown) {
+			// Give the node time to go before dialling it again.
 			select {
+			case <-time.After(b.next()):
 			case <-c.stop:
 				return
-			case <-time.After(d):
+			case <-l.gone:
+				return
 			}
-		}
-		backoff.reset()
-		cn.log.Info().Int("resent", len(orphans)).Msg("connected after failover")
-		c.setConn(cn)
-		cn.start()
-		if len(orphans) > 0 {
-			c.queue.push(orphans...)
 		}
 	}
 }
 
-// orphans returns the pending calls last written on dead, to be sent again.
-func (c *Client) orphans(dead *conn) []*call {
-	var out []*call
-	c.mu.Lock()
-	for _, cl := range c.pending {
-		if cl.conn.Load() == dead {
-			out = append(out, cl)
+var errNodeLeft = errors.New("quotamesh/client: the node left the cluster")
+
+// evacuate moves the calls queued on the link, and those written on dead
+// (if not nil) and not answered, to their keys' next node.
+func (l *link) evacuate(dead *conn) {
+	c := l.c
+	moved := l.queue.take()
+	if dead != nil {
+		moved = append(moved, c.orphans(dead)...)
+	}
+	if len(moved) == 0 {
+		return
+	}
+	live := moved[:0]
+	for _, cl := range moved {
+		if !cl.resolved.Load() {
+			live = append(live, cl)
 		}
 	}
-	c.mu.Unlock()
-	return out
+	c.resend(live, l.id)
 }
 
-// setConn makes cn the current connection (nil while reconnecting) and
-// wakes those waiting for a change.
-func (c *Client) setConn(cn *conn) {
-	c.connMu.Lock()
-	c.cur = cn
-	close(c.connChanged)
-	c.connChanged = make(chan struct{})
-	c.connMu.Unlock()
-}
-
-// currentConn returns the current connection, waiting within ctx while the
-// SDK reconnects.
-func (c *Client) currentConn(ctx context.Context) (*conn, error) {
-	for {
-		c.connMu.Lock()
-		cn, changed := c.cur, c.connChanged
-		c.connMu.Unlock()
-		if cn != nil {
-			select {
-			case <-cn.dead:
-			default:
-				return cn, nil
-			}
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("quotamesh/client: waiting for a node: %w", errors.Join(quotamesh.ErrUnavailable, ctx.Err()))
-		case <-c.closing:
-			return nil, closedErr("waiting for a node")
-		}
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

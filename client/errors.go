@@ -7,6 +7,7 @@ import (
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/transport"
 )
 
 // Sentinel errors of this package. Decisions fail with the sentinels of the
@@ -31,6 +32,10 @@ var (
 	ErrShuttingDown = errors.New("quotamesh/client: node shutting down")
 	// ErrInternal reports a failure inside the node (wire.CodeInternal).
 	ErrInternal = errors.New("quotamesh/client: internal node error")
+	// ErrCertificate reports that the nodes refused the client's
+	// certificate: signed by another CA, expired, or missing where the
+	// nodes require one. Retrying cannot help; Dial fails with it at once.
+	ErrCertificate = errors.New("quotamesh/client: certificate refused")
 	// ErrProtocol reports a node that broke the client protocol: an
 	// undecodable frame, an unexpected message type, a reply to a request
 	// never made. The connection is dropped and the SDK moves to another
@@ -66,6 +71,8 @@ func codeErr(c wire.Code, msg string) error {
 		s = quotamesh.ErrUnavailable
 	case wire.CodeShuttingDown:
 		s = ErrShuttingDown
+	case wire.CodeOverloaded:
+		s = quotamesh.ErrOverloaded
 	default: // CodeInternal, and any code a newer node may add
 		s = ErrInternal
 	}
@@ -73,6 +80,12 @@ func codeErr(c wire.Code, msg string) error {
 		return fmt.Errorf("quotamesh/client: node answered code %v: %w", c, s)
 	}
 	return fmt.Errorf("quotamesh/client: node answered: %w: %s", s, msg)
+}
+
+// isCertErr reports whether err says a node refused the client's
+// certificate.
+func isCertErr(err error) bool {
+	return err != nil && (errors.Is(err, transport.ErrCertificateRefused) || errors.Is(err, ErrCertificate))
 }
 
 // closedErr is what calls on a closed client return.

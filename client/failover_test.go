@@ -2,12 +2,14 @@ package client
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/route"
 )
 
 // TestFailover kills the node the client uses while callers run, and
@@ -20,6 +22,7 @@ func TestFailover(t *testing.T) {
 			ca := newTestCA(t)
 			a := newTestServer(t, ca, "a", rule("k*", "1000000/s"))
 			b := newTestServer(t, ca, "b", rule("k*", "1000000/s"))
+			cluster(a, b)
 			var opts []Option
 			if strict {
 				opts = append(opts, WithStrict())
@@ -96,12 +99,15 @@ func TestFailoverFromASilentNode(t *testing.T) {
 	ca := newTestCA(t)
 	a := newTestServer(t, ca, "a", rule("k", "1000000/s"))
 	b := newTestServer(t, ca, "b", rule("k", "1000000/s"))
+	cluster(a, b)
 	c := dialT(t, ca, []string{a.addr(), b.addr()}, WithStrict(), WithIdleTimeout(300*time.Millisecond), WithRequestTimeout(2*time.Second))
 	ctx := ctxT(t, 10*time.Second)
 	if _, err := c.Allow(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	first := map[string]*testServer{"a": a, "b": b}[c.Node()]
+	servers := map[string]*testServer{"a": a, "b": b}
+	home, _ := route.New("a", "b").Home("k")
+	first, other := servers[home], servers[map[string]string{"a": "b", "b": "a"}[home]]
 	first.silence()
 	start := time.Now()
 	// This call is sent to the silent node, then again to the other one.
@@ -110,9 +116,12 @@ func TestFailoverFromASilentNode(t *testing.T) {
 	if err != nil || !d.Allowed {
 		t.Fatalf("Allow across a silent node = %+v, %v", d, err)
 	}
-	t.Logf("answered by %s after %v", c.Node(), took.Round(time.Millisecond))
-	if c.Node() == first.id {
-		t.Errorf("still on the silent node %s", first.id)
+	t.Logf("answered by %s after %v", other.id, took.Round(time.Millisecond))
+	if other.decided.Load() != 1 {
+		t.Errorf("the call was not decided by %s", other.id)
+	}
+	if slices.Contains(c.Nodes(), first.id) {
+		t.Errorf("still connected to the silent node %s", first.id)
 	}
 	if took > 1500*time.Millisecond {
 		t.Errorf("a 300ms idle timeout took %v to fail over", took)

@@ -12,9 +12,10 @@ import (
 
 // Defaults for options not given.
 const (
-	// DefaultLeaseTTL is the longest the SDK uses a lease: the node's own
-	// default lease TTL (engine.DefaultLeaseTTL).
-	DefaultLeaseTTL = 50 * time.Millisecond
+	// DefaultLeaseTTL is the longest the SDK uses a lease (the node's own
+	// default, engine.DefaultLeaseTTL). A key is decided from leases once
+	// its calls per TTL reach 4 (40/s at this TTL).
+	DefaultLeaseTTL = 100 * time.Millisecond
 	// DefaultRequestTimeout bounds one round trip: a strict decision, a
 	// first lease, a renewal. A call gives up with quotamesh.ErrUnavailable
 	// when it passes, or earlier when its context ends.
@@ -32,6 +33,11 @@ const (
 	// DefaultMaxInFlight bounds the requests queued or awaiting a reply;
 	// callers beyond it wait (within their context) for a place.
 	DefaultMaxInFlight = 8192
+	// DefaultBackoffMin and DefaultBackoffMax bound the wait between
+	// attempts to reach a node that does not answer: it doubles from the
+	// first to the second, with jitter.
+	DefaultBackoffMin = 50 * time.Millisecond
+	DefaultBackoffMax = 2 * time.Second
 )
 
 // Option configures Dial.
@@ -51,6 +57,10 @@ type config struct {
 	maxKeys        int
 	maxInFlight    int
 	idleTimeout    time.Duration
+	nearest        bool
+	leaseForget    time.Duration // tests; 0: lease.DefaultForgetAfter
+	backoffMin     time.Duration
+	backoffMax     time.Duration
 	log            zerolog.Logger
 	clock          clock.Source // tests only; nil: the shared coarse clock
 }
@@ -63,6 +73,8 @@ func defaultConfig() config {
 		adminTimeout:   DefaultAdminTimeout,
 		maxKeys:        DefaultMaxKeys,
 		maxInFlight:    DefaultMaxInFlight,
+		backoffMin:     DefaultBackoffMin,
+		backoffMax:     DefaultBackoffMax,
 		log:            zerolog.Nop(),
 	}
 }
@@ -78,9 +90,10 @@ func WithCertificate(cert tls.Certificate) Option {
 	return func(c *config) { c.cert = &cert }
 }
 
-// WithNodeID makes the SDK refuse any node whose certificate is not for id;
-// useful with a single address.
-func WithNodeID(id string) Option { return func(c *config) { c.nodeID = id } }
+// WithNodeID makes the SDK use the node id only, refusing any node whose
+// certificate is not for id: every key goes to it, as with WithNearest.
+// Useful with a single address.
+func WithNodeID(id string) Option { return func(c *config) { c.nodeID, c.nearest = id, true } }
 
 // WithServerName makes the SDK check that the node's certificate carries
 // name as a DNS or IP SAN, as ordinary TLS does.
@@ -91,6 +104,15 @@ func WithServerName(name string) Option { return func(c *config) { c.serverName 
 // per-node accounting at the cost of a round trip per call and the
 // throughput ceiling of one connection.
 func WithStrict() Option { return func(c *config) { c.strict = true } }
+
+// WithNearest makes the SDK use only the nearest node (the first of the
+// addresses to answer) for every key, instead of sending each key to its
+// home node among all members. Use it where clients must talk to one node
+// (a node beside each client, several regions): keys whose demand spreads
+// over nodes then share their limit by the nodes' algorithm (design.md §7),
+// which loses accuracy on keys with a few requests per node per sync
+// interval.
+func WithNearest() Option { return func(c *config) { c.nearest = true } }
 
 // WithLeaseTTL sets the longest the SDK uses a lease (1 ms to 10 s; the
 // node's TTL applies when shorter) and the horizon leases are sized for:
@@ -130,6 +152,11 @@ func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTi
 // logs.
 func WithLogger(l zerolog.Logger) Option { return func(c *config) { c.log = l } }
 
+// withLeaseForget sets how long an idle key's state is kept (tests).
+func withLeaseForget(d time.Duration) Option {
+	return func(c *config) { c.leaseForget = max(d, c.leaseTTL) }
+}
+
 // withClock sets the clock leases are timed with (tests).
 func withClock(s clock.Source) Option { return func(c *config) { c.clock = s } }
 
@@ -155,6 +182,8 @@ func (c *config) validate(addrs []string) error {
 		return bad("max keys %d: use 0 (leases off) or more", c.maxKeys)
 	case c.maxInFlight < 1 || c.maxInFlight > 1<<20:
 		return bad("max in flight %d: use 1 to %d", c.maxInFlight, 1<<20)
+	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
+		return bad("backoff [%v, %v]: both positive, the first not above the second", c.backoffMin, c.backoffMax)
 	case c.idleTimeout != 0 && c.idleTimeout < 4*time.Millisecond:
 		return bad("idle timeout %v: use at least 4ms (keep-alives go at a quarter of it)", c.idleTimeout)
 	}

@@ -48,11 +48,16 @@ type testServer struct {
 	leases    atomic.Int64 // OpLease requests
 	decides   atomic.Int64 // OpDecide requests
 	decided   atomic.Int64 // tokens OpDecide requests admitted
-	offered   atomic.Int64 // Offered reported in lease requests
-	returned  atomic.Int64 // ReturnN in lease requests
-	delay     atomic.Int64 // nanoseconds to sleep before answering a batch
-	mute      atomic.Bool  // read but never answer
-	drain     atomic.Bool  // answer every request with CodeShuttingDown
+	wanted    atomic.Int64 // requests asking for a lease (Want > 0)
+	granted   atomic.Int64 // lease tokens granted
+	offered   atomic.Int64 // Offered reported
+	settled   atomic.Int64 // settlements (SettleID set)
+	used      atomic.Int64 // SettleUsed reported
+	conns     atomic.Uint64
+	members   atomic.Pointer[[]wire.Member] // AdminMembers' answer; nil: this node alone
+	delay     atomic.Int64                  // nanoseconds to sleep before answering a batch
+	mute      atomic.Bool                   // read but never answer
+	drain     atomic.Bool                   // answer every request with CodeShuttingDown
 	adminHook atomic.Pointer[func(*wire.AdminRequest) *wire.AdminReply]
 
 	stop    chan struct{}
@@ -143,7 +148,7 @@ func newTestServerAt(t testing.TB, ca *testCA, id, addr string, rules ...limits.
 	return s
 }
 
-func (s *testServer) addr() string { return s.tr.Addr().String() }
+func (s *testServer) addr() string { return s.fn.LocalAddr().String() }
 
 // kill stops the node at once: its connections close (the clients see a
 // CONNECTION_CLOSE).
@@ -192,6 +197,7 @@ func (s *testServer) recorded() []wire.ClientRequest {
 // ServeClient serves every stream the client opens, each in a goroutine,
 // until the connection ends.
 func (s *testServer) ServeClient(c *transport.ClientConn) {
+	conn := s.conns.Add(1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -213,12 +219,12 @@ func (s *testServer) ServeClient(c *transport.ClientConn) {
 		go func() {
 			defer wg.Done()
 			defer st.Close()
-			s.serveStream(st, c)
+			s.serveStream(st, c, conn)
 		}()
 	}
 }
 
-func (s *testServer) serveStream(st *transport.Stream, c *transport.ClientConn) {
+func (s *testServer) serveStream(st *transport.Stream, c *transport.ClientConn, conn uint64) {
 	br := bufio.NewReader(st)
 	dec := wire.NewDecoder()
 	enc := wire.NewEncoder()
@@ -242,7 +248,7 @@ func (s *testServer) serveStream(st *transport.Stream, c *transport.ClientConn) 
 			if d := s.delay.Load(); d > 0 {
 				time.Sleep(time.Duration(d))
 			}
-			reply = s.answer(m)
+			reply = s.answer(m, conn)
 		case *wire.AdminRequest:
 			reply = s.admin(m, c)
 		default:
@@ -260,8 +266,8 @@ func (s *testServer) serveStream(st *transport.Stream, c *transport.ClientConn) 
 	}
 }
 
-// answer decides a batch with the engine.
-func (s *testServer) answer(b *wire.ClientBatch) *wire.ClientReplies {
+// answer decides a batch with the engine, as node/ does.
+func (s *testServer) answer(b *wire.ClientBatch, conn uint64) *wire.ClientReplies {
 	s.batches.Add(1)
 	s.requests.Add(int64(len(b.Items)))
 	if s.record.Load() {
@@ -285,30 +291,49 @@ func (s *testServer) answer(b *wire.ClientBatch) *wire.ClientReplies {
 				r.Code, r.Message = wire.CodeInvalidN, "n must be positive"
 				continue
 			}
-			d, err := s.eng.AllowN(now, q.Key, q.N)
-			r.Allowed, r.Remaining, r.RetryAfter, r.Limit, r.Unlimited = d.Allowed, d.Remaining, d.RetryAfter, d.Limit, d.Unlimited
-			r.Code, r.Message = codeOf(err)
-			if err == nil && d.Allowed {
-				s.decided.Add(q.N)
-			}
 		case wire.OpLease:
 			s.leases.Add(1)
-			s.offered.Add(q.Offered)
-			s.returned.Add(q.ReturnN)
-			g, err := s.eng.Lease(now, engine.LeaseRequest{Key: q.Key, Want: q.N, Offered: q.Offered, ReturnN: q.ReturnN, ReturnGrantedAt: q.ReturnGrantedAt})
-			r.Granted, r.GrantedAt, r.TTL, r.RetryAfter, r.Remaining, r.Limit, r.Unlimited = g.Granted, g.GrantedAt, g.TTL, g.RetryAfter, g.Remaining, g.Limit, g.Unlimited
-			if s.record.Load() {
-				s.mu.Lock()
-				s.grants = append(s.grants, grantRecord{at: now, want: q.N, granted: g.Granted, retry: g.RetryAfter})
-				s.mu.Unlock()
-			}
-			r.Code, r.Message = codeOf(err)
-			if r.Code == wire.CodeTooManyKeys {
-				r.Allowed = false // the registry's default WhenFull policy: deny
-			}
+		default:
+			r.Code = wire.CodeBadRequest
+			continue
+		}
+		s.offered.Add(q.Offered)
+		if q.SettleID != 0 {
+			s.settled.Add(1)
+			s.used.Add(q.SettleUsed)
+		}
+		if q.Want > 0 {
+			s.wanted.Add(1)
+		}
+		g, err := s.eng.Request(now, engine.Request{Key: q.Key, Client: conn, N: q.N, Want: q.Want, Offered: q.Offered, SettleID: q.SettleID, SettleUsed: q.SettleUsed})
+		r.Allowed, r.LeaseID, r.Granted, r.TTL = g.Allowed, g.LeaseID, g.Granted, g.TTL
+		r.Remaining, r.RetryAfter, r.Limit, r.Unlimited = g.Remaining, g.RetryAfter, g.Limit, g.Unlimited
+		r.Code, r.Message = codeOf(err)
+		if err == nil && q.N > 0 && g.Allowed {
+			s.decided.Add(q.N)
+		}
+		s.granted.Add(g.Granted)
+		if s.record.Load() && q.Want > 0 {
+			s.mu.Lock()
+			s.grants = append(s.grants, grantRecord{at: now, want: q.Want, granted: g.Granted, retry: g.RetryAfter})
+			s.mu.Unlock()
+		}
+		if r.Code == wire.CodeTooManyKeys {
+			r.Allowed = false // the registry's default WhenFull policy: deny
 		}
 	}
 	return out
+}
+
+// cluster makes the servers answer AdminMembers with all of them.
+func cluster(servers ...*testServer) {
+	ms := make([]wire.Member, 0, len(servers))
+	for _, s := range servers {
+		ms = append(ms, wire.Member{Node: s.id, Addr: s.addr()})
+	}
+	for _, s := range servers {
+		s.members.Store(&ms)
+	}
 }
 
 // grantRecord is one lease the test node answered.
@@ -385,6 +410,12 @@ func (s *testServer) admin(q *wire.AdminRequest, c *transport.ClientConn) *wire.
 			return r
 		}
 		r.Status = st
+	case wire.AdminMembers:
+		if ms := s.members.Load(); ms != nil {
+			r.Members = *ms
+		} else {
+			r.Members = []wire.Member{{Node: s.id, Addr: s.addr()}}
+		}
 	case wire.AdminJoin, wire.AdminLeave:
 		if c.Identity().Name != "admin" {
 			r.Code = wire.CodeForbidden

@@ -55,6 +55,7 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 	}
 	defer n.clients.leave()
 	id := c.Identity()
+	conn := n.clientConns.Add(1) // names the connection's leases
 	ctx, cancel := context.WithCancel(n.clientCtx)
 	defer cancel()
 	var streams sync.WaitGroup
@@ -68,7 +69,7 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
-			n.serveStream(ctx, s, id)
+			n.serveStream(ctx, s, id, conn)
 		}()
 	}
 }
@@ -88,7 +89,7 @@ func (n *Node) isAdmin(id transport.Identity) bool {
 // goroutines of their own (at most maxAdminInFlight), so that a Raft write
 // waiting for a leader never stalls the decisions behind it. One writer
 // goroutine writes the replies.
-func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transport.Identity) {
+func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transport.Identity, conn uint64) {
 	out := make(chan []byte, streamQueue)
 	free := make(chan []byte, streamQueue+1)
 	var writer sync.WaitGroup
@@ -131,7 +132,7 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		}
 		switch m := msg.(type) {
 		case *wire.ClientBatch:
-			replies.Items = n.answerBatch(m.Items, replies.Items[:0])
+			replies.Items = n.answerBatch(conn, m.Items, replies.Items[:0])
 			buf := getBuf(free)
 			frame, err := enc.Append(buf, &replies)
 			if errors.Is(err, wire.ErrTooLarge) {
@@ -196,8 +197,8 @@ func (n *Node) writeReplies(s *transport.Stream, out <-chan []byte, free chan<- 
 }
 
 // answerBatch decides every request of a batch at one node time and
-// appends the replies to dst.
-func (n *Node) answerBatch(items []wire.ClientRequest, dst []wire.ClientReply) []wire.ClientReply {
+// appends the replies to dst. conn names the client connection.
+func (n *Node) answerBatch(conn uint64, items []wire.ClientRequest, dst []wire.ClientReply) []wire.ClientReply {
 	state := n.state.Load()
 	now := n.now()
 	for i := range items {
@@ -208,10 +209,12 @@ func (n *Node) answerBatch(items []wire.ClientRequest, dst []wire.ClientReply) [
 			rep.Code, rep.Message = wire.CodeShuttingDown, ErrStopped.Error()
 		case state != stateServing:
 			rep.Code, rep.Message = wire.CodeUnavailable, ErrNotServing.Error()
-		case r.Op == wire.OpDecide:
-			n.decide(now, r, &rep)
-		case r.Op == wire.OpLease:
-			n.grant(now, r, &rep)
+		case r.Op == wire.OpDecide && r.N <= 0:
+			rep.Code, rep.Message = wire.CodeInvalidN, fmt.Sprintf("n %d for key %q: n must be positive", r.N, clip(r.Key))
+		case r.Op == wire.OpLease && r.N != 0:
+			rep.Code, rep.Message = wire.CodeBadRequest, fmt.Sprintf("lease request for key %q with n %d: a lease decides nothing, n must be 0", clip(r.Key), r.N)
+		case r.Op == wire.OpDecide, r.Op == wire.OpLease:
+			n.request(now, conn, r, &rep)
 		default:
 			rep.Code, rep.Message = wire.CodeBadRequest, fmt.Sprintf("unknown op %d", r.Op)
 		}
@@ -226,27 +229,15 @@ func (n *Node) answerBatch(items []wire.ClientRequest, dst []wire.ClientReply) [
 	return dst
 }
 
-func (n *Node) decide(now int64, r *wire.ClientRequest, rep *wire.ClientReply) {
-	if r.N <= 0 {
-		rep.Code, rep.Message = wire.CodeInvalidN, fmt.Sprintf("n %d for key %q: n must be positive", r.N, clip(r.Key))
-		return
-	}
-	d, err := n.eng.AllowN(now, r.Key, r.N)
-	rep.Allowed, rep.Remaining, rep.RetryAfter, rep.Limit, rep.Unlimited = d.Allowed, d.Remaining, d.RetryAfter, d.Limit, d.Unlimited
+// request serves one decision or lease request of connection conn.
+func (n *Node) request(now int64, conn uint64, r *wire.ClientRequest, rep *wire.ClientReply) {
+	g, err := n.eng.Request(now, engine.Request{Key: r.Key, Client: conn, N: r.N, Want: r.Want,
+		Offered: r.Offered, SettleID: r.SettleID, SettleUsed: r.SettleUsed})
+	rep.Allowed, rep.LeaseID, rep.Granted, rep.TTL = g.Allowed, g.LeaseID, g.Granted, g.TTL
+	rep.Remaining, rep.RetryAfter, rep.Limit, rep.Unlimited = g.Remaining, g.RetryAfter, g.Limit, g.Unlimited
 	if err != nil {
 		rep.Code, rep.Message = replyCode(err), message(err)
 	}
-}
-
-func (n *Node) grant(now int64, r *wire.ClientRequest, rep *wire.ClientReply) {
-	g, err := n.eng.Lease(now, engine.LeaseRequest{Key: r.Key, Want: r.N, Offered: r.Offered, ReturnN: r.ReturnN, ReturnGrantedAt: r.ReturnGrantedAt})
-	if err != nil {
-		rep.Code, rep.Message = replyCode(err), message(err)
-		return
-	}
-	rep.Granted, rep.GrantedAt, rep.TTL, rep.RetryAfter = g.Granted, g.GrantedAt, g.TTL, g.RetryAfter
-	rep.Remaining, rep.Limit, rep.Unlimited = g.Remaining, g.Limit, g.Unlimited
-	rep.Allowed = g.Granted > 0
 }
 
 // replyCode is the wire code of an error from the engine or consensus.
@@ -304,7 +295,7 @@ func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id transp
 		}
 	}
 	switch {
-	case !n.isAdmin(id):
+	case m.Op != wire.AdminMembers && !n.isAdmin(id): // every client may ask where to send its keys
 		n.adminLog.Warn().Str("client", id.String()).Str("op", m.Op.String()).Msg("admin operation refused: not an admin")
 		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeForbidden, Message: fmt.Sprintf("%v: client %q is not an admin", ErrForbidden, id.String())})
 		return
@@ -360,6 +351,8 @@ func (n *Node) admin(ctx context.Context, m *wire.AdminRequest) *wire.AdminReply
 		err = n.Join(ctx, m.Node, m.Addr)
 	case wire.AdminLeave:
 		err = n.Leave(ctx, m.Node)
+	case wire.AdminMembers:
+		r.Members, err = n.routeMembers()
 	default:
 		r.Code, r.Message = wire.CodeBadRequest, fmt.Sprintf("unknown admin op %d", m.Op)
 		return r
@@ -369,6 +362,20 @@ func (n *Node) admin(ctx context.Context, m *wire.AdminRequest) *wire.AdminReply
 		r.Rules, r.Status = nil, nil
 	}
 	return r
+}
+
+// routeMembers lists the members and the addresses they serve on, as this
+// node's Raft configuration has them.
+func (n *Node) routeMembers() ([]wire.Member, error) {
+	ms, err := n.store.Members()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]wire.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, wire.Member{Node: m.ID, Addr: m.Address})
+	}
+	return out, nil
 }
 
 // statusJSON is the status document, trimmed to fit a reply.

@@ -157,14 +157,19 @@ func TestClientProtocol(t *testing.T) {
 	if g := got[2]; g.RetryAfter <= 0 || g.Limit.Count != 10 {
 		t.Errorf("denial %+v; want a RetryAfter and the limit", g)
 	}
-	lease := adm.batch(wire.ClientRequest{ID: 20, Op: wire.OpLease, Key: "api.y", N: 5, Offered: 5})[0]
-	if lease.Code != wire.CodeOK || lease.Granted != 1 || lease.TTL <= 0 || lease.GrantedAt == 0 {
+	lease := adm.batch(wire.ClientRequest{ID: 20, Op: wire.OpLease, Key: "api.y", Want: 5, Offered: 5})[0]
+	if lease.Code != wire.CodeOK || lease.Granted != 1 || lease.TTL <= 0 || lease.LeaseID == 0 || lease.Remaining != 9 {
 		// MaxLeaseFraction 0.1 of 10/s caps a grant at one token.
-		t.Errorf("lease: %+v; want 1 token with a TTL", lease)
+		t.Errorf("lease: %+v; want lease of 1 token with a TTL, 9 remaining", lease)
 	}
-	back := adm.batch(wire.ClientRequest{ID: 21, Op: wire.OpLease, Key: "api.y", N: 0, ReturnN: 1, ReturnGrantedAt: lease.GrantedAt})[0]
+	back := adm.batch(wire.ClientRequest{ID: 21, Op: wire.OpLease, Key: "api.y", SettleID: lease.LeaseID, SettleUsed: 0})[0]
 	if back.Code != wire.CodeOK || back.Remaining != 10 {
-		t.Errorf("lease return: %+v; want the token back (10 remaining)", back)
+		t.Errorf("lease settled unused: %+v; want the token back (10 remaining)", back)
+	}
+	// A decision can carry a lease request.
+	ride := adm.batch(wire.ClientRequest{ID: 22, Op: wire.OpDecide, Key: "api.y", N: 1, Want: 3})[0]
+	if ride.Code != wire.CodeOK || !ride.Allowed || ride.Granted != 1 || ride.Remaining != 8 {
+		t.Errorf("decision with a lease riding on it: %+v; want allowed, 1 token, 8 remaining", ride)
 	}
 
 	// Bad input gets its code, per request, and the stream goes on.
@@ -173,9 +178,10 @@ func TestClientProtocol(t *testing.T) {
 		wire.ClientRequest{ID: 31, Op: wire.OpDecide, Key: "api.x", N: 0},
 		wire.ClientRequest{ID: 32, Op: wire.OpDecide, Key: "api.x", N: -2},
 		wire.ClientRequest{ID: 33, Op: wire.OpDecide, Key: "api.x", N: 11},
-		wire.ClientRequest{ID: 34, Op: wire.OpLease, Key: "api.x", N: -1},
+		wire.ClientRequest{ID: 34, Op: wire.OpLease, Key: "api.x", Want: -1},
+		wire.ClientRequest{ID: 35, Op: wire.OpLease, Key: "api.x", N: 1},
 	)
-	for i, code := range []wire.Code{wire.CodeInvalidKey, wire.CodeInvalidN, wire.CodeInvalidN, wire.CodeExceedsLimit, wire.CodeInvalidN} {
+	for i, code := range []wire.Code{wire.CodeInvalidKey, wire.CodeInvalidN, wire.CodeInvalidN, wire.CodeExceedsLimit, wire.CodeInvalidN, wire.CodeBadRequest} {
 		if bad[i].Code != code || bad[i].Message == "" || bad[i].Allowed {
 			t.Errorf("bad request %d: %+v; want code %d with a message", bad[i].ID, bad[i], code)
 		}

@@ -120,6 +120,7 @@ type Node struct {
 	stopClients   context.CancelFunc
 	clients       group // client connections being served (transport goroutines) and their streams
 	acceptClients atomic.Bool
+	clientConns   atomic.Uint64 // numbers client connections: a lease is settled by its own
 	fwdCtx        context.Context
 	stopFwd       context.CancelFunc
 	fwd           group // forwarded-request accept loop and handlers

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -125,7 +126,15 @@ func (c *ClientConn) Err() error {
 	if r := c.reason.Load(); r != nil {
 		return *r
 	}
-	return fmt.Errorf("%w: %w", ErrConnectionLost, context.Cause(c.qc.Context()))
+	cause := context.Cause(c.qc.Context())
+	var te *quic.TransportError
+	if errors.As(cause, &te) && te.Remote && te.ErrorCode.IsCryptoError() {
+		// TLS 1.3 checks a client's certificate after the client's side of
+		// the handshake is done: a refused one arrives as a TLS alert that
+		// closes the connection at the first exchange.
+		return fmt.Errorf("%w: the node refused the handshake: %w", ErrCertificateRefused, cause)
+	}
+	return fmt.Errorf("%w: %w", ErrConnectionLost, cause)
 }
 
 // LocalAddr returns the local UDP address.

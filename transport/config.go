@@ -16,7 +16,7 @@ import (
 // connection negotiates decides which it is, before any application byte.
 const (
 	ALPNPeer   = "quotamesh-peer/1"
-	ALPNClient = "quotamesh-client/1"
+	ALPNClient = "quotamesh-client/2"
 )
 
 // Defaults for zero Config fields.

@@ -30,6 +30,10 @@ var (
 	// signed by another CA, expired or not yet valid, or without the
 	// expected QuotaMesh identity.
 	ErrCertificate = errors.New("quotamesh/transport: certificate refused")
+	// ErrCertificateRefused reports, in a client, that the node closed the
+	// connection with a TLS alert: it refused the client's certificate (not
+	// signed by the cluster CA, expired, or missing where one is required).
+	ErrCertificateRefused = errors.New("quotamesh/transport: the node refused this client's certificate")
 	// ErrWrongPeer reports a dialed node whose certificate names another
 	// node than the one expected at that address.
 	ErrWrongPeer = errors.New("quotamesh/transport: unexpected peer identity")

@@ -316,3 +316,48 @@ func TestCallerAheadOfRoll(t *testing.T) {
 	// The slot-2 admissions must last until slot 12, not leave at slot 10.
 	run(t, w, []allow{{t0 + 10*d, 8, true}, {t0 + 11*d, 1, false}, {t0 + 12*d, 2, true}})
 }
+
+// TestConcurrentReserveSettle: leases reserved and settled from many
+// goroutines within one 60 s window never hold more than the quota, and
+// once every reservation is settled the window counts exactly the tokens
+// reported used, in its slots and its total.
+func TestConcurrentReserveSettle(t *testing.T) {
+	defer morePs()()
+	const quota = 500
+	w := mustNew(t, "500/min", t0)
+	var clock atomic.Int64
+	clock.Store(t0)
+	var used atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for range 2000 {
+				now := clock.Add(rng.Int64N(d / 50))
+				got := w.Reserve(now, 1+rng.Int64N(5))
+				if tot := w.Total(); tot > quota {
+					t.Errorf("total %d above the quota %d with reservations held", tot, quota)
+					return
+				}
+				if got == 0 {
+					continue
+				}
+				u := rng.Int64N(got + 1)
+				w.Settle(clock.Add(rng.Int64N(d/50)), got, u)
+				used.Add(u)
+			}
+		})
+	}
+	wg.Wait()
+	now := clock.Load()
+	if now >= t0+590*d {
+		t.Fatalf("the fake clock ran past the window (%d slots); lower the step", (now-t0)/d)
+	}
+	adm, _ := w.Counts(now)
+	if r := w.Reserved(); r != 0 {
+		t.Errorf("Reserved() = %d after every settlement, want 0", r)
+	}
+	if adm != used.Load() || w.Total() != used.Load() {
+		t.Errorf("counted %d in slots, total %d, want both %d (the tokens reported used)", adm, w.Total(), used.Load())
+	}
+}

@@ -10,7 +10,7 @@
 //     it. The package reads no clock, starts no goroutine, holds no timer
 //     and does no I/O, so a test drives it with fixed instants.
 //   - Goroutine safety. Every method of Window and Registry is safe for
-//     concurrent use. The request path (Window.AllowN, Allow, Decide, Grant,
+//     concurrent use. The request path (Window.AllowN, Allow, Decide, Reserve, Settle,
 //     RecordOffered; Registry.AllowN, Allow and Admit for a key that has a
 //     window) takes no lock, never waits for another goroutine and does not
 //     allocate.
@@ -51,7 +51,7 @@
 //     counted as demand.
 //
 // AllowN is the method to call per request (Decide when the caller needs
-// RetryAfter and Remaining); Grant and Refund serve leases; Counts, Slots,
+// RetryAfter and Remaining); Reserve and Settle serve leases, Refund takes back an admission; Counts, Slots,
 // Demand and CurrentQPS are for background work and never move the window.
 //
 // # What a Registry promises

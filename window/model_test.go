@@ -17,6 +17,7 @@ type model struct {
 	count, quota int64
 	open         int64
 	slots        map[int64]*[2]int64 // epoch -> admitted, offered (offered unsaturated)
+	reserved     int64               // held by reservations not yet settled
 }
 
 func newModel(rate limits.Rate, now int64) *model {
@@ -52,9 +53,10 @@ func (m *model) get(x int64) (adm, off int64) {
 	return 0, 0
 }
 
-// total is what is admitted in the window as of the open slot.
+// total is what is admitted in the window as of the open slot, plus what
+// reservations hold.
 func (m *model) total() int64 {
-	var t int64
+	t := m.reserved
 	for x := m.open - m.k + 1; x <= m.open; x++ {
 		a, _ := m.get(x)
 		t += a
@@ -90,6 +92,31 @@ func (m *model) takeUpTo(now, want int64) int64 {
 	s[0] += g
 	s[1] += want
 	return g
+}
+
+func (m *model) reserve(now, want int64) int64 {
+	if want <= 0 {
+		return 0
+	}
+	want = min(want, m.count)
+	m.roll(now)
+	g := max(0, min(want, m.quota-m.total()))
+	m.reserved += g
+	return g
+}
+
+func (m *model) settle(now, reserved, used int64) {
+	if reserved <= 0 {
+		return
+	}
+	m.reserved -= reserved
+	if used = min(max(used, 0), reserved); used == 0 {
+		return // freeing room writes no slot
+	}
+	m.roll(now)
+	s := m.slot(m.open)
+	s[0] += used
+	s[1] += used
 }
 
 func (m *model) recordOffered(now, n int64) {
@@ -213,11 +240,13 @@ const (
 	opSetQuota
 	opSetCount
 	opRead
+	opReserve
+	opSettle
 	numOps
 )
 
 func (o op) String() string {
-	names := [...]string{"AllowN", "takeUpTo", "Refund", "RecordOffered", "Reset", "SetQuota", "SetCount", "Read"}
+	names := [...]string{"AllowN", "takeUpTo", "Refund", "RecordOffered", "Reset", "SetQuota", "SetCount", "Read", "Reserve", "Settle"}
 	return fmt.Sprintf("%s(dt=%v n=%d extra=%d)", names[o.kind%numOps], o.dt, o.n, o.extra)
 }
 
@@ -229,6 +258,8 @@ type harness struct {
 	// quick checks readers at now and one window later only (fuzzing
 	// prefers more inputs to more checks per input).
 	quick bool
+	// held are the reservations not yet settled.
+	held []int64
 }
 
 func newHarness(rate limits.Rate, now int64) (*harness, error) {
@@ -278,6 +309,25 @@ func (h *harness) step(o op) string {
 		h.m.setCount(c)
 	case opRead:
 		// reads only; the checks below do the work
+	case opReserve:
+		got, want := h.w.Reserve(now, o.n), h.m.reserve(now, o.n)
+		if got != want {
+			return fmt.Sprintf("Reserve(%v, %v) = %v, want %v", now, o.n, got, want)
+		}
+		if got > 0 {
+			h.held = append(h.held, got)
+		}
+		if got, want := h.w.Reserved(), h.m.reserved; got != want {
+			return fmt.Sprintf("Reserved() = %v, want %v", got, want)
+		}
+	case opSettle:
+		if len(h.held) > 0 {
+			i := int(mod(o.extra, int64(len(h.held))))
+			r := h.held[i]
+			h.held = append(h.held[:i], h.held[i+1:]...)
+			h.w.Settle(now, r, o.n)
+			h.m.settle(now, r, o.n)
+		}
 	}
 	return h.check(now, h.m.open-mod(o.extra, h.m.k+3)+1)
 }

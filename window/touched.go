@@ -25,7 +25,7 @@ func (l *touchList) push(en *entry) {
 }
 
 // Touch marks key as written, as AllowN does, for writes made directly on
-// its window (Grant, Refund, RecordOffered). It does nothing for a key
+// its window (Reserve, Settle, Refund, RecordOffered). It does nothing for a key
 // without a window.
 func (r *Registry) Touch(key string) {
 	if en, ok := r.keys.load(key); ok {

@@ -44,8 +44,8 @@ const Never = time.Duration(math.MaxInt64)
 //
 // A Window is pure: time is passed in as node time in nanoseconds since the
 // Unix epoch, and a Window starts no goroutine and holds no timer. All
-// methods are safe for concurrent use. AllowN, Allow, Decide, Grant and
-// RecordOffered are lock-free: they never wait for another goroutine.
+// methods are safe for concurrent use. AllowN, Allow, Decide, Reserve,
+// Settle and RecordOffered are lock-free: they never wait for another goroutine.
 // Refund and Reset may wait for a slot roll in progress (a few hundred
 // nanoseconds); readers (Counts, Slots, Demand, CurrentQPS) retry if a roll
 // overlaps their read.
@@ -59,6 +59,7 @@ type Window struct {
 	// math.MaxInt64 means forever.
 	quotaUntil atomic.Int64
 	count      atomic.Int64 // the rate's count
+	reserved   atomic.Int64 // part of total held by reservations (Reserve, Settle)
 
 	// The open slot's counters: base, plus per-P shards once the window is
 	// hot (inflateAt). Folded into the ring by each roll.
@@ -198,7 +199,7 @@ func (w *Window) QuotaUntil() int64 { return w.quotaUntil.Load() }
 func (w *Window) Total() int64 { return w.total.Load() }
 
 // OpenEpoch returns the epoch of the open slot: the newest epoch any write
-// (AllowN, Grant, RecordOffered, Refund) has brought the window to.
+// (AllowN, Reserve, Settle, RecordOffered, Refund) has brought the window to.
 // Readers never move it to a time of their own (at most they finish a move
 // a concurrent write started), so it also tells when the window was last
 // used.
@@ -262,24 +263,60 @@ func (w *Window) takeUpTo(now, n int64) int64 {
 	return w.admit(EpochOf(now), min(n, w.count.Load()), true)
 }
 
-// Grant admits as many tokens as there is room for, up to want, and returns
-// how many: a partial grant, for leases. It counts offered (not want) as
-// demand, for a lease whose holder reports the calls it saw separately; the
-// slot's offered count may so stay below its admitted count until those
-// reports arrive. want above the rate's count is treated as the count;
-// want <= 0 grants nothing but still counts offered (if positive).
-// Lock-free.
-func (w *Window) Grant(now, want, offered int64) int64 {
-	offered = max(offered, 0)
+// Reserve holds up to want tokens of room at now for a lease and returns how
+// many it held (as many as fit under the quota): they count in Total, and so
+// against the quota, but in no slot, until Settle says how many of them were
+// used. Nothing is counted as offered. want above the rate's count is
+// treated as the count; want <= 0 holds nothing. Lock-free.
+//
+// Counting a lease's tokens when they are used rather than when it is
+// granted keeps the window's promise exactly: a token used at t is counted
+// in a slot at or after t's, and until then it is held, so no K consecutive
+// slots ever see more than the quota used in them.
+func (w *Window) Reserve(now, want int64) int64 {
 	if want <= 0 {
-		if offered > 0 {
-			w.RecordOffered(now, offered)
-		}
 		return 0
 	}
 	want = min(want, w.count.Load())
-	return w.admitCounting(EpochOf(now), want, offered, true)
+	e := EpochOf(now)
+	if e > w.open.Load() {
+		w.advance(e) // best effort: a total not yet rolled only holds less
+	}
+	g := w.gateAt(e, want, true)
+	if g > 0 {
+		w.reserved.Add(g)
+	}
+	return g
 }
+
+// Settle ends a reservation of reserved tokens of which used were used: the
+// used ones are counted as admitted (and offered) in the slot of now, later
+// than or in the slot they were used in, never earlier, and the rest are
+// freed. used is clamped to [0, reserved]; reserved <= 0 does nothing. The
+// caller settles only what Reserve returned, once. Lock-free.
+func (w *Window) Settle(now, reserved, used int64) {
+	if reserved <= 0 {
+		return
+	}
+	used = min(max(used, 0), reserved)
+	if used > 0 {
+		// Already in total: count them in a slot without gating again.
+		e := EpochOf(now)
+		if e > w.open.Load() && !w.advance(e) {
+			w.countAhead(e, used, used)
+		} else {
+			w.addOpen(used, used)
+		}
+	}
+	if back := reserved - used; back > 0 {
+		w.total.Add(-back)
+	}
+	w.reserved.Add(-reserved)
+}
+
+// Reserved returns the tokens held by reservations not yet settled; they
+// are part of Total.
+func (w *Window) Reserved() int64 { return w.reserved.Load() }
 
 // RecordOffered counts n tokens of demand that were decided elsewhere (for
 // example denials an SDK made from its lease) into the slot of now, without

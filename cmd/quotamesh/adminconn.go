@@ -75,6 +75,7 @@ func (a *adminFlags) options(flags *pflag.FlagSet) ([]client.Option, error) {
 		client.WithDialTimeout(a.timeout),
 		client.WithAdminTimeout(a.timeout),
 		client.WithMaxKeys(0), // no decisions: no leases
+		client.WithNearest(),  // the node named by --addr answers
 	}
 	base := filepath.Join(a.certDir, certs.ClientsDir, a.client)
 	cert, err := tls.LoadX509KeyPair(base+".crt", base+".key")

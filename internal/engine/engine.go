@@ -53,6 +53,10 @@ type Engine struct {
 
 	leaseGranted, leaseReturned atomic.Int64 // counted outside mu
 	correction                  atomic.Int64 // ns the caller adds to its clock (clock alignment)
+	// beat is the local time of the last Tick: the quotas are valid while
+	// it is within QuotaValidity (live).
+	beat   atomic.Int64
+	leases leases
 }
 
 // keyState is what the engine keeps for a key that has a local window.
@@ -108,6 +112,10 @@ func New(cfg Config, table *limits.Table, members []string, now int64) (*Engine,
 	}
 	e.counters.FramesRejected = make(map[string]int64)
 	e.lastNow.Store(now)
+	e.beat.Store(now)
+	// Lease IDs start where no earlier incarnation's are likely to be, so a
+	// settlement meant for a predecessor matches nothing.
+	e.leases.next = cfg.Incarnation << 24
 	storeCfg := cfg.Store
 	storeCfg.Horizon = e.horizon
 	store, err := crdt.NewStore(e.self, storeCfg)
@@ -159,15 +167,44 @@ func (e *Engine) horizon(key string) int {
 
 // AllowN decides n requests for key at node time now. For a key that has a
 // window it is lock-free and allocation-free; a new key takes the slow path
-// (see the package comment). Errors are the registry's.
+// (see the package comment). Errors are the registry's. While the engine is
+// not live (no Tick within QuotaValidity) every request is denied.
 func (e *Engine) AllowN(now int64, key string, n int64) (window.Decision, error) {
+	if !e.live(now) {
+		return e.stale(now, key, n), nil
+	}
 	return e.reg.AllowN(now, key, n)
 }
 
 // Admit decides one request for key at node time now and returns only the
 // verdict: the fastest call (see window.Registry.Admit).
 func (e *Engine) Admit(now int64, key string) bool {
+	if !e.live(now) {
+		e.stale(now, key, 1)
+		return false
+	}
 	return e.reg.Admit(now, key)
+}
+
+// live reports whether the quotas are current at now: the sync loop ticked
+// within QuotaValidity. A process paused (SIGSTOP, a long GC) or whose loop
+// stalled then admits nothing until it has ticked again, rather than
+// admitting under a share the cluster may have given to someone else. One
+// atomic load on the request path, where keeping every quota's own validity
+// renewed cost work per key held.
+func (e *Engine) live(now int64) bool {
+	return now-e.beat.Load() <= int64(e.cfg.QuotaValidity)
+}
+
+// stale answers a request while the engine is not live: denied, counted as
+// offered if the key has a window.
+func (e *Engine) stale(now int64, key string, n int64) window.Decision {
+	d := window.Decision{RetryAfter: e.cfg.SyncInterval}
+	if w, rule, ok := e.reg.Lookup(key); ok {
+		w.RecordOffered(now, n)
+		d.Limit = rule.Rate
+	}
+	return d
 }
 
 // onCreate runs under the registry's creation lock for every new window: it

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"github.com/quotamesh/quotamesh"
 	"slices"
 	"strings"
 	"testing"
@@ -293,32 +294,75 @@ func TestReceiveRejects(t *testing.T) {
 func TestLease(t *testing.T) {
 	tb := table(t, "k", "1000/s")
 	e := newEngine(t, Config{Node: "a"}, tb, []string{"a"}, t0)
-	g, err := e.Lease(t0, LeaseRequest{Key: "k", Want: 500, Offered: 10})
-	if err != nil || g.Granted != 100 || g.Limit.Count != 1000 || g.TTL != DefaultLeaseTTL {
-		t.Fatalf("Lease(want 500) = %+v, %v; want 100 granted (capped at 10%% of the limit)", g, err)
+	rep, err := e.Request(t0, Request{Key: "k", Client: 1, Want: 500, Offered: 10})
+	if err != nil || rep.Granted != 100 || rep.LeaseID == 0 || rep.Limit.Count != 1000 || rep.TTL != DefaultLeaseTTL {
+		t.Fatalf("Request(want 500) = %+v, %v; want lease of 100 (capped at 10%% of the limit)", rep, err)
+	}
+	first := rep.LeaseID
+	// A reserved lease is held, not counted: nothing in the window's slots.
+	w, _, _ := e.Registry().Lookup("k")
+	if adm, _ := w.Counts(t0); adm != 0 || w.Total() != 100 || w.Reserved() != 100 {
+		t.Fatalf("after a lease of 100: slots %d, total %d, reserved %d; want 0, 100, 100", adm, w.Total(), w.Reserved())
 	}
 	for range 9 {
-		if g, _ = e.Lease(t0, LeaseRequest{Key: "k", Want: 100}); g.Granted != 100 {
-			t.Fatalf("Lease = %+v, want 100", g)
+		if rep, _ = e.Request(t0, Request{Key: "k", Client: 1, Want: 100}); rep.Granted != 100 {
+			t.Fatalf("Request = %+v, want 100", rep)
 		}
 	}
-	if g, _ = e.Lease(t0, LeaseRequest{Key: "k", Want: 100}); g.Granted != 0 || g.RetryAfter <= 0 {
-		t.Errorf("Lease with the window full = %+v, want nothing granted and a retry-after", g)
+	if rep, _ = e.Request(t0, Request{Key: "k", Client: 1, N: 1, Want: 100}); rep.Allowed || rep.Granted != 0 || rep.RetryAfter <= 0 {
+		t.Errorf("Request with the window held = %+v, want denied, nothing granted and a retry-after", rep)
 	}
-	if g, _ = e.Lease(t0+ms, LeaseRequest{Key: "k", Want: 30, ReturnN: 40, ReturnGrantedAt: t0}); g.Granted != 30 {
-		t.Errorf("Lease after returning 40 = %+v, want 30 granted", g)
+	// Another client cannot settle the first lease.
+	if rep, _ = e.Request(t0+ms, Request{Key: "k", Client: 2, SettleID: first, SettleUsed: 0, Want: 30}); rep.Granted != 0 {
+		t.Errorf("a settlement by another client freed room: %+v", rep)
 	}
+	// Its own client settles it: 60 used, 40 freed; the lease rides on it.
+	if rep, _ = e.Request(t0+ms, Request{Key: "k", Client: 1, SettleID: first, SettleUsed: 60, Want: 30}); rep.Granted != 30 {
+		t.Errorf("Request after settling 60 of 100 = %+v, want 30 granted", rep)
+	}
+	if adm, _ := w.Counts(t0 + ms); adm != 60 {
+		t.Errorf("counted %d after the settlement, want the 60 used", adm)
+	}
+	// Settling twice changes nothing.
+	e.Request(t0+2*ms, Request{Key: "k", Client: 1, SettleID: first, SettleUsed: 0})
 	if c := e.Counters(); c.LeaseGranted != 1030 || c.LeaseReturned != 40 {
 		t.Errorf("lease counters granted %d returned %d, want 1030, 40", c.LeaseGranted, c.LeaseReturned)
 	}
-	if g, _ = e.Lease(t0, LeaseRequest{Key: "nomatch", Want: 5}); !g.Unlimited || g.Granted != 5 {
-		t.Errorf("Lease of an unknown key = %+v, want unlimited with 5 granted", g)
+	if rep, _ = e.Request(t0, Request{Key: "nomatch", Want: 5}); !rep.Unlimited || rep.Granted != 5 {
+		t.Errorf("Request of an unknown key = %+v, want unlimited with 5 granted", rep)
 	}
-	if _, err := e.Lease(t0, LeaseRequest{Key: "k", Want: -1}); !errors.Is(err, ErrInvalidRequest) {
-		t.Errorf("Lease(want -1) = %v, want ErrInvalidRequest", err)
+	if _, err := e.Request(t0, Request{Key: "k", Want: -1}); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("Request(want -1) = %v, want ErrInvalidRequest", err)
 	}
-	if _, err := e.Lease(t0, LeaseRequest{Key: "bad key", Want: 1}); !errors.Is(err, limits.ErrInvalidKey) {
-		t.Errorf("Lease(bad key) = %v, want limits.ErrInvalidKey", err)
+	if _, err := e.Request(t0, Request{Key: "bad key", Want: 1}); !errors.Is(err, limits.ErrInvalidKey) {
+		t.Errorf("Request(bad key) = %v, want limits.ErrInvalidKey", err)
+	}
+	if _, err := e.Request(t0, Request{Key: "k", N: 1001}); !errors.Is(err, quotamesh.ErrExceedsLimit) {
+		t.Errorf("Request(n above the limit) = %v, want quotamesh.ErrExceedsLimit", err)
+	}
+}
+
+// TestLeaseExpiresAsUsed: a lease nobody settles counts as fully used when
+// its time (TTL plus the grace for a settlement on its way) is up, in the
+// slot of that tick, and its room is not freed early.
+func TestLeaseExpiresAsUsed(t *testing.T) {
+	e := newEngine(t, Config{Node: "a"}, table(t, "k", "1000/min"), []string{"a"}, t0)
+	none := func(string, *wire.Sync) error { return nil }
+	rep, _ := e.Request(t0, Request{Key: "k", Client: 1, Want: 50})
+	w, _, _ := e.Registry().Lookup("k")
+	tickWith(e, t0+int64(DefaultLeaseTTL), none)
+	if e.Outstanding() != 1 || w.Reserved() != 50 {
+		t.Fatalf("at its TTL: %d outstanding, %d reserved; want the lease still held for its grace", e.Outstanding(), w.Reserved())
+	}
+	end := t0 + int64(DefaultLeaseTTL) + int64(e.leaseGrace()) + ms
+	tickWith(e, end, none)
+	if adm, _ := w.Counts(end); e.Outstanding() != 0 || w.Reserved() != 0 || adm != 50 {
+		t.Fatalf("after expiry: %d outstanding, %d reserved, %d counted; want 0, 0, 50", e.Outstanding(), w.Reserved(), adm)
+	}
+	// A late settlement is ignored.
+	e.Request(end+ms, Request{Key: "k", Client: 1, SettleID: rep.LeaseID, SettleUsed: 1})
+	if adm, _ := w.Counts(end + ms); adm != 50 || w.Total() != 50 {
+		t.Errorf("a late settlement changed the counts: %d counted, total %d", adm, w.Total())
 	}
 }
 

@@ -64,8 +64,7 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	if e.cfg.UnsafeIgnoreShare {
 		ks.last.Quota = rate.Count // the broken node of the fault suite
 	}
-	valid := int64(e.cfg.QuotaValidity / limits.Slot)
-	ks.w.SetQuotaUntil(ks.last.Quota, window.EpochOf(now)+valid)
+	ks.w.SetQuota(ks.last.Quota)
 	e.origins = origins[:0]
 	// Announce the quota: peers count it as held by this node (design.md
 	// §7). Once per slot at least, or when it changes, so that the register

@@ -12,7 +12,6 @@ import (
 	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/window"
 )
 
 // TestScenarios runs the stories of testdata/*.txt: admission across nodes
@@ -415,7 +414,7 @@ func (s *scenario) state(key string) string {
 		} else {
 			k := st.TopKeys[i]
 			fmt.Fprintf(&b, " quota=%d", k.Quota)
-			if w, _, ok := e.Registry().Lookup(key); ok && window.EpochOf(s.nodeTime(id, s.now)) > w.QuotaUntil() {
+			if !e.live(s.nodeTime(id, s.now)) {
 				b.WriteString(" (expired)")
 			}
 			fmt.Fprintf(&b, " window=%d others=%d reserved=%d", k.Admitted, k.Others, k.Reserved)

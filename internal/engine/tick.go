@@ -71,6 +71,13 @@ func (e *Engine) Tick(now int64) Ready {
 		panic("quotamesh/engine: Tick before Advance of the previous tick's Ready")
 	}
 	e.ticks++
+	if !e.live(now) {
+		// Back from a pause or a stall: every quota is as old as that;
+		// recompute them all before anything is admitted under them.
+		e.markAllDirtyLocked()
+	}
+	e.beat.Store(max(e.beat.Load(), now))
+	e.expireLeases(now)
 	rd := Ready{tick: e.ticks}
 	e.reg.Drain(func(key string) {
 		w, rule, ok := e.reg.Lookup(key)

@@ -162,7 +162,9 @@ func Compute(self string, in Input, st *State) Output {
 			hold := max(o.Admitted, o.Quota)
 			reserved += hold - o.Admitted
 			others += hold
-			demandTotal += float64(o.Demand) + prior
+			if o.active() {
+				demandTotal += float64(o.Demand) + prior
+			}
 		case !o.Member, in.Policy == Available, o.Reclaimed:
 			// A retired incarnation cannot admit any more, an ignored or
 			// reclaimed member no longer holds room: only what they
@@ -193,7 +195,11 @@ func Compute(self string, in Input, st *State) Output {
 	st.remember(self, reachableShare*(float64(in.Demand)+prior)/demandTotal)
 	for _, o := range in.Origins {
 		if o.Member && o.Reachable && o.Fresh {
-			st.remember(o.Node, reachableShare*(float64(o.Demand)+prior)/demandTotal)
+			phi := 0.0
+			if o.active() {
+				phi = reachableShare * (float64(o.Demand) + prior) / demandTotal
+			}
+			st.remember(o.Node, phi)
 		}
 	}
 	if in.Fenced {
@@ -216,6 +222,17 @@ func Compute(self string, in Input, st *State) Output {
 	}
 	return out
 }
+
+// active reports whether the origin shows any use of the key: counts in
+// the window, demand, or a quota it holds. Only active members take part
+// in the split (each with the prior β): a member that has never seen the
+// key holds nothing and asks for nothing, and crediting it β would keep a
+// node alone with a key's demand from its whole limit (with one active
+// node of three and a few requests per demand period, the share cap held
+// it to a third to a half of the limit). A member whose demand appears
+// computes its own share from its own demand, and the others see it
+// within a sync interval.
+func (o Origin) active() bool { return o.Admitted > 0 || o.Demand > 0 || o.Quota > 0 }
 
 func (s *State) remember(node string, phi float64) {
 	if s.frozen == nil {

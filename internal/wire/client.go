@@ -34,11 +34,13 @@ const (
 type Op uint8
 
 const (
-	// OpDecide asks the node to decide N requests now (strict mode).
+	// OpDecide asks the node to decide N requests now, all or none; a
+	// request may also ask for a lease (Want), settle one (SettleID) and
+	// report demand (Offered): the lease rides on the decision.
 	OpDecide Op = 1
-	// OpLease asks the node for up to N tokens the client decides with
-	// locally (a lease), reporting Offered calls and returning ReturnN
-	// unused tokens of its previous lease.
+	// OpLease asks for a lease of up to Want tokens without a decision (N
+	// must be 0), settles one and reports demand; Want 0 only settles and
+	// reports.
 	OpLease Op = 2
 )
 
@@ -73,7 +75,8 @@ const (
 	CodeUnavailable  Code = 9 // no leader or no quorum in time; try again
 	CodeShuttingDown Code = 10
 	CodeInternal     Code = 11
-	maxCode               = CodeInternal
+	CodeOverloaded   Code = 12 // the node is past its capacity; answered at once without deciding
+	maxCode               = CodeOverloaded
 )
 
 // NumCodes is the number of reply codes: they are 0 to NumCodes-1.
@@ -83,7 +86,7 @@ const NumCodes = int(maxCode) + 1
 // the code label of the node's client request metrics.
 func (c Code) String() string {
 	return enumName(c, "Code", "ok", "invalid_key", "invalid_n", "exceeds_limit", "too_many_keys",
-		"bad_request", "forbidden", "no_rule", "invalid_rate", "unavailable", "shutting_down", "internal")
+		"bad_request", "forbidden", "no_rule", "invalid_rate", "unavailable", "shutting_down", "internal", "overloaded")
 }
 
 // ClientRequest is one request in a ClientBatch.
@@ -95,15 +98,20 @@ type ClientRequest struct {
 	// Key is the key to limit, at most limits.MaxKeyLen bytes (the node
 	// validates it and answers CodeInvalidKey).
 	Key string
-	// N is the number of requests to decide (OpDecide) or of tokens wanted
-	// (OpLease).
+	// N is the number of requests to decide (OpDecide; 0 for OpLease).
 	N int64
-	// Offered is, for a lease, the calls the client saw for the key since
-	// its last report, its own local denials included.
+	// Want is how many tokens of a new lease the client would like; 0 for
+	// none.
+	Want int64
+	// Offered is the calls the client denied locally for the key since its
+	// last report: demand the node saw neither as a decision nor as a
+	// lease's use.
 	Offered int64
-	// ReturnN unused tokens of the previous lease, granted at node time
-	// ReturnGrantedAt, go back to the node.
-	ReturnN, ReturnGrantedAt int64
+	// SettleID, if not zero, names a lease this node granted the client for
+	// the key, of which SettleUsed tokens were used: the node counts those
+	// as admitted now and frees the rest.
+	SettleID   uint64
+	SettleUsed int64
 }
 
 // ClientBatch is one frame of requests; 1 to MaxBatch of them.
@@ -120,10 +128,12 @@ type ClientReply struct {
 	Message string
 	// Allowed is the decision of an OpDecide request.
 	Allowed bool
-	// Granted tokens of an OpLease may be used until GrantedAt + TTL
-	// (GrantedAt is node time, returned with unused tokens).
-	Granted, GrantedAt int64
-	TTL                time.Duration
+	// Granted tokens of a new lease, named LeaseID, are held for the client
+	// for TTL: it may use them for TTL from when it sent the request, and
+	// settles the lease with a later request.
+	LeaseID uint64
+	Granted int64
+	TTL     time.Duration
 	// Remaining is the room left in the node's quota after this request.
 	Remaining int64
 	// RetryAfter, when nothing was allowed or granted, is when to try
@@ -152,7 +162,8 @@ const (
 	AdminStatus      AdminOp = 5 // the node's status document
 	AdminJoin        AdminOp = 6 // add Node at Addr to the cluster
 	AdminLeave       AdminOp = 7 // remove Node from the cluster
-	maxAdminOp               = AdminLeave
+	AdminMembers     AdminOp = 8 // the members and their addresses (Members), for routing
+	maxAdminOp               = AdminMembers
 )
 
 // String returns the operation's name in snake case ("limit_set",
@@ -160,7 +171,7 @@ const (
 // the name in logs and errors.
 func (op AdminOp) String() string {
 	return enumName(op, "AdminOp", "", "limit_set", "limit_delete", "limit_get", "limit_list",
-		"status", "join", "leave")
+		"status", "join", "leave", "members")
 }
 
 // AdminRequest asks a node for an operation on the cluster.
@@ -184,7 +195,19 @@ type AdminReply struct {
 	Index uint64
 	// Status is the node's status document (JSON), for AdminStatus.
 	Status []byte
+	// Members are the cluster's members as this node knows them, for
+	// AdminMembers: clients route each key to one of them (package route).
+	Members []Member
 }
+
+// Member is one member of the cluster: its node ID and the address it
+// serves peers and clients on.
+type Member struct {
+	Node, Addr string
+}
+
+// MaxMembers caps the members of an AdminReply.
+const MaxMembers = 4096
 
 // Type returns TypeClientBatch.
 func (*ClientBatch) Type() Type { return TypeClientBatch }
@@ -290,6 +313,14 @@ func (m *AdminReply) validate() error {
 	if len(m.Status) > MaxStatusLen {
 		return fmt.Errorf("%w: status of %d bytes; at most %d", ErrTooLarge, len(m.Status), MaxStatusLen)
 	}
+	if len(m.Members) > MaxMembers {
+		return fmt.Errorf("%w: admin reply of %d members; at most %d", ErrTooLarge, len(m.Members), MaxMembers)
+	}
+	for i, mb := range m.Members {
+		if mb.Node == "" || len(mb.Node) > 64 || len(mb.Addr) > MaxAddrLen {
+			return fmt.Errorf("%w: admin reply member %d: node of %d bytes, address of %d bytes: node 1 to 64, address at most %d", ErrMalformed, i, len(mb.Node), len(mb.Addr), MaxAddrLen)
+		}
+	}
 	return nil
 }
 
@@ -303,14 +334,15 @@ func (m *ClientBatch) encode(e *Encoder) error {
 	}
 	for _, r := range m.Items {
 		if err := firstErr(
-			e.enc.EncodeArrayLen(7),
+			e.enc.EncodeArrayLen(8),
 			e.enc.EncodeUint(r.ID),
 			e.enc.EncodeUint(uint64(r.Op)),
 			e.enc.EncodeString(r.Key),
 			e.enc.EncodeInt(r.N),
+			e.enc.EncodeInt(r.Want),
 			e.enc.EncodeInt(r.Offered),
-			e.enc.EncodeInt(r.ReturnN),
-			e.enc.EncodeInt(r.ReturnGrantedAt),
+			e.enc.EncodeUint(r.SettleID),
+			e.enc.EncodeInt(r.SettleUsed),
 		); err != nil {
 			return err
 		}
@@ -329,8 +361,8 @@ func (m *ClientReplies) encode(e *Encoder) error {
 			e.enc.EncodeUint(uint64(r.Code)),
 			e.enc.EncodeString(r.Message),
 			e.enc.EncodeBool(r.Allowed),
+			e.enc.EncodeUint(r.LeaseID),
 			e.enc.EncodeInt(r.Granted),
-			e.enc.EncodeInt(r.GrantedAt),
 			e.enc.EncodeInt(int64(r.TTL)),
 			e.enc.EncodeInt(r.Remaining),
 			e.enc.EncodeInt(int64(r.RetryAfter)),
@@ -372,7 +404,15 @@ func (m *AdminReply) encode(e *Encoder) error {
 			return err
 		}
 	}
-	return firstErr(e.enc.EncodeUint(m.Index), e.enc.EncodeBytes(m.Status))
+	if err := firstErr(e.enc.EncodeUint(m.Index), e.enc.EncodeBytes(m.Status), e.enc.EncodeArrayLen(len(m.Members))); err != nil {
+		return err
+	}
+	for _, mb := range m.Members {
+		if err := firstErr(e.enc.EncodeArrayLen(2), e.enc.EncodeString(mb.Node), e.enc.EncodeString(mb.Addr)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bool reads a boolean.
@@ -438,7 +478,7 @@ func (d *Decoder) clientBatch(m *ClientBatch) error {
 	m.Items = make([]ClientRequest, n)
 	for i := range m.Items {
 		r := &m.Items[i]
-		if err := d.fixed("client request", 7); err != nil {
+		if err := d.fixed("client request", 8); err != nil {
 			return err
 		}
 		if r.ID, err = d.uint("request id"); err != nil {
@@ -455,10 +495,16 @@ func (d *Decoder) clientBatch(m *ClientBatch) error {
 		for _, f := range []struct {
 			name string
 			v    *int64
-		}{{"request n", &r.N}, {"request offered", &r.Offered}, {"request return", &r.ReturnN}, {"request return granted at", &r.ReturnGrantedAt}} {
+		}{{"request n", &r.N}, {"request want", &r.Want}, {"request offered", &r.Offered}} {
 			if *f.v, err = d.int(f.name); err != nil {
 				return err
 			}
+		}
+		if r.SettleID, err = d.uint("request settle id"); err != nil {
+			return err
+		}
+		if r.SettleUsed, err = d.int("request settle used"); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -489,10 +535,10 @@ func (d *Decoder) clientReplies(m *ClientReplies) error {
 		if r.Allowed, err = d.bool("reply allowed"); err != nil {
 			return err
 		}
-		if r.Granted, err = d.int("reply granted"); err != nil {
+		if r.LeaseID, err = d.uint("reply lease id"); err != nil {
 			return err
 		}
-		if r.GrantedAt, err = d.int("reply granted at"); err != nil {
+		if r.Granted, err = d.int("reply granted"); err != nil {
 			return err
 		}
 		if r.TTL, err = d.duration("reply ttl"); err != nil {
@@ -584,7 +630,29 @@ func (d *Decoder) adminReply(m *AdminReply) error {
 	if m.Index, err = d.uint("admin reply index"); err != nil {
 		return err
 	}
-	return d.bytes("admin reply status", MaxStatusLen, &m.Status)
+	if err := d.bytes("admin reply status", MaxStatusLen, &m.Status); err != nil {
+		return err
+	}
+	// A member takes at least 3 bytes: a header and two one-byte strings.
+	n, err = d.arrayLen("admin reply members", MaxMembers, 3)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		m.Members = make([]Member, n)
+	}
+	for i := range m.Members {
+		if err := d.fixed("admin reply member", 2); err != nil {
+			return err
+		}
+		if m.Members[i].Node, err = d.str("admin reply member node", 64); err != nil {
+			return err
+		}
+		if m.Members[i].Addr, err = d.str("admin reply member addr", MaxAddrLen); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bytes reads a msgpack bin of at most max bytes (nil for an empty one).

@@ -27,10 +27,11 @@ func seedBodies(f *testing.F) [][]byte {
 		&Hello{ClusterID: "prod", Node: "n1", Incarnation: 0xdeadbeef, Addr: "10.0.0.1:7946"},
 		&Sync{Seq: 1, Delta: crdt.Delta{From: crdt.OriginID{Node: "n1", Incarnation: 1}, Seq: 1, Basis: 1, Parts: 1,
 			Origins: []crdt.OriginState{{ID: crdt.OriginID{Node: "n1", Incarnation: 1}, AsOf: t0}}}},
-		&ClientBatch{Items: []ClientRequest{{ID: 1, Op: OpDecide, Key: "orders.create", N: 1}, {ID: 2, Op: OpLease, Key: "user:42", N: 50, Offered: 120, ReturnN: 3, ReturnGrantedAt: t0}}},
+		&ClientBatch{Items: []ClientRequest{{ID: 1, Op: OpDecide, Key: "orders.create", N: 1}, {ID: 2, Op: OpLease, Key: "user:42", Want: 50, Offered: 120, SettleID: 77, SettleUsed: 3}}},
 		&ClientReplies{Items: []ClientReply{{ID: 1, Allowed: true, Remaining: 9, Limit: limits.MustParseRate("10/s")}, {ID: 2, Code: CodeInvalidKey, Message: "bad key", RetryAfter: 5}}},
 		&AdminRequest{ID: 7, Op: AdminLimitSet, Rule: limits.Rule{Pattern: "user:*", Rate: limits.MustParseRate("10/s")}},
 		&AdminReply{ID: 7, Rules: []limits.Rule{{Pattern: "a", Rate: limits.MustParseRate("1/s")}}, Index: 42, Status: []byte(`{}`)},
+		&AdminReply{ID: 8, Members: []Member{{Node: "n1", Addr: "10.0.0.1:7946"}, {Node: "n2", Addr: "10.0.0.2:7946"}}},
 	} {
 		b, err := Encode(m)
 		if err != nil {

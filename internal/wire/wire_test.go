@@ -140,7 +140,7 @@ func (g gen) rate() limits.Rate {
 func (g gen) clientBatch() *ClientBatch {
 	m := &ClientBatch{Items: make([]ClientRequest, 1+g.r.IntN(20))}
 	for i := range m.Items {
-		m.Items[i] = ClientRequest{ID: g.u64(), Op: Op(1 + g.r.IntN(2)), Key: g.text(limits.MaxKeyLen), N: g.i64(), Offered: g.i64(), ReturnN: g.i64(), ReturnGrantedAt: g.i64()}
+		m.Items[i] = ClientRequest{ID: g.u64(), Op: Op(1 + g.r.IntN(2)), Key: g.text(limits.MaxKeyLen), N: g.i64(), Want: g.i64(), Offered: g.i64(), SettleID: g.u64(), SettleUsed: g.i64()}
 	}
 	return m
 }
@@ -149,7 +149,7 @@ func (g gen) clientReplies() *ClientReplies {
 	m := &ClientReplies{Items: make([]ClientReply, 1+g.r.IntN(20))}
 	for i := range m.Items {
 		m.Items[i] = ClientReply{ID: g.u64(), Code: Code(g.r.IntN(int(maxCode) + 1)), Message: g.text(MaxMessageLen), Allowed: g.r.IntN(2) == 0,
-			Granted: g.i64(), GrantedAt: g.i64(), TTL: time.Duration(g.r.Int64N(1 << 62)), Remaining: g.i64(),
+			LeaseID: g.u64(), Granted: g.i64(), TTL: time.Duration(g.r.Int64N(1 << 62)), Remaining: g.i64(),
 			RetryAfter: time.Duration(g.r.Int64N(1 << 62)), Limit: g.rate(), Unlimited: g.r.IntN(2) == 0}
 	}
 	return m
@@ -171,6 +171,9 @@ func (g gen) adminReply() *AdminReply {
 	}
 	if g.r.IntN(2) == 0 {
 		m.Status = []byte(`{"node":"` + g.text(30) + `"}`)
+	}
+	for range g.r.IntN(4) {
+		m.Members = append(m.Members, Member{Node: "n" + g.text(20), Addr: g.text(40)})
 	}
 	return m
 }
