@@ -38,10 +38,10 @@ func TestQuotaRegister(t *testing.T) {
 		wantShip  int
 		wantQuota int64
 	}{
-		{e, 500, 0, 1, 500},     // first announcement (part of the full state)
-		{e, 400, 0, 1, 400},     // lower within the slot: the latest wins
-		{e, 600, 0, 1, 600},     // higher within the slot
-		{e + 1, 100, 1, 1, 100}, // a later slot: quotas can fall
+		{e, 500, 0, 1, 500},      // first announcement (part of the full state)
+		{e, 400, 0, 1, 400},      // lower within the slot: the latest wins
+		{e, 600, 0, 1, 600},      // higher within the slot
+		{e + 1, 100, 1, 1, 100},  // a later slot: quotas can fall
 		{e + 1, 100, 30, 1, 100}, // announced again, thirty slots later: still held
 		{e + 40, 0, 0, 1, 0},     // withdrawn
 	}

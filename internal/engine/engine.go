@@ -62,21 +62,21 @@ type Engine struct {
 
 // keyState is what the engine keeps for a key that has a local window.
 type keyState struct {
-	key         string
-	dirty       bool // on Engine.dirty
-	gone        bool // removed from Engine.keys and keyList
-	listAt      int  // its place in Engine.keyList
-	rule        limits.Rule
-	w           *window.Window
-	share       share.State
-	last        share.Output
-	mirrorFrom  int64     // first epoch the next mirror must read
-	announced    int64 // quota last recorded in the store
-	announcedAny bool  // a register was announced once: later changes must follow
-	shared       bool  // another member used the key at the last computation
-	sharedAt     int   // its place in Engine.shared while shared
-	created     int64     // node time this node's window of the key was made
-	seen        [2]seenAt // newest mirrored slots, for decision counters
+	key          string
+	dirty        bool // on Engine.dirty
+	gone         bool // removed from Engine.keys and keyList
+	listAt       int  // its place in Engine.keyList
+	rule         limits.Rule
+	w            *window.Window
+	share        share.State
+	last         share.Output
+	mirrorFrom   int64     // first epoch the next mirror must read
+	announced    int64     // quota last recorded in the store
+	announcedAny bool      // a register was announced once: later changes must follow
+	shared       bool      // another member used the key at the last computation
+	sharedAt     int       // its place in Engine.shared while shared
+	created      int64     // node time this node's window of the key was made
+	seen         [2]seenAt // newest mirrored slots, for decision counters
 }
 
 type seenAt struct {
