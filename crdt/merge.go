@@ -98,6 +98,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 			st.Stale++
 		case nv != old:
 			st.Changed++
+			s.gcAfterChange(ks)
 		default:
 			st.Unchanged++
 		}
@@ -112,16 +113,8 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		if ks == nil || ks.key != q.Key {
 			ks, sr = s.keyState(q.Key, false), nil
 		}
-		horizon := 0
-		if ks != nil {
-			horizon = ks.horizon
-		} else {
-			horizon = s.horizonFor(q.Key)
-		}
-		if q.Epoch < slotOf(s.estimate(o, now))-int64(horizon) {
-			st.Stale++
-			continue
-		}
+		// A register holds until its origin replaces it, however old its
+		// slot: unlike counts, it does not expire (View.Quota).
 		if ks == nil {
 			ks = s.keyState(q.Key, true)
 		}
@@ -132,6 +125,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		}
 		if sr.putQuota(q.Epoch, q.Seq, q.Quota) {
 			st.Changed++
+			s.gcAfterChange(ks)
 		} else {
 			st.Unchanged++
 		}

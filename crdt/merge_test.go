@@ -314,8 +314,8 @@ func TestMergeKeepsViewCachesExact(t *testing.T) {
 					Demand:   sr.sum(v.AsOfSlot-int64(demand), v.AsOfSlot-1, offeredOf),
 					AsOfSlot: v.AsOfSlot, Age: v.Age,
 				}
-				if sr.qSeq > 0 && sr.qEpoch > v.AsOfSlot-int64(window) {
-					want.Quota = int64(sr.quota)
+				if sr.qSeq > 0 {
+					want.Quota, want.Announced = int64(sr.quota), true
 				}
 				if v != want {
 					t.Fatalf("seed %d step %d: cached view of %v/%s = %+v, fresh sum %+v", seed, step, id, key, v, want)

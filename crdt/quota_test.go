@@ -8,8 +8,8 @@ import (
 
 // TestQuotaRegister: a quota register follows its origin's latest
 // announcement (a quota may fall, also within a slot), travels in normal
-// deltas only when it changed, and reserves only while it is from a slot in
-// the view's window.
+// deltas only when it changed, and holds however old it is until its
+// origin replaces it; a withdrawal (a register of zero) lets GC drop it.
 func TestQuotaRegister(t *testing.T) {
 	a := mustStore(t, idA, Config{})
 	b := mustStore(t, idB, Config{})
@@ -38,11 +38,12 @@ func TestQuotaRegister(t *testing.T) {
 		wantShip  int
 		wantQuota int64
 	}{
-		{e, 500, 0, 1, 500},     // first announcement (part of the full state)
-		{e, 400, 0, 1, 400},     // lower within the slot: the latest wins
-		{e, 600, 0, 1, 600},     // higher within the slot
-		{e + 1, 100, 1, 1, 100}, // a later slot: quotas can fall
-		{e + 1, 100, 10, 1, 0},  // renewed, but ten slots on the register is outside the window
+		{e, 500, 0, 1, 500},      // first announcement (part of the full state)
+		{e, 400, 0, 1, 400},      // lower within the slot: the latest wins
+		{e, 600, 0, 1, 600},      // higher within the slot
+		{e + 1, 100, 1, 1, 100},  // a later slot: quotas can fall
+		{e + 1, 100, 30, 1, 100}, // announced again, thirty slots later: still held
+		{e + 40, 0, 0, 1, 0},     // withdrawn
 	}
 	for i, st := range steps {
 		if err := a.RecordOwnQuota("k", st.epoch, st.quota); err != nil {
@@ -60,15 +61,39 @@ func TestQuotaRegister(t *testing.T) {
 	if err := a.RecordOwnQuota("k", 0, 1); err == nil {
 		t.Error("RecordOwnQuota(epoch 0) = nil, want an error")
 	}
-	// GC forgets a register older than the horizon.
+	// GC drops a withdrawn register once no slot is left.
 	now += 2 * int64(DefaultHorizon) * int64(limits.Slot)
 	a.SetOwnAsOf(now)
 	b.GC(now)
 	if ks := b.keys["k"]; ks != nil {
-		for _, sr := range ks.series {
-			if sr.qEpoch != 0 {
-				t.Errorf("after GC far past the horizon the register is still (%d, %d)", sr.qEpoch, sr.quota)
-			}
+		t.Errorf("after GC the key holds %d series; the withdrawn register should be gone", len(ks.series))
+	}
+}
+
+// TestHeldRegisterOutlivesTheHorizon: a register that holds room stays,
+// through GC, however long its origin does not change it.
+func TestHeldRegisterOutlivesTheHorizon(t *testing.T) {
+	a := mustStore(t, idA, Config{})
+	b := mustStore(t, idB, Config{})
+	now := t0
+	if err := a.RecordOwnQuota("k", slotOf(now), 300); err != nil {
+		t.Fatal(err)
+	}
+	a.SetOwnAsOf(now)
+	a.Tick()
+	for _, d := range a.DeltaFor("b", now) {
+		mustMerge(t, b, d, now)
+	}
+	for range 5 {
+		now += 2 * int64(DefaultHorizon) * int64(limits.Slot)
+		a.SetOwnAsOf(now)
+		a.Tick()
+		for _, d := range a.DeltaFor("b", now) {
+			mustMerge(t, b, d, now)
 		}
+		b.GC(now)
+	}
+	if v := viewsOf(b, "k", 10, 0, now)[idA]; v.Quota != 300 || !v.Announced {
+		t.Errorf("view long after the announcement = %+v, want the register of 300", v)
 	}
 }

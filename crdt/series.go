@@ -41,8 +41,8 @@ func (s *series) putQuota(e int64, seq uint64, q uint32) bool {
 }
 
 // held reports whether the series still holds anything: slots, or a quota
-// register at or after cut.
-func (s *series) held(cut int64) bool { return !s.empty() || s.qSeq > 0 && s.qEpoch >= cut }
+// register that reserves room (a register of zero is a withdrawal).
+func (s *series) held() bool { return !s.empty() || s.qSeq > 0 && s.quota > 0 }
 
 // sumCache is a running sum of one count over the k slots ending at end.
 type sumCache struct {

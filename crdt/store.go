@@ -37,6 +37,7 @@ type Store struct {
 
 	scratch []*origin // per-merge origin index, reused
 	lastKey *keyState // merge's last key lookup
+	wheel   gcWheel   // keys GC must look at, by when
 
 	// gen counts changes to the own state (slots or asOf); normal deltas
 	// built since some basis are cached for as long as neither gen nor
@@ -75,6 +76,8 @@ type keyState struct {
 	key     string
 	horizon int
 	series  []*series
+	due     int64 // local time from which GC should look at the key; 0: not queued for GC
+	queued  bool  // on the GC wheel
 }
 
 // ownLog records which of the store's own slots changed in which delta
@@ -276,6 +279,7 @@ func (s *Store) RecordOwn(key string, slots []SlotCounts) error {
 		if held && now != old {
 			s.logChange(sr, sc.Epoch, cur)
 			s.gen++
+			s.gcAfterChange(ks)
 		}
 	}
 	return nil
@@ -309,6 +313,7 @@ func (s *Store) RecordOwnQuota(key string, epoch int64, quota uint32) error {
 		sr.own.qSeq = cur
 		s.logChange(sr, epoch, cur)
 		s.gen++
+		s.gcAfterChange(ks)
 	}
 	return nil
 }

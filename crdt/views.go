@@ -57,10 +57,14 @@ type View struct {
 	AsOfSlot int64
 	// Age is how long ago the store learned the origin's asOf.
 	Age time.Duration
-	// Quota is the origin's quota register if it is from a slot in the
-	// window (AsOfSlot-window, AsOfSlot], else 0: a quota the origin has not
-	// renewed for a whole window no longer reserves anything.
-	Quota int64
+	// Quota is the origin's quota register: the room it holds for the key,
+	// valid until the origin replaces or withdraws it (a register of zero),
+	// however long ago it was announced. Announced reports whether the
+	// origin has announced one at all: an origin that uses a key alone
+	// announces none (nobody needs to know what it holds until another
+	// origin uses the key too).
+	Quota     int64
+	Announced bool
 }
 
 // Views calls fn once for every origin other than the store's own that
@@ -93,8 +97,8 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 			AsOfSlot: sigma,
 			Age:      time.Duration(max(0, now-o.heardAt)),
 		}
-		if sr.qSeq > 0 && sr.qEpoch > sigma-int64(window) {
-			v.Quota = int64(sr.quota)
+		if sr.qSeq > 0 {
+			v.Quota, v.Announced = int64(sr.quota), true
 		}
 		fn(o.info(), v)
 	}

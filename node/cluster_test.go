@@ -185,8 +185,13 @@ func TestJoinAndLeave(t *testing.T) {
 	if err := n4.Leave(ctx, "n4"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "n4 gone from every membership", func() string {
+	// Generous: under -race on two busy cores a follower can take seconds
+	// to hear the leader again after the connection churn a leave causes.
+	eventually(t, 20*time.Second, "n4 gone from every membership", func() string {
 		for _, tn := range c.running() {
+			if tn.id == "n4" {
+				continue // a removed server need not hear of its removal
+			}
 			for _, m := range tn.membership() {
 				if m.ID == "n4" {
 					return tn.id + " still lists n4"

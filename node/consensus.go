@@ -88,5 +88,15 @@ func (n *Node) Leave(ctx context.Context, id string) error {
 	if err := n.store.Leave(ctx, id); err != nil {
 		return fmt.Errorf("quotamesh/node: leave %s: %w", id, err)
 	}
+	if id == n.cfg.ID {
+		// The cluster removed this node: it stops serving now. Raft need
+		// not tell a removed server of its removal, so waiting for its own
+		// configuration to say so could take for ever.
+		n.left.Store(true)
+		n.isMember.Store(false)
+		if n.state.CompareAndSwap(stateServing, stateStarting) {
+			n.log.Warn().Msg("this node left the cluster: it stops serving decisions")
+		}
+	}
 	return nil
 }

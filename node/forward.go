@@ -122,7 +122,12 @@ func (n *Node) handleForward(conn net.Conn) {
 		n.log.Debug().Err(err).Str("remote", conn.RemoteAddr().String()).Msg("reading a forwarded request")
 		return
 	}
-	caller := n.peerAt(conn.RemoteAddr())
+	caller := ""
+	if s, ok := conn.(*transport.Stream); ok {
+		caller = s.PeerNode() // the certificate of the connection it came on
+	} else {
+		caller = n.peerAt(conn.RemoteAddr()) // a stream layer of tests
+	}
 	ctx, cancel := context.WithTimeout(n.fwdCtx, forwardMaxTime)
 	defer cancel()
 	_ = conn.SetDeadline(time.Now().Add(forwardMaxTime))

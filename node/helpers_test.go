@@ -64,6 +64,12 @@ func newTestCA(t testing.TB) *certs.CA {
 func newCluster(t testing.TB, n int, opts ...func(*Config)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, ca: newTestCA(t), log: testLogger(t), nodes: map[string]*tnode{}, opts: opts}
+	// Raft's LAN defaults (300 ms heartbeats) lose their leader for seconds
+	// when two busy cores run these tests under the race detector, beside
+	// other packages' tests; these tests are about what a cluster does, not
+	// how fast it fails over (consensus' own tests and the fault suite time
+	// that), so they give Raft more time.
+	c.hooks.RaftTimeouts = nodehook.RaftTimeouts{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond}
 	for i := 1; i <= n; i++ {
 		c.add(fmt.Sprintf("n%d", i))
 	}

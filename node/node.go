@@ -121,6 +121,7 @@ type Node struct {
 	clients       group // client connections being served (transport goroutines) and their streams
 	acceptClients atomic.Bool
 	clientConns   atomic.Uint64 // numbers client connections: a lease is settled by its own
+	left          atomic.Bool   // this node left the cluster (Leave of itself succeeded)
 	fwdCtx        context.Context
 	stopFwd       context.CancelFunc
 	fwd           group // forwarded-request accept loop and handlers
@@ -264,7 +265,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	for _, p := range cfg.Bootstrap {
 		bootstrap = append(bootstrap, consensus.Server{ID: p.ID, Address: p.Addr})
 	}
-	n.store, err = consensus.Open(consensus.Config{
+	ccfg := consensus.Config{
 		NodeID:    cfg.ID,
 		Address:   n.advertise,
 		DataDir:   cfg.DataDir,
@@ -275,7 +276,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Forwarder: &forwarder{layer: n.fwdLayer, timeout: consensus.DefaultRPCTimeout},
 		Logger:    base,
 		OnChange:  n.onTableChange,
-	})
+	}
+	if rt := hooks.RaftTimeouts; rt.HeartbeatTimeout > 0 {
+		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = rt.HeartbeatTimeout, rt.ElectionTimeout, rt.LeaderLeaseTimeout
+	}
+	n.store, err = consensus.Open(ccfg)
 	if err != nil {
 		_ = raftLayer.Close()
 		return nil, fmt.Errorf("quotamesh/node: opening Raft in %s: %w", cfg.DataDir, err)

@@ -253,7 +253,7 @@ func (n *Node) applyMembership() {
 		n.log.Debug().Err(err).Msg("reading the membership")
 		return
 	}
-	self := slices.ContainsFunc(ms, func(m consensus.Member) bool { return m.ID == n.cfg.ID })
+	self := slices.ContainsFunc(ms, func(m consensus.Member) bool { return m.ID == n.cfg.ID }) && !n.left.Load()
 	wasMember := n.isMember.Swap(self)
 	if wasMember && !self && n.state.CompareAndSwap(stateServing, stateStarting) {
 		n.log.Warn().Msg("this node is no longer a member: it stops serving decisions")

@@ -17,6 +17,7 @@ import (
 // QUIC stream.
 type Stream struct {
 	s         *quic.Stream
+	qc        *quic.Conn
 	local     net.Addr
 	remote    net.Addr
 	closeOnce sync.Once
@@ -25,7 +26,19 @@ type Stream struct {
 var _ net.Conn = (*Stream)(nil)
 
 func newStream(s *quic.Stream, qc *quic.Conn) *Stream {
-	return &Stream{s: s, local: qc.LocalAddr(), remote: qc.RemoteAddr()}
+	return &Stream{s: s, qc: qc, local: qc.LocalAddr(), remote: qc.RemoteAddr()}
+}
+
+// PeerNode returns the node ID in the verified certificate of the
+// connection the stream belongs to, "" if the other end is not a node (a
+// client). It is the identity of whoever opened a StreamLayer stream,
+// whatever happens to the connection meanwhile.
+func (s *Stream) PeerNode() string {
+	id := nodeIdentityOf(s.qc)
+	if !id.Node {
+		return ""
+	}
+	return id.Name
 }
 
 // Read reads from the stream; io.EOF after the other side's CloseWrite.

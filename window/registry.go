@@ -71,6 +71,10 @@ type Config struct {
 	// the registry's creation lock, so it must not call GetOrCreate,
 	// SetTable, Sweep, or AllowN for a key that has no window yet.
 	OnCreate func(key string, rule limits.Rule, w *Window)
+	// OnEvict, if not nil, is called by Sweep with every window it evicts,
+	// after the window left the registry, under the creation lock (the
+	// same rules as OnCreate apply).
+	OnEvict func(key string, w *Window)
 }
 
 // Validate reports the first field out of range, naming its value.
@@ -118,6 +122,7 @@ type Registry struct {
 
 	mu      sync.Mutex // serialises creation, SetTable and Sweep
 	retired []retired  // windows taken out of keys, kept one more Sweep; guarded by mu
+	idle    idleWheel  // when each key may next be idle (idle.go)
 
 	stats struct {
 		created, evicted, removed, replaced, rejected, unlimited, migrated atomic.Int64
@@ -133,6 +138,9 @@ type entry struct {
 
 	queued atomic.Bool // on the touched list, or about to be
 	next   *entry      // the touched list's link; written only while pushing
+
+	idleAt     int64 // the epoch from which it may be idle; guarded by idleWheel.mu
+	idleQueued bool  // on the idle wheel; guarded by idleWheel.mu
 }
 
 type retired struct {
@@ -337,6 +345,7 @@ func (r *Registry) createLocked(now int64, key string) (*entry, error) {
 	}
 	en := &entry{key: key, rule: rule, w: w}
 	r.keys.store(key, en)
+	r.idle.add(en, w.OpenEpoch()+r.idleSlots(rule))
 	r.count.Add(1)
 	r.stats.created.Add(1)
 	return en, nil
@@ -366,7 +375,9 @@ func (r *Registry) SetTable(t *limits.Table) {
 			r.replaceLocked(key, en, rule)
 		case rule != en.rule:
 			_ = en.w.SetRate(rule.Rate) // same window, valid rate: cannot fail
-			r.keys.store(key, &entry{key: key, rule: rule, w: en.w})
+			ne := &entry{key: key, rule: rule, w: en.w}
+			r.keys.store(key, ne)
+			r.idle.add(ne, en.w.OpenEpoch()+r.idleSlots(rule))
 		}
 		return true
 	})
@@ -383,7 +394,9 @@ func (r *Registry) replaceLocked(key string, en *entry, rule limits.Rule) {
 	if r.cfg.OnCreate != nil {
 		r.cfg.OnCreate(key, rule, w)
 	}
-	r.keys.store(key, &entry{key: key, rule: rule, w: w})
+	ne := &entry{key: key, rule: rule, w: w}
+	r.keys.store(key, ne)
+	r.idle.add(ne, w.OpenEpoch()+r.idleSlots(rule))
 	r.retired = append(r.retired, retired{key: key, w: old})
 	r.stats.replaced.Add(1)
 	r.stats.created.Add(1)
@@ -422,9 +435,17 @@ func (r *Registry) Sweep(now int64) SweepStats {
 		r.stats.migrated.Add(a + o)
 	}
 	e := EpochOf(now)
-	r.keys.rangeAll(func(key string, en *entry) bool {
-		if e-en.w.OpenEpoch() < r.idleSlots(en.rule) || !r.keys.compareAndDelete(key, en) {
-			return true
+	r.idle.due(e, func(en *entry) {
+		key := en.key
+		if cur, ok := r.keys.load(key); !ok || cur != en {
+			return // replaced or evicted meanwhile: its successor is scheduled
+		}
+		if last := en.w.OpenEpoch(); e-last < r.idleSlots(en.rule) {
+			r.idle.add(en, last+r.idleSlots(en.rule)) // written since
+			return
+		}
+		if !r.keys.compareAndDelete(key, en) {
+			return
 		}
 		r.count.Add(-1)
 		r.stats.evicted.Add(1)
@@ -433,7 +454,9 @@ func (r *Registry) Sweep(now int64) SweepStats {
 		// at the next Sweep is a late count.
 		en.w.Reset()
 		r.retired = append(r.retired, retired{key: key, w: en.w})
-		return true
+		if r.cfg.OnEvict != nil {
+			r.cfg.OnEvict(key, en.w)
+		}
 	})
 	st.Keys = int(r.count.Load())
 	return st

@@ -432,3 +432,38 @@ func TestRegistryConcurrent(t *testing.T) {
 		return true
 	})
 }
+
+// TestSweepLooksOnlyAtDueKeys: Sweep evicts every idle window once its
+// time has come, tells OnEvict, and until then (or for keys written since)
+// takes none; a key written after its window's idle time started waits its
+// whole idle time again.
+func TestSweepLooksOnlyAtDueKeys(t *testing.T) {
+	var evicted []string
+	var r *Registry
+	r = mustRegistry(t, Config{IdleAfter: 10 * time.Second, OnEvict: func(key string, w *Window) {
+		if _, _, ok := r.Lookup(key); ok {
+			t.Errorf("OnEvict(%q) while the key still has a window", key)
+		}
+		evicted = append(evicted, key)
+	}}, "k* 10/s")
+	for i := range 1000 {
+		if _, err := r.AllowN(t0, fmt.Sprint("k", i), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Drain(func(string) {})
+	if st := r.Sweep(t0 + int64(5*time.Second)); st.Evicted != 0 {
+		t.Errorf("Sweep before the idle time evicted %d", st.Evicted)
+	}
+	// k0 is written at 8 s: it stays until 18 s.
+	if _, err := r.AllowN(t0+int64(8*time.Second), "k0", 1); err != nil {
+		t.Fatal(err)
+	}
+	r.Drain(func(string) {})
+	if st := r.Sweep(t0 + int64(11*time.Second)); st.Evicted != 999 || len(evicted) != 999 {
+		t.Errorf("Sweep after the idle time evicted %d (OnEvict %d), want the 999 unwritten", st.Evicted, len(evicted))
+	}
+	if st := r.Sweep(t0 + int64(18500*time.Millisecond)); st.Evicted != 1 || r.Stats().Keys != 0 {
+		t.Errorf("Sweep after k0's idle time evicted %d, %d keys left; want k0, none", st.Evicted, r.Stats().Keys)
+	}
+}

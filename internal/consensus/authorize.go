@@ -11,8 +11,9 @@ import (
 // HandleForward trusts whoever sent the bytes.
 //
 // A caller that is not a member of the latest configuration this node knows
-// may only ask to join the cluster as itself (what JoinVia sends): a join of
-// any other node, and every other request, is refused with ErrForbidden.
+// may only ask to join or leave the cluster as itself (what JoinVia and a
+// retried Leave send): a join or leave of any other node, and every other
+// request, is refused with ErrForbidden.
 // Without this a node holding any CA-signed certificate could add arbitrary
 // members. Members may send anything, including the join of another node: a
 // seed passes on the join it received from the joining node, and an
@@ -36,7 +37,10 @@ func (s *Store) authorize(caller string, r request) error {
 	if s.hasMember(caller) {
 		return nil
 	}
-	if r.Op == opJoin && r.Server.ID == caller {
+	if (r.Op == opJoin || r.Op == opLeave) && r.Server.ID == caller {
+		// Joining as itself is how a node becomes a member; leaving as
+		// itself is harmless, and is what a node that left retries when
+		// the answer to its leave was lost (it is no member any more).
 		return nil
 	}
 	if r.Op == opJoin {

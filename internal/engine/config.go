@@ -37,8 +37,8 @@ type Config struct {
 	// Incarnation identifies this process; zero means one drawn at random.
 	// Two processes must never share one.
 	Incarnation uint64
-	// Registry configures the key registry; its OnCreate must be nil (the
-	// engine sets it).
+	// Registry configures the key registry; its OnCreate and OnEvict must
+	// be nil (the engine sets them).
 	Registry window.Config
 	// Store configures the replicated counts; its Horizon must be nil (the
 	// engine derives it from the limit table). A zero Grace means two sync
@@ -150,8 +150,8 @@ func (c Config) Validate() error {
 	if err := crdt.ValidateNodeID(d.ClusterID); err != nil {
 		return bad("cluster ID %q: use 1 to 64 printable ASCII bytes without spaces", d.ClusterID)
 	}
-	if c.Registry.OnCreate != nil {
-		return bad("registry OnCreate is set; the engine owns it")
+	if c.Registry.OnCreate != nil || c.Registry.OnEvict != nil {
+		return bad("registry OnCreate or OnEvict is set; the engine owns them")
 	}
 	if c.Store.Horizon != nil {
 		return bad("store Horizon is set; the engine derives it from the limit table")

@@ -31,7 +31,8 @@ type Engine struct {
 	nMembers  int                // members, this node included
 	peers     map[string]*peer   // sync stream state, by node ID
 	keys      map[string]*keyState
-	keyList   []*keyState // the same keys in creation order, for reproducible walks
+	keyList   []*keyState // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
+	shared    []*keyState // keys another member uses too, refreshed every RefreshEvery ticks (keyState.sharedAt)
 	dirty     []*keyState // keys whose quota the next tick recomputes, each once
 	stamp     uint64      // for computeQuotaLocked
 	rng       *rand.Rand
@@ -61,18 +62,21 @@ type Engine struct {
 
 // keyState is what the engine keeps for a key that has a local window.
 type keyState struct {
-	key         string
-	dirty       bool // on Engine.dirty
-	gone        bool // removed from Engine.keys; dropped from keyList at the next housekeeping
-	rule        limits.Rule
-	w           *window.Window
-	share       share.State
-	last        share.Output
-	mirrorFrom  int64     // first epoch the next mirror must read
-	announced   int64     // quota last recorded in the store
-	announcedAt int64     // and the epoch it was recorded for
-	created     int64     // node time this node's window of the key was made
-	seen        [2]seenAt // newest mirrored slots, for decision counters
+	key          string
+	dirty        bool // on Engine.dirty
+	gone         bool // removed from Engine.keys and keyList
+	listAt       int  // its place in Engine.keyList
+	rule         limits.Rule
+	w            *window.Window
+	share        share.State
+	last         share.Output
+	mirrorFrom   int64     // first epoch the next mirror must read
+	announced    int64     // quota last recorded in the store
+	announcedAny bool      // a register was announced once: later changes must follow
+	shared       bool      // another member used the key at the last computation
+	sharedAt     int       // its place in Engine.shared while shared
+	created      int64     // node time this node's window of the key was made
+	seen         [2]seenAt // newest mirrored slots, for decision counters
 }
 
 type seenAt struct {
@@ -125,6 +129,7 @@ func New(cfg Config, table *limits.Table, members []string, now int64) (*Engine,
 	e.store = store
 	regCfg := cfg.Registry
 	regCfg.OnCreate = e.onCreate
+	regCfg.OnEvict = e.onEvict
 	reg, err := window.NewRegistry(regCfg, table)
 	if err != nil {
 		return nil, fmt.Errorf("%w: registry: %w", ErrInvalidConfig, err)
@@ -230,10 +235,10 @@ func (e *Engine) SetTable(t *limits.Table) {
 	e.reg.SetTable(t) // takes the registry's creation lock: not under e.mu
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, ks := range e.keyList {
-		if ks.gone {
-			continue
-		}
+	// Backwards: removing a key moves the last one into its place, which
+	// this walk has already seen.
+	for i := len(e.keyList) - 1; i >= 0; i-- {
+		ks := e.keyList[i]
 		w, rule, ok := e.reg.Lookup(ks.key)
 		if !ok {
 			e.removeKeyLocked(ks)
@@ -249,29 +254,26 @@ func (e *Engine) Table() *limits.Table { return e.reg.Table() }
 
 // Housekeep evicts idle windows and garbage-collects the store. The node
 // calls it about once a second; it must not be called with the engine's
-// lock held (it is not).
+// lock held (it is not). Its cost follows the keys that changed or expire,
+// not the keys held: the registry looks at a part of its keys per call, and
+// the store at the keys due.
 func (e *Engine) Housekeep(now int64) window.SweepStats {
 	e.seeTime(now)
-	sw := e.reg.Sweep(now) // registry creation lock: outside e.mu
+	sw := e.reg.Sweep(now) // registry creation lock: outside e.mu (onEvict takes it)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.store.GC(now)
-	kept := e.keyList[:0]
-	for _, ks := range e.keyList {
-		if !ks.gone {
-			if w, _, ok := e.reg.Lookup(ks.key); !ok {
-				e.removeKeyLocked(ks)
-			} else {
-				ks.w = w
-			}
-		}
-		if !ks.gone || ks.dirty {
-			kept = append(kept, ks)
-		}
-	}
-	clear(e.keyList[len(kept):])
-	e.keyList = kept
 	return sw
+}
+
+// onEvict runs under the registry's creation lock for every window Sweep
+// evicts: the engine forgets the key (withdrawing its register).
+func (e *Engine) onEvict(key string, w *window.Window) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ks := e.keys[key]; ks != nil && ks.w == w {
+		e.removeKeyLocked(ks)
+	}
 }
 
 func (e *Engine) markDirtyLocked(ks *keyState) {
@@ -289,14 +291,43 @@ func (e *Engine) markAllDirtyLocked() {
 
 // addKeyLocked tracks a new key.
 func (e *Engine) addKeyLocked(key string) *keyState {
-	ks := &keyState{key: key}
+	ks := &keyState{key: key, listAt: len(e.keyList)}
 	e.keys[key] = ks
 	e.keyList = append(e.keyList, ks)
 	return ks
 }
 
-// removeKeyLocked stops tracking a key.
+// removeKeyLocked stops tracking a key, withdrawing the room its register
+// held, if it announced one.
 func (e *Engine) removeKeyLocked(ks *keyState) {
 	delete(e.keys, ks.key)
 	ks.gone = true
+	last := e.keyList[len(e.keyList)-1]
+	e.keyList[ks.listAt], last.listAt = last, ks.listAt
+	e.keyList[len(e.keyList)-1] = nil
+	e.keyList = e.keyList[:len(e.keyList)-1]
+	e.setShared(ks, false)
+	if ks.announcedAny && ks.announced != 0 {
+		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(e.lastNow.Load()), 0); err == nil {
+			ks.announced = 0
+		}
+	}
+}
+
+// setShared records whether another member uses ks's key, keeping the
+// list of such keys that the periodic refresh walks.
+func (e *Engine) setShared(ks *keyState, shared bool) {
+	if ks.shared == shared {
+		return
+	}
+	ks.shared = shared
+	if shared {
+		ks.sharedAt = len(e.shared)
+		e.shared = append(e.shared, ks)
+		return
+	}
+	last := e.shared[len(e.shared)-1]
+	e.shared[ks.sharedAt], last.sharedAt = last, ks.sharedAt
+	e.shared[len(e.shared)-1] = nil
+	e.shared = e.shared[:len(e.shared)-1]
 }

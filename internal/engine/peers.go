@@ -117,8 +117,12 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 	}
 	m.echo = s.Offset
 	for i := range s.Delta.Entries {
-		key := s.Delta.Entries[i].Key
-		if ks, ok := e.keys[key]; ok {
+		if ks, ok := e.keys[s.Delta.Entries[i].Key]; ok {
+			e.markDirtyLocked(ks)
+		}
+	}
+	for i := range s.Delta.Quotas {
+		if ks, ok := e.keys[s.Delta.Quotas[i].Key]; ok {
 			e.markDirtyLocked(ks)
 		}
 	}

@@ -29,15 +29,18 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	}
 	origins := e.origins[:0]
 	e.stamp++
+	shared := false
 	e.store.Views(ks.key, slots, e.cfg.DemandSlots, now, func(info crdt.OriginInfo, v crdt.View) {
-		o := share.Origin{Node: info.ID.Node, Admitted: v.Admitted, Demand: v.Demand, Quota: v.Quota}
+		o := share.Origin{Node: info.ID.Node, Admitted: v.Admitted, Demand: v.Demand, Quota: v.Quota, Announced: v.Announced}
 		if m, ok := e.members[info.ID.Node]; ok && m.incarnation == info.ID.Incarnation {
 			o.Member, o.Reachable, o.Reclaimed = true, m.reachable, m.reclaimed
 			o.Fresh = m.reachable && v.Age <= e.cfg.Store.Grace
 			m.seen = e.stamp
+			shared = shared || (m.reachable && (v.Admitted > 0 || v.Demand > 0 || v.Quota > 0))
 		}
 		origins = append(origins, o)
 	})
+	e.setShared(ks, shared)
 	reachable, unknown := int64(1), 0 // this node, and reachable members with no view of the key
 	for _, id := range e.memberIDs {
 		m := e.members[id]
@@ -66,12 +69,15 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	}
 	ks.w.SetQuota(ks.last.Quota)
 	e.origins = origins[:0]
-	// Announce the quota: peers count it as held by this node (design.md
-	// §7). Once per slot at least, or when it changes, so that the register
-	// stays in every view's window while it matters.
-	if epoch := window.EpochOf(now); ks.last.Quota != ks.announced || epoch != ks.announcedAt {
-		if err := e.store.RecordOwnQuota(ks.key, epoch, uint32(min(ks.last.Quota, limits.MaxCount))); err == nil {
-			ks.announced, ks.announcedAt = ks.last.Quota, epoch
+	// Announce the quota when it changes: peers count it as held by this
+	// node (design.md §7) until it changes again. A node alone with a key
+	// announces nothing (nobody else decides it, and a key's single
+	// decider is the common case: SDKs send a key to its home); once
+	// another member uses the key, every change goes out, so that what
+	// each holds is known before anyone hands out the same room.
+	if (shared || ks.announcedAny) && ks.last.Quota != ks.announced {
+		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(now), uint32(min(ks.last.Quota, limits.MaxCount))); err == nil {
+			ks.announced, ks.announcedAny = ks.last.Quota, true
 		}
 	}
 }

@@ -101,7 +101,12 @@ func (e *Engine) Tick(now int64) Ready {
 	}
 	e.alignLocked(now)
 	if e.ticks%uint64(e.cfg.RefreshEvery) == 0 {
-		e.markAllDirtyLocked()
+		// Keys another member uses: shares move with time (views slide,
+		// demand fades) even when nothing is written. A key decided here
+		// alone changes only when it is written or a delta names it.
+		for _, ks := range e.shared {
+			e.markDirtyLocked(ks)
+		}
 	}
 	for _, ks := range e.dirty {
 		ks.dirty = false

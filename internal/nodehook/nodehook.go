@@ -37,6 +37,17 @@ type Options struct {
 	// Decisions keep the coarse clock, so that reading it stays one inlined
 	// atomic load; timers and tickers run on the runtime's clock.
 	Wall func() time.Time
+	// RaftTimeouts, if its HeartbeatTimeout is not zero, replaces Raft's
+	// heartbeat, election and leader-lease timeouts: tests on a busy
+	// machine under the race detector need more than the LAN defaults to
+	// keep a leader.
+	RaftTimeouts RaftTimeouts
+}
+
+// RaftTimeouts are Raft's timing knobs (consensus.Config's fields of the
+// same names).
+type RaftTimeouts struct {
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 }
 
 // Fault attaches the fault layer to a node that is starting. An error

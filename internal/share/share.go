@@ -61,6 +61,11 @@ type Origin struct {
 	// reachable member is counted as holding all of it, so room handed to
 	// one node is never handed to another before it is given back.
 	Quota int64
+	// Announced reports whether the origin has announced a quota register
+	// for the key at all. An origin that uses a key alone announces none;
+	// until its first register arrives, a member seen using the key is
+	// counted as holding its demand's part of the limit (below).
+	Announced bool
 	// Member is true for the newest incarnation of a current member. Older
 	// incarnations and non-members only count what they admitted.
 	Member bool
@@ -156,6 +161,7 @@ func Compute(self string, in Input, st *State) Output {
 		away        int64   // what origins out of reach hold
 		demandTotal = float64(in.Demand) + prior
 	)
+	unannounced := false
 	for _, o := range in.Origins {
 		switch {
 		case o.Member && o.Reachable:
@@ -164,6 +170,7 @@ func Compute(self string, in Input, st *State) Output {
 			others += hold
 			if o.active() {
 				demandTotal += float64(o.Demand) + prior
+				unannounced = unannounced || !o.Announced
 			}
 		case !o.Member, in.Policy == Available, o.Reclaimed:
 			// A retired incarnation cannot admit any more, an ignored or
@@ -180,6 +187,22 @@ func Compute(self string, in Input, st *State) Output {
 			others += hold
 			away += hold
 			frozenAway += phi
+		}
+	}
+	if unannounced {
+		// A member using the key without having said what it holds may be
+		// deciding it alone, with the whole limit as its quota (it
+		// announces only once it sees another member use the key): until
+		// its register arrives, a sync interval or two, count it as holding
+		// at least its demand's part of the limit.
+		for _, o := range in.Origins {
+			if o.Member && o.Reachable && o.active() && !o.Announced {
+				part := int64(math.Ceil((float64(o.Demand) + prior) / demandTotal * float64(in.Limit)))
+				if hold := max(o.Admitted, o.Quota); part > hold {
+					reserved += part - hold
+					others += part - hold
+				}
+			}
 		}
 	}
 	// The headroom already excludes the reservations, so the reachable

@@ -10,7 +10,7 @@ import (
 
 func TestComputeSteps(t *testing.T) {
 	reach := func(node string, admitted, demand int64) Origin {
-		return Origin{Node: node, Admitted: admitted, Demand: demand, Member: true, Reachable: true, Fresh: true}
+		return Origin{Node: node, Admitted: admitted, Demand: demand, Member: true, Reachable: true, Fresh: true, Announced: true}
 	}
 	away := func(node string, admitted int64) Origin {
 		return Origin{Node: node, Admitted: admitted, Member: true}
@@ -37,7 +37,9 @@ func TestComputeSteps(t *testing.T) {
 		{"reclaimed member counts only its view", Input{Limit: 1000, Members: 2, Origins: []Origin{{Node: "b", Admitted: 100, Member: true, Reclaimed: true}}}, map[string]float64{"b": 0.4}, 900},
 		{"available policy ignores the unreachable", Input{Limit: 1000, Members: 2, Policy: Available, Origins: []Origin{away("b", 100)}}, map[string]float64{"b": 0.4}, 900},
 		{"fenced node admits nothing, not even into expired room", Input{Limit: 1000, Admitted: 40, Members: 3, Fenced: true}, nil, 0},
-		{"a reachable member's announced quota is held in full", Input{Limit: 1000, Demand: 99, Members: 2, Origins: []Origin{{Node: "b", Admitted: 100, Quota: 600, Demand: 99, Member: true, Reachable: true}}}, nil, 200},
+		{"a reachable member's announced quota is held in full", Input{Limit: 1000, Demand: 99, Members: 2, Origins: []Origin{{Node: "b", Admitted: 100, Quota: 600, Demand: 99, Member: true, Reachable: true, Announced: true}}}, nil, 200},
+		{"a member using the key unannounced holds its demand's part", Input{Limit: 1000, Demand: 99, Members: 2, Origins: []Origin{{Node: "b", Admitted: 100, Demand: 299, Member: true, Reachable: true}}}, nil, 63},
+		{"until its register arrives", Input{Limit: 1000, Demand: 99, Members: 2, Origins: []Origin{{Node: "b", Admitted: 100, Quota: 300, Demand: 299, Member: true, Reachable: true, Announced: true}}}, nil, 175},
 		{"an unreachable member holds the most of use, quota, share", Input{Limit: 1000, Members: 2, Origins: []Origin{{Node: "b", Admitted: 100, Quota: 700, Member: true}}}, map[string]float64{"b": 0.4}, 300},
 		{"a retired incarnation's quota is not held", Input{Limit: 1000, Members: 1, Origins: []Origin{{Node: "a", Admitted: 100, Quota: 900}}}, nil, 900},
 	}
@@ -56,8 +58,8 @@ func TestComputeSteps(t *testing.T) {
 func TestComputeRemembersShares(t *testing.T) {
 	st := &State{}
 	in := Input{Limit: 1000, Demand: 299, Members: 3, Origins: []Origin{
-		{Node: "b", Demand: 599, Member: true, Reachable: true, Fresh: true},
-		{Node: "c", Member: true, Reachable: true, Fresh: true, Demand: 99},
+		{Node: "b", Demand: 599, Member: true, Reachable: true, Fresh: true, Announced: true},
+		{Node: "c", Member: true, Reachable: true, Fresh: true, Demand: 99, Announced: true},
 	}}
 	Compute("a", in, st)
 	for node, want := range map[string]float64{"a": 0.3, "b": 0.6, "c": 0.1} {
@@ -122,7 +124,7 @@ func (c *cluster) quota(i int, policy Policy, reclaim bool) int64 {
 		}
 		in.Origins = append(in.Origins, Origin{
 			Node: fmt.Sprint(j), Admitted: c.admitted[j], Demand: c.demand[j],
-			Member: true, Reachable: c.reach[i][j], Fresh: c.reach[i][j], Reclaimed: reclaim && !c.reach[i][j],
+			Member: true, Reachable: c.reach[i][j], Fresh: c.reach[i][j], Reclaimed: reclaim && !c.reach[i][j], Announced: true,
 		})
 	}
 	return Compute(fmt.Sprint(i), in, c.states[i]).Quota
@@ -219,7 +221,7 @@ func BenchmarkCompute(b *testing.B) {
 	st := &State{}
 	in := Input{Limit: 1000, Demand: 50, Members: 5}
 	for j := range 4 {
-		in.Origins = append(in.Origins, Origin{Node: fmt.Sprint("n", j), Admitted: 100, Demand: 50, Member: true, Reachable: true, Fresh: true})
+		in.Origins = append(in.Origins, Origin{Node: fmt.Sprint("n", j), Admitted: 100, Demand: 50, Member: true, Reachable: true, Fresh: true, Announced: true})
 	}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -237,7 +239,7 @@ func TestDriftIsUndone(t *testing.T) {
 		return Input{Limit: 1000, Admitted: admitted, Demand: 600, Members: 3, Origins: others, Uniform: 0.5}
 	}
 	peer := func(name string, admitted int64) Origin {
-		return Origin{Node: name, Admitted: admitted, Demand: 600, Quota: admitted, Member: true, Reachable: true, Fresh: true}
+		return Origin{Node: name, Admitted: admitted, Demand: 600, Quota: admitted, Member: true, Reachable: true, Fresh: true, Announced: true}
 	}
 	// Equal demand, 630 / 250 / 120 admitted of a full window.
 	var st State
