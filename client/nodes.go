@@ -132,8 +132,12 @@ func (c *Client) dialSeeds(ctx context.Context, addrs []string) ([]*conn, error)
 // certificate when that is why.
 func dialErr(addrs []string, errs []error) error {
 	for _, e := range errs {
-		if errors.Is(e, transport.ErrCertificateRefused) {
+		switch {
+		case errors.Is(e, transport.ErrCertificateRefused):
 			return fmt.Errorf("quotamesh/client: nodes %v refused the client's certificate (not signed by the cluster CA, expired, or missing where required): %w",
+				addrs, errors.Join(append([]error{ErrCertificate}, errs...)...))
+		case errors.Is(e, transport.ErrCertificate), errors.Is(e, transport.ErrWrongPeer):
+			return fmt.Errorf("quotamesh/client: the client refused the certificate of the node at %v (not signed by the CA given with WithCA: another cluster's node?): %w",
 				addrs, errors.Join(append([]error{ErrCertificate}, errs...)...))
 		}
 	}
