@@ -262,13 +262,13 @@ func (c Config) Validate() error {
 	if err := certs.ValidateNodeID(d.ClusterID); err != nil {
 		bad("ClusterID %q: use 1 to 64 bytes of [A-Za-z0-9._-]", d.ClusterID)
 	}
-	listenHost := ""
+	listenHost, listenOK := "", true
 	if c.PacketConn == nil {
 		host, err := splitAddr(d.Listen, true)
 		if err != nil {
 			bad("Listen %q: %v", d.Listen, err)
 		}
-		listenHost = host
+		listenHost, listenOK = host, err == nil
 	} else if a := c.PacketConn.LocalAddr(); a != nil {
 		listenHost, _, _ = net.SplitHostPort(a.String())
 	}
@@ -278,7 +278,7 @@ func (c Config) Validate() error {
 		} else if unspecified(host) {
 			bad("Advertise %q: name a host peers can reach, not %q", c.Advertise, host)
 		}
-	} else if unspecified(listenHost) {
+	} else if listenOK && unspecified(listenHost) {
 		bad("Advertise is empty and the listen address %q names no specific host: set Advertise to the host:port peers reach this node at", d.Listen)
 	}
 	if c.AdminListen != "" {
