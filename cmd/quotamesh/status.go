@@ -42,7 +42,7 @@ of each top key. A member this machine cannot reach shows '-'.
 document of /status on the node's admin listener; durations in ns).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd.Context(), cmd.Flags())
+			c, err := a.dial(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -51,7 +51,7 @@ document of /status on the node's admin listener; durations in ns).`,
 			defer cancel()
 			raw, err := c.Status(ctx)
 			if err != nil {
-				return explain(err, "status")
+				return a.explain(err, "status")
 			}
 			if a.json {
 				_, err := cmd.OutOrStdout().Write(append(raw, '\n'))
@@ -79,7 +79,7 @@ document of /status on the node's admin listener; durations in ns).`,
 // memberViews asks every other member of st for its status, at once; the
 // members that do not answer within memberTimeout are left out.
 func (a *adminFlags) memberViews(ctx context.Context, cmd *cobra.Command, st *node.Status) map[string]*node.Status {
-	opts, err := a.options(cmd.Flags())
+	opts, err := a.options()
 	if err != nil {
 		return nil
 	}
