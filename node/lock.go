@@ -65,14 +65,14 @@ func lockDataDir(ctx context.Context, dir, id string) (*dirLock, error) {
 			_ = f.Close()
 			return nil, fmt.Errorf("quotamesh/node: data directory lock %s: %w", path, err)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			_ = f.Close()
-			why := fmt.Sprintf("still held after %v", lockWait)
-			if ctx.Err() != nil {
-				why = "start-up interrupted while waiting for it"
-			}
-			return nil, fmt.Errorf("%w: %s is in use by %s (%s): another node runs on this data directory; stop it, or give this node its own --data-dir",
-				ErrDataDirLocked, dir, readHolder(path), why)
+			return nil, fmt.Errorf("%w: %s is in use by %s; start-up interrupted while waiting for it: %w", ErrDataDirLocked, dir, readHolder(path), ctx.Err())
+		}
+		if time.Now().After(deadline) {
+			_ = f.Close()
+			return nil, fmt.Errorf("%w: %s is in use by %s (still held after %v): another node runs on this data directory; stop it, or give this node its own --data-dir",
+				ErrDataDirLocked, dir, readHolder(path), lockWait)
 		}
 		select {
 		case <-ctx.Done():
