@@ -287,9 +287,7 @@ func (n *Node) refreshMetrics(last *lastCounts) {
 		}{{"in", p.BytesIn}, {"out", p.BytesOut}} {
 			k := [2]string{p.ID, dir.name}
 			prev := last.bytes[k]
-			if d := grow(&prev, dir.v); d > 0 {
-				m.syncBytes.WithLabelValues(p.ID, dir.name).Add(float64(d))
-			}
+			m.syncBytes.WithLabelValues(p.ID, dir.name).Add(float64(grow(&prev, dir.v))) // exported from the start, at 0
 			last.bytes[k] = prev
 		}
 	}
