@@ -317,14 +317,23 @@ func (n *Node) catchUpLoop() {
 			}
 			n.log.Debug().Err(err).Str("retry_in", backoff.String()).Msg("limit table not caught up yet")
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-n.loopCtx.Done():
-			t.Stop()
+		if !n.pause(backoff) {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// pause waits for d on a loop goroutine; false if the loops were stopped
+// first.
+func (n *Node) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-n.loopCtx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -343,12 +352,8 @@ func (n *Node) joinLoop() {
 			return
 		}
 		n.log.Warn().Err(err).Strs("via", n.cfg.Join).Dur("retry_in", backoff).Msg("joining the cluster failed")
-		t := time.NewTimer(backoff)
-		select {
-		case <-n.loopCtx.Done():
-			t.Stop()
+		if !n.pause(backoff) {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}

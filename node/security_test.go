@@ -218,26 +218,3 @@ func TestSecurityMetrics(t *testing.T) {
 		return ""
 	})
 }
-
-func hasMetric(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) bool {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			return true
-		}
-	}
-	return false
-}

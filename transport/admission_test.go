@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/promtest"
 )
 
 func TestHandshakeBucket(t *testing.T) {
@@ -236,42 +236,20 @@ func TestCountersFromStart(t *testing.T) {
 	}
 }
 
-func series(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) []*dto.Metric {
+func hasSeries(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) bool {
 	t.Helper()
-	mfs, err := g.Gather()
+	ms, err := promtest.Series(g, name, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*dto.Metric
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || l.GetName() == k && l.GetValue() == v
-				}
-				if !found {
-					continue next
-				}
-			}
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func hasSeries(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) bool {
-	return len(series(t, g, name, want)) > 0
+	return len(ms) > 0
 }
 
 func counterValue(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) float64 {
-	var sum float64
-	for _, m := range series(t, g, name, want) {
-		sum += m.GetCounter().GetValue()
+	t.Helper()
+	ms, err := promtest.Series(g, name, want)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return sum
+	return promtest.Sum(ms)
 }

@@ -134,16 +134,18 @@ type ClientPolicy struct {
 }
 
 func (p ClientPolicy) withDefaults() ClientPolicy {
-	if p.MaxClientConns == 0 {
-		p.MaxClientConns = DefaultMaxClientConns
-	}
-	if p.HandshakeRate == 0 {
-		p.HandshakeRate = DefaultHandshakeRate
-	}
-	if p.HandshakeBurst == 0 {
-		p.HandshakeBurst = DefaultHandshakeBurst
-	}
+	orDefault(&p.MaxClientConns, DefaultMaxClientConns)
+	orDefault(&p.HandshakeRate, DefaultHandshakeRate)
+	orDefault(&p.HandshakeBurst, DefaultHandshakeBurst)
 	return p
+}
+
+// orDefault sets *v to def if *v is its type's zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // Validate reports the first field out of range, naming its value.

@@ -53,15 +53,13 @@ const (
 	ActionAdminister
 )
 
+// actionNames say what each action is, for logs and errors.
+var actionNames = [...]string{ActionDecide: "decide", ActionRead: "read status and limits", ActionAdminister: "change limits or membership"}
+
 // String names the action for logs and errors.
 func (a Action) String() string {
-	switch a {
-	case ActionDecide:
-		return "decide"
-	case ActionRead:
-		return "read status and limits"
-	case ActionAdminister:
-		return "change limits or membership"
+	if int(a) < len(actionNames) {
+		return actionNames[a]
 	}
 	return fmt.Sprintf("Action(%d)", uint8(a))
 }

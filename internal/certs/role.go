@@ -27,15 +27,13 @@ const (
 // roleAuthority is the authority of role URIs: quotamesh://role/<role>.
 const roleAuthority = "role"
 
+// roleNames are the roles' names, by value.
+var roleNames = [...]string{RoleNone: "none", RoleDecide: "decide", RoleAdmin: "admin"}
+
 // String returns "admin", "decide", or "none".
 func (r Role) String() string {
-	switch r {
-	case RoleDecide:
-		return "decide"
-	case RoleAdmin:
-		return "admin"
-	case RoleNone:
-		return "none"
+	if int(r) < len(roleNames) {
+		return roleNames[r]
 	}
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
