@@ -19,7 +19,7 @@ import (
 	"github.com/quotamesh/quotamesh/window"
 )
 
-// The client protocol (ALPN quotamesh-client/1, design.md §10 and §11).
+// The client protocol (ALPN quotamesh-client/2, design.md §10 and §11).
 // A client opens bidirectional streams on its connection and writes frames
 // on them: ClientBatch (decisions and leases) and AdminRequest. On each
 // stream the node answers every ClientBatch with one ClientReplies frame,

@@ -13,7 +13,7 @@ import (
 	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
-// ClientConn is a client connection (ALPN quotamesh-client/1): on a node,
+// ClientConn is a client connection (ALPN quotamesh-client/2): on a node,
 // what Handler.ServeClient gets; in a client, what DialClient returns.
 // Either end may open streams. Its methods are safe for concurrent use.
 type ClientConn struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -167,8 +168,14 @@ func printStatus(out io.Writer, st *node.Status, views map[string]*node.Status, 
 	}
 	fmt.Fprintf(out, "cluster %s: %s, Raft leader %s (term %d), %s, policy %s\n",
 		st.ClusterID, plural(len(st.Members), "member"), leader, st.Raft.Term, plural(st.Raft.Rules, "limit rule"), st.Policy)
-	fmt.Fprintf(out, "answered by %s at %s: %s, Raft %s, commit %d, applied %d, up %s\n\n",
+	fmt.Fprintf(out, "answered by %s at %s: %s, Raft %s, commit %d, applied %d, up %s\n",
 		st.Node, st.Advertise, health(st), st.Raft.State, st.Raft.CommitIndex, st.Raft.AppliedIndex, dur(st.Uptime))
+	for _, id := range slices.Sorted(maps.Keys(views)) {
+		if v := views[id]; v.Clients.AllowAnonymous {
+			fmt.Fprintf(out, "INSECURE: %s serves clients without a certificate (allow_anonymous_clients): anyone who reaches it can spend any limit\n", id)
+		}
+	}
+	fmt.Fprintln(out)
 
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "NODE\tADDRESS\tROLE\tHEALTH\tADMITTED/S\tOFFERED/S\tKEYS\tCONNECTED\tREACHABLE\tSYNC LAG\tRTT\n")
