@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 )
@@ -130,7 +131,7 @@ func TestAdminCodesMapToSentinels(t *testing.T) {
 func TestAdminNeedsAdminCertificate(t *testing.T) {
 	ca := newTestCA(t)
 	srv := newTestServer(t, ca, "n1")
-	b, err := ca.ca.IssueClient("app", time.Hour)
+	b, err := ca.ca.IssueClient("app", certs.RoleDecide, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,7 +112,13 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		}
 		return nil, err
 	}
-	c.setup(ctx, seeds)
+	if err := c.setup(ctx, seeds); err != nil {
+		c.stopFn()
+		if c.hclk != nil {
+			c.hclk.Release()
+		}
+		return nil, err
+	}
 	if err := c.certRefused(); err != nil {
 		_ = c.Close()
 		return nil, err

@@ -29,7 +29,7 @@ func TestStrictDecisions(t *testing.T) {
 	}{
 		{"orders", 1, true, 4},
 		{"orders", 3, true, 1},
-		{"orders", 2, false, 1},
+		{"orders", 2, false, 0}, // a denial has no Remaining (quotamesh.Decision)
 		{"orders", 1, true, 0},
 		{"orders", 1, false, 0},
 		{"user:7", 2, true, 0},
@@ -174,10 +174,15 @@ func TestDialErrors(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("Dial to no node took %v with a 200ms dial timeout", took)
 	}
-	// A node of another cluster is refused.
+	// A node of another cluster is refused at once, as a certificate
+	// problem.
 	other := newTestServer(t, newTestCA(t), "x1")
-	if _, err := Dial(ctx, []string{other.addr()}, ca.opts(t, WithDialTimeout(time.Second))...); !errors.Is(err, quotamesh.ErrUnavailable) {
-		t.Errorf("Dial to a node of another CA = %v, want ErrUnavailable", err)
+	start = time.Now()
+	if _, err := Dial(ctx, []string{other.addr()}, ca.opts(t, WithDialTimeout(5*time.Second))...); !errors.Is(err, ErrCertificate) {
+		t.Errorf("Dial to a node of another CA = %v, want ErrCertificate", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Dial to a node of another CA took %v; want a refusal at once", took)
 	}
 }
 

@@ -232,11 +232,29 @@ func (l *link) close() { l.goneOnce.Do(func() { close(l.gone) }) }
 // supervise keeps the link connected until the client stops or the node
 // leaves: when the connection dies it moves the calls written on it and
 // not answered, and those still queued, to their keys' next node, then
-// dials again with backoff.
+// dials again with backoff: jittered, doubling from backoffMin to
+// backoffMax, and from backoffMax to certBackoffMax while the node refuses
+// the certificate (retrying soon cannot help; a fleet of clients after a
+// CA rotation must not flood the nodes). The streak of failures ends only
+// when a connection stayed up for backoffMax: a node that accepts the
+// handshake and then refuses the certificate (TLS 1.3 checks it after the
+// client's side of the handshake) is not redialed at once.
 func (l *link) supervise() {
 	c := l.c
 	b := newBackoff(c.cfg.backoffMin, c.cfg.backoffMax)
+	cb := newBackoff(c.cfg.backoffMax, max(c.cfg.backoffMax, certBackoffMax))
 	first := true
+	warned := false // a refused certificate is said once at warn level
+	wait := func(d time.Duration) bool {
+		select {
+		case <-c.stop:
+			return false
+		case <-l.gone:
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
 	for {
 		cn := l.conn()
 		if cn == nil {
@@ -253,22 +271,20 @@ func (l *link) supervise() {
 					return
 				}
 				d := b.next()
-				if errors.Is(err, transport.ErrCertificateRefused) || errors.Is(err, transport.ErrCertificate) {
-					d = max(d, c.cfg.backoffMax) // retrying at once cannot help
+				ev := c.log.Debug()
+				if isCertErr(err) || errors.Is(err, transport.ErrCertificate) || errors.Is(err, transport.ErrWrongPeer) {
+					d = cb.next()
+					if !warned {
+						ev, warned = c.log.Warn(), true
+					}
 				}
-				c.log.Debug().Err(err).Str("node", l.id).Dur("retry_in", d).Msg("node unreachable")
-				select {
-				case <-c.stop:
+				ev.Err(err).Str("node", l.id).Str("retry_in", d.String()).Msg("node unreachable")
+				if !wait(d) {
 					l.evacuate(nil)
 					return
-				case <-l.gone:
-					l.evacuate(nil)
-					return
-				case <-time.After(d):
 				}
 				continue
 			}
-			b.reset()
 			l.install(next)
 			c.linkChanged()
 			c.log.Info().Str("node", l.id).Str("addr", l.addr).Msg("connected")
@@ -277,6 +293,7 @@ func (l *link) supervise() {
 			first = false
 			close(l.tried)
 		}
+		upAt := time.Now()
 		select {
 		case <-cn.dead:
 		case <-c.stop:
@@ -294,9 +311,14 @@ func (l *link) supervise() {
 		}
 		l.mu.Unlock()
 		c.linkChanged()
-		if errors.Is(cn.err, ErrShuttingDown) || errors.Is(cn.err, errNodeLeft) {
+		certRefused := isCertErr(cn.err)
+		switch {
+		case errors.Is(cn.err, ErrShuttingDown) || errors.Is(cn.err, errNodeLeft):
 			cn.log.Info().Err(cn.err).Msg("left the node")
-		} else {
+		case certRefused && warned:
+			cn.log.Debug().Err(cn.err).Msg("connection lost")
+		default:
+			warned = warned || certRefused
 			cn.log.Warn().Err(cn.err).Msg("connection lost")
 		}
 		c.failovers.Add(1)
@@ -304,15 +326,19 @@ func (l *link) supervise() {
 		if isClosed(l.gone) || c.stopCtx.Err() != nil {
 			return
 		}
-		if errors.Is(cn.err, ErrShuttingDown) {
-			// Give the node time to go before dialling it again.
-			select {
-			case <-time.After(b.next()):
-			case <-c.stop:
-				return
-			case <-l.gone:
-				return
-			}
+		if time.Since(upAt) >= c.cfg.backoffMax && !certRefused {
+			b.reset() // it was up a while: the failure streak is over
+			cb.reset()
+			warned = false
+		}
+		// Wait before dialing again, even after a connection that was up:
+		// its calls have moved to other nodes already.
+		d := b.next()
+		if certRefused {
+			d = cb.next()
+		}
+		if !wait(d) {
+			return
 		}
 	}
 }
@@ -348,6 +374,10 @@ func isClosed(ch <-chan struct{}) bool {
 		return false
 	}
 }
+
+// certBackoffMax is the longest wait between attempts to reach a node that
+// refuses the client's certificate.
+const certBackoffMax = 30 * time.Second
 
 // backoff is a doubling wait with jitter of up to a quarter.
 type backoff struct {

@@ -146,11 +146,17 @@ func leaseReply(cl *call, req lease.Request) *lease.Reply {
 	return rep
 }
 
-// decisionOf is the caller's decision from a reply to a decision.
+// decisionOf is the caller's decision from a reply to a decision; a denial
+// has no Remaining, as quotamesh.Decision documents (the node's figure is
+// for its lease logic).
 func decisionOf(r *wire.ClientReply) quotamesh.Decision {
+	remaining := r.Remaining
+	if !r.Allowed {
+		remaining = 0
+	}
 	return quotamesh.Decision{
 		Allowed:    r.Allowed,
-		Remaining:  r.Remaining,
+		Remaining:  remaining,
 		RetryAfter: r.RetryAfter,
 		Limit:      r.Limit,
 		Unlimited:  r.Unlimited,

@@ -132,8 +132,12 @@ func (c *Client) dialSeeds(ctx context.Context, addrs []string) ([]*conn, error)
 // certificate when that is why.
 func dialErr(addrs []string, errs []error) error {
 	for _, e := range errs {
-		if errors.Is(e, transport.ErrCertificateRefused) {
+		switch {
+		case errors.Is(e, transport.ErrCertificateRefused):
 			return fmt.Errorf("quotamesh/client: nodes %v refused the client's certificate (not signed by the cluster CA, expired, or missing where required): %w",
+				addrs, errors.Join(append([]error{ErrCertificate}, errs...)...))
+		case errors.Is(e, transport.ErrCertificate), errors.Is(e, transport.ErrWrongPeer):
+			return fmt.Errorf("quotamesh/client: the client refused the certificate of the node at %v (not signed by the CA given with WithCA: another cluster's node?): %w",
 				addrs, errors.Join(append([]error{ErrCertificate}, errs...)...))
 		}
 	}
@@ -188,9 +192,25 @@ func (c *Client) members(ctx context.Context, cn *conn) ([]wire.Member, error) {
 }
 
 // setup builds the first routes from the seed connections: it asks one of
-// them for the membership (unless WithNearest) and connects to every
-// member, waiting within the dial timeout for each member's first attempt.
-func (c *Client) setup(ctx context.Context, seeds []*conn) {
+// them for the membership and connects to every member (WithNearest: the
+// seed only), waiting within the dial timeout for each member's first
+// attempt. The membership request is also the first exchange, where a node
+// that refuses the client's certificate says so (TLS 1.3 checks it after
+// the client's side of the handshake): setup then fails with ErrCertificate
+// and starts nothing.
+func (c *Client) setup(ctx context.Context, seeds []*conn) error {
+	mctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
+	defer cancel()
+	// The seeds' readers are not running yet: the request gets its own
+	// stream.
+	ms, err := c.members(mctx, seeds[0])
+	if isCertErr(err) {
+		for _, cn := range seeds {
+			cn.fail(err)
+		}
+		return fmt.Errorf("quotamesh/client: the node at %s refused the client's certificate (signed by another CA, expired, or missing where one is required): %w: %w",
+			seeds[0].addr, ErrCertificate, err)
+	}
 	links := make(map[string]*link)
 	ids := make([]string, 0, len(seeds))
 	for _, cn := range seeds {
@@ -205,18 +225,15 @@ func (c *Client) setup(ctx context.Context, seeds []*conn) {
 		rt.table = route.New(ids...)
 		c.routes.Store(rt)
 		c.startLinks(links)
-		return
+		return nil
 	}
-	mctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout)
-	defer cancel()
-	ms, err := c.members(mctx, seeds[0])
 	if err != nil || len(ms) == 0 {
 		// An older node, or no answer: route among the nodes reached.
 		c.log.Warn().Err(err).Strs("nodes", ids).Msg("membership unknown; routing among the nodes given")
 		rt.table = route.New(ids...)
 		c.routes.Store(rt)
 		c.startLinks(links)
-		return
+		return nil
 	}
 	memberIDs := make([]string, 0, len(ms))
 	var fresh []*link
@@ -242,6 +259,7 @@ func (c *Client) setup(ctx context.Context, seeds []*conn) {
 		case <-l.firstTry():
 		}
 	}
+	return nil
 }
 
 // startLinks starts the supervisor of every link not yet started.

@@ -77,7 +77,7 @@ func newTestCA(t testing.TB) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ca.IssueClient("admin", time.Hour)
+	b, err := ca.IssueClient("admin", certs.RoleAdmin, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

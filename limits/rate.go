@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 const (
@@ -43,16 +44,24 @@ var rateUnits = map[string]time.Duration{
 const rateSyntax = "a rate is COUNT/WINDOW with COUNT from 1 to 4294967295 and WINDOW a multiple of 100ms from 100ms to 60s, e.g. 1000/s, 50000/min, 10/100ms, 300/5s"
 
 // ParseRate parses a rate written COUNT/WINDOW: "1000/s", "50000/min",
-// "10/100ms", "300/5s", "120/1m30s" (any Go duration). Unit words s, sec,
-// second, m, min and minute stand for one of that unit. The error names the
-// bad text and says what is allowed.
+// "10/100ms", "300/5s", "120/1m30s" (any Go duration). The unit words s,
+// sec, second, m, min and minute are documented aliases for one of that
+// unit (Rate.String writes the short form back). Nothing else is read
+// loosely: units are lower case ("10/S" is refused, naming "s"), and a rate
+// holds no white space. The error names the bad text and says what is
+// allowed.
 func ParseRate(s string) (Rate, error) {
-	countText, windowText, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if i := strings.IndexFunc(s, unicode.IsSpace); i >= 0 {
+		return Rate{}, fmt.Errorf("%w %q: has white space at offset %d; write it without (%q); %s", ErrInvalidRate, s, i, strings.Join(strings.Fields(s), ""), rateSyntax)
+	}
+	countText, windowText, ok := strings.Cut(s, "/")
 	if !ok {
 		return Rate{}, fmt.Errorf("%w %q: missing '/'; %s", ErrInvalidRate, s, rateSyntax)
 	}
-	countText, windowText = strings.TrimSpace(countText), strings.TrimSpace(windowText)
 	count, err := strconv.ParseInt(countText, 10, 64)
+	if err == nil && count < 0 {
+		return Rate{}, fmt.Errorf("%w %q: count %q is negative; %s", ErrInvalidRate, s, countText, rateSyntax)
+	}
 	if err != nil || countText == "" || countText[0] == '+' || countText[0] == '-' {
 		return Rate{}, fmt.Errorf("%w %q: count %q is not a whole number; %s", ErrInvalidRate, s, countText, rateSyntax)
 	}
@@ -68,14 +77,24 @@ func ParseRate(s string) (Rate, error) {
 }
 
 func parseWindow(text string) (time.Duration, error) {
-	if unit, ok := rateUnits[strings.ToLower(text)]; ok && unit != time.Millisecond {
+	if unit, ok := rateUnits[text]; ok && unit != time.Millisecond {
 		return unit, nil
 	}
 	d, err := time.ParseDuration(text)
 	if err != nil {
+		if lower := strings.ToLower(text); lower != text {
+			if _, ok := rateUnits[lower]; ok || validDuration(lower) {
+				return 0, fmt.Errorf("is not a duration: units are lower case, write %q", lower)
+			}
+		}
 		return 0, fmt.Errorf("is not a duration")
 	}
 	return d, nil
+}
+
+func validDuration(s string) bool {
+	_, err := time.ParseDuration(s)
+	return err == nil
 }
 
 // MustParseRate is ParseRate for constants in tests and examples; it panics

@@ -15,7 +15,6 @@ func TestParseRate(t *testing.T) {
 		{"1000/s", Rate{1000, time.Second}},
 		{"1000/sec", Rate{1000, time.Second}},
 		{"1000/second", Rate{1000, time.Second}},
-		{" 5 / S ", Rate{5, time.Second}},
 		{"50000/min", Rate{50000, time.Minute}},
 		{"50000/m", Rate{50000, time.Minute}},
 		{"50000/minute", Rate{50000, time.Minute}},
@@ -60,6 +59,11 @@ func TestParseRateErrors(t *testing.T) {
 		{"10/-1s", "out of range"},
 		{"10/", `window ""`},
 		{"10/1s/2", `window "1s/2"`},
+		{" 10/s", "white space at offset 0"},
+		{"5 / s", `write it without ("5/s")`},
+		{"10/S", `write "s"`},
+		{"10/SEC", `write "sec"`},
+		{"10/5S", `write "5s"`},
 	}
 	for i, tt := range tests {
 		got, err := ParseRate(tt.in)

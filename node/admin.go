@@ -20,7 +20,7 @@ import (
 //	/healthz        200 while the process runs
 //	/readyz         200 when Ready, else 503 with the reasons
 //	/status         the Status document (JSON); ?top=N keys (default 10)
-//	/debug/pprof/   the runtime profiles
+//	/debug/pprof/   the runtime profiles, unless DisablePprof
 //
 // and the fault layer's endpoints when the node was started with one
 // (internal/nodehook; never in production).
@@ -33,11 +33,13 @@ func (n *Node) startAdmin() {
 	})
 	mux.HandleFunc("/readyz", n.serveReady)
 	mux.HandleFunc("/status", n.serveStatus)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if !n.cfg.DisablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	for path, h := range n.fault.Routes {
 		mux.Handle(path, h)
 	}

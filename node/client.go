@@ -19,7 +19,7 @@ import (
 	"github.com/quotamesh/quotamesh/window"
 )
 
-// The client protocol (ALPN quotamesh-client/1, design.md §10 and §11).
+// The client protocol (ALPN quotamesh-client/2, design.md §10 and §11).
 // A client opens bidirectional streams on its connection and writes frames
 // on them: ClientBatch (decisions and leases) and AdminRequest. On each
 // stream the node answers every ClientBatch with one ClientReplies frame,
@@ -74,14 +74,17 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 	}
 }
 
-// isAdmin reports whether a client may run admin operations: any client
-// when client certificates are not required, else one whose certificate
-// names a client in TLS.AdminClients (as of the last Reload).
-func (n *Node) isAdmin(id transport.Identity) bool {
-	if !n.cfg.TLS.RequireClientCert {
-		return true
+// actionOf is what an admin operation asks, for transport.Identity.May: the
+// membership query is part of deciding (the SDK routes keys with it), status
+// and limit reads are reads, the rest changes the cluster.
+func actionOf(op wire.AdminOp) transport.Action {
+	switch op {
+	case wire.AdminMembers:
+		return transport.ActionDecide
+	case wire.AdminStatus, wire.AdminLimitGet, wire.AdminLimitList:
+		return transport.ActionRead
 	}
-	return !id.Node && id.Name != "" && (*n.admins.Load())[id.Name]
+	return transport.ActionAdminister
 }
 
 // serveStream reads frames from one stream and answers them. Decisions are
@@ -125,7 +128,7 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		msg, err := dec.Decode(body)
 		if err != nil {
 			// Nothing to match a reply to: the client broke the protocol.
-			if ok, _ := n.rejectLog.allow("client\x00"+id.String(), time.Now()); ok {
+			if ok, _ := n.rejectLog.Allow("client\x00"+id.String(), time.Now()); ok {
 				n.clientLog.Warn().Err(err).Str("client", id.String()).Str("remote", s.RemoteAddr().String()).Msg("undecodable client frame; stream closed")
 			}
 			return
@@ -156,7 +159,7 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		case *wire.AdminRequest:
 			n.adminRequest(ctx, m, id, out, sem, &admins)
 		default:
-			if ok, _ := n.rejectLog.allow("client\x00"+id.String(), time.Now()); ok {
+			if ok, _ := n.rejectLog.Allow("client\x00"+id.String(), time.Now()); ok {
 				n.clientLog.Warn().Str("client", id.String()).Str("type", fmt.Sprintf("%T", msg)).Msg("unexpected message on a client stream; stream closed")
 			}
 			return
@@ -294,10 +297,14 @@ func (n *Node) adminRequest(ctx context.Context, m *wire.AdminRequest, id transp
 		case <-ctx.Done():
 		}
 	}
-	switch {
-	case m.Op != wire.AdminMembers && !n.isAdmin(id): // every client may ask where to send its keys
-		n.adminLog.Warn().Str("client", id.String()).Str("op", m.Op.String()).Msg("admin operation refused: not an admin")
-		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeForbidden, Message: fmt.Sprintf("%v: client %q is not an admin", ErrForbidden, id.String())})
+	switch action := actionOf(m.Op); {
+	case !id.May(action):
+		why := id.Why(action)
+		if ok, suppressed := n.rejectLog.Allow("forbidden\x00"+id.String(), time.Now()); ok {
+			n.adminLog.Warn().Str("client", id.String()).Str("role", id.Role.String()).Str("op", m.Op.String()).
+				Int("suppressed", suppressed).Msg("client request refused: " + why)
+		}
+		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeForbidden, Message: fmt.Sprintf("%v: %s", ErrForbidden, why)})
 		return
 	case n.state.Load() == stateClosed:
 		reply(&wire.AdminReply{ID: m.ID, Code: wire.CodeShuttingDown, Message: ErrStopped.Error()})

@@ -1,12 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,18 +17,21 @@ import (
 	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/engine"
 	"github.com/quotamesh/quotamesh/internal/share"
+	"github.com/quotamesh/quotamesh/transport"
 	"github.com/quotamesh/quotamesh/window"
 )
 
 // Defaults for zero Config fields (see DefaultConfig).
 const (
-	DefaultClusterID   = "quotamesh"
-	DefaultListen      = ":7946"
+	DefaultClusterID = "quotamesh"
+	// DefaultListen is loopback only: a node reachable from other hosts is
+	// a choice (Listen names the interface peers and clients use).
+	DefaultListen      = "127.0.0.1:7946"
 	DefaultAdminListen = "127.0.0.1:9946"
 	DefaultLogLevel    = "info"
-	// DefaultAdminClient is the client name admin operations require when
-	// client certificates are required and TLSConfig.AdminClients is empty:
-	// the name `quotamesh certs init` gives the operator's certificate.
+	// DefaultAdminClient is the client name `quotamesh certs init` gives the
+	// operator's certificate (with role admin), which the CLI uses by
+	// default.
 	DefaultAdminClient = "admin"
 )
 
@@ -39,25 +42,19 @@ type Peer struct {
 	Addr string
 }
 
-// TLSConfig is where a node's certificates come from and what it asks of
-// clients. Every connection is mutual TLS under the cluster CA
-// (design.md §6).
+// TLSConfig is where a node's certificates come from. Every connection is
+// mutual TLS under the cluster CA (design.md §6); what clients may do
+// follows the role in their certificate (transport.Identity.May).
 type TLSConfig struct {
 	// CertDir is a certificates directory in the layout of package certs:
-	// the node reads ca.crt and nodes/<ID>.crt and .key (certs.LoadNode).
+	// the node reads ca.crt and nodes/<ID>.crt and .key (certs.LoadNode),
+	// at Start and again at every Reload, so that renewed files take
+	// effect on SIGHUP.
 	CertDir string
 	// Certificate and CAs are loaded material, used instead of CertDir
-	// (embedders, tests). Set both or neither.
+	// (embedders, tests). Set both or neither. Reload applies new ones.
 	Certificate *tls.Certificate
 	CAs         *x509.CertPool
-	// RequireClientCert makes clients present a certificate signed by the
-	// cluster CA. Admin operations then also need one whose client name is
-	// in AdminClients. Without it, clients may be anonymous and every client
-	// may run admin operations: use that only on a trusted network.
-	RequireClientCert bool
-	// AdminClients are the client names allowed admin operations when
-	// RequireClientCert is set. Empty means [DefaultAdminClient].
-	AdminClients []string
 }
 
 // Config configures a node. A zero field means its documented default
@@ -98,8 +95,18 @@ type Config struct {
 	// and has heard a majority of the members.
 	Join []string
 
-	// TLS is the node's certificate, the cluster CA and the client policy.
+	// TLS is the node's certificate and the cluster CA.
 	TLS TLSConfig
+	// Clients is what the node asks of clients: a certificate (unless
+	// AllowAnonymous, which is insecure and logged loudly), at most
+	// MaxClientConns connections, and at most HandshakeRate connection
+	// attempts per second per source address. Zero fields take the
+	// transport's defaults; it may change at run time (Reload).
+	Clients transport.ClientPolicy
+	// DisablePprof turns /debug/pprof/ off on the admin listener (it is on
+	// by default; profiles show memory contents, such as keys, to whoever
+	// reaches the listener).
+	DisablePprof bool
 
 	// Policy is what a node admits while it cannot hear some members:
 	// share.Conservative (the zero value, default) or share.Available
@@ -178,7 +185,6 @@ func DefaultConfig() Config {
 		MaxLeaseFraction: e.MaxLeaseFraction,
 		MaxVoters:        consensus.DefaultMaxVoters,
 		LogLevel:         DefaultLogLevel,
-		TLS:              TLSConfig{AdminClients: []string{DefaultAdminClient}},
 	}
 }
 
@@ -212,12 +218,8 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxLeaseFraction, d.MaxLeaseFraction)
 	orDefault(&c.MaxVoters, d.MaxVoters)
 	orDefault(&c.LogLevel, d.LogLevel)
-	if len(c.TLS.AdminClients) == 0 {
-		c.TLS.AdminClients = d.TLS.AdminClients
-	}
 	c.Bootstrap = slices.Clone(c.Bootstrap)
 	c.Join = slices.Clone(c.Join)
-	c.TLS.AdminClients = slices.Clone(c.TLS.AdminClients)
 	return c
 }
 
@@ -260,28 +262,28 @@ func (c Config) Validate() error {
 	if err := certs.ValidateNodeID(d.ClusterID); err != nil {
 		bad("ClusterID %q: use 1 to 64 bytes of [A-Za-z0-9._-]", d.ClusterID)
 	}
-	listenHost := ""
+	listenHost, listenOK := "", true
 	if c.PacketConn == nil {
-		host, _, err := net.SplitHostPort(d.Listen)
+		host, err := splitAddr(d.Listen, true)
 		if err != nil {
-			bad("Listen %q: not host:port (%v)", d.Listen, err)
+			bad("Listen %q: %v", d.Listen, err)
 		}
-		listenHost = host
+		listenHost, listenOK = host, err == nil
 	} else if a := c.PacketConn.LocalAddr(); a != nil {
 		listenHost, _, _ = net.SplitHostPort(a.String())
 	}
 	if c.Advertise != "" {
-		if host, _, err := net.SplitHostPort(c.Advertise); err != nil {
-			bad("Advertise %q: not host:port (%v)", c.Advertise, err)
+		if host, err := splitAddr(c.Advertise, true); err != nil {
+			bad("Advertise %q: %v", c.Advertise, err)
 		} else if unspecified(host) {
 			bad("Advertise %q: name a host peers can reach, not %q", c.Advertise, host)
 		}
-	} else if unspecified(listenHost) {
+	} else if listenOK && unspecified(listenHost) {
 		bad("Advertise is empty and the listen address %q names no specific host: set Advertise to the host:port peers reach this node at", d.Listen)
 	}
 	if c.AdminListen != "" {
-		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
-			bad("AdminListen %q: not host:port (%v)", c.AdminListen, err)
+		if _, err := splitAddr(c.AdminListen, true); err != nil {
+			bad("AdminListen %q: %v", c.AdminListen, err)
 		}
 	}
 	if c.DataDir == "" {
@@ -299,13 +301,13 @@ func (c Config) Validate() error {
 			bad("Bootstrap[%d].ID %q is listed twice", i, p.ID)
 		}
 		seen[p.ID] = true
-		if host, _, err := net.SplitHostPort(p.Addr); err != nil || unspecified(host) {
-			bad("Bootstrap[%d].Addr %q: use the host:port the node advertises", i, p.Addr)
+		if host, err := splitAddr(p.Addr, false); err != nil || unspecified(host) {
+			bad("Bootstrap[%d].Addr %q: use the host:port the node advertises (%v)", i, p.Addr, err)
 		}
 	}
 	for i, a := range c.Join {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("Join[%d] %q: not host:port (%v)", i, a, err)
+		if _, err := splitAddr(a, false); err != nil {
+			bad("Join[%d] %q: %v", i, a, err)
 		}
 	}
 	switch t := c.TLS; {
@@ -314,10 +316,19 @@ func (c Config) Validate() error {
 	case t.CertDir == "" && (t.Certificate == nil || t.CAs == nil):
 		bad("TLS: set CertDir, or both Certificate and CAs (Certificate set: %v, CAs set: %v)", t.Certificate != nil, t.CAs != nil)
 	}
-	for i, name := range d.TLS.AdminClients {
-		if err := certs.ValidateClientName(name); err != nil {
-			bad("TLS.AdminClients[%d] %q: use 1 to 64 bytes of [A-Za-z0-9._-]", i, name)
+	if err := c.Clients.Validate(); err != nil {
+		bad("Clients.%v", strings.TrimPrefix(err.Error(), transport.ErrInvalidConfig.Error()+": "))
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"SyncInterval", c.SyncInterval}, {"DeadAfter", c.DeadAfter}, {"FenceAfter", c.FenceAfter}, {"ReclaimAfter", c.ReclaimAfter}, {"LeaseTTL", c.LeaseTTL}} {
+		if f.v < 0 {
+			bad("%s %v is negative: use a positive duration, or 0 for the default", f.name, f.v)
 		}
+	}
+	if c.MaxLeaseFraction < 0 {
+		bad("MaxLeaseFraction %v is negative: use a fraction in (0, 1], or 0 for the default", c.MaxLeaseFraction)
 	}
 	if c.MaxKeys < 0 {
 		bad("MaxKeys %d: use a positive number, or 0 for the default %d", c.MaxKeys, window.DefaultMaxKeys)
@@ -330,8 +341,10 @@ func (c Config) Validate() error {
 			bad("%s %d: use window.PolicyAllow or window.PolicyDeny", p.name, p.v)
 		}
 	}
-	if err := d.engineConfig().Validate(); err != nil {
-		bad("%v", strings.TrimPrefix(err.Error(), engine.ErrInvalidConfig.Error()+": "))
+	if len(problems) == 0 { // the engine's checks name its own fields: only if ours passed
+		if err := d.engineConfig().Validate(); err != nil {
+			bad("%v", strings.TrimPrefix(err.Error(), engine.ErrInvalidConfig.Error()+": "))
+		}
 	}
 	if v := d.MaxVoters; v < 1 || v > 7 || v%2 == 0 {
 		bad("MaxVoters %d: use an odd number from 1 to 7", v)
@@ -351,6 +364,24 @@ func (c Config) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
+}
+
+// splitAddr checks a host:port and returns the host: the port must be a
+// number from 1 to 65535, or 0 where listen (a port the system picks).
+func splitAddr(addr string, listen bool) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("not host:port (%v)", err)
+	}
+	p, err := strconv.Atoi(port)
+	lo := 1
+	if listen {
+		lo = 0
+	}
+	if err != nil || p < lo || p > 65535 {
+		return "", fmt.Errorf("port %q: use a number from %d to 65535", port, lo)
+	}
+	return host, nil
 }
 
 // unspecified reports a host that names no particular interface.
@@ -379,6 +410,8 @@ func parseLevel(s string) (zerolog.Level, error) {
 // defaults filled in) and cannot change at run time. Logger, Registerer,
 // Gatherer and PacketConn are not compared: they cannot be reloaded and
 // Reload ignores them. Join is only read at start, so it is ignored too.
+// What may change (LogLevel, LeaveOnShutdown, Clients, the certificates) is
+// not compared either.
 func (c Config) reloadDiff(next Config) []string {
 	var diff []string
 	cmp := func(name string, same bool) {
@@ -394,9 +427,7 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("DataDir", c.DataDir == next.DataDir)
 	cmp("Bootstrap", slices.Equal(c.Bootstrap, next.Bootstrap))
 	cmp("TLS.CertDir", c.TLS.CertDir == next.TLS.CertDir)
-	cmp("TLS.Certificate", sameCert(c.TLS.Certificate, next.TLS.Certificate))
-	cmp("TLS.CAs", c.TLS.CAs == next.TLS.CAs || (c.TLS.CAs != nil && c.TLS.CAs.Equal(next.TLS.CAs)))
-	cmp("TLS.RequireClientCert", c.TLS.RequireClientCert == next.TLS.RequireClientCert)
+	cmp("DisablePprof", c.DisablePprof == next.DisablePprof)
 	cmp("Policy", c.Policy == next.Policy)
 	cmp("SyncInterval", c.SyncInterval == next.SyncInterval)
 	cmp("DeadAfter", c.DeadAfter == next.DeadAfter)
@@ -409,12 +440,4 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("MaxLeaseFraction", c.MaxLeaseFraction == next.MaxLeaseFraction)
 	cmp("MaxVoters", c.MaxVoters == next.MaxVoters)
 	return diff
-}
-
-// sameCert reports whether a and b hold the same certificate chain.
-func sameCert(a, b *tls.Certificate) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return slices.EqualFunc(a.Certificate, b.Certificate, bytes.Equal)
 }

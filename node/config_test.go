@@ -55,7 +55,11 @@ func TestConfigValidate(t *testing.T) {
 		{"bad join", func(c *Config) { c.Join = []string{"seed"} }, []string{`Join[0] "seed"`}},
 		{"no tls", func(c *Config) { c.TLS.Certificate = nil }, []string{"TLS: set CertDir"}},
 		{"both tls", func(c *Config) { c.TLS.CertDir = "/certs" }, []string{`CertDir "/certs"`}},
-		{"bad admin client", func(c *Config) { c.TLS.AdminClients = []string{"ok", "no way"} }, []string{`AdminClients[1] "no way"`}},
+		{"negative client conns", func(c *Config) { c.Clients.MaxClientConns = -1 }, []string{"Clients.MaxClientConns -1"}},
+		{"port out of range", func(c *Config) { c.Listen = "127.0.0.1:99999" }, []string{`Listen "127.0.0.1:99999"`, "65535"}},
+		{"join port 0", func(c *Config) { c.Join = []string{"h:0"} }, []string{`Join[0] "h:0"`}},
+		{"negative sync interval", func(c *Config) { c.SyncInterval = -10 * time.Millisecond }, []string{"SyncInterval -10ms is negative"}},
+		{"negative lease TTL", func(c *Config) { c.LeaseTTL = -time.Second }, []string{"LeaseTTL -1s is negative"}},
 		{"negative keys", func(c *Config) { c.MaxKeys = -5 }, []string{"MaxKeys -5"}},
 		{"bad policy", func(c *Config) { c.WhenFull = 9 }, []string{"WhenFull 9"}},
 		{"fence below dead", func(c *Config) { c.DeadAfter, c.FenceAfter = 2*time.Second, time.Second }, []string{"fence after 1s is below dead after 2s"}},
@@ -96,9 +100,9 @@ func TestConfigValidate(t *testing.T) {
 
 func TestDefaultConfig(t *testing.T) {
 	d := DefaultConfig()
-	if d.Listen != ":7946" || d.AdminListen != "127.0.0.1:9946" || d.ClusterID != "quotamesh" || d.MaxVoters != 5 ||
+	if d.Listen != "127.0.0.1:7946" || d.AdminListen != "127.0.0.1:9946" || d.ClusterID != "quotamesh" || d.MaxVoters != 5 ||
 		d.SyncInterval != 20*time.Millisecond || d.MaxKeys != window.DefaultMaxKeys || d.WhenFull != window.PolicyDeny ||
-		d.UnknownKeys != window.PolicyAllow || d.LogLevel != "info" || len(d.TLS.AdminClients) != 1 {
+		d.UnknownKeys != window.PolicyAllow || d.LogLevel != "info" || d.Clients.AllowAnonymous {
 		t.Errorf("DefaultConfig() = %+v", d)
 	}
 	// Zero fields read as the defaults.
@@ -128,23 +132,38 @@ func TestStartFailsCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start after a failed Start: %v", err)
 	}
-	// Reload: the reloadable subset applies; other fields are refused
-	// whole.
+	// Reload: the reloadable fields apply even beside fields that need a
+	// restart, which are named.
 	next := cfg
 	next.LogLevel = "debug"
+	next.Clients.MaxClientConns = 7
 	next.SyncInterval = 50 * time.Millisecond
-	if err := m.Reload(next); !errors.Is(err, ErrNotReloadable) || !strings.Contains(err.Error(), "SyncInterval") {
-		t.Errorf("Reload of SyncInterval: %v", err)
+	next.MaxKeys = 10
+	err = m.Reload(next)
+	if !errors.Is(err, ErrNotReloadable) || !strings.Contains(err.Error(), "SyncInterval, MaxKeys") {
+		t.Errorf("Reload of SyncInterval and MaxKeys: %v; want both named", err)
 	}
-	if m.level.get().String() != "info" {
-		t.Errorf("a refused Reload changed the log level to %v", m.level.get())
+	if m.level.get().String() != "debug" || m.tr.ClientPolicy().MaxClientConns != 7 {
+		t.Errorf("Reload beside fields that need a restart: log level %v, MaxClientConns %d; want debug and 7", m.level.get(), m.tr.ClientPolicy().MaxClientConns)
 	}
-	next.SyncInterval = 0
+	next.SyncInterval, next.MaxKeys = 0, 0
 	if err := m.Reload(next); err != nil {
-		t.Errorf("Reload of the log level: %v", err)
+		t.Errorf("Reload of reloadable fields only: %v", err)
 	}
-	if m.level.get().String() != "debug" {
-		t.Errorf("log level %v after Reload", m.level.get())
+	// Certificates that do not fit are refused; the old ones stay.
+	other := newTestCA(t)
+	b, err := other.IssueNode("n2", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := b.TLSCertificate()
+	before := m.tr.Certificate()
+	next.TLS.Certificate, next.TLS.CAs = &wrong, other.Pool()
+	if err := m.Reload(next); !errors.Is(err, ErrCertificates) {
+		t.Errorf("Reload with another node's certificate: %v, want ErrCertificates", err)
+	}
+	if m.tr.Certificate() != before {
+		t.Error("a refused certificate replaced the one in use")
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)

@@ -19,10 +19,17 @@ var (
 	// quotamesh.ErrUnavailable as well.
 	ErrNotServing = errors.New("quotamesh/node: not serving yet")
 	// ErrNotReloadable reports a Reload whose configuration differs from the
-	// running one in a field that only a restart can change; the message
-	// names the fields. Nothing was applied.
+	// running one in fields that only a restart can change; the message
+	// names them. What may change was applied all the same.
 	ErrNotReloadable = errors.New("quotamesh/node: field cannot change at run time")
-	// ErrForbidden reports an admin operation from a client whose
-	// certificate does not name an admin.
+	// ErrForbidden reports a client request its certificate's role does not
+	// allow (transport.Identity.May): a change from a decide-only client, a
+	// status read from an anonymous one.
 	ErrForbidden = errors.New("quotamesh/node: forbidden")
+	// ErrDataDirLocked reports a DataDir another process holds; the message
+	// names the holder.
+	ErrDataDirLocked = errors.New("quotamesh/node: data directory in use")
+	// ErrCertificates reports certificates that cannot be loaded or do not
+	// fit this node, at Start or Reload; the message names the file.
+	ErrCertificates = errors.New("quotamesh/node: certificates")
 )

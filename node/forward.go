@@ -134,7 +134,7 @@ func (n *Node) handleForward(conn net.Conn) {
 	resp, err := n.store.HandleForwardFrom(ctx, caller, req)
 	if err != nil {
 		n.m.forwardRefused.Inc()
-		if ok, suppressed := n.rejectLog.allow("forward\x00"+caller, time.Now()); ok {
+		if ok, suppressed := n.rejectLog.Allow("forward\x00"+caller, time.Now()); ok {
 			// A node that is joining refuses the leader's health probes
 			// until the configuration that lists both reaches it: routine.
 			l := n.log.Warn()

@@ -20,6 +20,7 @@ import (
 	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/faultnet"
 	"github.com/quotamesh/quotamesh/internal/nodehook"
+	"github.com/quotamesh/quotamesh/internal/promtest"
 	"github.com/quotamesh/quotamesh/internal/testlog"
 )
 
@@ -254,38 +255,21 @@ func httpDo(t testing.TB, method, url string) (int, string) {
 // metricValue sums the samples of a metric whose labels include want.
 func metricValue(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
+	return promtest.Sum(metricSeries(t, g, name, want))
+}
+
+// hasMetric reports whether a metric has a series whose labels include
+// want.
+func hasMetric(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) bool {
+	t.Helper()
+	return len(metricSeries(t, g, name, want)) > 0
+}
+
+func metricSeries(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) []*dto.Metric {
+	t.Helper()
+	ms, err := promtest.Series(g, name, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			}
-		}
-	}
-	return sum
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == k && l.GetValue() == v {
-			return true
-		}
-	}
-	return false
+	return ms
 }

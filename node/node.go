@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/engine"
+	"github.com/quotamesh/quotamesh/internal/lograte"
 	"github.com/quotamesh/quotamesh/internal/nodehook"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
@@ -46,6 +49,9 @@ const (
 	// lastSyncWait bounds how long Shutdown waits for its last deltas to
 	// be written.
 	lastSyncWait = 200 * time.Millisecond
+	// catchUpTimeout bounds one attempt to bring the table up to date
+	// before the node serves.
+	catchUpTimeout = 5 * time.Second
 )
 
 // Node states, in Node.state: the one atomic the request path reads.
@@ -73,8 +79,8 @@ type Node struct {
 
 	log, syncLog, clientLog, adminLog zerolog.Logger
 	level                             *levelHook
-	admins                            atomic.Pointer[map[string]bool]
 	leaveOnShutdown                   atomic.Bool
+	lock                              *dirLock // the DataDir's, held until Shutdown's end
 
 	tr       *transport.Transport
 	fault    nodehook.Attached // the fault layer, when a test attached one
@@ -100,14 +106,14 @@ type Node struct {
 
 	peersMu   sync.Mutex
 	lastFrame map[string]time.Time // last sync frame accepted from each peer
-	rejectLog *logLimiter
+	rejectLog *lograte.Limiter
 
 	applyMu     sync.Mutex // serialises applyMembership
 	membersMu   sync.Mutex
 	members     []consensus.Member // latest membership applied
 	memberAddrs map[string]string
 	isMember    atomic.Bool
-	caughtUp    atomic.Bool // the table caught up with the leader's commit once
+	caughtUp    atomic.Bool // the table caught up with the leader once (catchUpLoop)
 
 	rates rateTracker
 
@@ -139,8 +145,12 @@ var _ quotamesh.Limiter = (*Node)(nil)
 // It does not wait for a leader or for peers (Ready says when the node is
 // ready), and a node that is not yet a member (cfg.Join) joins in the
 // background, so Start never blocks on the network: ctx is only checked
-// before anything is opened (and for the options that tests and the fault
-// suite pass through internal/nodehook). The node runs until Shutdown or
+// before each step that opens something, and while it waits for the DataDir
+// lock (the options that tests and the fault suite pass through
+// internal/nodehook come in ctx too). The first step takes the DataDir's
+// lock, waiting up to 5 s for another process to release it, so that a
+// second node on the same directory fails (ErrDataDirLocked, naming the
+// holder) before it opens anything else. The node runs until Shutdown or
 // Close.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
@@ -156,12 +166,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		cfg:       cfg,
 		level:     newLevelHook(level),
 		lastFrame: make(map[string]time.Time),
-		rejectLog: newLogLimiter(time.Second),
+		rejectLog: lograte.New(time.Second),
 		done:      make(chan struct{}),
 		wired:     make(chan struct{}),
 	}
 	n.leaveOnShutdown.Store(cfg.LeaveOnShutdown)
-	n.setAdmins(cfg.TLS.AdminClients)
 	base := cfg.Logger.Hook(n.level).With().Str("node", cfg.ID).Logger()
 	n.log = base.With().Str("component", "node").Logger()
 	n.syncLog = base.With().Str("component", "sync").Logger()
@@ -177,6 +186,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		}
 	}()
+	// interrupted is the error for a ctx that ended during start-up.
+	interrupted := func(step string) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("quotamesh/node: start interrupted before %s: %w", step, err)
+		}
+		return nil
+	}
+
+	if n.lock, err = lockDataDir(ctx, cfg.DataDir, cfg.ID); err != nil {
+		return nil, err
+	}
+	undo = append(undo, n.lock.release)
 
 	reg, gatherer := cfg.Registerer, cfg.Gatherer
 	if reg == nil {
@@ -194,6 +215,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	cert, cas, err := loadTLS(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := interrupted("opening the transport"); err != nil {
 		return nil, err
 	}
 
@@ -231,19 +255,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.tr, err = transport.New(transport.Config{
-		NodeID:            cfg.ID,
-		ListenAddr:        cfg.Listen,
-		PacketConn:        pc,
-		Certificate:       cert,
-		CAs:               cas,
-		RequireClientCert: cfg.TLS.RequireClientCert,
-		Logger:            base,
-		Registerer:        reg,
-		Handler:           handler{n},
+		NodeID:      cfg.ID,
+		ListenAddr:  cfg.Listen,
+		PacketConn:  pc,
+		Certificate: cert,
+		CAs:         cas,
+		Clients:     cfg.Clients,
+		Logger:      base,
+		Registerer:  reg,
+		Handler:     handler{n},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quotamesh/node: starting the transport: %w", err)
 	}
+	n.setCertMetrics()
 	undo = append(undo, func() { _ = n.tr.Close() }, func() { n.markWired(false) })
 	n.advertise, err = advertised(cfg.Advertise, n.tr.Addr())
 	if err != nil {
@@ -261,6 +286,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	undo = append(undo, func() { _ = n.fwdLayer.Close() })
 
+	if err := interrupted("opening Raft"); err != nil {
+		_ = raftLayer.Close()
+		return nil, err
+	}
 	var bootstrap []consensus.Server
 	for _, p := range cfg.Bootstrap {
 		bootstrap = append(bootstrap, consensus.Server{ID: p.ID, Address: p.Addr})
@@ -287,6 +316,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	undo = append(undo, func() { _ = n.store.Close() })
 
+	if err := interrupted("opening the admin listener"); err != nil {
+		return nil, err
+	}
 	if cfg.AdminListen != "" {
 		if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			return nil, fmt.Errorf("quotamesh/node: admin listener on %s: %w", cfg.AdminListen, err)
@@ -302,6 +334,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.fwd.Go(n.serveForwards)
 	n.loops.Go(n.syncLoop)
 	n.loops.Go(n.housekeepLoop)
+	n.loops.Go(n.catchUpLoop)
 	if !n.isMember.Load() {
 		if len(cfg.Join) > 0 {
 			n.loops.Go(n.joinLoop)
@@ -316,6 +349,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if hooks.Fault != nil {
 		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).Strs("endpoints", slices.Sorted(maps.Keys(n.fault.Routes))).
 			Msg("FAULT CONTROL IS ON: the fault endpoints can skew this node's clock and break its network; for tests only")
+	}
+	if cfg.Clients.AllowAnonymous {
+		n.logAnonymous(true)
 	}
 	if hooks.UnsafeIgnoreShare {
 		n.log.Error().Msg("UNSAFE: this node ignores its share and admits up to the whole limit; the cluster will over-admit; for testing the fault suite's checkers only")
@@ -337,9 +373,19 @@ func loadTLS(cfg Config) (tls.Certificate, *x509.CertPool, error) {
 	}
 	cert, pool, err := certs.LoadNode(cfg.TLS.CertDir, cfg.ID)
 	if err != nil {
-		return cert, nil, fmt.Errorf("quotamesh/node: loading the certificates of %s from %s: %w", cfg.ID, cfg.TLS.CertDir, err)
+		return cert, nil, fmt.Errorf("%w: loading the certificates of %s from %s: %w", ErrCertificates, cfg.ID, cfg.TLS.CertDir, err)
 	}
 	return cert, pool, nil
+}
+
+// logAnonymous says loudly that clients without a certificate are served.
+func (n *Node) logAnonymous(on bool) {
+	if on {
+		n.log.Error().Bool("allow_anonymous_clients", true).
+			Msg("INSECURE: clients without a certificate may ask for decisions; anyone who reaches this node's port can spend any key's limit (they cannot read or change anything)")
+		return
+	}
+	n.log.Info().Bool("allow_anonymous_clients", false).Msg("clients must present a certificate again")
 }
 
 // advertised resolves the address peers reach this node at: adv if given
@@ -455,11 +501,16 @@ func (n *Node) notReady() []string {
 }
 
 // Reload applies what may change while the node runs: LogLevel,
-// TLS.AdminClients and LeaveOnShutdown. cfg is a whole Config (the one the
-// node would be started with now, e.g. re-read on SIGHUP); if it differs
-// from the running one in any other field, Reload applies nothing and
-// returns ErrNotReloadable naming the fields. Logger, Registerer, Gatherer,
-// PacketConn and Join are not compared and not applied.
+// LeaveOnShutdown, Clients (anonymous clients, the bounds on client
+// connections and handshakes), and the certificates (re-read from
+// TLS.CertDir, or TLS.Certificate and CAs): new handshakes use them, open
+// connections stay. cfg is a whole Config (the one the node would be
+// started with now, e.g. re-read on SIGHUP). Reload applies every field that
+// may change even when others differ; it then returns an error wrapping
+// ErrNotReloadable that names those others, which need a restart. If the
+// certificates cannot be loaded or do not fit this node, the old ones stay
+// and the error (wrapping ErrCertificates) says why. Logger, Registerer,
+// Gatherer, PacketConn and Join are not compared and not applied.
 //
 // Policy, timings and key bounds are not reloadable: the engine and the
 // registry take them once at construction (they size the stores and timers
@@ -470,22 +521,34 @@ func (n *Node) Reload(cfg Config) error {
 		return err
 	}
 	next := cfg.withDefaults()
-	if diff := n.cfg.reloadDiff(next); len(diff) > 0 {
-		return fmt.Errorf("%w: %v (restart the node to change them)", ErrNotReloadable, diff)
-	}
+	var errs []error
 	level, _ := parseLevel(next.LogLevel)
 	n.level.set(level)
-	n.setAdmins(next.TLS.AdminClients)
 	n.leaveOnShutdown.Store(next.LeaveOnShutdown)
-	n.log.Info().Str("log_level", level.String()).Strs("admin_clients", next.TLS.AdminClients).
-		Bool("leave_on_shutdown", next.LeaveOnShutdown).Msg("configuration reloaded")
-	return nil
-}
-
-func (n *Node) setAdmins(names []string) {
-	m := make(map[string]bool, len(names))
-	for _, s := range names {
-		m[s] = true
+	wasAnonymous := n.tr.ClientPolicy().AllowAnonymous
+	if err := n.tr.SetClientPolicy(next.Clients); err != nil {
+		errs = append(errs, err) // unreachable: Validate checked
+	} else if wasAnonymous != next.Clients.AllowAnonymous {
+		n.logAnonymous(next.Clients.AllowAnonymous)
 	}
-	n.admins.Store(&m)
+	certsApplied := false
+	if cert, cas, err := loadTLS(next); err != nil {
+		errs = append(errs, fmt.Errorf("certificates not reloaded, the old ones stay: %w", err))
+	} else if err := n.tr.SetCertificate(cert, cas); err != nil {
+		errs = append(errs, fmt.Errorf("%w: certificates not reloaded, the old ones stay: %w", ErrCertificates, err))
+	} else {
+		certsApplied = true
+		n.setCertMetrics()
+	}
+	p := n.tr.ClientPolicy()
+	leaf := n.tr.Certificate()
+	n.log.Info().Str("log_level", level.String()).Bool("leave_on_shutdown", next.LeaveOnShutdown).
+		Bool("allow_anonymous_clients", p.AllowAnonymous).Int("max_client_conns", p.MaxClientConns).
+		Float64("handshake_rate", p.HandshakeRate).Int("handshake_burst", p.HandshakeBurst).
+		Bool("certificates_reloaded", certsApplied).Str("certificate_expires", leaf.NotAfter.UTC().Format(time.RFC3339)).
+		Msg("configuration reloaded")
+	if diff := n.cfg.reloadDiff(next); len(diff) > 0 {
+		errs = append(errs, fmt.Errorf("%w: %s changed and need a restart; the rest was applied", ErrNotReloadable, strings.Join(diff, ", ")))
+	}
+	return errors.Join(errs...)
 }

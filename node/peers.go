@@ -93,7 +93,7 @@ func (h handler) PeerFrame(peer string, body []byte) {
 // logRejected logs a refused frame, at most once a second per peer and
 // reason.
 func (n *Node) logRejected(peer, reason string, err error) {
-	ok, suppressed := n.rejectLog.allow(peer+"\x00"+reason, n.wall())
+	ok, suppressed := n.rejectLog.Allow(peer+"\x00"+reason, n.wall())
 	if !ok {
 		return
 	}
@@ -163,7 +163,7 @@ func (n *Node) sender(enc *wire.Encoder, sent map[string]int) func(string, *wire
 		// each time.
 		body, err := enc.AppendBody(nil, s)
 		if err != nil {
-			if ok, _ := n.rejectLog.allow("encode\x00"+peer, n.wall()); ok {
+			if ok, _ := n.rejectLog.Allow("encode\x00"+peer, n.wall()); ok {
 				n.syncLog.Error().Err(err).Str("peer", peer).Msg("encoding a delta failed")
 			}
 			return err
@@ -194,13 +194,12 @@ func (n *Node) tick(send func(string, *wire.Sync) error) {
 // maybeServe starts serving decisions once this member hears as many
 // members as the engine needs not to fence (half of them, itself
 // included): until then it knows neither what the others admitted nor its
-// share; and once its limit table has caught up with the leader's commit:
-// a node restarted on its data dir replays the log only as the leader
-// confirms it, and with an empty table every key would be unknown, so
-// allowed without limit (the fault suite saw a restarted node admit 131
-// requests in 100 ms that way).
+// share; and once its limit table has caught up with the leader
+// (catchUpLoop): a node restarted on its data dir replays the log only as
+// the leader confirms it, and with an empty table every key would be
+// unknown, so allowed without limit (the fault suite saw a restarted node
+// admit 131 requests in 100 ms that way).
 func (n *Node) maybeServe() {
-	n.checkCaughtUp()
 	if !n.caughtUp.Load() {
 		return
 	}
@@ -231,11 +230,10 @@ func (n *Node) housekeepLoop() {
 		case <-t.C:
 		}
 		n.applyMembership()
-		n.checkCaughtUp()
 		if i%every == 0 {
 			n.eng.Housekeep(n.now())
 			n.refreshMetrics(&last)
-			n.rejectLog.prune(n.wall())
+			n.rejectLog.Prune(n.wall())
 		}
 	}
 }
@@ -290,16 +288,52 @@ func (n *Node) applyMembership() {
 	n.log.Info().Strs("members", ids).Bool("self", self).Msg("membership changed")
 }
 
-// checkCaughtUp records, once, that the table has been applied as far as
-// the leader had committed.
-func (n *Node) checkCaughtUp() {
-	if n.caughtUp.Load() {
-		return
+// catchUpLoop brings the limit table up to date once, the condition for
+// serving: it asks the leader, through Raft (consensus.Store.Sync: the
+// leader confirms its leadership, applies what its predecessors committed
+// and answers its applied index), and waits until this node's state machine
+// has applied that far. The table then holds every change committed before
+// the node first serves. Raft's own applied index would not do: Raft
+// counts an entry applied once it has handed it to the state machine's
+// goroutine, before the table changes, so a restarted node could pass it
+// with an empty table and serve limited keys as unlimited for a moment.
+// Sync is refused to non-members; a joining node waits until it is one.
+func (n *Node) catchUpLoop() {
+	backoff := 100 * time.Millisecond
+	for {
+		if n.isMember.Load() {
+			ctx, cancel := context.WithTimeout(n.loopCtx, catchUpTimeout)
+			index, err := n.store.Sync(ctx)
+			cancel()
+			if err == nil {
+				n.caughtUp.Store(true)
+				st := n.store.Stats()
+				n.log.Info().Uint64("leader_applied", index).Uint64("table_index", st.TableIndex).Int("rules", st.Rules).Msg("limit table caught up")
+				n.maybeServe()
+				return
+			}
+			if n.loopCtx.Err() != nil {
+				return
+			}
+			n.log.Debug().Err(err).Str("retry_in", backoff.String()).Msg("limit table not caught up yet")
+		}
+		if !n.pause(backoff) {
+			return
+		}
+		backoff = min(2*backoff, time.Second)
 	}
-	st := n.store.Stats()
-	if st.LeaderID != "" && st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex {
-		n.caughtUp.Store(true)
-		n.log.Info().Uint64("applied", st.AppliedIndex).Int("rules", st.Rules).Msg("limit table caught up")
+}
+
+// pause waits for d on a loop goroutine; false if the loops were stopped
+// first.
+func (n *Node) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-n.loopCtx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -318,12 +352,8 @@ func (n *Node) joinLoop() {
 			return
 		}
 		n.log.Warn().Err(err).Strs("via", n.cfg.Join).Dur("retry_in", backoff).Msg("joining the cluster failed")
-		t := time.NewTimer(backoff)
-		select {
-		case <-n.loopCtx.Done():
-			t.Stop()
+		if !n.pause(backoff) {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}

@@ -29,7 +29,7 @@ func (n *Node) Close() error {
 //  7. forwarded requests stop being served;
 //  8. the transport closes (peers see the connections close at once);
 //  9. the admin listener closes; every goroutine has ended when Shutdown
-//     returns.
+//     returns, and the DataDir's lock is released.
 //
 // ctx bounds the graceful steps (2, 4, 5); the rest always runs. Shutdown
 // is idempotent: later and concurrent calls wait for the first and return
@@ -97,6 +97,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.closeFault()
 	n.m.unregister()
 	n.clk.Release()
+	n.lock.release() // last: the directory is free for the next node
 	err := errors.Join(errs...)
 	n.log.Info().Err(err).Dur("took", n.wall().Sub(start)).Msg("stopped")
 	if err != nil {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/x509"
 	"math"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,19 @@ type Status struct {
 	// ClockSkew is the offset only the fault layer sets (0 otherwise).
 	ClockCorrection time.Duration `json:"clock_correction_ns"`
 	ClockSkew       time.Duration `json:"clock_skew_ns"`
+	// Clients is what this node asks of clients. AllowAnonymous is the
+	// insecure opt-out: clients without a certificate may decide.
+	Clients ClientsStatus `json:"clients"`
+	// CertificateExpires is when this node's certificate expires.
+	CertificateExpires time.Time `json:"certificate_expires"`
+}
+
+// ClientsStatus is the client policy in effect and the connections open.
+type ClientsStatus struct {
+	AllowAnonymous bool    `json:"allow_anonymous"`
+	MaxConns       int     `json:"max_conns"`
+	HandshakeRate  float64 `json:"handshake_rate"`
+	HandshakeBurst int     `json:"handshake_burst"`
 }
 
 // RaftStatus is this node's Raft replica.
@@ -123,6 +137,9 @@ func (n *Node) Status(topKeys int) Status {
 		},
 	}
 	st.Ready = len(st.NotReady) == 0
+	p := n.tr.ClientPolicy()
+	st.Clients = ClientsStatus{AllowAnonymous: p.AllowAnonymous, MaxConns: p.MaxClientConns, HandshakeRate: p.HandshakeRate, HandshakeBurst: p.HandshakeBurst}
+	st.CertificateExpires = n.tr.Certificate().NotAfter.UTC()
 	engineMembers := make(map[string]engine.MemberStatus, len(es.Members))
 	for _, m := range es.Members {
 		engineMembers[m.ID] = m
@@ -183,6 +200,12 @@ type lastCounts struct {
 	leaseGranted, leaseReturned int64
 	frames                      map[string]int64
 	bytes                       map[[2]string]uint64
+	rules                       map[string]ruleLast
+}
+
+// ruleLast is what the previous refresh saw of one rule.
+type ruleLast struct {
+	admitted, denied, rejected int64
 }
 
 // grow returns how much a cumulative count grew since last (all of it if it
@@ -230,6 +253,7 @@ func (n *Node) refreshMetrics(last *lastCounts) {
 		}
 		last.frames[reason] = prev
 	}
+	n.refreshRuleMetrics(last, c.Rules)
 	if !last.at.IsZero() {
 		if secs := now.Sub(last.at).Seconds(); secs > 0 {
 			n.rates.admitted.set(float64(dAdm) / secs)
@@ -263,9 +287,7 @@ func (n *Node) refreshMetrics(last *lastCounts) {
 		}{{"in", p.BytesIn}, {"out", p.BytesOut}} {
 			k := [2]string{p.ID, dir.name}
 			prev := last.bytes[k]
-			if d := grow(&prev, dir.v); d > 0 {
-				m.syncBytes.WithLabelValues(p.ID, dir.name).Add(float64(d))
-			}
+			m.syncBytes.WithLabelValues(p.ID, dir.name).Add(float64(grow(&prev, dir.v))) // exported from the start, at 0
 			last.bytes[k] = prev
 		}
 	}
@@ -283,6 +305,52 @@ func (n *Node) refreshMetrics(last *lastCounts) {
 		m.syncLag.WithLabelValues(id).Set(lag.Seconds())
 	}
 	n.peersMu.Unlock()
+}
+
+// refreshRuleMetrics turns the engine's counts by rule and the registry's
+// key budgets into the per-rule metrics; the rules are the table's, and a
+// deleted rule's series go.
+func (n *Node) refreshRuleMetrics(last *lastCounts, counts map[string]engine.RuleCounts) {
+	m := n.m
+	budgets := n.eng.Registry().RuleKeys()
+	if last.rules == nil {
+		last.rules = make(map[string]ruleLast)
+	}
+	for p, rk := range budgets {
+		prev := last.rules[p]
+		c := counts[p]
+		m.ruleDecisions.WithLabelValues(p, "allowed").Add(float64(grow(&prev.admitted, c.Admitted)))
+		if denied := c.Offered - c.Admitted; denied > prev.denied {
+			// As for quotamesh_decisions_total: count only its growth.
+			m.ruleDecisions.WithLabelValues(p, "denied").Add(float64(denied - prev.denied))
+			prev.denied = denied
+		} else {
+			m.ruleDecisions.WithLabelValues(p, "denied")
+		}
+		m.ruleKeys.WithLabelValues(p).Set(float64(rk.Keys))
+		m.ruleKeysRejected.WithLabelValues(p).Add(float64(grow(&prev.rejected, rk.Rejected)))
+		last.rules[p] = prev
+	}
+	for p := range last.rules {
+		if _, ok := budgets[p]; !ok {
+			delete(last.rules, p)
+			m.forgetRule(p)
+		}
+	}
+}
+
+// setCertMetrics exports when the certificate in use and its CA expire.
+func (n *Node) setCertMetrics() {
+	leaf := n.tr.Certificate()
+	n.m.certExpiry.WithLabelValues("node").Set(float64(leaf.NotAfter.Unix()))
+	caExpiry := leaf.NotAfter
+	if chains, err := leaf.Verify(x509.VerifyOptions{Roots: n.tr.CAs(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+		for _, ch := range chains {
+			caExpiry = ch[len(ch)-1].NotAfter
+			break
+		}
+	}
+	n.m.certExpiry.WithLabelValues("ca").Set(float64(caExpiry.Unix()))
 }
 
 func b2f(b bool) float64 {

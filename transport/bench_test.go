@@ -148,7 +148,7 @@ func BenchmarkFrameRoundTrip(b *testing.B) {
 func BenchmarkHandshake(b *testing.B) {
 	b.Run("client", func(b *testing.B) {
 		srv := benchNode(b, "a", newEchoHandler(false))
-		cb, err := benchCA(b).IssueClient("bench", time.Hour)
+		cb, err := benchCA(b).IssueClient("bench", certs.RoleDecide, time.Hour)
 		if err != nil {
 			b.Fatal(err)
 		}

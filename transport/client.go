@@ -13,7 +13,7 @@ import (
 	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
-// ClientConn is a client connection (ALPN quotamesh-client/1): on a node,
+// ClientConn is a client connection (ALPN quotamesh-client/2): on a node,
 // what Handler.ServeClient gets; in a client, what DialClient returns.
 // Either end may open streams. Its methods are safe for concurrent use.
 type ClientConn struct {
@@ -66,9 +66,25 @@ func DialClient(ctx context.Context, addr string, cfg ClientConfig) (*ClientConn
 		if v := verifyErr.Load(); v != nil {
 			return nil, fmt.Errorf("dial %s: %w", addr, *v)
 		}
-		return nil, fmt.Errorf("%w: dial %s: %w", ErrNotConnected, addr, err)
+		return nil, dialErr(addr, err)
 	}
 	return newClientConn(qc, nodeIdentityOf(qc)), nil
+}
+
+// dialErr names why a dial failed: the node refused the attempt before the
+// handshake (rate limit), or refused the handshake (a TLS alert: the
+// client's certificate), or could not be reached.
+func dialErr(addr string, err error) error {
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.Remote {
+		switch {
+		case te.ErrorCode == quic.ConnectionRefused:
+			return fmt.Errorf("%w: %s: %w", ErrConnectionRefused, addr, err)
+		case te.ErrorCode.IsCryptoError():
+			return fmt.Errorf("%w: %s refused the handshake: %w", ErrCertificateRefused, addr, err)
+		}
+	}
+	return fmt.Errorf("%w: dial %s: %w", ErrNotConnected, addr, err)
 }
 
 // OpenStream opens a stream to the other end, waiting while the other end's
@@ -127,6 +143,10 @@ func (c *ClientConn) Err() error {
 		return *r
 	}
 	cause := context.Cause(c.qc.Context())
+	var ae *quic.ApplicationError
+	if errors.As(cause, &ae) && ae.Remote && ae.ErrorCode == codeTooManyClients {
+		return fmt.Errorf("%w: %w", ErrTooManyClients, cause)
+	}
 	var te *quic.TransportError
 	if errors.As(cause, &te) && te.Remote && te.ErrorCode.IsCryptoError() {
 		// TLS 1.3 checks a client's certificate after the client's side of

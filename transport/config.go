@@ -27,6 +27,16 @@ const (
 	DefaultDialBackoffMin     = 50 * time.Millisecond
 	DefaultDialBackoffMax     = 2 * time.Second
 	DefaultMaxIncomingStreams = 256
+	// DefaultMaxClientConns bounds open client connections (each costs
+	// about 70 KB with its streams' buffers).
+	DefaultMaxClientConns = 1024
+	// DefaultHandshakeRate and DefaultHandshakeBurst bound the connection
+	// attempts one source IP address may make: a token bucket of
+	// DefaultHandshakeBurst refilled at DefaultHandshakeRate per second.
+	// Peers redial at most every 50 ms and back off to 2 s; a well-behaved
+	// SDK backs off too, so only a misbehaving or hostile source meets it.
+	DefaultHandshakeRate  = 20.0
+	DefaultHandshakeBurst = 40
 )
 
 // DefaultMaxFrameSize is the default largest frame body, 1 MiB.
@@ -37,8 +47,8 @@ const MaxFrameSizeLimit = 64 << 20
 
 // Config configures a Transport. Zero fields take the documented defaults;
 // New copies the Config, so changing it afterwards has no effect. What may
-// change at run time goes through methods: SetPeers (membership to dial) and
-// whatever AllowPeer consults.
+// change at run time goes through methods: SetPeers (membership to dial),
+// whatever AllowPeer consults, SetCertificate and SetClientPolicy.
 type Config struct {
 	// NodeID is this node's ID; Certificate must carry
 	// quotamesh://node/<NodeID>. Required.
@@ -56,10 +66,11 @@ type Config struct {
 	// CAs holds the cluster CA; peers' and clients' certificates must chain
 	// to it. Required.
 	CAs *x509.CertPool
-	// RequireClientCert makes clients present a CA-signed client (or node)
-	// certificate. When false a client may connect without one and is
-	// anonymous; a client that presents one must still pass verification.
-	RequireClientCert bool
+	// Clients is what this node asks of clients and of connection attempts:
+	// certificates, and the bounds on connections and handshakes. The zero
+	// value requires a certificate of every client and takes the default
+	// bounds.
+	Clients ClientPolicy
 	// AllowPeer, if set, gates peer connections by node ID: an incoming
 	// peer (and one reached by StreamLayer.Dial at an address SetPeers did
 	// not give) is refused at the handshake unless it returns true. It is
@@ -97,6 +108,58 @@ type Config struct {
 	// Handler receives peer frames, peer up/down events and client
 	// connections. Required.
 	Handler Handler
+}
+
+// ClientPolicy is what a node asks of clients, and how many connection
+// attempts and client connections it takes. It may change at run time
+// (Transport.SetClientPolicy); a zero field takes its default.
+type ClientPolicy struct {
+	// AllowAnonymous lets a client without a certificate connect; it may
+	// then only decide (Identity.May). INSECURE: anyone who reaches the
+	// port may then spend any key's limit. Off by default: every client
+	// must present a certificate signed by the cluster CA. A client that
+	// presents one must pass verification either way.
+	AllowAnonymous bool
+	// MaxClientConns bounds open client connections; one more is closed at
+	// once with ErrTooManyClients. Default DefaultMaxClientConns (1024).
+	// Peer connections do not count.
+	MaxClientConns int
+	// HandshakeRate (per second) and HandshakeBurst bound the connection
+	// attempts of one source IP address, peers and clients alike; an
+	// attempt beyond them is refused before the TLS handshake (the dialer
+	// sees ErrConnectionRefused) and counted as reason rate_limited.
+	// Defaults 20/s and 40.
+	HandshakeRate  float64
+	HandshakeBurst int
+}
+
+func (p ClientPolicy) withDefaults() ClientPolicy {
+	orDefault(&p.MaxClientConns, DefaultMaxClientConns)
+	orDefault(&p.HandshakeRate, DefaultHandshakeRate)
+	orDefault(&p.HandshakeBurst, DefaultHandshakeBurst)
+	return p
+}
+
+// orDefault sets *v to def if *v is its type's zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Validate reports the first field out of range, naming its value.
+func (p ClientPolicy) Validate() error {
+	d := p.withDefaults()
+	switch {
+	case d.MaxClientConns < 0:
+		return fmt.Errorf("%w: MaxClientConns %d is negative", ErrInvalidConfig, p.MaxClientConns)
+	case d.HandshakeRate < 0 || d.HandshakeRate != d.HandshakeRate:
+		return fmt.Errorf("%w: HandshakeRate %v: want a positive number per second", ErrInvalidConfig, p.HandshakeRate)
+	case d.HandshakeBurst < 0:
+		return fmt.Errorf("%w: HandshakeBurst %d is negative", ErrInvalidConfig, p.HandshakeBurst)
+	}
+	return nil
 }
 
 // Handler is what the transport delivers to. Its methods are called from
@@ -148,6 +211,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxIncomingStreams == 0 {
 		c.MaxIncomingStreams = DefaultMaxIncomingStreams
 	}
+	c.Clients = c.Clients.withDefaults()
 	return c
 }
 
@@ -193,7 +257,20 @@ func (c Config) validate() (*x509.Certificate, error) {
 	case d.MaxIncomingStreams < 0:
 		return nil, fmt.Errorf("%w: MaxIncomingStreams %d is negative", ErrInvalidConfig, c.MaxIncomingStreams)
 	}
-	leaf, err := leafOf(c.Certificate)
+	if err := c.Clients.Validate(); err != nil {
+		return nil, err
+	}
+	return validateMaterial(c.NodeID, c.Certificate, c.CAs)
+}
+
+// validateMaterial checks that cert carries node id's identity, has both
+// server and client authentication, and chains to cas now; it returns the
+// parsed leaf.
+func validateMaterial(nodeID string, cert tls.Certificate, cas *x509.CertPool) (*x509.Certificate, error) {
+	if cas == nil {
+		return nil, fmt.Errorf("%w: CAs is nil; want the cluster CA", ErrInvalidConfig)
+	}
+	leaf, err := leafOf(cert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: Certificate: %w", ErrInvalidConfig, err)
 	}
@@ -201,17 +278,17 @@ func (c Config) validate() (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: Certificate: %w", ErrInvalidConfig, err)
 	}
-	if id != c.NodeID {
-		return nil, fmt.Errorf("%w: Certificate is for node %q, NodeID is %q", ErrInvalidConfig, id, c.NodeID)
+	if id != nodeID {
+		return nil, fmt.Errorf("%w: Certificate is for node %q, NodeID is %q", ErrInvalidConfig, id, nodeID)
 	}
 	intermediates := x509.NewCertPool()
-	for _, der := range c.Certificate.Certificate[1:] {
+	for _, der := range cert.Certificate[1:] {
 		if ic, err := x509.ParseCertificate(der); err == nil {
 			intermediates.AddCert(ic)
 		}
 	}
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CAs, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: cas, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 			return nil, fmt.Errorf("%w: Certificate of node %q does not verify against CAs for %s: %w", ErrInvalidConfig, id, usageName(usage), err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quotamesh/quotamesh/internal/certs"
 	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
@@ -24,7 +25,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("Validate of a good config: %v", err)
 	}
-	client, err := ca.IssueClient("c", time.Hour)
+	client, err := ca.IssueClient("c", certs.RoleDecide, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

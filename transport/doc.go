@@ -33,8 +33,10 @@
 // and names who it speaks for in exactly one URI SAN of scheme quotamesh: a
 // node's quotamesh://node/<id>, with both server and client authentication
 // in its extended key usage; a client's quotamesh://client/<name>, with
-// client authentication. A node ID or client name is 1 to 64 bytes of
-// [A-Za-z0-9._-]. The quotamesh command writes a CA and such certificates
+// client authentication and its role in a second URI SAN,
+// quotamesh://role/admin or quotamesh://role/decide (Identity.Role;
+// Identity.May says what each role may do). A node ID or client name is 1
+// to 64 bytes of [A-Za-z0-9._-]. The quotamesh command writes a CA and such certificates
 // ("quotamesh certs init"); the package example makes them with
 // crypto/x509.
 //
@@ -48,11 +50,24 @@
 //     address; an incoming node must pass Config.AllowPeer. A node never
 //     accepts its own ID from the network.
 //   - Peers and clients share one UDP port and are told apart by ALPN
-//     (quotamesh-peer/1, quotamesh-client/1) before any byte of the
+//     (quotamesh-peer/1, quotamesh-client/2) before any byte of the
 //     application: a client connection is never a peer and a peer
-//     connection never reaches Handler.ServeClient. Clients are anonymous
-//     unless they present a CA-signed certificate, which
-//     Config.RequireClientCert makes mandatory.
+//     connection never reaches Handler.ServeClient. Clients must present a
+//     CA-signed certificate, unless ClientPolicy.AllowAnonymous (insecure)
+//     lets them connect without one. TLS 1.3 checks a client's certificate
+//     after the client's side of the handshake: a refused client sees the
+//     TLS alert at its first exchange (ClientConn.Err wraps
+//     ErrCertificateRefused).
+//   - Bounded admission. Every incoming connection attempt first meets a
+//     token bucket per source IP address (ClientPolicy.HandshakeRate and
+//     HandshakeBurst, 20/s and 40 by default), before any TLS work; client
+//     connections are bounded by ClientPolicy.MaxClientConns (1024).
+//     Refused handshakes are counted by reason in
+//     quotamesh_transport_handshakes_refused_total (every series exported
+//     at 0 from the start) and logged at warn level at most once per second
+//     per direction and reason.
+//   - Rotation. SetCertificate replaces the node's certificate and the CA
+//     for new handshakes; SetClientPolicy the client policy.
 //   - One connection per pair of nodes, reused by the sync streams and by
 //     every StreamLayer. When both nodes dial at once, both keep the
 //     connection dialed by the node with the smaller ID; the node with the

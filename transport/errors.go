@@ -34,6 +34,14 @@ var (
 	// connection with a TLS alert: it refused the client's certificate (not
 	// signed by the cluster CA, expired, or missing where one is required).
 	ErrCertificateRefused = errors.New("quotamesh/transport: the node refused this client's certificate")
+	// ErrTooManyClients reports, in a client, that the node closed the
+	// connection because it holds ClientPolicy.MaxClientConns client
+	// connections already.
+	ErrTooManyClients = errors.New("quotamesh/transport: the node has too many client connections")
+	// ErrConnectionRefused reports, in a dialer, that the node refused the
+	// connection attempt before the handshake: too many attempts from this
+	// address (ClientPolicy.HandshakeRate), or the node is closing.
+	ErrConnectionRefused = errors.New("quotamesh/transport: the node refused the connection attempt")
 	// ErrWrongPeer reports a dialed node whose certificate names another
 	// node than the one expected at that address.
 	ErrWrongPeer = errors.New("quotamesh/transport: unexpected peer identity")

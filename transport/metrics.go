@@ -12,14 +12,15 @@ import (
 // handshake (cluster members), and is deleted when a peer goes away, so
 // label sets stay bounded.
 const (
-	metricPeerBytes      = "quotamesh_transport_peer_bytes_total"         // {peer, direction=in|out}: frame bytes incl. length prefix
-	metricPeerFrames     = "quotamesh_transport_peer_frames_total"        // {peer, direction}
-	metricFramesRejected = "quotamesh_transport_frames_rejected_total"    // {reason=too_large|malformed|protocol}: frames refused from peers
-	metricSendDropped    = "quotamesh_transport_send_dropped_total"       // {reason=busy|not_connected|too_large}: Send calls that returned an error
-	metricPeerUp         = "quotamesh_transport_peer_up"                  // {peer}: 1 while connected
-	metricDials          = "quotamesh_transport_dial_attempts_total"      // {peer, result=ok|error}
-	metricRefused        = "quotamesh_transport_handshakes_refused_total" // {direction=inbound|outbound, reason}
-	metricClients        = "quotamesh_transport_client_connections"       // open client connections
+	metricPeerBytes      = "quotamesh_transport_peer_bytes_total"          // {peer, direction=in|out}: frame bytes incl. length prefix
+	metricPeerFrames     = "quotamesh_transport_peer_frames_total"         // {peer, direction}
+	metricFramesRejected = "quotamesh_transport_frames_rejected_total"     // {reason=too_large|malformed|protocol}: frames refused from peers
+	metricSendDropped    = "quotamesh_transport_send_dropped_total"        // {reason=busy|not_connected|too_large}: Send calls that returned an error
+	metricPeerUp         = "quotamesh_transport_peer_up"                   // {peer}: 1 while connected
+	metricDials          = "quotamesh_transport_dial_attempts_total"       // {peer, result=ok|error}
+	metricRefused        = "quotamesh_transport_handshakes_refused_total"  // {direction=inbound|outbound, reason}
+	metricClients        = "quotamesh_transport_client_connections"        // open client connections
+	metricAttempts       = "quotamesh_transport_connection_attempts_total" // incoming connection attempts, before the handshake
 )
 
 // Frame rejection reasons.
@@ -38,6 +39,7 @@ type metrics struct {
 	dials       *prometheus.CounterVec
 	refused     *prometheus.CounterVec
 	clients     prometheus.Gauge
+	attempts    prometheus.Counter
 
 	// Send's error paths count here too, without a map lookup.
 	dropBusy, dropNotConnected, dropTooLarge prometheus.Counter
@@ -75,6 +77,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		clients: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricClients, Help: "Open client connections.",
 		}),
+		attempts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricAttempts, Help: "Incoming connection attempts (peers and clients), counted before the handshake rate limit and the TLS handshake.",
+		}),
 		refusals: map[string]*atomic.Uint64{},
 	}
 	for _, r := range refusalReasons {
@@ -83,11 +88,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.dropBusy = m.sendDropped.WithLabelValues("busy")
 	m.dropNotConnected = m.sendDropped.WithLabelValues("not_connected")
 	m.dropTooLarge = m.sendDropped.WithLabelValues("too_large")
+	// Every counter is exported from the start, at 0, so that alerts on its
+	// growth work before the first event.
+	for _, dir := range []string{"inbound", "outbound"} {
+		for _, r := range refusalReasons {
+			m.refused.WithLabelValues(dir, r)
+		}
+	}
+	for _, r := range []string{rejectTooLarge, rejectMalformed, rejectProtocol} {
+		m.rejected.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
 	var registered []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.bytes, m.frames, m.rejected, m.sendDropped, m.peerUp, m.dials, m.refused, m.clients} {
+	for _, c := range []prometheus.Collector{m.bytes, m.frames, m.rejected, m.sendDropped, m.peerUp, m.dials, m.refused, m.clients, m.attempts} {
 		if err := reg.Register(c); err != nil {
 			for _, r := range registered {
 				reg.Unregister(r)

@@ -58,7 +58,7 @@ func expiredNodeCert(t *testing.T, ca *certs.CA, id string) tls.Certificate {
 
 func clientCert(t *testing.T, ca *certs.CA, name string) tls.Certificate {
 	t.Helper()
-	b, err := ca.IssueClient(name, time.Hour)
+	b, err := ca.IssueClient(name, certs.RoleDecide, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,19 +199,19 @@ func TestClientMTLS(t *testing.T) {
 	}
 	expired := eb.TLSCertificate()
 
-	for _, require := range []bool{true, false} {
+	for _, anonymous := range []bool{false, true} {
 		h := &countingHandler{recorder: newRecorder()}
 		identities := make(chan Identity, 8)
 		h.serve = func(c *ClientConn) { identities <- c.Identity(); <-c.Done() }
-		a := startNode(t, ca, "a", func(c *Config) { c.RequireClientCert = require; c.Handler = h })
+		a := startNode(t, ca, "a", func(c *Config) { c.Clients.AllowAnonymous = anonymous; c.Handler = h })
 		steps := []struct {
 			name   string
 			cert   *tls.Certificate
 			accept bool
 			want   Identity
 		}{
-			{"client certificate", &good, true, Identity{Name: "cli"}},
-			{"no certificate", nil, !require, Identity{}},
+			{"client certificate", &good, true, Identity{Name: "cli", Role: RoleDecide}},
+			{"no certificate", nil, anonymous, Identity{}},
 			{"certificate from another CA", &foreign, false, Identity{}},
 			{"expired certificate", &expired, false, Identity{}},
 		}
@@ -222,25 +222,34 @@ func TestClientMTLS(t *testing.T) {
 			if err != nil {
 				refused = true
 			} else {
+				// TLS 1.3: the node checks the client's certificate after
+				// the client's side of the handshake; a refusal arrives as
+				// an alert at the first exchange.
+				if st, err := cc.OpenStream(ctxT(t, time.Second)); err == nil {
+					_, _ = st.Write([]byte{1})
+				}
 				select {
 				case <-cc.Done():
 					refused = true
+					if !errors.Is(cc.Err(), ErrCertificateRefused) {
+						t.Errorf("anonymous=%v, %s: Err() = %v, want ErrCertificateRefused", anonymous, s.name, cc.Err())
+					}
 				case <-time.After(time.Second):
 				}
 			}
 			if refused == s.accept {
-				t.Errorf("RequireClientCert=%v, %s: refused %v (%v), want %v", require, s.name, refused, err, !s.accept)
+				t.Errorf("anonymous=%v, %s: refused %v (%v), want %v", anonymous, s.name, refused, err, !s.accept)
 			}
 			if s.accept && !refused {
 				if got := <-identities; got != s.want {
-					t.Errorf("RequireClientCert=%v, %s: ServeClient sees %v, want %v", require, s.name, got, s.want)
+					t.Errorf("anonymous=%v, %s: ServeClient sees %v, want %v", anonymous, s.name, got, s.want)
 				}
 				if got := cc.Identity(); got != (Identity{Name: "a", Node: true}) {
 					t.Errorf("client sees the node as %v, want node/a", got)
 				}
 			}
 			if !s.accept && h.clients.Load() != before {
-				t.Errorf("RequireClientCert=%v, %s: refused client reached ServeClient", require, s.name)
+				t.Errorf("anonymous=%v, %s: refused client reached ServeClient", anonymous, s.name)
 			}
 			if cc != nil {
 				_ = cc.Close()

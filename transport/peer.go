@@ -483,7 +483,7 @@ func (t *Transport) dial(ctx context.Context, addr, expect string) (*quic.Conn, 
 		return nil, fmt.Errorf("quotamesh/transport: resolve %s: %w", addr, err)
 	}
 	var verifyErr atomic.Pointer[error]
-	tc := t.dialTLS(expect)
+	tc := t.dialTLS(addr, expect)
 	verify := tc.VerifyConnection
 	tc.VerifyConnection = func(cs tls.ConnectionState) error {
 		err := verify(cs)

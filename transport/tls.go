@@ -26,11 +26,16 @@ const (
 	refusedNotAllowed       = "not_allowed"
 	refusedSelf             = "self"
 	refusedALPN             = "alpn"
+	// Refusals that are not about certificates: a source over its
+	// handshake rate (before TLS), a client over MaxClientConns (after).
+	refusedRateLimited    = "rate_limited"
+	refusedTooManyClients = "too_many_clients"
 )
 
 var refusalReasons = []string{
 	refusedNoCertificate, refusedUnknownAuthority, refusedExpired, refusedInvalid,
 	refusedIdentity, refusedWrongPeer, refusedNotAllowed, refusedSelf, refusedALPN,
+	refusedRateLimited, refusedTooManyClients,
 }
 
 // refusal is a handshake refusal with its metric reason.
@@ -78,11 +83,19 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, usage x509.Ext
 	return nil, refuse(reason, fmt.Errorf("%w: %s (subject %q): %w", ErrCertificate, usageName(usage), leaf.Subject.CommonName, err))
 }
 
+// material is the node's certificate and the cluster CA, replaced as a
+// whole by SetCertificate; handshakes read the current one.
+type material struct {
+	cert tls.Certificate
+	leaf *x509.Certificate
+	cas  *x509.CertPool
+}
+
 // verifyPeer checks a peer's chain and identity: a CA-signed node
 // certificate, not our own ID, the expected ID when we dialed a known peer,
 // and allowed by AllowPeer when asked to consult it.
-func (t *Transport) verifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsage, expect string, consultAllow bool) (string, error) {
-	leaf, err := verifyChain(chain, t.cfg.CAs, usage, time.Now())
+func (t *Transport) verifyPeer(mat *material, chain []*x509.Certificate, usage x509.ExtKeyUsage, expect string, consultAllow bool) (string, error) {
+	leaf, err := verifyChain(chain, mat.cas, usage, time.Now())
 	if err != nil {
 		return "", err
 	}
@@ -101,74 +114,75 @@ func (t *Transport) verifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsage
 	return id, nil
 }
 
-// verifyClient checks a client's chain, if any: a CA-signed client or node
-// certificate, or none when RequireClientCert is off.
-func (t *Transport) verifyClient(chain []*x509.Certificate) (certs.Identity, error) {
-	if len(chain) == 0 && !t.cfg.RequireClientCert {
-		return certs.Identity{}, nil
+// verifyClient checks a client's chain: a CA-signed client or node
+// certificate, or none when the client policy allows anonymous clients.
+func (t *Transport) verifyClient(mat *material, chain []*x509.Certificate) (Identity, error) {
+	if len(chain) == 0 {
+		if t.policy.Load().AllowAnonymous {
+			return Identity{}, nil
+		}
+		return Identity{}, refuse(refusedNoCertificate, fmt.Errorf("%w: the client presented no certificate, and this node requires one", ErrCertificate))
 	}
-	leaf, err := verifyChain(chain, t.cfg.CAs, x509.ExtKeyUsageClientAuth, time.Now())
-	if err != nil {
-		return certs.Identity{}, err
-	}
-	id, err := certs.IdentityOf(leaf)
-	if err != nil {
-		return certs.Identity{}, refuse(refusedIdentity, fmt.Errorf("%w: %w", ErrCertificate, err))
-	}
-	return id, nil
+	return VerifyClientCertificate(chain, mat.cas)
 }
 
-// serverTLS is the listener's TLS config: it picks the peer or the client
-// config by the ALPN the client offers, so each kind gets its own
-// certificate rules. A client offering both is treated as a peer.
+// serverTLS is the listener's TLS config: for each handshake it picks the
+// peer or the client rules by the ALPN the client offers (a client
+// offering both is treated as a peer) and builds them from the current
+// certificate, naming the remote address in what it logs.
 func (t *Transport) serverTLS() *tls.Config {
-	base := &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{t.cfg.Certificate},
+		NextProtos:             []string{ALPNPeer, ALPNClient},
 		SessionTicketsDisabled: true,
 	}
-	peer := base.Clone()
-	peer.NextProtos = []string{ALPNPeer}
-	peer.ClientAuth = tls.RequireAnyClientCert
-	peer.VerifyConnection = func(cs tls.ConnectionState) error {
-		_, err := t.verifyPeer(cs.PeerCertificates, x509.ExtKeyUsageClientAuth, "", true)
-		return t.countRefusal("inbound", err)
-	}
-	client := base.Clone()
-	client.NextProtos = []string{ALPNClient}
-	client.ClientAuth = tls.RequestClientCert
-	if t.cfg.RequireClientCert {
-		client.ClientAuth = tls.RequireAnyClientCert
-	}
-	client.VerifyConnection = func(cs tls.ConnectionState) error {
-		_, err := t.verifyClient(cs.PeerCertificates)
-		return t.countRefusal("inbound", err)
-	}
-	cfg := base.Clone()
-	cfg.NextProtos = []string{ALPNPeer, ALPNClient}
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		remote := ""
+		if hello.Conn != nil && hello.Conn.RemoteAddr() != nil {
+			remote = hello.Conn.RemoteAddr().String()
+		}
+		mat := t.mat.Load()
+		c := &tls.Config{
+			MinVersion:             tls.VersionTLS13,
+			Certificates:           []tls.Certificate{mat.cert},
+			SessionTicketsDisabled: true,
+			// Verification is ours (verifyChain): with RequestClientCert
+			// crypto/tls asks for a certificate and checks nothing.
+			ClientAuth: tls.RequestClientCert,
+		}
 		switch {
 		case slices.Contains(hello.SupportedProtos, ALPNPeer):
-			return peer, nil
+			c.NextProtos = []string{ALPNPeer}
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				_, err := t.verifyPeer(mat, cs.PeerCertificates, x509.ExtKeyUsageClientAuth, "", true)
+				return t.countRefusal("inbound", remote, err)
+			}
 		case slices.Contains(hello.SupportedProtos, ALPNClient):
-			return client, nil
+			c.NextProtos = []string{ALPNClient}
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				_, err := t.verifyClient(mat, cs.PeerCertificates)
+				return t.countRefusal("inbound", remote, err)
+			}
+		default:
+			return nil, t.countRefusal("inbound", remote, refuse(refusedALPN, fmt.Errorf("%w: no QuotaMesh ALPN offered (got %q)", ErrCertificate, hello.SupportedProtos)))
 		}
-		return nil, t.countRefusal("inbound", refuse(refusedALPN, fmt.Errorf("%w: no QuotaMesh ALPN offered (got %q)", ErrCertificate, hello.SupportedProtos)))
+		return c, nil
 	}
 	return cfg
 }
 
-// dialTLS is the TLS config for dialing a peer; expect is the node ID that
-// must answer ("" for any node AllowPeer accepts).
-func (t *Transport) dialTLS(expect string) *tls.Config {
+// dialTLS is the TLS config for dialing a peer at addr; expect is the node
+// ID that must answer ("" for any node AllowPeer accepts).
+func (t *Transport) dialTLS(addr, expect string) *tls.Config {
+	mat := t.mat.Load()
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{t.cfg.Certificate},
+		Certificates:       []tls.Certificate{mat.cert},
 		NextProtos:         []string{ALPNPeer},
 		InsecureSkipVerify: true, // verified by VerifyConnection: identities are URI SANs
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, err := t.verifyPeer(cs.PeerCertificates, x509.ExtKeyUsageServerAuth, expect, expect == "")
-			return t.countRefusal("outbound", err)
+			_, err := t.verifyPeer(mat, cs.PeerCertificates, x509.ExtKeyUsageServerAuth, expect, expect == "")
+			return t.countRefusal("outbound", addr, err)
 		},
 	}
 }
@@ -233,9 +247,11 @@ func refusalReason(err error) string {
 }
 
 // countRefusal counts and logs a refused handshake and returns err
-// unchanged (nil passes through). Refusals are logged at debug level: an
-// attacker or a misconfigured node could otherwise flood the log.
-func (t *Transport) countRefusal(direction string, err error) error {
+// unchanged (nil passes through). A refusal is logged at warn level, at
+// most once per second per direction and reason (with the number
+// suppressed meanwhile), so that a misconfigured fleet or an attacker
+// cannot flood the log; the metric counts every one.
+func (t *Transport) countRefusal(direction, remote string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -247,6 +263,9 @@ func (t *Transport) countRefusal(direction string, err error) error {
 	if c := t.m.refusals[reason]; c != nil {
 		c.Add(1)
 	}
-	t.log.Debug().Err(err).Str("direction", direction).Str("reason", reason).Msg("handshake refused")
+	if ok, suppressed := t.refusalLog.Allow(direction+"/"+reason, time.Now()); ok {
+		t.log.Warn().Err(err).Str("direction", direction).Str("reason", reason).Str("remote", remote).
+			Int("suppressed", suppressed).Msg("handshake refused")
+	}
 	return err
 }

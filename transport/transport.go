@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quotamesh/quotamesh/internal/certs"
+	"github.com/quotamesh/quotamesh/internal/lograte"
 	"github.com/rs/zerolog"
 )
 
@@ -24,6 +25,7 @@ const (
 	codeProtocol
 	codeClientDone
 	codeStreamClosed
+	codeTooManyClients
 )
 
 // Stream kind bytes. A peer's unidirectional sync stream starts with
@@ -46,6 +48,12 @@ type Transport struct {
 	cancel   context.CancelFunc
 	seed     atomic.Uint64
 
+	mat         atomic.Pointer[material]     // certificate and CA in use (SetCertificate)
+	policy      atomic.Pointer[ClientPolicy] // SetClientPolicy; defaults filled in
+	limiter     *handshakeLimiter
+	clientConns atomic.Int64
+	refusalLog  *lograte.Limiter
+
 	mu     sync.Mutex
 	closed bool
 	peers  map[string]*peer
@@ -62,7 +70,8 @@ type Transport struct {
 // New validates cfg, opens the UDP socket (or takes cfg.PacketConn), starts
 // listening and returns the Transport. It dials nobody until SetPeers.
 func New(cfg Config) (*Transport, error) {
-	if _, err := cfg.validate(); err != nil {
+	leaf, err := cfg.validate()
+	if err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
@@ -77,7 +86,13 @@ func New(cfg Config) (*Transport, error) {
 		peers:  map[string]*peer{},
 		conns:  map[*quic.Conn]*peerConn{},
 		layers: map[byte]*StreamLayer{},
+
+		limiter:    newHandshakeLimiter(cfg.Clients),
+		refusalLog: lograte.New(time.Second),
 	}
+	t.mat.Store(&material{cert: cfg.Certificate, leaf: leaf, cas: cfg.CAs})
+	policy := cfg.Clients
+	t.policy.Store(&policy)
 	t.seed.Store(uint64(time.Now().UnixNano()))
 	t.publishPeersLocked()
 	t.pc = cfg.PacketConn
@@ -100,7 +115,9 @@ func New(cfg Config) (*Transport, error) {
 		t.quicConf.MaxIncomingStreams = -1
 	}
 	t.qt = &quic.Transport{Conn: t.pc, StatelessResetKey: statelessResetKey(cfg.Certificate)}
-	ln, err := t.qt.Listen(t.serverTLS(), t.quicConf)
+	listenConf := t.quicConf.Clone()
+	listenConf.GetConfigForClient = t.admitConn
+	ln, err := t.qt.Listen(t.serverTLS(), listenConf)
 	if err != nil {
 		_ = t.qt.Close()
 		if t.ownPC {
@@ -212,8 +229,17 @@ func (t *Transport) handleInbound(qc *quic.Conn) {
 		if len(cs.PeerCertificates) > 0 {
 			id, _ = certs.IdentityOf(cs.PeerCertificates[0]) // verified by verifyClient
 		}
+		if !t.admitClient() {
+			t.untrack(qc)
+			limit := t.policy.Load().MaxClientConns
+			_ = t.countRefusal("inbound", qc.RemoteAddr().String(), refuse(refusedTooManyClients,
+				fmt.Errorf("%w: %d open (MaxClientConns); refused %s", ErrTooManyClients, limit, identityOf(id))))
+			_ = qc.CloseWithError(codeTooManyClients, fmt.Sprintf("too many client connections (%d)", limit))
+			return
+		}
 		cc := newClientConn(qc, identityOf(id))
 		if !t.spawn(func() { t.serveClient(cc) }) {
+			t.releaseClient()
 			t.untrack(qc)
 			_ = qc.CloseWithError(codeShutdown, ErrClosed.Error())
 		}
@@ -224,8 +250,7 @@ func (t *Transport) handleInbound(qc *quic.Conn) {
 }
 
 func (t *Transport) serveClient(cc *ClientConn) {
-	t.m.clients.Inc()
-	defer t.m.clients.Dec()
+	defer t.releaseClient()
 	log := t.log.With().Str("client", cc.Identity().String()).Str("remote", cc.RemoteAddr().String()).Logger()
 	log.Debug().Msg("client connected")
 	t.cfg.Handler.ServeClient(cc)

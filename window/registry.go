@@ -48,9 +48,11 @@ func (p Policy) String() string {
 // Config configures a Registry. The zero Config is valid and means every
 // default. NewRegistry copies it; it cannot change afterwards.
 type Config struct {
-	// MaxKeys bounds the number of windows. A new key beyond it is refused
-	// with ErrTooManyKeys and answered per WhenFull. Zero means
-	// DefaultMaxKeys (1,000,000); negative is invalid.
+	// MaxKeys bounds the number of windows, divided among the rules so that
+	// one rule's keys cannot take another's room (see Registry.RuleKeys and
+	// docs/design.md §4). A new key beyond its rule's budget is refused with
+	// ErrTooManyKeys and answered per WhenFull. Zero means DefaultMaxKeys
+	// (1,000,000); negative is invalid.
 	MaxKeys int
 	// IdleAfter is how long a window must go without a write before Sweep
 	// evicts it; it is never evicted before its slots have all expired.
@@ -123,6 +125,7 @@ type Registry struct {
 	mu      sync.Mutex // serialises creation, SetTable and Sweep
 	retired []retired  // windows taken out of keys, kept one more Sweep; guarded by mu
 	idle    idleWheel  // when each key may next be idle (idle.go)
+	budgets keyBudgets // MaxKeys per rule (budget.go); guarded by mu
 
 	stats struct {
 		created, evicted, removed, replaced, rejected, unlimited, migrated atomic.Int64
@@ -181,6 +184,7 @@ func NewRegistry(cfg Config, table *limits.Table) (*Registry, error) {
 	}
 	r := &Registry{cfg: cfg.withDefaults(), keys: newKeyMap()}
 	r.table.Store(table)
+	r.recountLocked() // no other goroutine has r yet
 	return r, nil
 }
 
@@ -333,7 +337,12 @@ func (r *Registry) createLocked(now int64, key string) (*entry, error) {
 	}
 	if n := r.count.Load(); n >= int64(r.cfg.MaxKeys) {
 		r.stats.rejected.Add(1)
+		r.budgets.reject(rule)
 		return nil, fmt.Errorf("%w: key %q would be window %d, MaxKeys is %d", ErrTooManyKeys, clip(key), n+1, r.cfg.MaxKeys)
+	}
+	if err := r.budgets.admit(rule, key); err != nil {
+		r.stats.rejected.Add(1)
+		return nil, err
 	}
 	key = strings.Clone(key) // never pin the caller's buffer
 	w, err := New(rule.Rate, now)
@@ -346,6 +355,7 @@ func (r *Registry) createLocked(now int64, key string) (*entry, error) {
 	en := &entry{key: key, rule: rule, w: w}
 	r.keys.store(key, en)
 	r.idle.add(en, w.OpenEpoch()+r.idleSlots(rule))
+	r.budgets.add(rule)
 	r.count.Add(1)
 	r.stats.created.Add(1)
 	return en, nil
@@ -381,6 +391,7 @@ func (r *Registry) SetTable(t *limits.Table) {
 		}
 		return true
 	})
+	r.recountLocked()
 }
 
 func (r *Registry) replaceLocked(key string, en *entry, rule limits.Rule) {
@@ -448,6 +459,7 @@ func (r *Registry) Sweep(now int64) SweepStats {
 			return
 		}
 		r.count.Add(-1)
+		r.budgets.remove(en.rule)
 		r.stats.evicted.Add(1)
 		st.Evicted++
 		// What it holds has expired; empty it so that anything found in it

@@ -15,6 +15,7 @@ import (
 
 	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/node"
+	"github.com/quotamesh/quotamesh/transport"
 	"github.com/quotamesh/quotamesh/window"
 )
 
@@ -25,7 +26,7 @@ import (
 type serveOptions struct {
 	ID          string   `yaml:"id" flag:"id" usage:"this node's ID (1 to 64 bytes of [A-Za-z0-9._-]); must match its certificate"`
 	ClusterID   string   `yaml:"cluster_id" flag:"cluster-id" usage:"the cluster's name; nodes of another cluster are refused"`
-	Listen      string   `yaml:"listen" flag:"listen" usage:"UDP host:port for QUIC, peers and clients alike"`
+	Listen      string   `yaml:"listen" flag:"listen" usage:"UDP host:port for QUIC, peers and clients alike (loopback by default: name the interface other hosts reach)"`
 	Advertise   string   `yaml:"advertise" flag:"advertise" usage:"host:port peers reach this node at (default: listen, if it names a host)"`
 	AdminListen string   `yaml:"admin_listen" flag:"admin-listen" usage:"HTTP host:port for /metrics /healthz /readyz /status /debug/pprof; empty turns it off"`
 	DataDir     string   `yaml:"data_dir" flag:"data-dir" usage:"directory for the Raft log and snapshots"`
@@ -45,12 +46,22 @@ type serveOptions struct {
 	MaxLeaseFraction float64       `yaml:"max_lease_fraction" flag:"max-lease-fraction" usage:"largest lease, as a fraction of the key's limit"`
 	MaxVoters        int           `yaml:"max_voters" flag:"max-voters" usage:"Raft voters (odd, 1 to 7); other members are non-voters"`
 
-	RequireClientCert bool     `yaml:"require_client_cert" flag:"require-client-cert" usage:"clients must present a certificate signed by the cluster CA"`
-	AdminClients      []string `yaml:"admin_clients" flag:"admin-clients" usage:"client certificate names allowed to change limits when client certificates are required"`
-	LeaveOnShutdown   bool     `yaml:"leave_on_shutdown" flag:"leave-on-shutdown" usage:"leave the cluster (Raft configuration) on SIGTERM instead of staying a member"`
+	AllowAnonymousClients bool    `yaml:"allow_anonymous_clients" flag:"allow-anonymous-clients" usage:"INSECURE: clients without a certificate may ask for decisions (never read or change anything); logged at start and shown in /status"`
+	MaxClientConns        int     `yaml:"max_client_conns" flag:"max-client-conns" usage:"most client connections open at once (about 70 KB each)"`
+	HandshakeRate         float64 `yaml:"handshake_rate" flag:"handshake-rate" usage:"connection attempts per second one source address may make (peers and clients)"`
+	HandshakeBurst        int     `yaml:"handshake_burst" flag:"handshake-burst" usage:"connection attempts one source address may make at once beyond the rate"`
+	LeaveOnShutdown       bool    `yaml:"leave_on_shutdown" flag:"leave-on-shutdown" usage:"leave the cluster (Raft configuration) on SIGTERM instead of staying a member"`
+	Pprof                 bool    `yaml:"pprof" flag:"pprof" usage:"serve /debug/pprof on the admin listener (profiles show memory contents to whoever reaches it)"`
 
 	LogLevel  string `yaml:"log_level" flag:"log-level" usage:"trace, debug, info, warn or error"`
-	LogFormat string `yaml:"log_format" flag:"log-format" usage:"json or console"`
+	LogFormat string `yaml:"log_format" flag:"log-format" usage:"auto (console on a terminal, json otherwise), json or console"`
+}
+
+// removedKeys are configuration keys of earlier versions, with what replaced
+// them, so that an old file fails with advice rather than "unknown field".
+var removedKeys = map[string]string{
+	"admin_clients":       "the role is in the client certificate now: issue the operator's with 'quotamesh certs issue --client NAME --role admin'",
+	"require_client_cert": "client certificates are required by default now; allow_anonymous_clients is the (insecure) opt-out",
 }
 
 // defaultServeOptions mirrors node.DefaultConfig.
@@ -61,7 +72,9 @@ func defaultServeOptions() serveOptions {
 		Policy: d.Policy.String(), SyncInterval: d.SyncInterval, DeadAfter: d.DeadAfter,
 		FenceAfter: d.FenceAfter, ReclaimAfter: d.ReclaimAfter, MaxKeys: d.MaxKeys,
 		UnknownKeys: "allow", WhenFull: "deny", LeaseTTL: d.LeaseTTL, MaxLeaseFraction: d.MaxLeaseFraction,
-		MaxVoters: d.MaxVoters, AdminClients: d.TLS.AdminClients, LogLevel: d.LogLevel, LogFormat: "console",
+		MaxVoters: d.MaxVoters, LogLevel: d.LogLevel, LogFormat: logAuto, Pprof: !d.DisablePprof,
+		MaxClientConns: transport.DefaultMaxClientConns, HandshakeRate: transport.DefaultHandshakeRate,
+		HandshakeBurst: transport.DefaultHandshakeBurst,
 	}
 }
 
@@ -131,7 +144,11 @@ func loadFile(path string, o *serveOptions) (*configFile, error) {
 		return nil, fmt.Errorf("%w: %s:%d: the file must be a mapping of keys to values", errConfig, path, root.Line)
 	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		cf.lines[root.Content[i].Value] = root.Content[i].Line
+		key, line := root.Content[i].Value, root.Content[i].Line
+		if why, ok := removedKeys[key]; ok {
+			return nil, fmt.Errorf("%w: %s:%d: key %s was removed: %s", errConfig, path, line, key, why)
+		}
+		cf.lines[key] = line
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -172,16 +189,72 @@ func (cf *configFile) at(key string, fs *pflag.FlagSet, flag string) string {
 	return "--" + flag
 }
 
+// checkNumbers refuses negative durations and counts, naming the key and
+// where it was set: node.Config reads zero as "the default" and would name
+// its own field.
+func (o *serveOptions) checkNumbers(cf *configFile, fs *pflag.FlagSet) error {
+	v := reflect.ValueOf(o).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		key, flag := t.Field(i).Tag.Get("yaml"), t.Field(i).Tag.Get("flag")
+		f := v.Field(i)
+		switch x := f.Interface().(type) {
+		case time.Duration:
+			if x <= 0 {
+				return fmt.Errorf("%w: %s: %v: use a positive duration (e.g. %v)", errConfig, cf.at(key, fs, flag), x, durationDefault(key))
+			}
+		case int:
+			if x <= 0 {
+				return fmt.Errorf("%w: %s: %d: use a positive number", errConfig, cf.at(key, fs, flag), x)
+			}
+		case float64:
+			if !(x > 0) {
+				return fmt.Errorf("%w: %s: %v: use a positive number", errConfig, cf.at(key, fs, flag), x)
+			}
+		}
+	}
+	return nil
+}
+
+// durationDefault is the default of a duration key, for error messages.
+func durationDefault(key string) time.Duration {
+	d := reflect.ValueOf(defaultServeOptions())
+	for i := range d.NumField() {
+		if d.Type().Field(i).Tag.Get("yaml") == key {
+			if v, ok := d.Field(i).Interface().(time.Duration); ok {
+				return v
+			}
+		}
+	}
+	return 0
+}
+
 // toNode turns the options into a node.Config, naming the source of any bad
 // value.
 func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, error) {
 	c := node.DefaultConfig()
 	c.ID, c.ClusterID, c.Listen, c.Advertise = o.ID, o.ClusterID, o.Listen, o.Advertise
 	c.AdminListen, c.DataDir, c.Join = o.AdminListen, o.DataDir, o.Join
-	c.TLS.CertDir, c.TLS.RequireClientCert, c.TLS.AdminClients = o.Certs, o.RequireClientCert, o.AdminClients
+	c.TLS.CertDir = o.Certs
+	c.Clients = transport.ClientPolicy{AllowAnonymous: o.AllowAnonymousClients, MaxClientConns: o.MaxClientConns,
+		HandshakeRate: o.HandshakeRate, HandshakeBurst: o.HandshakeBurst}
+	c.DisablePprof = !o.Pprof
 	c.SyncInterval, c.DeadAfter, c.FenceAfter, c.ReclaimAfter = o.SyncInterval, o.DeadAfter, o.FenceAfter, o.ReclaimAfter
 	c.MaxKeys, c.LeaseTTL, c.MaxLeaseFraction, c.MaxVoters = o.MaxKeys, o.LeaseTTL, o.MaxLeaseFraction, o.MaxVoters
 	c.LeaveOnShutdown, c.LogLevel = o.LeaveOnShutdown, o.LogLevel
+	// Values node.Config would read as "the default": given explicitly,
+	// they are mistakes.
+	for _, e := range []struct {
+		key, flag string
+		empty     bool
+	}{{"cluster_id", "cluster-id", o.ClusterID == ""}, {"listen", "listen", o.Listen == ""}, {"data_dir", "data-dir", o.DataDir == ""}, {"certs", "certs", o.Certs == ""}, {"id", "id", o.ID == ""}} {
+		if e.empty {
+			return c, fmt.Errorf("%w: %s: empty; give a value (see 'quotamesh serve --help')", errConfig, cf.at(e.key, fs, e.flag))
+		}
+	}
+	if err := o.checkNumbers(cf, fs); err != nil {
+		return c, err
+	}
 	var err error
 	if c.Policy, err = share.ParsePolicy(o.Policy); err != nil {
 		return c, fmt.Errorf("%w: %s: %v", errConfig, cf.at("policy", fs, "policy"), err)
@@ -206,8 +279,8 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 		}
 		c.Bootstrap = append(c.Bootstrap, node.Peer{ID: id, Addr: addr})
 	}
-	if !slices.Contains([]string{"json", "console"}, o.LogFormat) {
-		return c, fmt.Errorf("%w: %s: %q: use json or console", errConfig, cf.at("log_format", fs, "log-format"), o.LogFormat)
+	if !slices.Contains([]string{logAuto, logJSON, logConsole}, o.LogFormat) {
+		return c, fmt.Errorf("%w: %s: %q: use auto, json or console", errConfig, cf.at("log_format", fs, "log-format"), o.LogFormat)
 	}
 	if err := c.Validate(); err != nil {
 		// node names the field; point at where the options came from too.

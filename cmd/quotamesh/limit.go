@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/client"
@@ -49,7 +51,7 @@ that require client certificates need for admin operations.`,
 // reaches the same state (reads, setting a rule to a rate, join, leave;
 // delete says when it found the rule gone on a retry).
 func (a *adminFlags) withClient(cmd *cobra.Command, retry bool, fn func(ctx context.Context, c *client.Client) error) error {
-	c, err := a.dial(cmd.Context(), cmd.Flags())
+	c, err := a.dial(cmd.Context())
 	if err != nil {
 		return err
 	}
@@ -91,13 +93,26 @@ func parsePatternArg(s string) error {
 }
 
 func newLimitSetCmd(a *adminFlags) *cobra.Command {
-	return &cobra.Command{
+	var allKeys bool
+	cmd := &cobra.Command{
 		Use:   "set KEY|PATTERN RATE",
 		Short: "Set the limit of a key or pattern (RATE: 1000/s, 50000/min, 10/100ms)",
-		Args:  cobra.ExactArgs(2),
+		Long: `set binds a key or a pattern to a rate COUNT/WINDOW, through Raft.
+
+RATE is COUNT/WINDOW: COUNT from 1 to 4294967295, WINDOW a multiple of 100ms
+from 100ms to 60s written as a Go duration (100ms, 5s, 1m) or a unit word:
+s, m, and their documented aliases sec, second, min, minute (printed back as
+s and m). Units are lower case and a rate has no spaces.
+
+A pattern made of '*' alone matches every key, including those of services
+that never asked for a limit: it is refused unless --all-keys says so.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := parsePatternArg(args[0]); err != nil {
 				return err
+			}
+			if strings.Trim(args[0], "*") == "" && !allKeys {
+				return usagef("pattern %q matches every key (each key gets its own limit, also keys of services that never asked for one): pass --all-keys if that is what you want", args[0])
 			}
 			rate, err := limits.ParseRate(args[1])
 			if err != nil {
@@ -110,7 +125,7 @@ func newLimitSetCmd(a *adminFlags) *cobra.Command {
 			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.SetLimit(ctx, rule)
 				if err != nil {
-					return explain(err, "limit set "+rule.String())
+					return a.explain(err, "limit set "+rule.String())
 				}
 				if a.json {
 					r := toJSON(rule)
@@ -122,6 +137,20 @@ func newLimitSetCmd(a *adminFlags) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&allKeys, "all-keys", false, "confirm a pattern that matches every key ('*')")
+	// "limit set k -5/s": pflag reads -5/s as shorthand flags; say what is
+	// wrong with the rate instead.
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		var ne *pflag.NotExistError
+		if errors.As(err, &ne) && ne.GetSpecifiedShortnames() != "" && strings.ContainsAny(ne.GetSpecifiedShortnames()[:1], "0123456789") {
+			arg := "-" + ne.GetSpecifiedShortnames()
+			if _, rerr := limits.ParseRate(arg); rerr != nil {
+				return usageError{rerr}
+			}
+		}
+		return usageError{err}
+	})
+	return cmd
 }
 
 func newLimitGetCmd(a *adminFlags) *cobra.Command {
@@ -145,7 +174,7 @@ unknown_keys setting (allow by default).`,
 					// No rule of its own: the rule it matches, if any.
 					rules, lerr := c.ListLimits(ctx)
 					if lerr != nil {
-						return explain(lerr, "limit list")
+						return a.explain(lerr, "limit list")
 					}
 					t, terr := limits.NewTable(rules...)
 					if terr != nil {
@@ -156,7 +185,7 @@ unknown_keys setting (allow by default).`,
 					}
 				}
 				if err != nil {
-					return explain(err, fmt.Sprintf("limit get %q", key))
+					return a.explain(err, fmt.Sprintf("limit get %q", key))
 				}
 				if a.json {
 					j := toJSON(r)
@@ -183,7 +212,7 @@ func newLimitListCmd(a *adminFlags) *cobra.Command {
 			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				rules, err := c.ListLimits(ctx)
 				if err != nil {
-					return explain(err, "limit list")
+					return a.explain(err, "limit list")
 				}
 				if a.json {
 					out := make([]ruleJSON, len(rules))
@@ -228,7 +257,7 @@ func newLimitDeleteCmd(a *adminFlags) *cobra.Command {
 					return nil
 				}
 				if err != nil {
-					return explain(err, fmt.Sprintf("limit delete %q", args[0]))
+					return a.explain(err, fmt.Sprintf("limit delete %q", args[0]))
 				}
 				if a.json {
 					return printJSON(cmd.OutOrStdout(), map[string]any{"pattern": args[0], "deleted": true, "index": idx})

@@ -137,9 +137,10 @@ func TestLimitUnreachable(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "no node answered at 127.0.0.1:9 within 1s") {
 		t.Errorf("exit %d, stderr %q; want 1 and no node answered", code, errs)
 	}
+	// A --certs directory that does not exist is a bad value: usage.
 	code, _, errs = runCmd(t, time.Minute, "status", "--certs", dir+"/nowhere")
-	if code != 1 || !strings.Contains(errs, "reading the cluster CA") {
-		t.Errorf("exit %d, stderr %q; want 1 and the CA named", code, errs)
+	if code != 2 || !strings.Contains(errs, "reading the cluster CA") {
+		t.Errorf("exit %d, stderr %q; want 2 and the CA named", code, errs)
 	}
 	if _, err := os.Stat(certDir); err != nil {
 		t.Fatal(err)
@@ -157,6 +158,17 @@ func TestAdminUsage(t *testing.T) {
 		{[]string{"status", "--timeout", "0s"}, "--timeout 0s"},
 		{[]string{"status", "--addr", "localhost"}, `--addr "localhost"`},
 		{[]string{"join", "n4", "nowhere"}, `address "nowhere"`},
+		{[]string{"join", "n4", "h:99999"}, `port "99999"`},
+		{[]string{"status", "--addr", "127.0.0.1:99999"}, `port "99999"`},
+		{[]string{"status", "--addr", "nosuchhost.invalid:7941"}, `host "nosuchhost.invalid" does not resolve`},
+		{[]string{"limit", "set", "k", "-5/s"}, `count "-5" is negative`},
+		{[]string{"limit", "set", "k", "10/S"}, `write "s"`},
+		{[]string{"limit", "set", "k", " 10/s"}, "white space"},
+		{[]string{"limit", "set", "*", "1/s"}, "--all-keys"},
+		{[]string{"serve", "--id", "n1", "--certs", "c", "--cluster-id", ""}, "--cluster-id: empty"},
+		{[]string{"serve", "--id", "n1", "--certs", "c", "--sync-interval", "-10ms"}, "--sync-interval: -10ms"},
+		{[]string{"serve", "--id", "n1", "--certs", "c", "--listen", "127.0.0.1:99999"}, `port "99999"`},
+		{[]string{"certs", "init", "--dir", "x", "--clients", "bob"}, "bob=decide"},
 	} {
 		code, _, errs := runCmd(t, 10*time.Second, c.args...)
 		if code != 2 || !strings.Contains(errs, c.want) {

@@ -18,17 +18,20 @@ import (
 	"syscall"
 )
 
-// Signals are handled here only: SIGINT and SIGTERM cancel the context
-// (serve then shuts down gracefully, demo cleans up), SIGHUP asks serve to
-// reload its configuration.
-func main() {
+func main() { os.Exit(runMain(os.Args[1:])) }
+
+// runMain is main but for the exit: the tests' child processes run it as
+// the binary would. Signals are handled here only: SIGINT and SIGTERM
+// cancel the context (serve then shuts down gracefully, or stops where its
+// start-up is; demo cleans up), SIGHUP asks serve to reload its
+// configuration.
+func runMain(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	code := run(withReload(ctx, hup), os.Args[1:], os.Stdout, os.Stderr)
-	signal.Stop(hup)
-	stop()
-	os.Exit(code)
+	defer signal.Stop(hup)
+	return run(withReload(ctx, hup), args, os.Stdout, os.Stderr)
 }
 
 type reloadKey struct{}

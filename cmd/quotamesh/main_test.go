@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,10 +14,7 @@ import (
 // tests start (benchChildEnv), as the quotamesh binary would.
 func TestMain(m *testing.M) {
 	if os.Getenv(benchChildEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+		os.Exit(runMain(os.Args[1:]))
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -29,13 +30,15 @@ to be added (or joins by itself with --join).
 			if err := certs.ValidateNodeID(id); err != nil {
 				return usagef("node ID: %v", err)
 			}
-			if _, _, err := net.SplitHostPort(addr); err != nil {
+			if _, port, err := net.SplitHostPort(addr); err != nil {
 				return usagef("address %q: want host:port: %v", addr, err)
+			} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+				return usagef("address %q: port %q: use a number from 1 to 65535", addr, port)
 			}
 			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.Join(ctx, id, addr)
 				if err != nil {
-					return explain(err, "join "+id)
+					return a.explain(err, "join "+id)
 				}
 				if a.json {
 					return printJSON(cmd.OutOrStdout(), map[string]any{"node": id, "addr": addr, "index": idx, "joined": true})
@@ -69,7 +72,7 @@ a member: shut it down afterwards. (A node started with
 			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.Leave(ctx, id)
 				if err != nil {
-					return explain(err, "leave "+id)
+					return a.explain(err, "leave "+id)
 				}
 				if a.json {
 					return printJSON(cmd.OutOrStdout(), map[string]any{"node": id, "index": idx, "left": true})

@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/quotamesh/quotamesh/node"
@@ -35,9 +34,16 @@ with --config (keys are the flag names with underscores: sync_interval), the
 environment (QUOTAMESH_SYNC_INTERVAL), and flags. An error names the file,
 line and key, or the flag or variable, with the bad value.
 
-SIGHUP re-reads the file and applies what may change at run time (log level,
-admin clients, leave on shutdown); anything else that changed is reported and
-needs a restart, which the cluster survives like any other.
+SIGHUP re-reads the file and the certificates and applies everything that
+may change at run time (log level, leave on shutdown, the client policy:
+anonymous clients, max client connections, the handshake rate; the node's
+certificate and CA); each other key that changed is named in the log as
+needing a restart, which the cluster survives like any other.
+
+Clients must present a certificate signed by the cluster CA; its role
+(admin or decide, chosen at 'quotamesh certs init' or 'certs issue') says
+what they may do. --listen defaults to 127.0.0.1:7946: give the address
+peers and clients reach the node at to serve them from other hosts.
 
 A first cluster of three, on three hosts:
 
@@ -85,17 +91,16 @@ func resolveServe(path string, flagged *serveOptions, cmd *cobra.Command) (node.
 	return cfg, opts.LogFormat, err
 }
 
-func newLogger(w io.Writer, format string) zerolog.Logger {
-	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
-	}
-	return zerolog.New(w).With().Timestamp().Logger()
-}
-
-// serve runs a node until ctx ends, reloading on SIGHUP.
+// serve runs a node until ctx ends, reloading on SIGHUP. A signal during
+// start-up (waiting for the data directory, opening Raft) stops it there.
 func serve(ctx context.Context, cfg node.Config, cmd *cobra.Command, reread func() (node.Config, error)) error {
+	log := cfg.Logger.With().Str("node", cfg.ID).Str("component", "serve").Logger()
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			log.Info().Msg("stopped during start-up")
+			return nil
+		}
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "quotamesh node %s serving on %s (advertised %s), admin on %s\n", n.ID(), n.Addr(), n.Advertise(), n.AdminAddr())
@@ -111,16 +116,18 @@ func serve(ctx context.Context, cfg node.Config, cmd *cobra.Command, reread func
 			fmt.Fprintf(cmd.OutOrStdout(), "quotamesh node %s stopped\n", n.ID())
 			return nil
 		case <-hup:
+			// The node logs what it applied; what it could not apply, or a
+			// file that does not read, is logged here (nothing is applied
+			// from a file with an error).
 			next, err := reread()
-			if err == nil {
-				next.Logger = cfg.Logger
-				err = n.Reload(next)
-			}
 			if err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "quotamesh: reload: %v\n", err)
+				log.Error().Err(err).Msg("SIGHUP: configuration not reloaded: the file or flags have an error")
 				continue
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "quotamesh: configuration reloaded")
+			next.Logger = cfg.Logger
+			if err := n.Reload(next); err != nil {
+				log.Warn().Err(err).Msg("SIGHUP: configuration reloaded in part")
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -42,7 +43,7 @@ of each top key. A member this machine cannot reach shows '-'.
 document of /status on the node's admin listener; durations in ns).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd.Context(), cmd.Flags())
+			c, err := a.dial(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -51,7 +52,7 @@ document of /status on the node's admin listener; durations in ns).`,
 			defer cancel()
 			raw, err := c.Status(ctx)
 			if err != nil {
-				return explain(err, "status")
+				return a.explain(err, "status")
 			}
 			if a.json {
 				_, err := cmd.OutOrStdout().Write(append(raw, '\n'))
@@ -79,7 +80,7 @@ document of /status on the node's admin listener; durations in ns).`,
 // memberViews asks every other member of st for its status, at once; the
 // members that do not answer within memberTimeout are left out.
 func (a *adminFlags) memberViews(ctx context.Context, cmd *cobra.Command, st *node.Status) map[string]*node.Status {
-	opts, err := a.options(cmd.Flags())
+	opts, err := a.options()
 	if err != nil {
 		return nil
 	}
@@ -167,8 +168,14 @@ func printStatus(out io.Writer, st *node.Status, views map[string]*node.Status, 
 	}
 	fmt.Fprintf(out, "cluster %s: %s, Raft leader %s (term %d), %s, policy %s\n",
 		st.ClusterID, plural(len(st.Members), "member"), leader, st.Raft.Term, plural(st.Raft.Rules, "limit rule"), st.Policy)
-	fmt.Fprintf(out, "answered by %s at %s: %s, Raft %s, commit %d, applied %d, up %s\n\n",
+	fmt.Fprintf(out, "answered by %s at %s: %s, Raft %s, commit %d, applied %d, up %s\n",
 		st.Node, st.Advertise, health(st), st.Raft.State, st.Raft.CommitIndex, st.Raft.AppliedIndex, dur(st.Uptime))
+	for _, id := range slices.Sorted(maps.Keys(views)) {
+		if v := views[id]; v.Clients.AllowAnonymous {
+			fmt.Fprintf(out, "INSECURE: %s serves clients without a certificate (allow_anonymous_clients): anyone who reaches it can spend any limit\n", id)
+		}
+	}
+	fmt.Fprintln(out)
 
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "NODE\tADDRESS\tROLE\tHEALTH\tADMITTED/S\tOFFERED/S\tKEYS\tCONNECTED\tREACHABLE\tSYNC LAG\tRTT\n")

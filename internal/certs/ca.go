@@ -27,6 +27,11 @@ type CA struct {
 	// Key is the CA's private key; nil for a CA loaded without ca.key, which
 	// can verify but not issue.
 	Key *ecdsa.PrivateKey
+	// Trusted are further CA certificates trusted beside Cert: during a CA
+	// rotation, ca.crt holds the new CA and the old one (or the other way
+	// round), so that certificates of both verify. Cert, the first in the
+	// file, is the one Key belongs to.
+	Trusted []*x509.Certificate
 }
 
 // Bundle is an issued certificate and its private key.
@@ -80,7 +85,22 @@ func NewCA(name string, validity time.Duration) (*CA, error) {
 func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
+	for _, c := range ca.Trusted {
+		p.AddCert(c)
+	}
 	return p
+}
+
+// signed reports whether cert is signed by Cert or one of Trusted.
+func (ca *CA) signed(cert *x509.Certificate) error {
+	err := cert.CheckSignatureFrom(ca.Cert)
+	for _, c := range ca.Trusted {
+		if err == nil {
+			break
+		}
+		err = cert.CheckSignatureFrom(c)
+	}
+	return err
 }
 
 // Request describes a certificate to issue. IssueNode and IssueClient fill
@@ -91,6 +111,10 @@ type Request struct {
 	Identity Identity
 	// Hosts are DNS names and IP addresses for a node certificate's SANs.
 	Hosts []string
+	// Role is a client certificate's role (Identity.Role is ignored);
+	// RoleNone issues a client certificate without one, as before roles
+	// existed (tests of that case). Node certificates take none.
+	Role Role
 	// NotBefore and NotAfter bound the validity; NotAfter must be after
 	// NotBefore. They may lie in the past (an expired certificate).
 	NotBefore, NotAfter time.Time
@@ -107,20 +131,26 @@ func (ca *CA) IssueNode(id string, hosts []string, validity time.Duration) (*Bun
 	return ca.Issue(Request{Identity: NodeIdentity(id), Hosts: hosts, NotBefore: now.Add(-backdate), NotAfter: now.Add(validity)})
 }
 
-// IssueClient issues a client certificate for name, valid for validity from
-// now (and one minute before), with client authentication only.
-func (ca *CA) IssueClient(name string, validity time.Duration) (*Bundle, error) {
+// IssueClient issues a client certificate for name with role (RoleAdmin or
+// RoleDecide), valid for validity from now (and one minute before), with
+// client authentication only.
+func (ca *CA) IssueClient(name string, role Role, validity time.Duration) (*Bundle, error) {
 	if validity <= 0 {
 		return nil, fmt.Errorf("%w: client %q validity %v is not positive", ErrInvalidValidity, truncate(name), validity)
 	}
+	if role != RoleAdmin && role != RoleDecide {
+		return nil, fmt.Errorf("%w: client %q: %v; issue admin or decide", ErrInvalidRole, truncate(name), role)
+	}
 	now := time.Now()
-	return ca.Issue(Request{Identity: ClientIdentity(name), NotBefore: now.Add(-backdate), NotAfter: now.Add(validity)})
+	return ca.Issue(Request{Identity: ClientIdentity(name), Role: role, NotBefore: now.Add(-backdate), NotAfter: now.Add(validity)})
 }
 
 // Issue issues the certificate req describes. Node certificates get server
-// and client authentication, client certificates client authentication only;
-// client certificates take no hosts.
+// and client authentication, client certificates client authentication only
+// and their role's URI; client certificates take no hosts, node
+// certificates no role.
 func (ca *CA) Issue(req Request) (*Bundle, error) {
+	req.Identity.Role = req.Role
 	if ca == nil || ca.Cert == nil {
 		return nil, fmt.Errorf("quotamesh/certs: issue %s: no CA certificate", req.Identity)
 	}
@@ -159,6 +189,9 @@ func (ca *CA) Issue(req Request) (*Bundle, error) {
 			return nil, fmt.Errorf("%w: client certificate %s takes no hosts, got %q", ErrInvalidHost, req.Identity, req.Hosts)
 		}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		if u := req.Role.URI(); u != nil {
+			tmpl.URIs = append(tmpl.URIs, u)
+		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -214,8 +247,15 @@ func (b *Bundle) CertPEM() []byte { return EncodeCertificatePEM(b.Cert) }
 // KeyPEM returns the private key as a PKCS #8 PEM block.
 func (b *Bundle) KeyPEM() ([]byte, error) { return EncodePrivateKeyPEM(b.Key) }
 
-// CertPEM returns the CA certificate as a PEM block.
-func (ca *CA) CertPEM() []byte { return EncodeCertificatePEM(ca.Cert) }
+// CertPEM returns the CA certificate as a PEM block, followed by those of
+// Trusted.
+func (ca *CA) CertPEM() []byte {
+	out := EncodeCertificatePEM(ca.Cert)
+	for _, c := range ca.Trusted {
+		out = append(out, EncodeCertificatePEM(c)...)
+	}
+	return out
+}
 
 // KeyPEM returns the CA's private key as a PKCS #8 PEM block.
 func (ca *CA) KeyPEM() ([]byte, error) {

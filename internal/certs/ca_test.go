@@ -90,7 +90,7 @@ func TestIssueNode(t *testing.T) {
 
 func TestIssueClient(t *testing.T) {
 	ca := newTestCA(t)
-	b, err := ca.IssueClient("billing", time.Hour)
+	b, err := ca.IssueClient("billing", RoleAdmin, time.Hour)
 	if err != nil {
 		t.Fatalf("IssueClient: %v", err)
 	}
@@ -117,7 +117,7 @@ func TestIssueRefusesBadInput(t *testing.T) {
 		want error
 	}{
 		{"bad node ID", func() error { _, err := ca.IssueNode("a/b", nil, time.Hour); return err }, ErrInvalidNodeID},
-		{"bad client name", func() error { _, err := ca.IssueClient("", time.Hour); return err }, ErrInvalidClientName},
+		{"bad client name", func() error { _, err := ca.IssueClient("", RoleDecide, time.Hour); return err }, ErrInvalidClientName},
 		{"bad host", func() error { _, err := ca.IssueNode("n1", []string{"a b"}, time.Hour); return err }, ErrInvalidHost},
 		{"empty label", func() error { _, err := ca.IssueNode("n1", []string{"a..b"}, time.Hour); return err }, ErrInvalidHost},
 		{"client with hosts", func() error {
@@ -165,7 +165,7 @@ func TestBundleWorksInTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := ca.IssueClient("c1", time.Hour)
+	cli, err := ca.IssueClient("c1", RoleDecide, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func (s *Set) WriteDir(dir string) error {
 			if err != nil {
 				return fmt.Errorf("quotamesh/certs: write %s/%s: %w", sub, name, err)
 			}
-			if id != (Identity{Kind: kind, Name: name}) {
+			if !id.Same(Identity{Kind: kind, Name: name}) {
 				return fmt.Errorf("%w: %s/%s holds a certificate for %s", ErrNoIdentity, sub, name, id)
 			}
 			if !matches(b.Cert, b.Key) {
@@ -183,14 +183,17 @@ func loadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := ParseCertificatePEM(data)
+	all, err := ParseCertificatesPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if !cert.IsCA {
-		return nil, fmt.Errorf("quotamesh/certs: %s is not a CA certificate", path)
+	for i, c := range all {
+		if !c.IsCA {
+			return nil, fmt.Errorf("quotamesh/certs: %s: certificate %d (%q) is not a CA certificate", path, i+1, c.Subject.CommonName)
+		}
 	}
-	ca := &CA{Cert: cert}
+	cert := all[0]
+	ca := &CA{Cert: cert, Trusted: all[1:]}
 	keyPath := filepath.Join(dir, CAKeyFile)
 	data, err = readBounded(keyPath)
 	switch {
@@ -250,10 +253,10 @@ func loadBundle(base string, want Identity, ca *CA) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s.crt: %w", base, err)
 	}
-	if got != want {
+	if !got.Same(want) {
 		return nil, fmt.Errorf("%w: %s.crt is for %s, its file name says %s", ErrNoIdentity, base, got, want)
 	}
-	if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
+	if err := ca.signed(cert); err != nil {
 		return nil, fmt.Errorf("%w: %s.crt: %w", ErrNotSignedByCA, base, err)
 	}
 	keyData, err := readBounded(base + ".key")

@@ -20,7 +20,7 @@ func testSet(t *testing.T) *Set {
 		}
 		s.Nodes[id] = b
 	}
-	c, err := ca.IssueClient("cli", time.Hour)
+	c, err := ca.IssueClient("cli", RoleDecide, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,14 +10,15 @@
 //   - A node certificate carries exactly one URI SAN, quotamesh://node/<id>,
 //     the DNS and IP SANs given as hosts, and both server and client
 //     authentication (nodes dial each other and accept each other). A
-//     client certificate carries quotamesh://client/<name> and client
-//     authentication only.
+//     client certificate carries quotamesh://client/<name>, its role as a
+//     second URI SAN (quotamesh://role/admin or quotamesh://role/decide,
+//     see Role) and client authentication only.
 //   - Node IDs and client names are 1 to 64 bytes of [A-Za-z0-9._-]
 //     (ValidateNodeID, ValidateClientName); they are never escaped, so the
 //     URI and the name are the same bytes.
 //   - NodeID, ClientName and IdentityOf read the identity from a
 //     certificate's URI SANs and refuse certificates with none, with a
-//     malformed one, or with more than one QuotaMesh identity. They do not
+//     malformed one, or with more than one QuotaMesh identity or role. They do not
 //     verify the certificate: verification against the CA is the TLS
 //     layer's job (see the transport package).
 //   - Parsers (ParseIdentityURI, ParseCertificatesPEM, ParsePrivateKeyPEM)
@@ -28,7 +29,7 @@
 //
 // The directory layout that WriteDir writes and LoadDir reads:
 //
-//	ca.crt                 CA certificate
+//	ca.crt                 CA certificate (then, during a CA rotation, the other CA trusted)
 //	ca.key                 CA private key (only where certificates are issued)
 //	nodes/<id>.crt         node certificate
 //	nodes/<id>.key         node private key

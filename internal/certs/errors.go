@@ -13,6 +13,9 @@ var (
 	// ErrInvalidIdentity reports a URI that is not quotamesh://node/<id> or
 	// quotamesh://client/<name>.
 	ErrInvalidIdentity = errors.New("quotamesh/certs: invalid identity URI")
+	// ErrInvalidRole reports a role that is neither admin nor decide, or a
+	// role on a node certificate.
+	ErrInvalidRole = errors.New("quotamesh/certs: invalid role")
 	// ErrNoIdentity reports a certificate without the expected QuotaMesh
 	// identity, or with more than one.
 	ErrNoIdentity = errors.New("quotamesh/certs: certificate has no usable QuotaMesh identity")

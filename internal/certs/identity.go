@@ -37,23 +37,33 @@ func (k Kind) String() string {
 	}
 }
 
-// Identity is who a certificate speaks for. The zero Identity is anonymous.
+// Identity is who a certificate speaks for, and for a client what it may
+// do. The zero Identity is anonymous.
 type Identity struct {
 	Kind Kind
 	// Name is the node ID or the client name.
 	Name string
+	// Role is a client certificate's role; RoleNone for nodes, anonymous
+	// clients and client certificates issued without one.
+	Role Role
 }
 
 // NodeIdentity returns the identity of node id (not validated).
 func NodeIdentity(id string) Identity { return Identity{Kind: KindNode, Name: id} }
 
-// ClientIdentity returns the identity of client name (not validated).
+// ClientIdentity returns the identity of client name (not validated), with
+// no role.
 func ClientIdentity(name string) Identity { return Identity{Kind: KindClient, Name: name} }
+
+// Same reports whether id and other name the same node or client, whatever
+// their roles.
+func (id Identity) Same(other Identity) bool { return id.Kind == other.Kind && id.Name == other.Name }
 
 // IsZero reports whether the identity is anonymous.
 func (id Identity) IsZero() bool { return id.Kind == KindNone }
 
-// String returns "node/<id>", "client/<name>", or "" for the zero Identity.
+// String returns "node/<id>", "client/<name>", or "" for the zero Identity
+// (the role is not part of it).
 func (id Identity) String() string {
 	if id.Kind == KindNone {
 		return ""
@@ -70,12 +80,19 @@ func (id Identity) URI() *url.URL {
 	return &url.URL{Scheme: URIScheme, Host: id.Kind.String(), Path: "/" + id.Name}
 }
 
-// Validate checks the name against the rules of its kind.
+// Validate checks the name against the rules of its kind, and that only a
+// client has a role.
 func (id Identity) Validate() error {
 	switch id.Kind {
 	case KindNode:
+		if id.Role != RoleNone {
+			return fmt.Errorf("%w: node %q with role %v: only client certificates carry a role", ErrInvalidRole, truncate(id.Name), id.Role)
+		}
 		return ValidateNodeID(id.Name)
 	case KindClient:
+		if id.Role > RoleAdmin {
+			return fmt.Errorf("%w: client %q with %v", ErrInvalidRole, truncate(id.Name), id.Role)
+		}
 		return ValidateClientName(id.Name)
 	default:
 		return fmt.Errorf("%w: no kind", ErrInvalidIdentity)
@@ -184,17 +201,31 @@ func identityFromURL(u *url.URL) (Identity, error) {
 	return id, nil
 }
 
-// IdentityOf returns the one QuotaMesh identity in cert's URI SANs. URIs of
-// other schemes are ignored; a certificate with no QuotaMesh URI, a
-// malformed one, or two of them is refused with an error wrapping
-// ErrNoIdentity. It does not verify the certificate.
+// IdentityOf returns the one QuotaMesh identity in cert's URI SANs, with
+// its role (quotamesh://role/<role>) if it is a client's. URIs of other
+// schemes are ignored; a certificate with no identity URI, a malformed
+// QuotaMesh URI, two identities or two roles is refused with an error
+// wrapping ErrNoIdentity, and a node certificate with a role too. It does
+// not verify the certificate.
 func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	if cert == nil {
 		return Identity{}, fmt.Errorf("%w: no certificate", ErrNoIdentity)
 	}
 	var found Identity
+	role, roles := RoleNone, 0
 	for _, u := range cert.URIs {
 		if u == nil || u.Scheme != URIScheme {
+			continue
+		}
+		if u.Host == roleAuthority {
+			r, err := roleFromURL(u)
+			if err != nil {
+				return Identity{}, fmt.Errorf("%w: %w", ErrNoIdentity, err)
+			}
+			if roles++; roles > 1 {
+				return Identity{}, fmt.Errorf("%w: two role URIs (%v and %v)", ErrNoIdentity, role, r)
+			}
+			role = r
 			continue
 		}
 		id, err := identityFromURL(u)
@@ -208,6 +239,10 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	}
 	if found.IsZero() {
 		return Identity{}, fmt.Errorf("%w: no %s:// URI SAN (subject %q)", ErrNoIdentity, URIScheme, truncate(cert.Subject.CommonName))
+	}
+	found.Role = role
+	if err := found.Validate(); err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrNoIdentity, err)
 	}
 	return found, nil
 }

@@ -51,6 +51,7 @@ type Engine struct {
 	slots        []crdt.SlotCounts
 	relayScratch []crdt.OriginID
 	counters     Counters
+	byRule       map[string]*RuleCounts // rules.go
 
 	leaseGranted, leaseReturned atomic.Int64 // counted outside mu
 	correction                  atomic.Int64 // ns the caller adds to its clock (clock alignment)

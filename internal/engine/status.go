@@ -24,6 +24,9 @@ type Counters struct {
 	LeaseGranted, LeaseReturned int64
 	// Realigned counts clock corrections.
 	Realigned int64
+	// Rules counts Admitted and Offered by the rule of the key, for the
+	// rules in the table (rules.go).
+	Rules map[string]RuleCounts
 }
 
 // Counters returns the engine's cumulative counters.
@@ -37,6 +40,7 @@ func (e *Engine) Counters() Counters {
 	for k, v := range e.counters.FramesRejected {
 		c.FramesRejected[k] = v
 	}
+	c.Rules = e.ruleCountsLocked()
 	return c
 }
 

@@ -230,6 +230,7 @@ func (e *Engine) countDecisionsLocked(ks *keyState) {
 		}
 		e.counters.Admitted += max(adm, 0)
 		e.counters.Offered += max(off, 0)
+		e.countRuleLocked(ks.rule.Pattern, max(adm, 0), max(off, 0))
 		next[0], next[1] = next[1], seenAt{epoch: s.Epoch, adm: int64(s.Admitted), off: int64(s.Offered)}
 	}
 	ks.seen = next

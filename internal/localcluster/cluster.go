@@ -212,7 +212,7 @@ func WriteDevCerts(dir string, ids, hosts []string) (*certs.Set, error) {
 			return nil, fmt.Errorf("certificate for %s: %w", id, err)
 		}
 	}
-	if set.Clients[AdminClient], err = ca.IssueClient(AdminClient, certValidity); err != nil {
+	if set.Clients[AdminClient], err = ca.IssueClient(AdminClient, certs.RoleAdmin, certValidity); err != nil {
 		return nil, fmt.Errorf("client certificate: %w", err)
 	}
 	if err := set.WriteDir(dir); err != nil {
