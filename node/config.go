@@ -85,9 +85,10 @@ type Config struct {
 
 	// DataDir holds the Raft log and snapshots. Required.
 	DataDir string
-	// Bootstrap lists the initial voters, the same list on every initial
-	// node (at most MaxVoters). A listed node with an empty DataDir
-	// bootstraps the cluster with it; a restart from disk ignores it.
+	// Bootstrap lists the initial members, the same list in the same order
+	// on every initial node. A listed node with an empty DataDir bootstraps
+	// the cluster with it: the first MaxVoters vote, the others start as
+	// non-voters. A restart from disk ignores it.
 	Bootstrap []Peer
 	// Join lists addresses of members to join through, tried in turn, when
 	// this node is not a member after opening its DataDir. The node joins
@@ -131,7 +132,7 @@ type Config struct {
 	// WhenFull answers a new key while MaxKeys windows exist (default
 	// window.PolicyDeny).
 	WhenFull window.Policy
-	// LeaseTTL is how long an SDK may use a lease (default 50 ms).
+	// LeaseTTL is how long an SDK may use a lease (default 100 ms).
 	LeaseTTL time.Duration
 	// MaxLeaseFraction caps one lease at this fraction of the key's limit
 	// (default 0.1).
@@ -288,9 +289,6 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("DataDir is empty: the Raft log needs a directory")
-	}
-	if n := len(c.Bootstrap); n > d.MaxVoters {
-		bad("Bootstrap lists %d voters, more than MaxVoters %d", n, d.MaxVoters)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Bootstrap {

@@ -48,10 +48,6 @@ func TestConfigValidate(t *testing.T) {
 		{"bad admin", func(c *Config) { c.AdminListen = "localhost" }, []string{`AdminListen "localhost"`}},
 		{"no data dir", func(c *Config) { c.DataDir = "" }, []string{"DataDir is empty"}},
 		{"bad bootstrap", func(c *Config) { c.Bootstrap = []Peer{{ID: "n1", Addr: "x"}, {ID: "n1", Addr: "h:1"}} }, []string{`Bootstrap[0].Addr "x"`, `Bootstrap[1].ID "n1" is listed twice`}},
-		{"too many voters", func(c *Config) {
-			c.MaxVoters = 1
-			c.Bootstrap = []Peer{{ID: "a", Addr: "h:1"}, {ID: "b", Addr: "h:2"}}
-		}, []string{"Bootstrap lists 2 voters, more than MaxVoters 1"}},
 		{"bad join", func(c *Config) { c.Join = []string{"seed"} }, []string{`Join[0] "seed"`}},
 		{"no tls", func(c *Config) { c.TLS.Certificate = nil }, []string{"TLS: set CertDir"}},
 		{"both tls", func(c *Config) { c.TLS.CertDir = "/certs" }, []string{`CertDir "/certs"`}},

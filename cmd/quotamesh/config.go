@@ -31,18 +31,18 @@ type serveOptions struct {
 	AdminListen string   `yaml:"admin_listen" flag:"admin-listen" usage:"HTTP host:port for /metrics /healthz /readyz /status /debug/pprof; empty turns it off"`
 	DataDir     string   `yaml:"data_dir" flag:"data-dir" usage:"directory for the Raft log and snapshots"`
 	Certs       string   `yaml:"certs" flag:"certs" usage:"certificates directory in the layout of 'quotamesh certs init' (ca.crt, nodes/<id>.crt and .key)"`
-	Bootstrap   []string `yaml:"bootstrap" flag:"bootstrap" usage:"initial voters as id=host:port, the same list on every initial node (empty: join a cluster)"`
+	Bootstrap   []string `yaml:"bootstrap" flag:"bootstrap" usage:"initial members as id=host:port, the same list in the same order on every initial node; the first max-voters vote, the others start as non-voters (empty: join a cluster)"`
 	Join        []string `yaml:"join" flag:"join" usage:"host:port of members to join through"`
 
 	Policy           string        `yaml:"policy" flag:"policy" usage:"partition policy: conservative (never above the limit) or available (each side serves)"`
-	SyncInterval     time.Duration `yaml:"sync_interval" flag:"sync-interval" usage:"how often deltas go to peers and quotas are recomputed"`
-	DeadAfter        time.Duration `yaml:"dead_after" flag:"dead-after" usage:"silence after which a member counts as unreachable"`
-	FenceAfter       time.Duration `yaml:"fence_after" flag:"fence-after" usage:"time in a strict minority after which a node admits nothing (conservative)"`
-	ReclaimAfter     time.Duration `yaml:"reclaim_after" flag:"reclaim-after" usage:"time after which a majority reclaims an unreachable member's share (conservative)"`
+	SyncInterval     time.Duration `yaml:"sync_interval" flag:"sync-interval" usage:"how often deltas go to peers and quotas are recomputed; 1ms to 4s, and at most dead-after/4"`
+	DeadAfter        time.Duration `yaml:"dead_after" flag:"dead-after" usage:"silence after which a member counts as unreachable; at least 4 × sync-interval, at most fence-after"`
+	FenceAfter       time.Duration `yaml:"fence_after" flag:"fence-after" usage:"time in a strict minority after which a node admits nothing (conservative); at least dead-after"`
+	ReclaimAfter     time.Duration `yaml:"reclaim_after" flag:"reclaim-after" usage:"time after which a majority reclaims an unreachable member's share (conservative); at least fence-after + dead-after"`
 	MaxKeys          int           `yaml:"max_keys" flag:"max-keys" usage:"most keys this node tracks; beyond it new keys get the when-full answer"`
 	UnknownKeys      string        `yaml:"unknown_keys" flag:"unknown-keys" usage:"answer for keys no limit matches: allow or deny"`
 	WhenFull         string        `yaml:"when_full" flag:"when-full" usage:"answer for new keys while max-keys are tracked: allow or deny"`
-	LeaseTTL         time.Duration `yaml:"lease_ttl" flag:"lease-ttl" usage:"how long an SDK may use a lease"`
+	LeaseTTL         time.Duration `yaml:"lease_ttl" flag:"lease-ttl" usage:"how long an SDK may use a lease; 1ms to 10s"`
 	MaxLeaseFraction float64       `yaml:"max_lease_fraction" flag:"max-lease-fraction" usage:"largest lease, as a fraction of the key's limit"`
 	MaxVoters        int           `yaml:"max_voters" flag:"max-voters" usage:"Raft voters (odd, 1 to 7); other members are non-voters"`
 
@@ -216,6 +216,26 @@ func (o *serveOptions) checkNumbers(cf *configFile, fs *pflag.FlagSet) error {
 	return nil
 }
 
+// checkTimings refuses timings whose valid range depends on each other,
+// naming both settings and where each came from (the node's own checks say
+// the same in its field names).
+func (o *serveOptions) checkTimings(cf *configFile, fs *pflag.FlagSet) error {
+	at := func(key string) string { return cf.at(key, fs, strings.ReplaceAll(key, "_", "-")) }
+	switch {
+	case o.SyncInterval < time.Millisecond || o.SyncInterval > 4*time.Second:
+		return fmt.Errorf("%w: %s: %v: use 1ms to 4s (a silent peer's counts are trusted for two sync intervals plus 50ms, at most 10s)", errConfig, at("sync_interval"), o.SyncInterval)
+	case o.DeadAfter < 4*o.SyncInterval:
+		return fmt.Errorf("%w: %s %v is below 4 × %s %v: a member would count as unreachable between two of its frames", errConfig, at("dead_after"), o.DeadAfter, at("sync_interval"), o.SyncInterval)
+	case o.FenceAfter < o.DeadAfter:
+		return fmt.Errorf("%w: %s %v is below %s %v: a node would fence itself before it could tell a peer is gone", errConfig, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
+	case o.ReclaimAfter < o.FenceAfter+o.DeadAfter:
+		return fmt.Errorf("%w: %s %v is below %s %v + %s %v: a fenced minority and the reclaiming majority could both admit", errConfig, at("reclaim_after"), o.ReclaimAfter, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
+	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
+		return fmt.Errorf("%w: %s: %v: use 1ms to 10s", errConfig, at("lease_ttl"), o.LeaseTTL)
+	}
+	return nil
+}
+
 // durationDefault is the default of a duration key, for error messages.
 func durationDefault(key string) time.Duration {
 	d := reflect.ValueOf(defaultServeOptions())
@@ -255,6 +275,9 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 	if err := o.checkNumbers(cf, fs); err != nil {
 		return c, err
 	}
+	if err := o.checkTimings(cf, fs); err != nil {
+		return c, err
+	}
 	var err error
 	if c.Policy, err = share.ParsePolicy(o.Policy); err != nil {
 		return c, fmt.Errorf("%w: %s: %v", errConfig, cf.at("policy", fs, "policy"), err)
@@ -275,7 +298,7 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 	for _, b := range o.Bootstrap {
 		id, addr, ok := strings.Cut(b, "=")
 		if !ok || id == "" || addr == "" {
-			return c, fmt.Errorf("%w: %s: %q: write each voter as id=host:port", errConfig, cf.at("bootstrap", fs, "bootstrap"), b)
+			return c, fmt.Errorf("%w: %s: %q: write each member as id=host:port", errConfig, cf.at("bootstrap", fs, "bootstrap"), b)
 		}
 		c.Bootstrap = append(c.Bootstrap, node.Peer{ID: id, Addr: addr})
 	}

@@ -127,12 +127,13 @@ type Config struct {
 	// non-empty one.
 	ClusterID string
 
-	// Bootstrap lists the initial voters, the same list on every initial
-	// node (like etcd's initial-cluster). A node whose DataDir holds no Raft
-	// state and which is listed bootstraps the cluster with this list. A node
-	// that is not listed starts empty and waits to be added (see JoinVia).
-	// Restarting from an existing DataDir ignores Bootstrap. At most
-	// MaxVoters servers.
+	// Bootstrap lists the initial members, the same list in the same order
+	// on every initial node (like etcd's initial-cluster). A node whose
+	// DataDir holds no Raft state and which is listed bootstraps the cluster
+	// with this list: its first MaxVoters servers vote, the others start as
+	// non-voters (the leader promotes one when a voter leaves or dies). A
+	// node that is not listed starts empty and waits to be added (see
+	// JoinVia). Restarting from an existing DataDir ignores Bootstrap.
 	Bootstrap []Server
 
 	// MaxVoters is how many members vote (default 5). It must be odd, from 1
@@ -265,9 +266,6 @@ func (c Config) Validate() error {
 	}
 	if c.CommitTimeout >= c.HeartbeatTimeout {
 		bad("CommitTimeout %v is not below HeartbeatTimeout %v", c.CommitTimeout, c.HeartbeatTimeout)
-	}
-	if len(c.Bootstrap) > c.MaxVoters {
-		bad("Bootstrap lists %d servers but MaxVoters is %d; list at most MaxVoters initial voters and let the others join", len(c.Bootstrap), c.MaxVoters)
 	}
 	ids := make(map[string]bool, len(c.Bootstrap))
 	addrs := make(map[string]bool, len(c.Bootstrap))

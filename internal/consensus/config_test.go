@@ -52,9 +52,6 @@ func TestConfigValidate(t *testing.T) {
 		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = time.Second }, "LeaderLeaseTimeout 1s is above HeartbeatTimeout 300ms"},
 		{"commit not below heartbeat", func(c *Config) { c.CommitTimeout = 300 * time.Millisecond }, "CommitTimeout 300ms is not below HeartbeatTimeout 300ms"},
 		{"snapshot interval", func(c *Config) { c.SnapshotInterval = time.Microsecond }, "SnapshotInterval 1µs is below 5ms"},
-		{"too many bootstrap voters", func(c *Config) {
-			c.MaxVoters = 1
-		}, "Bootstrap lists 3 servers but MaxVoters is 1"},
 		{"duplicate bootstrap ID", func(c *Config) { c.Bootstrap[1].ID = "a" }, `Bootstrap[1].ID "a" appears twice`},
 		{"duplicate bootstrap address", func(c *Config) { c.Bootstrap[2].Address = "b:1" }, `Bootstrap[2].Address "b:1" appears twice`},
 		{"bootstrap address mismatch", func(c *Config) { c.Bootstrap[0].Address = "a:2" }, `Bootstrap[0] gives this node ("a") address "a:2" but Address is "a:1"`},

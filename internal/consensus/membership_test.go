@@ -240,3 +240,26 @@ func TestHandleForwardFrom(t *testing.T) {
 	}
 	c.waitShape(3, 3)
 }
+
+// TestBootstrapBeyondMaxVoters: seven initial members given in one list
+// start as five voters and two non-voters, every node with the same
+// configuration, and the cluster commits.
+func TestBootstrapBeyondMaxVoters(t *testing.T) {
+	c := newCluster(t, 7, func(c *Config) { c.MaxVoters = 5 })
+	c.waitShape(7, 5)
+	ctx := ctxT(t, 20*time.Second)
+	want := rule("orders.create", "100/s")
+	if _, err := c.byID["n7"].store.Set(ctx, want); err != nil {
+		t.Fatalf("Set through a non-voter: %v", err)
+	}
+	c.waitTables(table(t, want))
+	ms, err := c.byID["n1"].store.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if wantVoter := m.ID <= "n5"; m.Voter != wantVoter {
+			t.Errorf("member %s voter %v, want %v (the first five of the list vote)", m.ID, m.Voter, wantVoter)
+		}
+	}
+}

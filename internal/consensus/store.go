@@ -149,14 +149,11 @@ func Open(cfg Config) (*Store, error) {
 
 	rc := raftConfig(cfg, hl)
 	if !hasState && listed(cfg.Bootstrap, cfg.NodeID) {
-		var servers []raft.Server
-		for _, s := range cfg.Bootstrap {
-			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
-		}
+		servers := bootstrapServers(cfg.Bootstrap, cfg.MaxVoters)
 		if err := raft.BootstrapCluster(rc, w, w, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
 			return fail(fmt.Errorf("quotamesh/consensus: bootstrapping: %w", err))
 		}
-		zl.Info().Int("voters", len(servers)).Msg("bootstrapped a new cluster")
+		zl.Info().Int("members", len(servers)).Int("voters", min(len(servers), cfg.MaxVoters)).Msg("bootstrapped a new cluster")
 	}
 
 	f := newFSM(zl, cfg.OnChange)
@@ -340,4 +337,20 @@ func (s *Store) otherVoters() int {
 		}
 	}
 	return n
+}
+
+// bootstrapServers is the first configuration of a cluster bootstrapped
+// from list: its first maxVoters servers vote, the rest do not. Every
+// initial node is given the same list, so each bootstraps the same
+// configuration.
+func bootstrapServers(list []Server, maxVoters int) []raft.Server {
+	servers := make([]raft.Server, 0, len(list))
+	for i, s := range list {
+		suffrage := raft.Voter
+		if i >= maxVoters {
+			suffrage = raft.Nonvoter
+		}
+		servers = append(servers, raft.Server{Suffrage: suffrage, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
+	}
+	return servers
 }

@@ -17,7 +17,7 @@ const (
 	DefaultReclaimAfter     = 5 * time.Second
 	DefaultDemandSlots      = 5
 	DefaultRefreshEvery     = 10
-	DefaultLeaseTTL         = 50 * time.Millisecond
+	DefaultLeaseTTL         = 100 * time.Millisecond
 	DefaultMaxLeaseFraction = 0.1
 	DefaultAlignDeadband    = 10 * time.Millisecond
 	DefaultQuotaValidity    = time.Second
@@ -68,7 +68,7 @@ type Config struct {
 	// quota recomputed even if nothing it depends on was written (default
 	// 10); keys that changed are recomputed every tick.
 	RefreshEvery int
-	// LeaseTTL is how long an SDK may use a lease (default 50 ms).
+	// LeaseTTL is how long an SDK may use a lease (default 100 ms).
 	LeaseTTL time.Duration
 	// MaxLeaseFraction caps one lease at this fraction of the key's limit
 	// (default 0.1), at least one token.
@@ -126,7 +126,9 @@ func (c Config) withDefaults() Config {
 		c.MaxLeaseFraction = DefaultMaxLeaseFraction
 	}
 	if c.QuotaValidity == 0 {
-		c.QuotaValidity = DefaultQuotaValidity
+		// At least twice the refresh period, so that a slower sync
+		// interval needs no setting of its own.
+		c.QuotaValidity = max(DefaultQuotaValidity, 2*time.Duration(c.RefreshEvery)*c.SyncInterval)
 	}
 	if c.AlignDeadband == 0 {
 		c.AlignDeadband = DefaultAlignDeadband

@@ -203,6 +203,8 @@ type Lease struct {
 	// time of the request that brought it plus its TTL, so before the node's
 	// own expiry.
 	Expires int64
+	// TTL is how long it lives: the SDK's or the node's, the shorter.
+	TTL time.Duration
 	// Limit is the key's rate.
 	Limit limits.Rate
 }
@@ -325,7 +327,7 @@ func (k *Key) renewDue(now int64, l *Lease) bool {
 	if t >= l.Granted {
 		return false // unused: let it lapse
 	}
-	return t*4 <= l.Granted || now >= l.Expires-int64(k.cfg.TTL)/2
+	return t*4 <= l.Granted || now >= l.Expires-int64(l.TTL)/2
 }
 
 // Apply installs the node's answer rep to r, a request this key sent at
@@ -352,7 +354,7 @@ func (k *Key) Apply(now, sent int64, r Request, rep *Reply) {
 	if rep.TTL > 0 {
 		ttl = min(ttl, rep.TTL)
 	}
-	l := &Lease{Node: rep.Node, ID: rep.LeaseID, Granted: rep.Granted, Expires: sent + int64(ttl), Limit: rep.Limit}
+	l := &Lease{Node: rep.Node, ID: rep.LeaseID, Granted: rep.Granted, Expires: sent + int64(ttl), TTL: ttl, Limit: rep.Limit}
 	l.tokens.Store(rep.Granted)
 	if now >= l.Expires {
 		// Too late to use: settle it unused.

@@ -240,3 +240,19 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A node that grants shorter leases than the SDK asks for: renewals follow
+// the lease's own TTL, not the SDK's.
+func TestShorterNodeTTLIsRenewedOnItsOwnClock(t *testing.T) {
+	k := NewKey(Config{TTL: 100 * time.Millisecond}, 0)
+	now := warmUp(t, k, 0)
+	k.renewing = true
+	k.Apply(now+ms, now, Request{Want: 20}, &Reply{Node: "n1", LeaseID: 1, Granted: 20, TTL: 40 * time.Millisecond})
+	k.Take(now+ms, 1)
+	if p, _ := k.Plan(now+5*ms, "n1"); p.Want != 0 {
+		t.Fatalf("renewal 5 ms into a 40 ms lease with 19 of 20 left: %+v", p)
+	}
+	if p, _ := k.Plan(now+21*ms, "n1"); p.Want == 0 {
+		t.Fatalf("no renewal past half of a 40 ms lease: %+v", p)
+	}
+}
