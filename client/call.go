@@ -107,16 +107,23 @@ func (q *sendQueue) recycle(s []*call) {
 	q.mu.Unlock()
 }
 
-// acquire takes a place in flight, waiting within ctx.
+// acquire takes a place in flight, waiting within ctx and the overload
+// wait: every place taken means the nodes are not keeping up, and a caller
+// is better told so at once (errOverloaded) than queued behind them.
 func (c *Client) acquire(ctx context.Context) error {
 	select {
 	case c.slots <- struct{}{}:
 		return nil
 	default:
 	}
+	t := time.NewTimer(c.cfg.overloadWait)
+	defer t.Stop()
 	select {
 	case c.slots <- struct{}{}:
 		return nil
+	case <-t.C:
+		c.overloads.Add(1)
+		return fmt.Errorf("quotamesh/client: %d requests in flight for %v: %w", c.cfg.maxInFlight, c.cfg.overloadWait, quotamesh.ErrOverloaded)
 	case <-ctx.Done():
 		return ctxErr(ctx, "wait for a place in flight")
 	case <-c.closing:

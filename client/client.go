@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -67,6 +68,7 @@ type Client struct {
 
 	// Counters (Stats).
 	batches, requests, timeouts, failovers   atomic.Int64
+	overloads                                atomic.Int64 // calls answered by the overload policy
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 }
 
@@ -179,7 +181,7 @@ func (c *Client) AllowN(ctx context.Context, key string, n int64) (quotamesh.Dec
 	}
 	if !c.cfg.strict {
 		if v, ok := c.keys.Load(key); ok {
-			return c.allowLease(ctx, v.(*keyEntry), n)
+			return c.overloaded(c.allowLease(ctx, v.(*keyEntry), n))
 		}
 	}
 	if err := limits.ValidateKey(key); err != nil {
@@ -187,10 +189,25 @@ func (c *Client) AllowN(ctx context.Context, key string, n int64) (quotamesh.Dec
 	}
 	if !c.cfg.strict && c.cfg.maxKeys > 0 {
 		if ke := c.entry(key, c.clk.Now()); ke != nil {
-			return c.allowLease(ctx, ke, n)
+			return c.overloaded(c.allowLease(ctx, ke, n))
 		}
 	}
-	return c.decide(ctx, key, n)
+	return c.overloaded(c.decide(ctx, key, n))
+}
+
+// overloaded applies the overload policy to a call that failed with
+// quotamesh.ErrOverloaded (the SDK's own or a node's).
+func (c *Client) overloaded(d quotamesh.Decision, err error) (quotamesh.Decision, error) {
+	if err == nil || !errors.Is(err, quotamesh.ErrOverloaded) {
+		return d, err
+	}
+	switch c.cfg.overload {
+	case OverloadAllow:
+		return quotamesh.Decision{Allowed: true}, err
+	case OverloadDeny:
+		return quotamesh.Decision{RetryAfter: max(c.cfg.overloadWait, time.Millisecond)}, err
+	}
+	return quotamesh.Decision{}, err
 }
 
 // decide asks key's home node to decide n requests: one round trip.
@@ -285,6 +302,9 @@ type Stats struct {
 	// included); TokensGranted the lease tokens they brought; Settlements
 	// the leases settled with the node that granted them.
 	LeaseRequests, TokensGranted, Settlements int64
+	// Overloads counts calls answered by the overload policy because every
+	// place in flight stayed taken.
+	Overloads int64
 }
 
 // Stats returns the client's counters. It takes no lock the decision path
@@ -301,6 +321,7 @@ func (c *Client) Stats() Stats {
 		LeaseRequests: c.leaseRequests.Load(),
 		TokensGranted: c.tokensGranted.Load(),
 		Settlements:   c.tokensBack.Load(),
+		Overloads:     c.overloads.Load(),
 	}
 }
 

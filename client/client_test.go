@@ -303,6 +303,7 @@ func TestRepliesMapToSentinels(t *testing.T) {
 		{wire.CodeUnavailable, quotamesh.ErrUnavailable},
 		{wire.CodeShuttingDown, ErrShuttingDown},
 		{wire.CodeInternal, ErrInternal},
+		{wire.CodeOverloaded, quotamesh.ErrOverloaded},
 		{wire.Code(200), ErrInternal},
 	} {
 		err := codeErr(tc.code, "because")
@@ -315,5 +316,44 @@ func TestRepliesMapToSentinels(t *testing.T) {
 	}
 	if codeErr(wire.CodeOK, "") != nil {
 		t.Error("codeErr(OK) is not nil")
+	}
+}
+
+// TestOverloadPolicy: with every place in flight taken by calls a node does
+// not answer, the next call is answered at once by the overload policy,
+// with an error wrapping quotamesh.ErrOverloaded.
+func TestOverloadPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		policy  OverloadPolicy
+		allowed bool
+	}{{OverloadDeny, false}, {OverloadAllow, true}, {OverloadError, false}} {
+		ca := newTestCA(t)
+		srv := newTestServer(t, ca, "n1", rule("k", "1000/s"))
+		c := dialT(t, ca, []string{srv.addr()}, WithStrict(), WithMaxInFlight(4),
+			WithOverload(tc.policy, 5*time.Millisecond), WithRequestTimeout(2*time.Second))
+		srv.mute.Store(true)
+		ctx := ctxT(t, 5*time.Second)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() { _, _ = c.Allow(ctx, "k") }) // hold every place
+		}
+		eventually(t, 2*time.Second, "the places taken", func() bool { return len(c.slots) == 4 })
+		start := time.Now()
+		d, err := c.Allow(ctx, "k")
+		took := time.Since(start)
+		if !errors.Is(err, quotamesh.ErrOverloaded) || d.Allowed != tc.allowed {
+			t.Errorf("policy %d: Allow = %+v, %v; want allowed %v and ErrOverloaded", tc.policy, d, err, tc.allowed)
+		}
+		if tc.policy == OverloadDeny && d.RetryAfter <= 0 {
+			t.Errorf("policy deny: RetryAfter %v, want the overload wait", d.RetryAfter)
+		}
+		if took > time.Second {
+			t.Errorf("policy %d: the overloaded call took %v", tc.policy, took)
+		}
+		if c.Stats().Overloads != 1 {
+			t.Errorf("Overloads = %d, want 1", c.Stats().Overloads)
+		}
+		_ = c.Close()
+		wg.Wait()
 	}
 }

@@ -31,8 +31,12 @@ const (
 	// forgotten.
 	DefaultMaxKeys = 10_000
 	// DefaultMaxInFlight bounds the requests queued or awaiting a reply;
-	// callers beyond it wait (within their context) for a place.
-	DefaultMaxInFlight = 8192
+	// a caller beyond it waits for a place for the overload wait at most,
+	// then gets the overload policy's answer.
+	DefaultMaxInFlight = 2048
+	// DefaultOverloadWait is how long a call waits for a place in flight
+	// before the SDK answers it by its overload policy.
+	DefaultOverloadWait = 10 * time.Millisecond
 	// DefaultBackoffMin and DefaultBackoffMax bound the wait between
 	// attempts to reach a node that does not answer: it doubles from the
 	// first to the second, with jitter.
@@ -59,6 +63,8 @@ type config struct {
 	idleTimeout    time.Duration
 	nearest        bool
 	leaseForget    time.Duration // tests; 0: lease.DefaultForgetAfter
+	overload       OverloadPolicy
+	overloadWait   time.Duration
 	backoffMin     time.Duration
 	backoffMax     time.Duration
 	log            zerolog.Logger
@@ -73,6 +79,7 @@ func defaultConfig() config {
 		adminTimeout:   DefaultAdminTimeout,
 		maxKeys:        DefaultMaxKeys,
 		maxInFlight:    DefaultMaxInFlight,
+		overloadWait:   DefaultOverloadWait,
 		backoffMin:     DefaultBackoffMin,
 		backoffMax:     DefaultBackoffMax,
 		log:            zerolog.Nop(),
@@ -104,6 +111,32 @@ func WithServerName(name string) Option { return func(c *config) { c.serverName 
 // per-node accounting at the cost of a round trip per call and the
 // throughput ceiling of one connection.
 func WithStrict() Option { return func(c *config) { c.strict = true } }
+
+// OverloadPolicy is what a call answers when the nodes cannot keep up: a
+// node answered that it is overloaded, or every place in flight
+// (WithMaxInFlight) stayed taken for the overload wait. The call's error
+// then wraps quotamesh.ErrOverloaded and its Decision is the policy's.
+type OverloadPolicy uint8
+
+const (
+	// OverloadDeny (the default) denies: Allowed false, RetryAfter the
+	// overload wait. The limit holds whatever the load.
+	OverloadDeny OverloadPolicy = iota
+	// OverloadAllow allows: the service keeps working and its limit is not
+	// enforced while the limiter is overloaded (fail open).
+	OverloadAllow
+	// OverloadError answers the zero Decision: the caller decides.
+	OverloadError
+)
+
+// WithOverload sets the overload policy and how long a call waits for a
+// place in flight before it applies (default OverloadDeny and
+// DefaultOverloadWait). A limiter past its capacity answers at once, by the
+// policy, instead of queueing callers behind the nodes: latency stays
+// bounded and the nodes keep their peak throughput.
+func WithOverload(p OverloadPolicy, wait time.Duration) Option {
+	return func(c *config) { c.overload, c.overloadWait = p, wait }
+}
 
 // WithNearest makes the SDK use only the nearest node (the first of the
 // addresses to answer) for every key, instead of sending each key to its
@@ -182,6 +215,10 @@ func (c *config) validate(addrs []string) error {
 		return bad("max keys %d: use 0 (leases off) or more", c.maxKeys)
 	case c.maxInFlight < 1 || c.maxInFlight > 1<<20:
 		return bad("max in flight %d: use 1 to %d", c.maxInFlight, 1<<20)
+	case c.overload > OverloadError:
+		return bad("overload policy %d: use OverloadDeny, OverloadAllow or OverloadError", c.overload)
+	case c.overloadWait < 0 || c.overloadWait > time.Minute:
+		return bad("overload wait %v: use 0 to 1m", c.overloadWait)
 	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
 		return bad("backoff [%v, %v]: both positive, the first not above the second", c.backoffMin, c.backoffMax)
 	case c.idleTimeout != 0 && c.idleTimeout < 4*time.Millisecond:
