@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/window"
@@ -23,20 +24,24 @@ type Engine struct {
 
 	lastNow atomic.Int64 // newest time passed to any method, for OnCreate
 
-	mu        sync.Mutex // guards everything below
-	store     *crdt.Store
-	started   int64
-	members   map[string]*member // current members other than this node
-	memberIDs []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
-	nMembers  int                // members, this node included
-	peers     map[string]*peer   // sync stream state, by node ID
-	keys      map[string]*keyState
-	keyList   []*keyState // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
-	shared    []*keyState // keys another member uses too, refreshed every RefreshEvery ticks (keyState.sharedAt)
-	dirty     []*keyState // keys whose quota the next tick recomputes, each once
-	stamp     uint64      // for computeQuotaLocked
-	rng       *rand.Rand
-	ticks     uint64
+	mu            sync.Mutex // guards everything below
+	store         *crdt.Store
+	started       int64
+	members       map[string]*member // current members other than this node
+	memberIDs     []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
+	nMembers      int                // members, this node included
+	peers         map[string]*peer   // sync stream state, by node ID
+	keys          map[string]*keyState
+	capped        []*keyState  // keys whose quota a new key's split capped: recomputed every tick until its grace ends
+	reachGen      uint64       // counts changes of reachability, for reachRoute
+	reachRoute    *route.Table // this node and the reachable members, for a new key's split
+	reachRouteGen uint64
+	keyList       []*keyState // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
+	shared        []*keyState // keys another member uses too, refreshed every RefreshEvery ticks (keyState.sharedAt)
+	dirty         []*keyState // keys whose quota the next tick recomputes, each once
+	stamp         uint64      // for computeQuotaLocked
+	rng           *rand.Rand
+	ticks         uint64
 	// unadvanced is the tick whose Ready awaits Advance; 0 when none.
 	unadvanced uint64
 	// lastQuorum is the last local time this node was not in a strict

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"slices"
 	"strings"
 	"testing"
@@ -416,5 +417,54 @@ func TestSetTableAndMembers(t *testing.T) {
 	tickWith(e, t0+ms, func(string, *wire.Sync) error { return nil })
 	if e.Fenced() {
 		t.Error("one of two members, alone, fenced itself; it is not a strict minority")
+	}
+}
+
+// TestNewKeySplitGivesTheHomeItsLimit: a brand-new key whose limit is below
+// the number of nodes is not left with nothing at the node SDKs send it to
+// (its home): the first grace's split gives the home what the others' even
+// parts leave. And the split ends with the grace even when nothing is
+// written after it.
+func TestNewKeySplitGivesTheHomeItsLimit(t *testing.T) {
+	tb := table(t, "user:*", "1/s")
+	n := newNet(t, tb, Config{}, "a", "b", "c")
+	at := t0
+	for range 30 { // every node hears the others
+		at += 20 * ms
+		n.tick(at)
+	}
+	const key = "user:42"
+	home, _ := route.New("a", "b", "c").Home(key)
+	for _, id := range []string{"a", "b", "c"} {
+		d, err := n.engines[id].AllowN(n.now(id, at), key, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := id == home; d.Allowed != want {
+			t.Errorf("node %s (home %s): first request on a new 1/s key allowed %v, want %v", id, home, d.Allowed, want)
+		}
+	}
+	// A 10/s key on the home alone: capped at first, its whole limit once
+	// the grace has passed, though nothing more is written.
+	tb10 := table(t, "user:*", "10/s")
+	for _, e := range n.engines {
+		e.SetTable(tb10)
+	}
+	key2 := "user:7"
+	h2, _ := route.New("a", "b", "c").Home(key2)
+	e := n.engines[h2]
+	if _, err := e.AllowN(n.now(h2, at), key2, 1); err != nil {
+		t.Fatal(err)
+	}
+	w, _, _ := e.Registry().Lookup(key2)
+	if q := w.Quota(); q >= 10 {
+		t.Fatalf("new key's quota in its grace = %d, want the home's part (< 10)", q)
+	}
+	for range 10 {
+		at += 20 * ms
+		n.tick(at)
+	}
+	if q := w.Quota(); q != 10 {
+		t.Errorf("quota after the grace with no writes = %d, want the whole limit 10", q)
 	}
 }

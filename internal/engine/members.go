@@ -38,6 +38,7 @@ func (e *Engine) SetMembers(ids []string, now int64) {
 }
 
 func (e *Engine) setMembersLocked(ids []string, now int64) {
+	e.reachGen++
 	next := make(map[string]*member, len(ids))
 	for _, id := range ids {
 		if id == e.cfg.Node {
@@ -94,6 +95,7 @@ func (e *Engine) evaluateMembersLocked(now int64) bool {
 		r := now-m.heard <= int64(e.cfg.DeadAfter) && m.incarnation != 0
 		if r != m.reachable {
 			m.reachable, changed = r, true
+			e.reachGen++
 		}
 		if r {
 			reachable++

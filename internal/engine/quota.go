@@ -4,6 +4,7 @@ package engine
 
 import (
 	"github.com/quotamesh/quotamesh/crdt"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/window"
@@ -60,9 +61,22 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	// not shown a view of it: a flood on a new key reaches every node at
 	// once, and each would see itself as the only one asking and take all
 	// the headroom (N× the limit in the key's first second). Until a view
-	// could have arrived (one grace period), take at most an even split.
+	// could have arrived (one grace period), take at most a split of the
+	// limit that every node computes alike and that sums to it: the key's
+	// home (among the reachable members) takes what the others' even parts
+	// leave, which is the whole limit when it is below the number of nodes,
+	// so the node SDKs send the key to is never left with nothing.
 	if unknown > 0 && now-ks.created < int64(e.cfg.Store.Grace) {
-		ks.last.Quota = min(ks.last.Quota, rate.Count/reachable)
+		part := rate.Count / reachable
+		if home, _ := e.reachableRouteLocked().Home(ks.key); home == e.cfg.Node {
+			part = rate.Count - (reachable-1)*part
+		}
+		if ks.last.Quota > part {
+			ks.last.Quota = part
+			// Recompute at every tick until the grace has passed, whether
+			// or not anything is written, so the cap does not outlive it.
+			e.capped = append(e.capped, ks)
+		}
 	}
 	if e.cfg.UnsafeIgnoreShare {
 		ks.last.Quota = rate.Count // the broken node of the fault suite
@@ -80,4 +94,20 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 			ks.announced, ks.announcedAny = ks.last.Quota, true
 		}
 	}
+}
+
+// reachableRouteLocked returns the rendezvous table of this node and the
+// members it counts as reachable, rebuilt when reachability changed.
+func (e *Engine) reachableRouteLocked() *route.Table {
+	if e.reachRoute != nil && e.reachRouteGen == e.reachGen {
+		return e.reachRoute
+	}
+	ids := []string{e.cfg.Node}
+	for _, id := range e.memberIDs {
+		if e.members[id].reachable {
+			ids = append(ids, id)
+		}
+	}
+	e.reachRoute, e.reachRouteGen = route.New(ids...), e.reachGen
+	return e.reachRoute
 }

@@ -100,6 +100,11 @@ func (e *Engine) Tick(now int64) Ready {
 		e.markAllDirtyLocked()
 	}
 	e.alignLocked(now)
+	for _, ks := range e.capped {
+		e.markDirtyLocked(ks)
+	}
+	clear(e.capped)
+	e.capped = e.capped[:0]
 	if e.ticks%uint64(e.cfg.RefreshEvery) == 0 {
 		// Keys another member uses: shares move with time (views slide,
 		// demand fades) even when nothing is written. A key decided here
