@@ -81,6 +81,7 @@ type Node struct {
 	fwdLayer *transport.StreamLayer
 	store    *consensus.Store
 	m        *metrics
+	shadow   *shadowRules // what shadow rules let through (shadow.go)
 	gatherer prometheus.Gatherer
 	adminLn  net.Listener
 	http     *http.Server
@@ -190,6 +191,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("quotamesh/node: registering metrics: %w", err)
 	}
 	undo = append(undo, n.m.unregister)
+	if n.shadow, err = newShadowRules(reg); err != nil {
+		return nil, fmt.Errorf("quotamesh/node: registering metrics: %w", err)
+	}
+	undo = append(undo, n.shadow.unregister)
 
 	cert, cas, err := loadTLS(cfg)
 	if err != nil {
@@ -378,6 +383,7 @@ func (n *Node) waitWired() bool {
 
 // onTableChange is Raft's OnChange: the engine re-resolves its keys.
 func (n *Node) onTableChange(t *limits.Table, index uint64) {
+	n.shadow.setTable(t) // before the engine: a rule turned shadow is counted from its first denial
 	n.eng.SetTable(t)
 	n.m.limitRules.Set(float64(t.Len()))
 	n.m.raftApplied.Set(float64(index))

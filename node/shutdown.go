@@ -96,6 +96,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.misc.closeAndWait()
 	n.closeFault()
 	n.m.unregister()
+	n.shadow.unregister()
 	n.clk.Release()
 	err := errors.Join(errs...)
 	n.log.Info().Err(err).Dur("took", n.wall().Sub(start)).Msg("stopped")
