@@ -8,8 +8,8 @@ import (
 	"time"
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -148,7 +148,7 @@ func TestShouldRateLimit(t *testing.T) {
 	// Bad requests: INVALID_ARGUMENT, and nothing decided.
 	before := len(f.calls)
 	for name, req := range map[string]*rlsv3.RateLimitRequest{
-		"no descriptors": {Domain: "edge"},
+		"no descriptors":                    {Domain: "edge"},
 		"empty descriptor after a good one": {Domain: "edge", Descriptors: []*rlv3.RateLimitDescriptor{ip, {}}},
 		"key too long":                      {Domain: "edge", Descriptors: []*rlv3.RateLimitDescriptor{Descriptor(Entry{"v", strings.Repeat("\x01", 90)})}},
 		"too many descriptors":              {Domain: "edge", Descriptors: make([]*rlv3.RateLimitDescriptor, MaxDescriptors+1)},
