@@ -100,6 +100,9 @@ type Config struct {
 
 	// TLS is the node's certificate, the cluster CA and the client policy.
 	TLS TLSConfig
+	// Gateway turns on the decision APIs for other languages and proxies:
+	// Envoy's rate limit service and HTTP (gateway.go). Off by default.
+	Gateway GatewayConfig
 
 	// Policy is what a node admits while it cannot hear some members:
 	// share.Conservative (the zero value, default) or share.Available
@@ -284,6 +287,7 @@ func (c Config) Validate() error {
 			bad("AdminListen %q: not host:port (%v)", c.AdminListen, err)
 		}
 	}
+	c.Gateway.validate(bad)
 	if c.DataDir == "" {
 		bad("DataDir is empty: the Raft log needs a directory")
 	}
@@ -393,6 +397,7 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("AdminListen", c.AdminListen == next.AdminListen)
 	cmp("DataDir", c.DataDir == next.DataDir)
 	cmp("Bootstrap", slices.Equal(c.Bootstrap, next.Bootstrap))
+	cmp("Gateway", c.Gateway == next.Gateway)
 	cmp("TLS.CertDir", c.TLS.CertDir == next.TLS.CertDir)
 	cmp("TLS.Certificate", sameCert(c.TLS.Certificate, next.TLS.Certificate))
 	cmp("TLS.CAs", c.TLS.CAs == next.TLS.CAs || (c.TLS.CAs != nil && c.TLS.CAs.Equal(next.TLS.CAs)))

@@ -82,6 +82,7 @@ type Node struct {
 	store    *consensus.Store
 	m        *metrics
 	shadow   *shadowRules // what shadow rules let through (shadow.go)
+	gw       *gateways    // the RLS and HTTP decision APIs (gateway.go)
 	gatherer prometheus.Gatherer
 	adminLn  net.Listener
 	http     *http.Server
@@ -200,6 +201,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err = n.openGateways(reg, cert, cas); err != nil {
+		return nil, err
+	}
+	undo = append(undo, n.closeGateways)
 
 	n.clk = clock.Acquire()
 	undo = append(undo, n.clk.Release)
@@ -312,6 +317,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.adminLn != nil {
 		n.startAdmin()
 	}
+	n.startGateways()
 	n.acceptClients.Store(true)
 	if hooks.Fault != nil {
 		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).Strs("endpoints", slices.Sorted(maps.Keys(n.fault.Routes))).
@@ -384,6 +390,7 @@ func (n *Node) waitWired() bool {
 // onTableChange is Raft's OnChange: the engine re-resolves its keys.
 func (n *Node) onTableChange(t *limits.Table, index uint64) {
 	n.shadow.setTable(t) // before the engine: a rule turned shadow is counted from its first denial
+	n.gw.setTable(t)
 	n.eng.SetTable(t)
 	n.m.limitRules.Set(float64(t.Len()))
 	n.m.raftApplied.Set(float64(index))

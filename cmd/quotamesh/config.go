@@ -28,6 +28,8 @@ type serveOptions struct {
 	Listen      string   `yaml:"listen" flag:"listen" usage:"UDP host:port for QUIC, peers and clients alike"`
 	Advertise   string   `yaml:"advertise" flag:"advertise" usage:"host:port peers reach this node at (default: listen, if it names a host)"`
 	AdminListen string   `yaml:"admin_listen" flag:"admin-listen" usage:"HTTP host:port for /metrics /healthz /readyz /status /debug/pprof; empty turns it off"`
+	RLSListen   string   `yaml:"rls_listen" flag:"rls-listen" usage:"TCP host:port for Envoy's rate limit service (gRPC, RLS v3, TLS as the client port); empty turns it off"`
+	HTTPListen  string   `yaml:"http_listen" flag:"http-listen" usage:"TCP host:port for the HTTP decision API (POST /v1/allow, TLS as the client port); empty turns it off"`
 	DataDir     string   `yaml:"data_dir" flag:"data-dir" usage:"directory for the Raft log and snapshots"`
 	Certs       string   `yaml:"certs" flag:"certs" usage:"certificates directory in the layout of 'quotamesh certs init' (ca.crt, nodes/<id>.crt and .key)"`
 	Bootstrap   []string `yaml:"bootstrap" flag:"bootstrap" usage:"initial voters as id=host:port, the same list on every initial node (empty: join a cluster)"`
@@ -44,6 +46,9 @@ type serveOptions struct {
 	LeaseTTL         time.Duration `yaml:"lease_ttl" flag:"lease-ttl" usage:"how long an SDK may use a lease"`
 	MaxLeaseFraction float64       `yaml:"max_lease_fraction" flag:"max-lease-fraction" usage:"largest lease, as a fraction of the key's limit"`
 	MaxVoters        int           `yaml:"max_voters" flag:"max-voters" usage:"Raft voters (odd, 1 to 7); other members are non-voters"`
+
+	RLSUnmatched     string `yaml:"rls_unmatched" flag:"rls-unmatched" usage:"RLS answer for descriptors no rule matches: ok or over_limit"`
+	RLSLimitOverride string `yaml:"rls_limit_override" flag:"rls-limit-override" usage:"RLS requests carrying a limit override: ignore (the cluster's rule decides) or refuse (INVALID_ARGUMENT)"`
 
 	RequireClientCert bool     `yaml:"require_client_cert" flag:"require-client-cert" usage:"clients must present a certificate signed by the cluster CA"`
 	AdminClients      []string `yaml:"admin_clients" flag:"admin-clients" usage:"client certificate names allowed to change limits when client certificates are required"`
@@ -62,6 +67,7 @@ func defaultServeOptions() serveOptions {
 		FenceAfter: d.FenceAfter, ReclaimAfter: d.ReclaimAfter, MaxKeys: d.MaxKeys,
 		UnknownKeys: "allow", WhenFull: "deny", LeaseTTL: d.LeaseTTL, MaxLeaseFraction: d.MaxLeaseFraction,
 		MaxVoters: d.MaxVoters, AdminClients: d.TLS.AdminClients, LogLevel: d.LogLevel, LogFormat: "console",
+		RLSUnmatched: "ok", RLSLimitOverride: "ignore",
 	}
 }
 
@@ -205,6 +211,9 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 			return c, fmt.Errorf("%w: %s: %q: write each voter as id=host:port", errConfig, cf.at("bootstrap", fs, "bootstrap"), b)
 		}
 		c.Bootstrap = append(c.Bootstrap, node.Peer{ID: id, Addr: addr})
+	}
+	if err := o.gatewayOptions(&c, cf, fs); err != nil {
+		return c, err
 	}
 	if !slices.Contains([]string{"json", "console"}, o.LogFormat) {
 		return c, fmt.Errorf("%w: %s: %q: use json or console", errConfig, cf.at("log_format", fs, "log-format"), o.LogFormat)
