@@ -6,11 +6,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/certs"
@@ -222,9 +225,10 @@ func (n *Node) openGateways(reg prometheus.Registerer, cert tls.Certificate, cas
 			return fmt.Errorf("quotamesh/node: HTTP decision listener on %s: %w", gc.HTTPListen, err)
 		}
 		g.http = httpapi.New(httpapi.Config{
-			Decider: apiDecider{n, "http"},
-			TLS:     n.gatewayTLS(cert),
-			Observe: func(o httpapi.Outcome) { g.requests.WithLabelValues("http", string(o)).Inc() },
+			Decider:  apiDecider{n, "http"},
+			TLS:      n.gatewayTLS(cert),
+			Observe:  func(o httpapi.Outcome) { g.requests.WithLabelValues("http", string(o)).Inc() },
+			ErrorLog: log.New(debugWriter{n.clientLog}, "", 0),
 		})
 	}
 	return nil
@@ -299,6 +303,16 @@ func addrOf(ln net.Listener) string {
 		return ""
 	}
 	return ln.Addr().String()
+}
+
+// debugWriter writes each line it is given to a logger at debug level:
+// the HTTP server's own complaints (a refused handshake is also logged,
+// rate-limited, by gatewayTLS).
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Str("api", "http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // apiDecider decides for one API through AllowN and counts the decision

@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"mime"
 	"net"
 	"net/http"
@@ -80,6 +81,9 @@ type Config struct {
 	TLS *tls.Config
 	// Observe, if set, is called once per request with its outcome.
 	Observe func(Outcome)
+	// ErrorLog receives the HTTP server's own errors (refused handshakes,
+	// broken connections); nil discards them.
+	ErrorLog *log.Logger
 }
 
 // Request is the body of POST /v1/allow.
@@ -127,7 +131,10 @@ func New(cfg Config) *Server {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          nil,
+		ErrorLog:          cfg.ErrorLog,
+	}
+	if s.http.ErrorLog == nil {
+		s.http.ErrorLog = log.New(io.Discard, "", 0)
 	}
 	return s
 }
