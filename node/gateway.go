@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +74,8 @@ type gateways struct {
 	httpLn net.Listener
 	cas    *x509.CertPool
 
+	certExpiry *prometheus.GaugeVec // {certificate=node|ca}: when this node's certificates expire
+
 	requests  *prometheus.CounterVec // {api, outcome}
 	decisions *prometheus.CounterVec // {api, rule, result}
 	overrides prometheus.Counter
@@ -86,6 +90,7 @@ const (
 	metricAPIRequests  = "quotamesh_api_requests_total"
 	metricAPIDecisions = "quotamesh_api_decisions_total"
 	metricRLSOverrides = "quotamesh_rls_limit_overrides_total"
+	metricCertExpiry   = "quotamesh_certificate_expiry_timestamp_seconds"
 )
 
 func newGateways(reg prometheus.Registerer, cas *x509.CertPool) (*gateways, error) {
@@ -97,6 +102,8 @@ func newGateways(reg prometheus.Registerer, cas *x509.CertPool) (*gateways, erro
 			Help: "Keys decided through the RLS (one per descriptor) and HTTP APIs, by API, the governing rule's pattern (\"\" for none) and result (allowed, denied, unmatched, error)."}, []string{"api", "rule", "result"}),
 		overrides: prometheus.NewCounter(prometheus.CounterOpts{Name: metricRLSOverrides,
 			Help: "RLS requests that carried a limit override, which the cluster's rules overrule."}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricCertExpiry,
+			Help: "When this node's certificate (certificate=node) and, with a certificates directory, the cluster CA's (certificate=ca) expire, in seconds since the epoch."}, []string{"certificate"}),
 		reg:   reg,
 		rules: map[string]bool{},
 	}
@@ -112,7 +119,7 @@ func newGateways(reg prometheus.Registerer, cas *x509.CertPool) (*gateways, erro
 }
 
 func (g *gateways) collectors() []prometheus.Collector {
-	return []prometheus.Collector{g.requests, g.decisions, g.overrides}
+	return []prometheus.Collector{g.requests, g.decisions, g.overrides, g.certExpiry}
 }
 
 func (g *gateways) unregister() {
@@ -133,6 +140,26 @@ func (g *gateways) setTable(t *limits.Table) {
 	}
 	for _, r := range t.Rules() {
 		g.rules[r.Pattern] = true
+	}
+}
+
+// setCertExpiry exports when the node's certificate and the CA's expire,
+// for the certificate expiry alert (deploy/prometheus).
+func (g *gateways) setCertExpiry(cert tls.Certificate, certDir string) {
+	leaf := cert.Leaf
+	if leaf == nil && len(cert.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	if leaf != nil {
+		g.certExpiry.WithLabelValues("node").Set(float64(leaf.NotAfter.Unix()))
+	}
+	if certDir == "" {
+		return
+	}
+	if b, err := os.ReadFile(filepath.Join(certDir, certs.CACertFile)); err == nil {
+		if ca, err := certs.ParseCertificatePEM(b); err == nil {
+			g.certExpiry.WithLabelValues("ca").Set(float64(ca.NotAfter.Unix()))
+		}
 	}
 }
 
@@ -197,6 +224,7 @@ func (n *Node) openGateways(reg prometheus.Registerer, cert tls.Certificate, cas
 		return fmt.Errorf("quotamesh/node: registering metrics: %w", err)
 	}
 	n.gw = g
+	g.setCertExpiry(cert, n.cfg.TLS.CertDir)
 	defer func() {
 		if err != nil {
 			n.closeGateways()
