@@ -405,4 +405,3 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
-
