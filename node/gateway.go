@@ -278,19 +278,21 @@ func (n *Node) closeGateways() {
 // startGateways serves the listeners, on goroutines of the misc group.
 func (n *Node) startGateways() {
 	g := n.gw
-	if g.rls != nil {
-		srv, ln := g.rls, g.rlsLn
+	for _, l := range []struct {
+		name  string
+		on    bool
+		serve func(net.Listener) error
+		ln    net.Listener
+	}{
+		{"RLS", g.rls != nil, func(ln net.Listener) error { return g.rls.Serve(ln) }, g.rlsLn},
+		{"HTTP decision", g.http != nil, func(ln net.Listener) error { return g.http.Serve(ln) }, g.httpLn},
+	} {
+		if !l.on {
+			continue
+		}
 		n.misc.Go(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-				n.clientLog.Error().Err(err).Msg("RLS listener stopped")
-			}
-		})
-	}
-	if g.http != nil {
-		srv, ln := g.http, g.httpLn
-		n.misc.Go(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-				n.clientLog.Error().Err(err).Msg("HTTP decision listener stopped")
+			if err := l.serve(l.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				n.clientLog.Error().Err(err).Msgf("%s listener stopped", l.name)
 			}
 		})
 	}

@@ -12,21 +12,24 @@ import (
 // gatewayOptions sets the decision APIs' part of c from o.
 func (o *serveOptions) gatewayOptions(c *node.Config, cf *configFile, fs *pflag.FlagSet) error {
 	c.Gateway.RLSListen, c.Gateway.HTTPListen = o.RLSListen, o.HTTPListen
-	switch o.RLSUnmatched {
-	case "ok":
-	case "over_limit":
-		c.Gateway.RLSUnmatchedOverLimit = true
-	default:
-		return fmt.Errorf("%w: %s: %q: use ok or over_limit", errConfig, cf.at("rls_unmatched", fs, "rls-unmatched"), o.RLSUnmatched)
+	var err error
+	if c.Gateway.RLSUnmatchedOverLimit, err = either(o.RLSUnmatched, "ok", "over_limit", cf.at("rls_unmatched", fs, "rls-unmatched")); err != nil {
+		return err
 	}
-	switch o.RLSLimitOverride {
-	case "ignore":
-	case "refuse":
-		c.Gateway.RLSRefuseOverride = true
-	default:
-		return fmt.Errorf("%w: %s: %q: use ignore or refuse", errConfig, cf.at("rls_limit_override", fs, "rls-limit-override"), o.RLSLimitOverride)
+	c.Gateway.RLSRefuseOverride, err = either(o.RLSLimitOverride, "ignore", "refuse", cf.at("rls_limit_override", fs, "rls-limit-override"))
+	return err
+}
+
+// either reads a two-valued option: false for no, true for yes; where
+// names the option's source for the error.
+func either(v, no, yes, where string) (bool, error) {
+	switch v {
+	case no:
+		return false, nil
+	case yes:
+		return true, nil
 	}
-	return nil
+	return false, fmt.Errorf("%w: %s: %q: use %s or %s", errConfig, where, v, no, yes)
 }
 
 // printGateways says where the decision APIs listen, if they do.

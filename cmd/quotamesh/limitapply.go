@@ -52,9 +52,9 @@ Output: '+' added, '~' changed (old -> new), '-' deleted.`,
 			}
 			out := cmd.OutOrStdout()
 			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
-				live, err := c.ListLimits(ctx)
+				live, err := listLimits(ctx, c)
 				if err != nil {
-					return explain(err, "limit list")
+					return err
 				}
 				d := diffLimits(live, want)
 				d.print(out, prune)
@@ -74,6 +74,15 @@ Output: '+' added, '~' changed (old -> new), '-' deleted.`,
 	cmd.Flags().BoolVar(&prune, "prune", false, "delete the rules the file does not list")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show the difference, change nothing")
 	return cmd
+}
+
+// listLimits reads the cluster's table (linearizable).
+func listLimits(ctx context.Context, c *client.Client) ([]limits.Rule, error) {
+	rules, err := c.ListLimits(ctx)
+	if err != nil {
+		return nil, explain(err, "limit list")
+	}
+	return rules, nil
 }
 
 func deletions(d limitsDiff, prune bool) int {
@@ -136,9 +145,9 @@ or with -o to a file (replaced whole).
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd, true, func(ctx context.Context, c *client.Client) error {
-				rules, err := c.ListLimits(ctx)
+				rules, err := listLimits(ctx, c)
 				if err != nil {
-					return explain(err, "limit list")
+					return err
 				}
 				header := fmt.Sprintf("QuotaMesh limits, exported %s from %v\napply with: quotamesh limit apply -f FILE [--prune] [--dry-run]",
 					time.Now().UTC().Format(time.RFC3339), a.addrs)
