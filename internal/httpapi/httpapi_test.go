@@ -119,3 +119,17 @@ func TestAllow(t *testing.T) {
 		t.Errorf("outcomes %v", outcomes)
 	}
 }
+
+// FuzzParse: no body makes parse panic, and whatever it accepts has a key
+// and a positive n.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{`{"key": "user:42", "n": 2}`, `{"key": "a"}`, `{"n": -1}`, `[]`, `{"key": "a"} x`, ``} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := parse(body)
+		if err == nil && (req.Key == "" || req.N <= 0) {
+			t.Fatalf("parse(%q) = %+v with no error", body, req)
+		}
+	})
+}
