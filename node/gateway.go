@@ -52,6 +52,10 @@ type GatewayConfig struct {
 	// limit override INVALID_ARGUMENT. By default the override is ignored
 	// and the cluster's rule decides.
 	RLSRefuseOverride bool
+	// RouteHome sends each decision of both APIs to its key's home node
+	// (as the SDK routes), instead of deciding it on this node
+	// (gatewayroute.go).
+	RouteHome bool
 }
 
 // validate reports bad listen addresses.
@@ -73,6 +77,7 @@ type gateways struct {
 	rlsLn  net.Listener
 	httpLn net.Listener
 	cas    *x509.CertPool
+	home   *homeRouter // RouteHome's client to the peers
 
 	certExpiry *prometheus.GaugeVec // {certificate=node|ca}: when this node's certificates expire
 
@@ -224,6 +229,7 @@ func (n *Node) openGateways(reg prometheus.Registerer, cert tls.Certificate, cas
 		return fmt.Errorf("quotamesh/node: registering metrics: %w", err)
 	}
 	n.gw = g
+	g.home = &homeRouter{cert: cert}
 	g.setCertExpiry(cert, n.cfg.TLS.CertDir)
 	defer func() {
 		if err != nil {
@@ -318,6 +324,7 @@ func (n *Node) stopGateways(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	g.home.close()
 }
 
 // RLSAddr returns the address of the Envoy rate limit service, or "" if it
@@ -353,7 +360,13 @@ type apiDecider struct {
 }
 
 func (a apiDecider) Decide(ctx context.Context, key string, k int64) (quotamesh.Decision, string, error) {
-	d, err := a.n.AllowN(ctx, key, k)
+	var d quotamesh.Decision
+	var err error
+	if a.n.cfg.Gateway.RouteHome {
+		d, err = a.n.decideAtHome(ctx, key, k)
+	} else {
+		d, err = a.n.AllowN(ctx, key, k)
+	}
 	rule, result := "", "allowed"
 	switch {
 	case errors.Is(err, quotamesh.ErrUnavailable), errors.Is(err, quotamesh.ErrClosed),
@@ -363,6 +376,8 @@ func (a apiDecider) Decide(ctx context.Context, key string, k int64) (quotamesh.
 		result = "unmatched"
 	default:
 		if _, r, ok := a.n.eng.Registry().Lookup(key); ok {
+			rule = r.Pattern
+		} else if r, ok := a.n.eng.Table().Lookup(key); ok { // decided at its home
 			rule = r.Pattern
 		}
 		if !d.Allowed || err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -145,5 +146,62 @@ func TestGateways(t *testing.T) {
 	if _, err := rlsv3.NewRateLimitServiceClient(cc).ShouldRateLimit(cctx, &rlsv3.RateLimitRequest{Domain: "edge",
 		Descriptors: []*rlv3.RateLimitDescriptor{rls.Descriptor(rls.Entry{Key: "a", Value: "b"})}}); err == nil {
 		t.Error("RLS after shutdown: answered")
+	}
+}
+
+// TestGatewayRouteHome: with RouteHome, a decision asked of one node is
+// made at the key's home node; the node's client to its peers closes with
+// the node.
+func TestGatewayRouteHome(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.Gateway = GatewayConfig{HTTPListen: "127.0.0.1:0", RouteHome: true}
+	})
+	c.startAll()
+	c.waitReady(15 * time.Second)
+	n1 := c.nodes["n1"]
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := n1.SetLimit(ctx, limits.Rule{Pattern: "k.*", Rate: limits.MustParseRate("100/s")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "rule applied everywhere", func() string {
+		for _, tn := range c.running() {
+			if tn.store.Table().Len() != 1 {
+				return tn.id
+			}
+		}
+		return ""
+	})
+	// A key homed on another node, and one homed on n1.
+	var away, here string
+	for i := 0; away == "" || here == ""; i++ {
+		k := fmt.Sprintf("k.%d", i)
+		switch h, _ := n1.homeOf(k); {
+		case h == "n1" && here == "":
+			here = k
+		case h != "n1" && away == "":
+			away = k
+		}
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool(), ServerName: "127.0.0.1"}}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	for _, k := range []string{away, here} {
+		resp, err := hc.Post("https://"+n1.HTTPAddr()+httpapi.Path, "application/json", strings.NewReader(`{"key": "`+k+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %s", k, resp.Status)
+		}
+	}
+	home, _ := n1.homeOf(away)
+	if _, _, ok := c.nodes[home].eng.Registry().Lookup(away); !ok {
+		t.Errorf("key %s was not decided at its home %s", away, home)
+	}
+	if _, _, ok := n1.eng.Registry().Lookup(away); ok {
+		t.Errorf("key %s, homed on %s, was decided on n1 too", away, home)
+	}
+	if _, _, ok := n1.eng.Registry().Lookup(here); !ok {
+		t.Errorf("key %s, homed on n1, was not decided there", here)
 	}
 }

@@ -49,6 +49,7 @@ type serveOptions struct {
 
 	RLSUnmatched     string `yaml:"rls_unmatched" flag:"rls-unmatched" usage:"RLS answer for descriptors no rule matches: ok or over_limit"`
 	RLSLimitOverride string `yaml:"rls_limit_override" flag:"rls-limit-override" usage:"RLS requests carrying a limit override: ignore (the cluster's rule decides) or refuse (INVALID_ARGUMENT)"`
+	GatewayRoute     string `yaml:"gateway_route" flag:"gateway-route" usage:"where the RLS and HTTP APIs decide: local (the node called) or home (the key's home node, one more hop)"`
 
 	RequireClientCert bool     `yaml:"require_client_cert" flag:"require-client-cert" usage:"clients must present a certificate signed by the cluster CA"`
 	AdminClients      []string `yaml:"admin_clients" flag:"admin-clients" usage:"client certificate names allowed to change limits when client certificates are required"`
@@ -67,7 +68,7 @@ func defaultServeOptions() serveOptions {
 		FenceAfter: d.FenceAfter, ReclaimAfter: d.ReclaimAfter, MaxKeys: d.MaxKeys,
 		UnknownKeys: "allow", WhenFull: "deny", LeaseTTL: d.LeaseTTL, MaxLeaseFraction: d.MaxLeaseFraction,
 		MaxVoters: d.MaxVoters, AdminClients: d.TLS.AdminClients, LogLevel: d.LogLevel, LogFormat: "console",
-		RLSUnmatched: "ok", RLSLimitOverride: "ignore",
+		RLSUnmatched: "ok", RLSLimitOverride: "ignore", GatewayRoute: "local",
 	}
 }
 

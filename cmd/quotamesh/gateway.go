@@ -16,7 +16,10 @@ func (o *serveOptions) gatewayOptions(c *node.Config, cf *configFile, fs *pflag.
 	if c.Gateway.RLSUnmatchedOverLimit, err = either(o.RLSUnmatched, "ok", "over_limit", cf.at("rls_unmatched", fs, "rls-unmatched")); err != nil {
 		return err
 	}
-	c.Gateway.RLSRefuseOverride, err = either(o.RLSLimitOverride, "ignore", "refuse", cf.at("rls_limit_override", fs, "rls-limit-override"))
+	if c.Gateway.RLSRefuseOverride, err = either(o.RLSLimitOverride, "ignore", "refuse", cf.at("rls_limit_override", fs, "rls-limit-override")); err != nil {
+		return err
+	}
+	c.Gateway.RouteHome, err = either(o.GatewayRoute, "local", "home", cf.at("gateway_route", fs, "gateway-route"))
 	return err
 }
 

@@ -36,7 +36,7 @@ type rlsCluster struct {
 	sdk   *client.Client
 }
 
-func startRLSCluster(t *testing.T, firstIP int) *rlsCluster {
+func startRLSCluster(t *testing.T, firstIP int, flags ...string) *rlsCluster {
 	t.Helper()
 	benchChild(t)
 	bin, err := os.Executable()
@@ -53,7 +53,7 @@ func startRLSCluster(t *testing.T, firstIP int) *rlsCluster {
 		nodeFlags[i] = []string{"--rls-listen", rlsAddrs[i]}
 	}
 	lc, err := localcluster.Start(localcluster.Config{Binary: bin, IPs: ips, TempPrefix: "quotamesh-rls-test-",
-		Flags: []string{"--require-client-cert"}, NodeFlags: nodeFlags, KillWithParent: true})
+		Flags: append([]string{"--require-client-cert"}, flags...), NodeFlags: nodeFlags, KillWithParent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,9 +217,17 @@ func abs(x float64) float64 {
 // what it would have denied is counted.
 func TestRLSCluster(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts three node processes for about 20 s")
+		t.Skip("starts three node processes twice, for about 15 s each")
 	}
-	c := startRLSCluster(t, 41)
+	for i, route := range []string{"local", "home"} {
+		t.Run(route, func(t *testing.T) { testRLSCluster(t, 41+3*i, route) })
+	}
+}
+
+// testRLSCluster runs the acceptance test with the gateway deciding at the
+// node called (local) or at the key's home (home).
+func testRLSCluster(t *testing.T, firstIP int, route string) {
+	c := startRLSCluster(t, firstIP, "--gateway-route", route)
 	const limit = 300.0
 	c.setLimits(t,
 		limits.Rule{Pattern: "edge:remote_address=*", Rate: limits.MustParseRate("300/s")},
@@ -249,7 +257,7 @@ func TestRLSCluster(t *testing.T) {
 		}
 	}
 	rlsErr, sdkErr := relErr(rlsRes.admitted, limit, dur), relErr(sdkRes.admitted, limit, dur)
-	t.Logf("RLS spread over 3 nodes: offered %d, admitted %d in %v at %v/s: error %.2f %%", rlsRes.offered, rlsRes.admitted, dur, limit, 100*rlsErr)
+	t.Logf("RLS (--gateway-route %s) spread over 3 nodes: offered %d, admitted %d in %v at %v/s: error %.2f %%", route, rlsRes.offered, rlsRes.admitted, dur, limit, 100*rlsErr)
 	t.Logf("SDK strict (home node): offered %d, admitted %d: error %.2f %%", sdkRes.offered, sdkRes.admitted, 100*sdkErr)
 	switch {
 	case raceEnabled:

@@ -20,8 +20,9 @@ import (
 // over the nodes) next to the SDK's strict path (every decision a QUIC
 // round trip to the key's home node), in the same run: closed loop from
 // QM_RLS_BENCH_WORKERS goroutines (default 64) over 1,000 keys, each path
-// for QM_RLS_BENCH_SECONDS (default 5), alternating twice. It runs only
-// with QM_RLS_BENCH=1:
+// for QM_RLS_BENCH_SECONDS (default 5), alternating twice; the nodes'
+// --gateway-route is QM_RLS_BENCH_ROUTE (default local). It runs only with
+// QM_RLS_BENCH=1:
 //
 //	QM_RLS_BENCH=1 go test -run TestRLSThroughput -v ./cmd/quotamesh/
 func TestRLSThroughput(t *testing.T) {
@@ -29,7 +30,11 @@ func TestRLSThroughput(t *testing.T) {
 		t.Skip("set QM_RLS_BENCH=1 to measure")
 	}
 	workers, secs := envInt("QM_RLS_BENCH_WORKERS", 64), envInt("QM_RLS_BENCH_SECONDS", 5)
-	c := startRLSCluster(t, 51)
+	route := os.Getenv("QM_RLS_BENCH_ROUTE")
+	if route == "" {
+		route = "local"
+	}
+	c := startRLSCluster(t, 51, "--gateway-route", route)
 	c.setLimits(t,
 		limits.Rule{Pattern: "bench:user=*", Rate: limits.MustParseRate("1000000/s")},
 		limits.Rule{Pattern: "sdk.user.*", Rate: limits.MustParseRate("1000000/s")})
@@ -38,7 +43,7 @@ func TestRLSThroughput(t *testing.T) {
 		name string
 		call func(w, i int) error
 	}{
-		{"RLS, spread over 3 nodes", func(w, i int) error {
+		{"RLS (" + route + "), spread over 3 nodes", func(w, i int) error {
 			_, err := c.rlsCall(ctx, (w+i)%3, "bench", rls.Entry{Key: "user", Value: fmt.Sprint((w*7919 + i) % 1000)})
 			return err
 		}},
