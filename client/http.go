@@ -2,29 +2,17 @@ package client
 
 import (
 	"errors"
-	"math"
 	"net/http"
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/rlheader"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
-// The HTTP middleware writes the fields of draft-ietf-httpapi-ratelimit-
-// headers-11 (May 2026; the syntax is unchanged since -09), as Structured
-// Field lists (RFC 9651):
-//
-//	RateLimit-Policy: "<policy>";q=<count>;w=<window seconds>
-//	RateLimit: "<policy>";r=<remaining>[;t=<seconds>]
-//
-// q and w are the key's rule (w only for windows of whole seconds, since
-// the draft has no sub-second windows). r is what the deciding node or
-// lease could still admit: a hint, as the draft says, not the cluster-wide
-// remainder. t is given on denials only, equal to Retry-After: on a sliding
-// window room comes back slot by slot, so no honest reset time exists for
-// an allowed request.
+// The HTTP middleware writes the rate limit fields of the IETF draft as
+// package rlheader describes them: RateLimit-Policy and RateLimit for keys
+// under a rule, Retry-After on denials.
 
 // MiddlewareOption configures Middleware.
 type MiddlewareOption func(*middleware)
@@ -71,7 +59,7 @@ func Middleware(lim quotamesh.Limiter, key func(*http.Request) string, opts ...M
 	for _, o := range opts {
 		o(&m)
 	}
-	m.policy = sfString(m.policy)
+	m.policy = rlheader.SFString(m.policy)
 	return func(next http.Handler) http.Handler {
 		h := m
 		h.next = next
@@ -109,69 +97,15 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	if !d.Unlimited && d.Limit != (limits.Rate{}) {
-		h.Set("RateLimit-Policy", policyField(m.policy, d.Limit))
-		h.Set("RateLimit", limitField(m.policy, d))
+		h.Set(rlheader.Policy, rlheader.PolicyField(m.policy, d.Limit))
+		h.Set(rlheader.Limit, rlheader.LimitField(m.policy, d))
 	}
 	if d.Allowed {
 		m.next.ServeHTTP(w, r)
 		return
 	}
-	if s, ok := retrySeconds(d.RetryAfter); ok {
-		h.Set("Retry-After", strconv.FormatInt(s, 10))
+	if s, ok := rlheader.RetrySeconds(d.RetryAfter); ok {
+		h.Set(rlheader.RetryAfter, strconv.FormatInt(s, 10))
 	}
 	http.Error(w, "too many requests", http.StatusTooManyRequests)
-}
-
-// policyField is a RateLimit-Policy value: "name";q=count[;w=seconds].
-func policyField(name string, r limits.Rate) string {
-	b := make([]byte, 0, len(name)+32)
-	b = append(b, name...)
-	b = append(b, ";q="...)
-	b = strconv.AppendInt(b, r.Count, 10)
-	if r.Window%time.Second == 0 {
-		b = append(b, ";w="...)
-		b = strconv.AppendInt(b, int64(r.Window/time.Second), 10)
-	}
-	return string(b)
-}
-
-// limitField is a RateLimit value: "name";r=remaining[;t=seconds].
-func limitField(name string, d quotamesh.Decision) string {
-	b := make([]byte, 0, len(name)+32)
-	b = append(b, name...)
-	b = append(b, ";r="...)
-	b = strconv.AppendInt(b, max(d.Remaining, 0), 10)
-	if s, ok := retrySeconds(d.RetryAfter); ok && !d.Allowed {
-		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, s, 10)
-	}
-	return string(b)
-}
-
-// retrySeconds rounds a RetryAfter up to whole seconds, at least 1 (HTTP's
-// delay-seconds); false when there is none or waiting cannot help.
-func retrySeconds(d time.Duration) (int64, bool) {
-	if d <= 0 || d > time.Duration(math.MaxInt64)-time.Second {
-		return 0, false
-	}
-	return max(1, int64((d+time.Second-1)/time.Second)), true
-}
-
-// sfString quotes s as a Structured Field String (RFC 9651 §3.3.3): only
-// printable ASCII, with '"' and '\' escaped.
-func sfString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c > 0x7e {
-			continue
-		}
-		if c == '"' || c == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(c)
-	}
-	b.WriteByte('"')
-	return b.String()
 }

@@ -17,6 +17,11 @@ type Rule struct {
 	Pattern string `msgpack:"p" json:"pattern" yaml:"pattern"`
 	// Rate is the limit each distinct matching key gets.
 	Rate Rate `msgpack:"r" json:"rate" yaml:"rate"`
+	// Shadow makes the rule observe without enforcing: the cluster decides
+	// and counts every matching key exactly as it would under the rule, but
+	// a request the rule would deny is let through, and counted as denied
+	// in shadow (design.md §11, "Shadow rules"). The zero value enforces.
+	Shadow bool `msgpack:"s,omitempty" json:"shadow,omitempty" yaml:"shadow,omitempty"`
 }
 
 // Validate checks the pattern and the rate.
@@ -30,7 +35,14 @@ func (r Rule) Validate() error {
 	return nil
 }
 
-func (r Rule) String() string { return r.Pattern + " " + r.Rate.String() }
+// String writes the rule as "pattern rate", with " shadow" after a shadow
+// rule: "user:* 10/s shadow".
+func (r Rule) String() string {
+	if r.Shadow {
+		return r.Pattern + " " + r.Rate.String() + " shadow"
+	}
+	return r.Pattern + " " + r.Rate.String()
+}
 
 type compiled struct {
 	rule    Rule

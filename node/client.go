@@ -238,6 +238,7 @@ func (n *Node) request(now int64, conn uint64, r *wire.ClientRequest, rep *wire.
 		Offered: r.Offered, SettleID: r.SettleID, SettleUsed: r.SettleUsed})
 	rep.Allowed, rep.LeaseID, rep.Granted, rep.TTL = g.Allowed, g.LeaseID, g.Granted, g.TTL
 	rep.Remaining, rep.RetryAfter, rep.Limit, rep.Unlimited = g.Remaining, g.RetryAfter, g.Limit, g.Unlimited
+	err = n.shadowReply(r, rep, err)
 	if err != nil {
 		rep.Code, rep.Message = replyCode(err), message(err)
 	}

@@ -108,6 +108,9 @@ type Config struct {
 	// by default; profiles show memory contents, such as keys, to whoever
 	// reaches the listener).
 	DisablePprof bool
+	// Gateway turns on the decision APIs for other languages and proxies:
+	// Envoy's rate limit service and HTTP (gateway.go). Off by default.
+	Gateway GatewayConfig
 
 	// Policy is what a node admits while it cannot hear some members:
 	// share.Conservative (the zero value, default) or share.Available
@@ -287,6 +290,7 @@ func (c Config) Validate() error {
 			bad("AdminListen %q: %v", c.AdminListen, err)
 		}
 	}
+	c.Gateway.validate(bad)
 	if c.DataDir == "" {
 		bad("DataDir is empty: the Raft log needs a directory")
 	}
@@ -424,6 +428,7 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("AdminListen", c.AdminListen == next.AdminListen)
 	cmp("DataDir", c.DataDir == next.DataDir)
 	cmp("Bootstrap", slices.Equal(c.Bootstrap, next.Bootstrap))
+	cmp("Gateway", c.Gateway == next.Gateway)
 	cmp("TLS.CertDir", c.TLS.CertDir == next.TLS.CertDir)
 	cmp("DisablePprof", c.DisablePprof == next.DisablePprof)
 	cmp("Policy", c.Policy == next.Policy)

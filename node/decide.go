@@ -36,8 +36,13 @@ func (n *Node) AllowN(_ context.Context, key string, k int64) (quotamesh.Decisio
 	}
 	// The registry's answer and errors are already the root package's
 	// (window.Decision is quotamesh.Decision; its sentinels match the root
-	// ones): returned as they are, nothing is copied or wrapped.
-	return n.eng.AllowN(n.now(), key, k)
+	// ones): returned as they are, nothing is copied or wrapped. A denial
+	// may be a shadow rule's, which lets it through (shadow.go).
+	d, err := n.eng.AllowN(n.now(), key, k)
+	if !d.Allowed && !d.Unlimited {
+		return n.unshadow(key, k, d, err)
+	}
+	return d, err
 }
 
 // Admit decides one request for key and returns only the verdict: the
@@ -49,7 +54,7 @@ func (n *Node) Admit(key string) bool {
 	if n.state.Load() != stateServing {
 		return false
 	}
-	return n.eng.Admit(n.now(), key)
+	return n.eng.Admit(n.now(), key) || n.admitShadow(key)
 }
 
 // refuse answers AllowN when the node is not serving or k is not positive.

@@ -87,6 +87,8 @@ type Node struct {
 	fwdLayer *transport.StreamLayer
 	store    *consensus.Store
 	m        *metrics
+	shadow   *shadowRules // what shadow rules let through (shadow.go)
+	gw       *gateways    // the RLS and HTTP decision APIs (gateway.go)
 	gatherer prometheus.Gatherer
 	adminLn  net.Listener
 	http     *http.Server
@@ -212,6 +214,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("quotamesh/node: registering metrics: %w", err)
 	}
 	undo = append(undo, n.m.unregister)
+	if n.shadow, err = newShadowRules(reg); err != nil {
+		return nil, fmt.Errorf("quotamesh/node: registering metrics: %w", err)
+	}
+	undo = append(undo, n.shadow.unregister)
 
 	cert, cas, err := loadTLS(cfg)
 	if err != nil {
@@ -220,6 +226,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := interrupted("opening the transport"); err != nil {
 		return nil, err
 	}
+	if err = n.openGateways(reg, cert, cas); err != nil {
+		return nil, err
+	}
+	undo = append(undo, n.closeGateways)
 
 	n.clk = clock.Acquire()
 	undo = append(undo, n.clk.Release)
@@ -345,6 +355,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.adminLn != nil {
 		n.startAdmin()
 	}
+	n.startGateways()
 	n.acceptClients.Store(true)
 	if hooks.Fault != nil {
 		n.log.Warn().Bool("fault_control", true).Str("admin", n.AdminAddr()).Strs("endpoints", slices.Sorted(maps.Keys(n.fault.Routes))).
@@ -429,6 +440,8 @@ func (n *Node) waitWired() bool {
 
 // onTableChange is Raft's OnChange: the engine re-resolves its keys.
 func (n *Node) onTableChange(t *limits.Table, index uint64) {
+	n.shadow.setTable(t) // before the engine: a rule turned shadow is counted from its first denial
+	n.gw.setTable(t)
 	n.eng.SetTable(t)
 	n.m.limitRules.Set(float64(t.Len()))
 	n.m.raftApplied.Set(float64(index))

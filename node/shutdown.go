@@ -20,7 +20,8 @@ func (n *Node) Close() error {
 //
 //  1. decisions return quotamesh.ErrClosed and /readyz fails;
 //  2. no new client connection is served; streams in progress answer the
-//     frames they have read and close;
+//     frames they have read and close; the RLS and HTTP decision APIs stop
+//     accepting and finish the calls in progress;
 //  3. the sync and housekeeping loops stop;
 //  4. one last delta goes to every connected peer, so that they count this
 //     node's last admissions;
@@ -54,6 +55,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.stopClients()
 	n.clients.close()
 	n.waitGroupCtx(ctx, &n.clients)
+	n.stopGateways(ctx) // the RLS and HTTP decision APIs
 
 	// 3. Loops.
 	n.stopLoops()
@@ -96,6 +98,8 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.misc.closeAndWait()
 	n.closeFault()
 	n.m.unregister()
+	n.shadow.unregister()
+	n.gw.unregister()
 	n.clk.Release()
 	n.lock.release() // last: the directory is free for the next node
 	err := errors.Join(errs...)

@@ -42,6 +42,9 @@ type Status struct {
 	// TopKeys are the keys this node admits most, with every node's count
 	// and this node's share.
 	TopKeys []KeyStatus `json:"top_keys"`
+	// Shadow lists the shadow rules and what each would have denied on
+	// this node.
+	Shadow []ShadowStatus `json:"shadow,omitempty"`
 	// ClockCorrection is what alignment adds to this node's clock;
 	// ClockSkew is the offset only the fault layer sets (0 otherwise).
 	ClockCorrection time.Duration `json:"clock_correction_ns"`
@@ -140,6 +143,7 @@ func (n *Node) Status(topKeys int) Status {
 	p := n.tr.ClientPolicy()
 	st.Clients = ClientsStatus{AllowAnonymous: p.AllowAnonymous, MaxConns: p.MaxClientConns, HandshakeRate: p.HandshakeRate, HandshakeBurst: p.HandshakeBurst}
 	st.CertificateExpires = n.tr.Certificate().NotAfter.UTC()
+	st.Shadow = n.shadow.status()
 	engineMembers := make(map[string]engine.MemberStatus, len(es.Members))
 	for _, m := range es.Members {
 		engineMembers[m.ID] = m

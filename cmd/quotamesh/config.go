@@ -29,6 +29,8 @@ type serveOptions struct {
 	Listen      string   `yaml:"listen" flag:"listen" usage:"UDP host:port for QUIC, peers and clients alike (loopback by default: name the interface other hosts reach)"`
 	Advertise   string   `yaml:"advertise" flag:"advertise" usage:"host:port peers reach this node at (default: listen, if it names a host)"`
 	AdminListen string   `yaml:"admin_listen" flag:"admin-listen" usage:"HTTP host:port for /metrics /healthz /readyz /status /debug/pprof; empty turns it off"`
+	RLSListen   string   `yaml:"rls_listen" flag:"rls-listen" usage:"TCP host:port for Envoy's rate limit service (gRPC, RLS v3, TLS as the client port); empty turns it off"`
+	HTTPListen  string   `yaml:"http_listen" flag:"http-listen" usage:"TCP host:port for the HTTP decision API (POST /v1/allow, TLS as the client port); empty turns it off"`
 	DataDir     string   `yaml:"data_dir" flag:"data-dir" usage:"directory for the Raft log and snapshots"`
 	Certs       string   `yaml:"certs" flag:"certs" usage:"certificates directory in the layout of 'quotamesh certs init' (ca.crt, nodes/<id>.crt and .key)"`
 	Bootstrap   []string `yaml:"bootstrap" flag:"bootstrap" usage:"initial members as id=host:port, the same list in the same order on every initial node; the first max-voters vote, the others start as non-voters (empty: join a cluster)"`
@@ -52,6 +54,9 @@ type serveOptions struct {
 	HandshakeBurst        int     `yaml:"handshake_burst" flag:"handshake-burst" usage:"connection attempts one source address may make at once beyond the rate"`
 	LeaveOnShutdown       bool    `yaml:"leave_on_shutdown" flag:"leave-on-shutdown" usage:"leave the cluster (Raft configuration) on SIGTERM instead of staying a member"`
 	Pprof                 bool    `yaml:"pprof" flag:"pprof" usage:"serve /debug/pprof on the admin listener (profiles show memory contents to whoever reaches it)"`
+	RLSUnmatched          string  `yaml:"rls_unmatched" flag:"rls-unmatched" usage:"RLS answer for descriptors no rule matches: ok or over_limit"`
+	RLSLimitOverride      string  `yaml:"rls_limit_override" flag:"rls-limit-override" usage:"RLS requests carrying a limit override: ignore (the cluster's rule decides) or refuse (INVALID_ARGUMENT)"`
+	GatewayRoute          string  `yaml:"gateway_route" flag:"gateway-route" usage:"where the RLS and HTTP APIs decide: local (the node called) or home (the key's home node, one more hop)"`
 
 	LogLevel  string `yaml:"log_level" flag:"log-level" usage:"trace, debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" flag:"log-format" usage:"auto (console on a terminal, json otherwise), json or console"`
@@ -75,6 +80,7 @@ func defaultServeOptions() serveOptions {
 		MaxVoters: d.MaxVoters, LogLevel: d.LogLevel, LogFormat: logAuto, Pprof: !d.DisablePprof,
 		MaxClientConns: transport.DefaultMaxClientConns, HandshakeRate: transport.DefaultHandshakeRate,
 		HandshakeBurst: transport.DefaultHandshakeBurst,
+		RLSUnmatched:   "ok", RLSLimitOverride: "ignore", GatewayRoute: "local",
 	}
 }
 
@@ -301,6 +307,9 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 			return c, fmt.Errorf("%w: %s: %q: write each member as id=host:port", errConfig, cf.at("bootstrap", fs, "bootstrap"), b)
 		}
 		c.Bootstrap = append(c.Bootstrap, node.Peer{ID: id, Addr: addr})
+	}
+	if err := o.gatewayOptions(&c, cf, fs); err != nil {
+		return c, err
 	}
 	if !slices.Contains([]string{logAuto, logJSON, logConsole}, o.LogFormat) {
 		return c, fmt.Errorf("%w: %s: %q: use auto, json or console", errConfig, cf.at("log_format", fs, "log-format"), o.LogFormat)

@@ -41,6 +41,7 @@ that require client certificates need for admin operations.`,
 	}
 	a.bind(cmd.PersistentFlags())
 	cmd.AddCommand(newLimitSetCmd(&a), newLimitGetCmd(&a), newLimitListCmd(&a), newLimitDeleteCmd(&a))
+	cmd.AddCommand(newLimitApplyCmd(&a), newLimitExportCmd(&a)) // limitapply.go
 	return cmd
 }
 

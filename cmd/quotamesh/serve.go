@@ -104,6 +104,7 @@ func serve(ctx context.Context, cfg node.Config, cmd *cobra.Command, reread func
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "quotamesh node %s serving on %s (advertised %s), admin on %s\n", n.ID(), n.Addr(), n.Advertise(), n.AdminAddr())
+	printGateways(cmd.OutOrStdout(), n)
 	hup := reloads(ctx)
 	for {
 		select {

@@ -208,6 +208,7 @@ func printStatus(out io.Writer, st *node.Status, views map[string]*node.Status, 
 		fmt.Fprintf(out, "; '-': the member did not answer from here within %v", memberTimeout)
 	}
 	fmt.Fprintln(out, ")")
+	printShadow(out, st, views)
 
 	if len(st.TopKeys) == 0 {
 		fmt.Fprintf(out, "\nno keys admitted on %s in the last window\n", st.Node)

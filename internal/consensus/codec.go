@@ -68,18 +68,25 @@ func (o op) String() string {
 // fields out keeps the format independent of that, and lets the leader
 // refuse a bad rule from a peer with ErrInvalidRate rather than a decoding
 // error.
+//
+// Shadow came later, within format version 1: it is omitted when false, so
+// an enforcing rule encodes byte for byte as before, and log entries and
+// snapshots written before it existed decode as enforcing rules. A node of
+// the earlier version ignores the field (msgpack skips unknown keys) and so
+// would enforce a shadow rule: upgrade every node before setting one.
 type wireRule struct {
 	Pattern string        `msgpack:"p"`
 	Count   int64         `msgpack:"c"`
 	Window  time.Duration `msgpack:"w"`
+	Shadow  bool          `msgpack:"s,omitempty"`
 }
 
 func toWire(r limits.Rule) wireRule {
-	return wireRule{Pattern: r.Pattern, Count: r.Rate.Count, Window: r.Rate.Window}
+	return wireRule{Pattern: r.Pattern, Count: r.Rate.Count, Window: r.Rate.Window, Shadow: r.Shadow}
 }
 
 func (w wireRule) rule() limits.Rule {
-	return limits.Rule{Pattern: w.Pattern, Rate: limits.Rate{Count: w.Count, Window: w.Window}}
+	return limits.Rule{Pattern: w.Pattern, Rate: limits.Rate{Count: w.Count, Window: w.Window}, Shadow: w.Shadow}
 }
 
 func toWireRules(rules []limits.Rule) []wireRule {

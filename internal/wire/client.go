@@ -324,6 +324,16 @@ func (m *AdminReply) validate() error {
 	return nil
 }
 
+// rule writes [pattern, rate], or [pattern, rate, true] for a shadow
+// rule: an enforcing rule encodes as it did before shadow rules existed,
+// so nodes and SDKs of either version read each other's.
+func (e *Encoder) rule(r limits.Rule) error {
+	if !r.Shadow {
+		return firstErr(e.enc.EncodeArrayLen(2), e.enc.EncodeString(r.Pattern), e.rate(r.Rate))
+	}
+	return firstErr(e.enc.EncodeArrayLen(3), e.enc.EncodeString(r.Pattern), e.rate(r.Rate), e.enc.EncodeBool(true))
+}
+
 func (e *Encoder) rate(r limits.Rate) error {
 	return firstErr(e.enc.EncodeArrayLen(2), e.enc.EncodeInt(r.Count), e.enc.EncodeInt(int64(r.Window)))
 }
@@ -379,9 +389,7 @@ func (m *AdminRequest) encode(e *Encoder) error {
 	return firstErr(
 		e.enc.EncodeUint(m.ID),
 		e.enc.EncodeUint(uint64(m.Op)),
-		e.enc.EncodeArrayLen(2),
-		e.enc.EncodeString(m.Rule.Pattern),
-		e.rate(m.Rule.Rate),
+		e.rule(m.Rule),
 		e.enc.EncodeString(m.Pattern),
 		e.enc.EncodeString(m.Node),
 		e.enc.EncodeString(m.Addr),
@@ -400,7 +408,7 @@ func (m *AdminReply) encode(e *Encoder) error {
 		return err
 	}
 	for _, r := range m.Rules {
-		if err := firstErr(e.enc.EncodeArrayLen(2), e.enc.EncodeString(r.Pattern), e.rate(r.Rate)); err != nil {
+		if err := e.rule(r); err != nil {
 			return err
 		}
 	}
@@ -454,6 +462,31 @@ func (d *Decoder) rate(field string) (limits.Rate, error) {
 		return limits.Rate{}, err
 	}
 	return limits.Rate{Count: c, Window: time.Duration(w)}, nil
+}
+
+// rule reads what Encoder.rule writes: [pattern, rate] or [pattern, rate,
+// shadow].
+func (d *Decoder) rule(field string) (limits.Rule, error) {
+	var r limits.Rule
+	n, err := d.arrayLen(field, 3, 1)
+	if err != nil {
+		return r, err
+	}
+	if n != 2 && n != 3 {
+		return r, fmt.Errorf("%w: %s has %d values, not 2 or 3", ErrMalformed, field, n)
+	}
+	if r.Pattern, err = d.str(field+" pattern", limits.MaxKeyLen); err != nil {
+		return r, err
+	}
+	if r.Rate, err = d.rate(field + " rate"); err != nil {
+		return r, err
+	}
+	if n == 3 {
+		if r.Shadow, err = d.bool(field + " shadow"); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
 }
 
 // fixed reads an array header that must have exactly n values.
@@ -570,13 +603,7 @@ func (d *Decoder) adminRequest(m *AdminRequest) error {
 		return err
 	}
 	m.Op = AdminOp(op)
-	if err := d.fixed("admin rule", 2); err != nil {
-		return err
-	}
-	if m.Rule.Pattern, err = d.str("admin rule pattern", limits.MaxKeyLen); err != nil {
-		return err
-	}
-	if m.Rule.Rate, err = d.rate("admin rule rate"); err != nil {
+	if m.Rule, err = d.rule("admin rule"); err != nil {
 		return err
 	}
 	if m.Pattern, err = d.str("admin pattern", limits.MaxKeyLen); err != nil {
@@ -617,13 +644,7 @@ func (d *Decoder) adminReply(m *AdminReply) error {
 		m.Rules = make([]limits.Rule, n)
 	}
 	for i := range m.Rules {
-		if err := d.fixed("admin reply rule", 2); err != nil {
-			return err
-		}
-		if m.Rules[i].Pattern, err = d.str("admin reply rule pattern", limits.MaxKeyLen); err != nil {
-			return err
-		}
-		if m.Rules[i].Rate, err = d.rate("admin reply rule rate"); err != nil {
+		if m.Rules[i], err = d.rule("admin reply rule"); err != nil {
 			return err
 		}
 	}

@@ -31,6 +31,7 @@ func seedBodies(f *testing.F) [][]byte {
 		&ClientReplies{Items: []ClientReply{{ID: 1, Allowed: true, Remaining: 9, Limit: limits.MustParseRate("10/s")}, {ID: 2, Code: CodeInvalidKey, Message: "bad key", RetryAfter: 5}}},
 		&AdminRequest{ID: 7, Op: AdminLimitSet, Rule: limits.Rule{Pattern: "user:*", Rate: limits.MustParseRate("10/s")}},
 		&AdminReply{ID: 7, Rules: []limits.Rule{{Pattern: "a", Rate: limits.MustParseRate("1/s")}}, Index: 42, Status: []byte(`{}`)},
+		&AdminReply{ID: 9, Rules: []limits.Rule{{Pattern: "b:*", Rate: limits.MustParseRate("5/s"), Shadow: true}}},
 		&AdminReply{ID: 8, Members: []Member{{Node: "n1", Addr: "10.0.0.1:7946"}, {Node: "n2", Addr: "10.0.0.2:7946"}}},
 	} {
 		b, err := Encode(m)

@@ -156,7 +156,7 @@ func (g gen) clientReplies() *ClientReplies {
 }
 
 func (g gen) adminRequest() *AdminRequest {
-	return &AdminRequest{ID: g.u64(), Op: AdminOp(1 + g.r.IntN(int(maxAdminOp))), Rule: limits.Rule{Pattern: g.text(limits.MaxKeyLen), Rate: g.rate()},
+	return &AdminRequest{ID: g.u64(), Op: AdminOp(1 + g.r.IntN(int(maxAdminOp))), Rule: limits.Rule{Pattern: g.text(limits.MaxKeyLen), Rate: g.rate(), Shadow: g.r.IntN(2) == 0},
 		Pattern: g.text(limits.MaxKeyLen), Node: g.text(64), Addr: g.text(MaxAddrLen)}
 }
 
@@ -167,7 +167,7 @@ func (g gen) adminReply() *AdminReply {
 		if r == (limits.Rate{}) {
 			r = limits.MustParseRate("10/s")
 		}
-		m.Rules = append(m.Rules, limits.Rule{Pattern: "k" + g.text(20), Rate: r})
+		m.Rules = append(m.Rules, limits.Rule{Pattern: "k" + g.text(20), Rate: r, Shadow: g.r.IntN(2) == 0})
 	}
 	if g.r.IntN(2) == 0 {
 		m.Status = []byte(`{"node":"` + g.text(30) + `"}`)
