@@ -31,8 +31,8 @@ func (n *Node) Allow(ctx context.Context, key string) (quotamesh.Decision, error
 // one and its limit table has caught up with the Raft leader's commit. Denials under a quota are not errors: Allowed is false and
 // RetryAfter says when to try again.
 func (n *Node) AllowN(_ context.Context, key string, k int64) (quotamesh.Decision, error) {
-	if k <= 0 || n.state.Load() != stateServing {
-		return n.refuse(key, k)
+	if s := n.state.Load(); k <= 0 || s != stateServing {
+		return n.refuse(s, key, k)
 	}
 	// The registry's answer and errors are already the root package's
 	// (window.Decision is quotamesh.Decision; its sentinels match the root
@@ -57,9 +57,10 @@ func (n *Node) Admit(key string) bool {
 	return n.eng.Admit(n.now(), key) || n.admitShadow(key)
 }
 
-// refuse answers AllowN when the node is not serving or k is not positive.
-func (n *Node) refuse(key string, k int64) (quotamesh.Decision, error) {
-	if s := n.state.Load(); s != stateServing {
+// refuse answers AllowN when the node is not serving (in state s, as
+// AllowN read it: read again, it could have changed) or k is not positive.
+func (n *Node) refuse(s int32, key string, k int64) (quotamesh.Decision, error) {
+	if s != stateServing {
 		return quotamesh.Decision{RetryAfter: time.Second}, n.notServing(s)
 	}
 	return quotamesh.Decision{RetryAfter: window.Never}, fmt.Errorf("%w: n %d for key %q", quotamesh.ErrInvalidN, k, clip(key))

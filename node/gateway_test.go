@@ -182,7 +182,12 @@ func TestGatewayRouteHome(t *testing.T) {
 			away = k
 		}
 	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool(), ServerName: "127.0.0.1"}}, Timeout: 10 * time.Second}
+	cb, err := c.ca.IssueClient("gateway-test", certs.RoleDecide, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool(), ServerName: "127.0.0.1",
+		Certificates: []tls.Certificate{cb.TLSCertificate()}}}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	for _, k := range []string{away, here} {
 		resp, err := hc.Post("https://"+n1.HTTPAddr()+httpapi.Path, "application/json", strings.NewReader(`{"key": "`+k+`"}`))

@@ -55,7 +55,7 @@ func TestShadowRule(t *testing.T) {
 		t.Errorf("window of s:a: %v, total %d; want at most 10 counted", ok, w.Total())
 	}
 
-	cl := dialRaw(t, c, n1, "")
+	cl := dialRaw(t, c, n1, "app")
 	reps := cl.batch(wire.ClientRequest{ID: 1, Op: wire.OpDecide, Key: "s:a", N: 3},
 		wire.ClientRequest{ID: 2, Op: wire.OpLease, Key: "s:a", Want: 5})
 	if r := reps[0]; r.Code != wire.CodeOK || !r.Allowed {
