@@ -61,28 +61,40 @@ type Engine struct {
 	leases leases
 }
 
-// keyState is what the engine keeps for a key that has a local window.
+// keyState is what the engine keeps for a key that has a local window:
+// what every key needs, about 100 bytes. What only a key that other members
+// use needs (its remembered shares, its announced register, its place in
+// the refresh list) sits behind sh, allocated the first time a member's
+// view of the key appears: most keys of a large key space are decided by
+// one node alone and never pay for it.
 type keyState struct {
-	key          string
-	dirty        bool // on Engine.dirty
-	gone         bool // removed from Engine.keys and keyList
-	listAt       int  // its place in Engine.keyList
-	rule         limits.Rule
-	w            *window.Window
-	share        share.State
-	last         share.Output
-	mirrorFrom   int64     // first epoch the next mirror must read
-	announced    int64     // quota last recorded in the store
-	announcedAny bool      // a register was announced once: later changes must follow
-	shared       bool      // another member used the key at the last computation
-	sharedAt     int       // its place in Engine.shared while shared
-	created      int64     // node time this node's window of the key was made
-	seen         [2]seenAt // newest mirrored slots, for decision counters
+	key        string
+	w          *window.Window
+	sh         *sharedKey // nil until a member's view of the key was seen
+	mirrorFrom int64      // first epoch the next mirror must read
+	created    int64      // node time this node's window of the key was made
+	seen       [2]seenAt  // newest mirrored slots, for decision counters
+	listAt     int32      // its place in Engine.keyList
+	dirty      bool       // on Engine.dirty
+	gone       bool       // removed from Engine.keys and keyList
+	shared     bool       // another member used the key at the last computation
+}
+
+// sharedKey is the part of a key's state that only keys another member
+// has a view of need.
+type sharedKey struct {
+	share share.State
+	// The last computation's figures, for status.
+	lastShare                float64
+	lastOthers, lastReserved int64
+	announced                uint32 // quota last recorded in the store
+	announcedAny             bool   // a register was announced once: later changes must follow
+	sharedAt                 int32  // its place in Engine.shared while shared
 }
 
 type seenAt struct {
 	epoch    int64
-	adm, off int64
+	adm, off uint32
 }
 
 // New returns an engine for cfg over table, with members (node IDs, this
@@ -223,7 +235,7 @@ func (e *Engine) onCreate(key string, rule limits.Rule, w *window.Window) {
 	if ks == nil {
 		ks = e.addKeyLocked(key)
 	}
-	ks.rule, ks.w = rule, w
+	ks.w = w
 	ks.mirrorFrom = w.OpenEpoch()
 	ks.created = now
 	e.computeQuotaLocked(now, ks)
@@ -240,12 +252,12 @@ func (e *Engine) SetTable(t *limits.Table) {
 	// this walk has already seen.
 	for i := len(e.keyList) - 1; i >= 0; i-- {
 		ks := e.keyList[i]
-		w, rule, ok := e.reg.Lookup(ks.key)
+		w, _, ok := e.reg.Lookup(ks.key)
 		if !ok {
 			e.removeKeyLocked(ks)
 			continue
 		}
-		ks.w, ks.rule = w, rule
+		ks.w = w
 		e.markDirtyLocked(ks)
 	}
 }
@@ -292,7 +304,7 @@ func (e *Engine) markAllDirtyLocked() {
 
 // addKeyLocked tracks a new key.
 func (e *Engine) addKeyLocked(key string) *keyState {
-	ks := &keyState{key: key, listAt: len(e.keyList)}
+	ks := &keyState{key: key, listAt: int32(len(e.keyList))}
 	e.keys[key] = ks
 	e.keyList = append(e.keyList, ks)
 	return ks
@@ -308,27 +320,28 @@ func (e *Engine) removeKeyLocked(ks *keyState) {
 	e.keyList[len(e.keyList)-1] = nil
 	e.keyList = e.keyList[:len(e.keyList)-1]
 	e.setShared(ks, false)
-	if ks.announcedAny && ks.announced != 0 {
+	if sh := ks.sh; sh != nil && sh.announcedAny && sh.announced != 0 {
 		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(e.lastNow.Load()), 0); err == nil {
-			ks.announced = 0
+			sh.announced = 0
 		}
 	}
 }
 
 // setShared records whether another member uses ks's key, keeping the
-// list of such keys that the periodic refresh walks.
+// list of such keys that the periodic refresh walks. A key is shared only
+// once its sharedKey exists.
 func (e *Engine) setShared(ks *keyState, shared bool) {
 	if ks.shared == shared {
 		return
 	}
 	ks.shared = shared
 	if shared {
-		ks.sharedAt = len(e.shared)
+		ks.sh.sharedAt = int32(len(e.shared))
 		e.shared = append(e.shared, ks)
 		return
 	}
 	last := e.shared[len(e.shared)-1]
-	e.shared[ks.sharedAt], last.sharedAt = last, ks.sharedAt
+	e.shared[ks.sh.sharedAt], last.sh.sharedAt = last, ks.sh.sharedAt
 	e.shared[len(e.shared)-1] = nil
 	e.shared = e.shared[:len(e.shared)-1]
 }

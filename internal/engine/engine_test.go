@@ -418,3 +418,38 @@ func TestSetTableAndMembers(t *testing.T) {
 		t.Error("one of two members, alone, fenced itself; it is not a strict minority")
 	}
 }
+
+// TestSharedStateOnlyForSharedKeys: a key this node decides alone keeps no
+// shared state (no remembered shares, no register); once another member's
+// view of it arrives it gets one, and keeps it.
+func TestSharedStateOnlyForSharedKeys(t *testing.T) {
+	n := newNet(t, table(t, "user:*", "100/s"), Config{}, "a", "b", "c")
+	n.deliver(t0)
+	a := n.engines["a"]
+	for step := range int64(10) {
+		at := t0 + step*20*ms
+		n.tick(at)
+		a.AllowN(n.now("a", at), "user:alone", 1)
+	}
+	n.tick(t0 + 10*20*ms)
+	ks := a.keys["user:alone"]
+	if ks == nil || ks.sh != nil || ks.shared {
+		t.Fatalf("key used by a alone: state %+v, want one without shared state", ks)
+	}
+	st := a.Status(n.now("a", t0+10*20*ms), 5)
+	if len(st.TopKeys) != 1 || st.TopKeys[0].Share != 1 || st.TopKeys[0].Others != 0 {
+		t.Errorf("status of a key decided alone = %+v, want share 1 and nothing held by others", st.TopKeys)
+	}
+	for step := int64(11); step < 20; step++ {
+		at := t0 + step*20*ms
+		n.tick(at)
+		n.engines["b"].AllowN(n.now("b", at), "user:alone", 1)
+	}
+	n.tick(t0 + 20*20*ms)
+	if ks.sh == nil || !ks.shared {
+		t.Fatalf("key used by a and b: shared %v, state %+v; want shared state", ks.shared, ks.sh)
+	}
+	if _, ok := ks.sh.share.Frozen("b"); !ok {
+		t.Error("b's share is not remembered")
+	}
+}

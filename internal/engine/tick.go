@@ -90,9 +90,9 @@ func (e *Engine) Tick(now int64) Ready {
 				ks = e.addKeyLocked(key)
 				ks.mirrorFrom = w.OpenEpoch()
 			}
-			ks.w, ks.rule = w, rule
+			ks.w = w
 		}
-		e.mirrorLocked(now, ks)
+		e.mirrorLocked(now, ks, rule.Pattern)
 		e.markDirtyLocked(ks)
 		rd.Stats.Mirrored++
 	})
@@ -201,15 +201,16 @@ type TickStats struct {
 }
 
 // mirrorLocked copies the slots of ks's window that may have changed since
-// the last mirror into the store, and counts new decisions.
-func (e *Engine) mirrorLocked(now int64, ks *keyState) {
+// the last mirror into the store, and counts new decisions under the rule
+// pattern.
+func (e *Engine) mirrorLocked(now int64, ks *keyState, pattern string) {
 	e.slots = e.slots[:0]
 	ks.w.Slots(now, ks.mirrorFrom, func(epoch int64, admitted, offered uint32) {
 		e.slots = append(e.slots, crdt.SlotCounts{Epoch: epoch, Admitted: admitted, Offered: offered})
 	})
 	if len(e.slots) > 0 {
 		if err := e.store.RecordOwn(ks.key, e.slots); err == nil {
-			e.countDecisionsLocked(ks)
+			e.countDecisionsLocked(ks, pattern)
 		}
 	}
 	ks.mirrorFrom = max(ks.mirrorFrom, ks.w.OpenEpoch())
@@ -217,21 +218,21 @@ func (e *Engine) mirrorLocked(now int64, ks *keyState) {
 
 // countDecisionsLocked adds the growth of the mirrored slots since the last
 // mirror to the decision counters. Only the last two slots can still grow.
-func (e *Engine) countDecisionsLocked(ks *keyState) {
+func (e *Engine) countDecisionsLocked(ks *keyState, pattern string) {
 	var next [2]seenAt
 	for _, s := range e.slots {
 		adm, off := int64(s.Admitted), int64(s.Offered)
 		for _, prev := range ks.seen {
 			if prev.epoch == s.Epoch {
-				adm -= prev.adm
-				off -= prev.off
+				adm -= int64(prev.adm)
+				off -= int64(prev.off)
 				break
 			}
 		}
 		e.counters.Admitted += max(adm, 0)
 		e.counters.Offered += max(off, 0)
-		e.countRuleLocked(ks.rule.Pattern, max(adm, 0), max(off, 0))
-		next[0], next[1] = next[1], seenAt{epoch: s.Epoch, adm: int64(s.Admitted), off: int64(s.Offered)}
+		e.countRuleLocked(pattern, max(adm, 0), max(off, 0))
+		next[0], next[1] = next[1], seenAt{epoch: s.Epoch, adm: s.Admitted, off: s.Offered}
 	}
 	ks.seen = next
 }

@@ -175,6 +175,13 @@ func (s *State) Forget(node string) {
 	}
 }
 
+// Clone returns a copy of s that Compute may update without changing s.
+func (s *State) Clone() State {
+	c := *s
+	c.others = slices.Clone(s.others)
+	return c
+}
+
 func (s *State) find(node string) (int, bool) {
 	return slices.BinarySearchFunc(s.others, node, func(f frozen, n string) int { return strings.Compare(f.node, n) })
 }

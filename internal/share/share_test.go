@@ -289,6 +289,15 @@ func TestStateAllocatesOnlyForOthers(t *testing.T) {
 	if got, want := cap(shared.others), 2; got != want {
 		t.Errorf("cap(others) = %d, want %d (one per other member)", got, want)
 	}
+	c := shared.Clone()
+	in.Origins[1].Demand = 0
+	Compute("a", in, &c)
+	if got, _ := shared.Frozen("b"); math.Abs(got-6.0/12) > 1e-9 {
+		t.Errorf("Compute on a clone changed the original: Frozen(b) = %v, want %v", got, 6.0/12)
+	}
+	if got, _ := c.Frozen("b"); got != 0 {
+		t.Errorf("clone's Frozen(b) = %v, want 0", got)
+	}
 	shared.Forget("b")
 	shared.Forget("a")
 	if _, ok := shared.Frozen("b"); ok {
