@@ -1,5 +1,7 @@
 package crdt
 
+import "math"
+
 // Bounds on QuotaMesh's wire encoding of a delta, used to split deltas so
 // that each part fits a frame. The encoder keeps within them (its tests
 // check SizeBound against real encodings).
@@ -356,11 +358,7 @@ func (s *Store) buildFull(now int64, exclude *origin) []Delta {
 			if sr.o == exclude || sr.empty() {
 				continue
 			}
-			for e := sr.lo; e <= sr.hi; e++ {
-				if v := sr.ring[sr.pos(e)]; v != 0 {
-					b.add(sr.o, ks.key, e, v)
-				}
-			}
+			sr.each(math.MinInt64, math.MaxInt64, func(e int64, v uint64) { b.add(sr.o, ks.key, e, v) })
 		}
 		for _, sr := range ks.series {
 			if sr.o != exclude && sr.qSeq > 0 {
@@ -401,27 +399,23 @@ func (s *Store) since(now int64, basis uint64) []Delta {
 func (s *Store) buildSince(now int64, basis uint64) []Delta {
 	b := s.newBuilder(now, false, basis)
 	changed := 0
-	for sr := s.head; sr != nil && sr.own.last > basis; sr = sr.own.next {
+	for ks := s.head; ks != nil && ks.own.last > basis; ks = ks.own.next {
 		changed++
 	}
 	// Usually the open and the just-closed slot of each changed key.
 	b.cur.Entries = make([]Entry, 0, min(2*changed, s.cfg.MaxEntriesPerDelta))
-	for sr := s.head; sr != nil && sr.own.last > basis; sr = sr.own.next {
-		l := sr.own
+	for ks := s.head; ks != nil && ks.own.last > basis; ks = ks.own.next {
+		l := ks.own
+		sr := ks.seriesOf(s.own)
 		lo, hi := int64(MaxEpoch), int64(0)
 		for _, c := range l.chg[:l.n] {
 			if c.seq > basis {
 				lo, hi = min(lo, c.lo), max(hi, c.hi)
 			}
 		}
-		lo, hi = max(lo, sr.lo), min(hi, sr.hi)
-		for e := lo; e <= hi; e++ {
-			if v := sr.ring[sr.pos(e)]; v != 0 {
-				b.add(s.own, sr.ks.key, e, v)
-			}
-		}
+		sr.each(lo, hi, func(e int64, v uint64) { b.add(s.own, ks.key, e, v) })
 		if l.qSeq > basis && sr.qSeq > 0 {
-			b.addQuota(s.own, sr.ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+			b.addQuota(s.own, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 		}
 	}
 	return b.finish()
@@ -470,11 +464,7 @@ func (s *Store) RelayFor(peer string, nowLocal int64, relay []OriginID) []Delta 
 			if sr == nil {
 				continue
 			}
-			for e := max(sr.lo, from); e <= sr.hi; e++ {
-				if v := sr.ring[sr.pos(e)]; v != 0 {
-					b.add(o, ks.key, e, v)
-				}
-			}
+			sr.each(from, math.MaxInt64, func(e int64, v uint64) { b.add(o, ks.key, e, v) })
 			if sr.qSeq > 0 && (!again || sr.qEpoch >= from) {
 				b.addQuota(o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 			}

@@ -63,7 +63,7 @@ func (s *Store) GC(nowLocal int64) GCStats {
 // gcKey collects one key at now and reports whether it still holds
 // anything.
 func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
-	ks.horizon = s.horizonFor(ks.key)
+	ks.horizon = int32(s.horizonFor(ks.key))
 	kept := ks.series[:0]
 	for _, sr := range ks.series {
 		cut := slotOf(s.estimate(sr.o, now)) - int64(ks.horizon)
@@ -71,8 +71,9 @@ func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
 		if !sr.held() {
 			st.Series++
 			sr.o.nseries--
-			if sr.own != nil {
-				s.unlink(sr)
+			if sr.o.self {
+				s.unlink(ks)
+				ks.own = nil
 			}
 			continue
 		}
@@ -80,7 +81,11 @@ func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
 		kept = append(kept, sr)
 	}
 	clear(ks.series[len(kept):])
-	ks.series = kept
+	if len(kept) < len(ks.series) {
+		ks.series = append([]*series(nil), kept...)
+	} else {
+		ks.series = kept
+	}
 	if len(kept) == 0 {
 		delete(s.keys, ks.key)
 		st.Keys++
@@ -203,6 +208,9 @@ func (ks *keyState) bytes() int {
 	n := keyStateSize + len(ks.key) + 8*(cap(ks.series)-len(ks.series))
 	for _, sr := range ks.series {
 		n += sr.bytes()
+	}
+	if ks.own != nil {
+		n += ownLogSize
 	}
 	return n
 }

@@ -143,13 +143,15 @@ func TestGCNeverLowersLiveViews(t *testing.T) {
 
 // TestKeyBytesBounded: whatever slots arrive for a key (every slot over ten
 // horizons, from several origins, far behind and ahead), the memory a key
-// holds stays within origins × (horizon + MaxLeadSlots + 1) slots plus a
-// fixed overhead per origin, before and after GC.
+// holds stays within origins × (horizon + MaxLeadSlots + 1) slots of at most
+// 8 bytes (or sparseMax slots of 16) plus a fixed overhead per origin,
+// before and after GC; with counts under 256, a dense slot takes 2 bytes.
 func TestKeyBytesBounded(t *testing.T) {
 	for _, horizon := range []int{1, 15, DefaultHorizon} {
 		s := mustStore(t, idA, Config{Horizon: func(string) int { return horizon }})
 		ids := []OriginID{idB, idC, idD}
-		bound := len(ids)*(seriesSize+8*(horizon+MaxLeadSlots+1)) + keyStateSize + len("k") + 8*4
+		perSeries := seriesSize + max(16*sparseMax, denseSize+8*(horizon+MaxLeadSlots+1))
+		bound := len(ids)*perSeries + keyStateSize + len("k")
 		now := t0
 		for step := range 10 * (horizon + MaxLeadSlots) {
 			now += slot
@@ -168,8 +170,11 @@ func TestKeyBytesBounded(t *testing.T) {
 		}
 		if horizon == DefaultHorizon {
 			per := s.keyBytes("k") / len(ids)
-			t.Logf("a key active on %d origins for a full 60 s window: %d bytes per origin (%d slots of 8 bytes + %d overhead)",
-				len(ids), per, horizon+MaxLeadSlots+1, seriesSize)
+			t.Logf("a key active on %d origins for a full 60 s window: %d bytes per origin (%d slots + %d overhead)",
+				len(ids), per, horizon+MaxLeadSlots+1, seriesSize+denseSize)
+			if want := 2*(horizon+MaxLeadSlots+1) + 8 + seriesSize + denseSize + (keyStateSize+len("k"))/len(ids); per > want {
+				t.Errorf("a 60 s key with counts under 256 holds %d bytes per origin, want at most %d (2 bytes a slot)", per, want)
+			}
 		}
 		// Long after everyone fell silent, GC frees the key.
 		s.GC(now + int64(DefaultForgetAfter) + int64(horizon+MaxLeadSlots)*slot + sec)

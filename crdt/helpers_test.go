@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -109,11 +110,7 @@ func project(s *Store) projection {
 				continue
 			}
 			cut := slotOf(sr.o.asOf) - int64(ks.horizon)
-			for e := max(sr.lo, cut); e <= sr.hi; e++ {
-				if v := sr.get(e); v != 0 {
-					p.slots[slotKey{sr.o.id, ks.key, e}] = v
-				}
-			}
+			sr.each(cut, math.MaxInt64, func(e int64, v uint64) { p.slots[slotKey{sr.o.id, ks.key, e}] = v })
 			if sr.qSeq > 0 && sr.qEpoch >= cut {
 				p.quotas[slotKey{sr.o.id, ks.key, sr.qEpoch}] = sr.quota
 			}

@@ -76,7 +76,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		}
 		horizon := 0
 		if ks != nil {
-			horizon = ks.horizon
+			horizon = int(ks.horizon)
 		} else {
 			horizon = s.horizonFor(e.Key)
 		}
@@ -141,7 +141,7 @@ func (s *Store) selfAhead(key string, epoch int64, v uint64) bool {
 	ks := s.keys[key]
 	horizon := DefaultHorizon
 	if ks != nil {
-		horizon = ks.horizon
+		horizon = int(ks.horizon)
 	}
 	if epoch < slotOf(s.own.asOf)-int64(horizon) {
 		return false

@@ -170,6 +170,9 @@ func (g *genWorld) delta(now int64) Delta {
 		oi := g.r.IntN(len(d.Origins))
 		top := slotOf(d.Origins[oi].AsOf) + 1
 		a := uint32(g.r.IntN(50))
+		if g.r.IntN(10) == 0 {
+			a = uint32(g.r.IntN(100_000)) // wider than a byte, or two
+		}
 		d.Entries = append(d.Entries, Entry{
 			Origin: oi, Key: g.keys[g.r.IntN(len(g.keys))], Epoch: top - int64(g.r.IntN(40)),
 			Admitted: a, Offered: a + uint32(g.r.IntN(20)),

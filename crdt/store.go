@@ -28,9 +28,11 @@ type Store struct {
 	keys    map[string]*keyState
 	now     int64 // highest local time seen
 
-	seqBase uint64  // first interval seq of this store
-	last    uint64  // last closed interval; the open one is last+1
-	head    *series // own series, most recently changed first
+	seqBase uint64 // first interval seq of this store
+	last    uint64 // last closed interval; the open one is last+1
+	// head and tail are the keys whose own state changed in the last
+	// DeltaIntervals intervals, most recently changed first (ownLog).
+	head, tail *keyState
 
 	peers map[string]*peerState
 	recv  map[string]*recvState
@@ -74,20 +76,23 @@ type origin struct {
 // keyState holds every origin's slots for one key.
 type keyState struct {
 	key     string
-	horizon int
 	series  []*series
-	due     int64 // local time from which GC should look at the key; 0: not queued for GC
-	queued  bool  // on the GC wheel
+	own     *ownLog // while the own state changed in the last DeltaIntervals intervals
+	due     int64   // local time from which GC should look at the key; 0: not queued for GC
+	horizon int32
+	queued  bool // on the GC wheel
 }
 
-// ownLog records which of the store's own slots changed in which delta
-// interval, so that a delta since any acknowledged interval is built from
-// the series changed since then only. Ranges are merged when the log is
-// full, which can only make a delta re-send a few unchanged slots.
+// ownLog records which of the store's own slots of a key changed in which
+// delta interval, so that a delta since any acknowledged interval is built
+// from the keys changed since then only. Ranges are merged when the log is
+// full, which can only make a delta re-send a few unchanged slots. A key
+// whose own state has not changed for DeltaIntervals intervals needs no
+// log (a peer that far behind gets a full state), and Tick frees it.
 type ownLog struct {
-	prev, next *series // the store's change list, most recent first
-	last       uint64  // interval of the newest change
-	qSeq       uint64  // interval of the newest change to the quota register
+	prev, next *keyState // the store's change list, most recent first
+	last       uint64    // interval of the newest change
+	qSeq       uint64    // interval of the newest change to the quota register
 	n          int
 	chg        [4]change
 }
@@ -98,7 +103,6 @@ type change struct {
 }
 
 const (
-	seriesSize   = int(unsafe.Sizeof(series{})) + 8 // plus its pointer in keyState.series
 	ownLogSize   = int(unsafe.Sizeof(ownLog{}))
 	keyStateSize = int(unsafe.Sizeof(keyState{})) + 48 // plus its map entry
 	originSize   = int(unsafe.Sizeof(origin{})) + 48
@@ -155,7 +159,7 @@ func (s *Store) horizonFor(key string) int {
 }
 
 // maxCap is the most slots a series of ks may hold.
-func (ks *keyState) maxCap() int { return ks.horizon + MaxLeadSlots + 1 }
+func (ks *keyState) maxCap() int { return int(ks.horizon) + MaxLeadSlots + 1 }
 
 func (s *Store) keyState(key string, create bool) *keyState {
 	if ks := s.lastKey; ks != nil && ks.key == key {
@@ -163,7 +167,7 @@ func (s *Store) keyState(key string, create bool) *keyState {
 	}
 	ks := s.keys[key]
 	if ks == nil && create {
-		ks = &keyState{key: key, horizon: s.horizonFor(key)}
+		ks = &keyState{key: key, horizon: int32(s.horizonFor(key))}
 		s.keys[key] = ks
 	}
 	if ks != nil {
@@ -182,11 +186,12 @@ func (ks *keyState) seriesOf(o *origin) *series {
 }
 
 func (s *Store) newSeries(ks *keyState, o *origin) *series {
-	sr := &series{o: o, ks: ks, lo: 1, hi: 0}
-	if o.self {
-		sr.own = &ownLog{}
-	}
-	ks.series = append(ks.series, sr)
+	sr := &series{o: o}
+	// Grow by one: a key has a series per origin that uses it, a handful.
+	series := make([]*series, len(ks.series)+1)
+	copy(series, ks.series)
+	series[len(ks.series)] = sr
+	ks.series = series
 	o.nseries++
 	return sr
 }
@@ -277,7 +282,7 @@ func (s *Store) RecordOwn(key string, slots []SlotCounts) error {
 		}
 		old, now, held := sr.put(sc.Epoch, pack(sc.Admitted, max(sc.Offered, sc.Admitted)), ks.maxCap())
 		if held && now != old {
-			s.logChange(sr, sc.Epoch, cur)
+			s.logChange(ks, sc.Epoch, cur)
 			s.gen++
 			s.gcAfterChange(ks)
 		}
@@ -310,8 +315,8 @@ func (s *Store) RecordOwnQuota(key string, epoch int64, quota uint32) error {
 	s.quotaSeq++
 	if sr.putQuota(epoch, s.quotaSeq, quota) {
 		cur := s.last + 1
-		sr.own.qSeq = cur
-		s.logChange(sr, epoch, cur)
+		s.logChange(ks, epoch, cur)
+		ks.own.qSeq = cur
 		s.gen++
 		s.gcAfterChange(ks)
 	}
@@ -322,13 +327,17 @@ func (s *Store) horizonOrDefault(ks *keyState) int {
 	if ks == nil {
 		return MaxHorizon
 	}
-	return ks.horizon
+	return int(ks.horizon)
 }
 
-// logChange notes that own slot e of sr changed in interval seq and moves
-// sr to the front of the change list.
-func (s *Store) logChange(sr *series, e int64, seq uint64) {
-	l := sr.own
+// logChange notes that own slot e of ks changed in interval seq and moves
+// ks to the front of the change list.
+func (s *Store) logChange(ks *keyState, e int64, seq uint64) {
+	l := ks.own
+	if l == nil {
+		l = &ownLog{}
+		ks.own = l
+	}
 	switch {
 	case l.n > 0 && l.chg[l.n-1].seq == seq:
 		c := &l.chg[l.n-1]
@@ -347,25 +356,33 @@ func (s *Store) logChange(sr *series, e int64, seq uint64) {
 		l.n++
 	}
 	l.last = seq
-	if s.head != sr {
-		s.unlink(sr)
+	if s.head != ks {
+		s.unlink(ks)
 		l.next = s.head
 		if s.head != nil {
-			s.head.own.prev = sr
+			s.head.own.prev = ks
+		} else {
+			s.tail = ks
 		}
-		s.head = sr
+		s.head = ks
 	}
 }
 
-func (s *Store) unlink(sr *series) {
-	l := sr.own
+// unlink takes ks off the change list and drops its log.
+func (s *Store) unlink(ks *keyState) {
+	l := ks.own
+	if l == nil {
+		return
+	}
 	if l.prev != nil {
 		l.prev.own.next = l.next
-	} else if s.head == sr {
+	} else if s.head == ks {
 		s.head = l.next
 	}
 	if l.next != nil {
 		l.next.own.prev = l.prev
+	} else if s.tail == ks {
+		s.tail = l.prev
 	}
 	l.prev, l.next = nil, nil
 }
@@ -375,5 +392,15 @@ func (s *Store) unlink(sr *series) {
 // interval, after recording own slots and asOf and before building deltas.
 func (s *Store) Tick() uint64 {
 	s.last++
+	// No delta will be built on an interval older than DeltaIntervals (a
+	// peer that far behind gets a full state): logs whose every change is
+	// that old are never read again.
+	if s.last > uint64(s.cfg.DeltaIntervals) {
+		stale := s.last - uint64(s.cfg.DeltaIntervals)
+		for ks := s.tail; ks != nil && ks.own.last <= stale; ks = s.tail {
+			s.unlink(ks)
+			ks.own = nil
+		}
+	}
 	return s.last
 }

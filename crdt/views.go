@@ -83,8 +83,8 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 	if ks == nil {
 		return
 	}
-	window = min(max(window, 1), ks.horizon)
-	demandSlots = min(max(demandSlots, 0), ks.horizon)
+	window = min(max(window, 1), int(ks.horizon))
+	demandSlots = min(max(demandSlots, 0), int(ks.horizon))
 	for _, sr := range ks.series {
 		o := sr.o
 		if o.self {
@@ -92,8 +92,8 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 		}
 		sigma := slotOf(s.estimate(o, now))
 		v := View{
-			Admitted: sr.windowed(&sr.win, sigma, window, admittedOf),
-			Demand:   sr.windowed(&sr.dem, sigma-1, demandSlots, offeredOf),
+			Admitted: sr.windowed(false, sigma, window),
+			Demand:   sr.windowed(true, sigma-1, demandSlots),
 			AsOfSlot: sigma,
 			Age:      time.Duration(max(0, now-o.heardAt)),
 		}
