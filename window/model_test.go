@@ -471,7 +471,7 @@ func randomOp(rng *rand.Rand, k, count int64, ph phase) op {
 // forms counts the forms a harness saw its window in, after each step.
 type forms struct {
 	sparse, dense, minute, sparseMinute, widened, backToSparse int
-	wasDense                                                  bool
+	wasDense                                                   bool
 }
 
 // checkForm checks the invariants of the window's form (slots.go) against
