@@ -122,11 +122,11 @@ type Registry struct {
 
 	touched touchList // entries written since the owner last drained them
 
-	mu      sync.Mutex // serialises creation, SetTable and Sweep
+	mu      sync.Mutex              // serialises creation, SetTable and Sweep
 	rules   map[string]*limits.Rule // the table's rules by pattern, shared by their entries; guarded by mu
 	retired []retired               // windows taken out of keys, kept one more Sweep; guarded by mu
-	idle    idleWheel  // when each key may next be idle (idle.go)
-	budgets keyBudgets // MaxKeys per rule (budget.go); guarded by mu
+	idle    idleWheel               // when each key may next be idle (idle.go)
+	budgets keyBudgets              // MaxKeys per rule (budget.go); guarded by mu
 
 	stats struct {
 		created, evicted, removed, replaced, rejected, unlimited, migrated atomic.Int64
