@@ -354,14 +354,15 @@ func (s *Store) buildFull(now int64, exclude *origin) []Delta {
 	b := s.newBuilder(now, true, 0)
 	b.included[s.own] = true
 	for _, ks := range s.keys {
-		for _, sr := range ks.series {
+		for i := range ks.series {
+			sr := &ks.series[i]
 			if sr.o == exclude || sr.empty() {
 				continue
 			}
 			sr.each(math.MinInt64, math.MaxInt64, func(e int64, v uint64) { b.add(sr.o, ks.key, e, v) })
 		}
-		for _, sr := range ks.series {
-			if sr.o != exclude && sr.qSeq > 0 {
+		for i := range ks.series {
+			if sr := &ks.series[i]; sr.o != exclude && sr.qSeq > 0 {
 				b.addQuota(sr.o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 			}
 		}
@@ -399,18 +400,18 @@ func (s *Store) since(now int64, basis uint64) []Delta {
 func (s *Store) buildSince(now int64, basis uint64) []Delta {
 	b := s.newBuilder(now, false, basis)
 	changed := 0
-	for ks := s.head; ks != nil && ks.own.last > basis; ks = ks.own.next {
+	for ks := s.head; ks != nil && ks.own.last() > basis; ks = ks.own.next {
 		changed++
 	}
 	// Usually the open and the just-closed slot of each changed key.
 	b.cur.Entries = make([]Entry, 0, min(2*changed, s.cfg.MaxEntriesPerDelta))
-	for ks := s.head; ks != nil && ks.own.last > basis; ks = ks.own.next {
+	for ks := s.head; ks != nil && ks.own.last() > basis; ks = ks.own.next {
 		l := ks.own
 		sr := ks.seriesOf(s.own)
 		lo, hi := int64(MaxEpoch), int64(0)
-		for _, c := range l.chg[:l.n] {
-			if c.seq > basis {
-				lo, hi = min(lo, c.lo), max(hi, c.hi)
+		for i := range l.n {
+			if l.seq[i] > basis {
+				lo, hi = min(lo, l.lo[i]), max(hi, l.hi[i])
 			}
 		}
 		sr.each(lo, hi, func(e int64, v uint64) { b.add(s.own, ks.key, e, v) })

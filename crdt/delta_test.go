@@ -369,8 +369,8 @@ func TestOwnLogsFreedWhenStale(t *testing.T) {
 		n := 0
 		for ks := s.head; ks != nil; ks = ks.own.next {
 			n++
-			if ks.own.last+intervals <= seq {
-				t.Fatalf("step %d: %s's log (last change %d) kept at interval %d", step, ks.key, ks.own.last, seq)
+			if ks.own.last()+intervals <= seq {
+				t.Fatalf("step %d: %s's log (last change %d) kept at interval %d", step, ks.key, ks.own.last(), seq)
 			}
 		}
 		for _, ks := range s.keys {

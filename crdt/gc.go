@@ -65,7 +65,8 @@ func (s *Store) GC(nowLocal int64) GCStats {
 func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
 	ks.horizon = int32(s.horizonFor(ks.key))
 	kept := ks.series[:0]
-	for _, sr := range ks.series {
+	for i := range ks.series {
+		sr := &ks.series[i]
 		cut := slotOf(s.estimate(sr.o, now)) - int64(ks.horizon)
 		st.Slots += sr.dropBelow(cut)
 		if !sr.held() {
@@ -78,11 +79,11 @@ func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
 			continue
 		}
 		sr.fit(ks.maxCap())
-		kept = append(kept, sr)
+		kept = append(kept, *sr)
 	}
 	clear(ks.series[len(kept):])
 	if len(kept) < len(ks.series) {
-		ks.series = append([]*series(nil), kept...)
+		ks.series = append([]series(nil), kept...)
 	} else {
 		ks.series = kept
 	}
@@ -116,8 +117,8 @@ func (s *Store) gcAfterChange(ks *keyState) {
 // from now if it holds slots, never if it only holds registers (a change
 // queues it again).
 func (s *Store) scheduleGC(ks *keyState, now int64) {
-	for _, sr := range ks.series {
-		if !sr.empty() {
+	for i := range ks.series {
+		if !ks.series[i].empty() {
 			ks.due = now + int64(ks.horizon+2)*int64(limits.Slot) + s.grace
 			s.wheel.add(ks, ks.due)
 			return
@@ -205,9 +206,9 @@ func (s *Store) keyBytes(key string) int {
 }
 
 func (ks *keyState) bytes() int {
-	n := keyStateSize + len(ks.key) + 8*(cap(ks.series)-len(ks.series))
-	for _, sr := range ks.series {
-		n += sr.bytes()
+	n := keyStateSize + len(ks.key) + seriesSize*cap(ks.series)
+	for i := range ks.series {
+		n += ks.series[i].bytes()
 	}
 	if ks.own != nil {
 		n += ownLogSize

@@ -9,10 +9,10 @@ import (
 // TestSeriesModel drives a series with random puts, drops and fits and
 // checks it against a map after every step: values are joins, epochs
 // outside the series' reach are refused or pushed out only when they are
-// more than maxCap slots older than the newest, the sparse form never holds
-// more than sparseMax slots, a dense ring's positions outside [lo, hi] are
-// zero and its counts fit its width, and cached window sums equal a fresh
-// sum. Counts are drawn small, medium and large, so that series go from
+// more than maxCap slots older than the newest, slots more than recentSlots
+// before the newest keep their admitted count only, the sparse form never
+// holds more than sparseMax slots, a dense ring's positions outside what
+// it holds are zero, and cached window sums equal a fresh sum. Counts are drawn small, medium and large, so that series go from
 // sparse to dense and back, and rings widen and narrow.
 func TestSeriesModel(t *testing.T) {
 	for seed := uint64(1); seed <= uint64(seeds(300)); seed++ {
@@ -52,14 +52,23 @@ func TestSeriesModel(t *testing.T) {
 					}
 					continue
 				}
-				if old != model[e] || now != join(model[e], v) {
+				if _, hi := sr.span(); e > hi-recentSlots && (old != model[e] || now != join(model[e], v)) {
 					t.Fatalf("seed %d step %d: put(%d, %s) = %s, %s; want %s, %s", seed, step, e, fmtPacked(v), fmtPacked(old), fmtPacked(now), fmtPacked(model[e]), fmtPacked(join(model[e], v)))
 				}
-				model[e] = join(model[e], v)
 				_, hi := sr.span()
+				if e <= hi-recentSlots {
+					v = aged(v)
+				}
+				if v != 0 {
+					model[e] = join(model[e], v)
+				}
 				for k := range model {
 					if k < hi-int64(maxCap)+1 {
 						delete(model, k)
+					} else if k <= hi-recentSlots {
+						if model[k] = aged(model[k]); model[k] == 0 {
+							delete(model, k)
+						}
 					}
 				}
 				if r.IntN(4) == 0 {
@@ -146,28 +155,38 @@ func checkSeries(t *testing.T, seed uint64, step int, sr *series, model map[int6
 		}
 		return
 	}
-	if d.n > maxCap {
+	if int(d.n) > maxCap {
 		t.Fatalf("seed %d step %d: ring has %d positions, max %d", seed, step, d.n, maxCap)
 	}
-	if len(sr.buf) != d.words(d.n) {
-		t.Fatalf("seed %d step %d: ring of %d positions at %d bits in %d words", seed, step, d.n, d.bits, len(sr.buf))
+	if len(sr.buf) != d.words() {
+		t.Fatalf("seed %d step %d: rings of %d positions at %d and %d bits in %d words", seed, step, d.n, d.abits, d.obits, len(sr.buf))
 	}
 	if d.lo <= d.hi && d.hi-d.lo+1 > int64(d.n) {
 		t.Fatalf("seed %d step %d: span [%d, %d] exceeds ring %d", seed, step, d.lo, d.hi, d.n)
 	}
-	// Every position outside [lo, hi] is zero: count non-zero positions.
-	nonzero := 0
-	for e := int64(0); e < int64(d.n); e++ {
-		v := d.load(sr.buf, e)
-		if v != 0 {
-			nonzero++
-		}
-		if bitsFor(v) > d.bits {
-			t.Fatalf("seed %d step %d: position %d holds %s in %d bits", seed, step, e, fmtPacked(v), d.bits)
+	// Positions that hold nothing are zero: count non-zero ones.
+	adm, off := 0, 0
+	for p := range int(d.n) {
+		if field(sr.buf, p, d.abits) != 0 {
+			adm++
 		}
 	}
-	if nonzero != held {
-		t.Fatalf("seed %d step %d: %d non-zero positions, %d within [lo, hi]", seed, step, nonzero, held)
+	for p := range recentSlots {
+		if field(sr.buf[d.admWords():], p, d.obits) != 0 {
+			off++
+		}
+	}
+	wantAdm, wantOff := 0, 0
+	for e, v := range model {
+		if v>>32 != 0 {
+			wantAdm++
+		}
+		if e > d.hi-recentSlots && uint32(v) != 0 {
+			wantOff++
+		}
+	}
+	if adm != wantAdm || off != wantOff {
+		t.Fatalf("seed %d step %d: %d non-zero admitted and %d offered positions, want %d and %d", seed, step, adm, off, wantAdm, wantOff)
 	}
 	for _, c := range []*sumCache{&d.win, &d.dem} {
 		field := admittedOf

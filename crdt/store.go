@@ -73,10 +73,12 @@ type origin struct {
 	nseries    int   // keys holding slots of this origin
 }
 
-// keyState holds every origin's slots for one key.
+// keyState holds every origin's slots for one key. Its series are held by
+// value: a pointer to one is valid until the next newSeries or GC of the
+// key.
 type keyState struct {
 	key     string
-	series  []*series
+	series  []series
 	own     *ownLog // while the own state changed in the last DeltaIntervals intervals
 	due     int64   // local time from which GC should look at the key; 0: not queued for GC
 	horizon int32
@@ -91,15 +93,20 @@ type keyState struct {
 // log (a peer that far behind gets a full state), and Tick frees it.
 type ownLog struct {
 	prev, next *keyState // the store's change list, most recent first
-	last       uint64    // interval of the newest change
 	qSeq       uint64    // interval of the newest change to the quota register
-	n          int
-	chg        [4]change
+	// The records, oldest first: in interval seq[i], slots lo[i] to hi[i]
+	// changed.
+	seq    [4]uint64
+	lo, hi [4]int64
+	n      uint8
 }
 
-type change struct {
-	seq    uint64
-	lo, hi int64
+// last returns the interval of the newest change.
+func (l *ownLog) last() uint64 {
+	if l.n == 0 {
+		return l.qSeq
+	}
+	return max(l.seq[l.n-1], l.qSeq)
 }
 
 const (
@@ -177,23 +184,24 @@ func (s *Store) keyState(key string, create bool) *keyState {
 }
 
 func (ks *keyState) seriesOf(o *origin) *series {
-	for _, sr := range ks.series {
-		if sr.o == o {
-			return sr
+	for i := range ks.series {
+		if ks.series[i].o == o {
+			return &ks.series[i]
 		}
 	}
 	return nil
 }
 
+// newSeries adds o's series to ks. It moves ks's series: pointers to them
+// are no longer valid.
 func (s *Store) newSeries(ks *keyState, o *origin) *series {
-	sr := &series{o: o}
 	// Grow by one: a key has a series per origin that uses it, a handful.
-	series := make([]*series, len(ks.series)+1)
+	series := make([]series, len(ks.series)+1)
 	copy(series, ks.series)
-	series[len(ks.series)] = sr
+	series[len(ks.series)].o = o
 	ks.series = series
 	o.nseries++
-	return sr
+	return &series[len(series)-1]
 }
 
 // estimate is T̂, the origin's node time as the store estimates it at local
@@ -314,9 +322,7 @@ func (s *Store) RecordOwnQuota(key string, epoch int64, quota uint32) error {
 	}
 	s.quotaSeq++
 	if sr.putQuota(epoch, s.quotaSeq, quota) {
-		cur := s.last + 1
-		s.logChange(ks, epoch, cur)
-		ks.own.qSeq = cur
+		s.ownLog(ks).qSeq = s.last + 1
 		s.gen++
 		s.gcAfterChange(ks)
 	}
@@ -333,29 +339,35 @@ func (s *Store) horizonOrDefault(ks *keyState) int {
 // logChange notes that own slot e of ks changed in interval seq and moves
 // ks to the front of the change list.
 func (s *Store) logChange(ks *keyState, e int64, seq uint64) {
+	l := s.ownLog(ks)
+	switch {
+	case l.n > 0 && l.seq[l.n-1] == seq:
+		i := l.n - 1
+		l.lo[i], l.hi[i] = min(l.lo[i], e), max(l.hi[i], e)
+	default:
+		if int(l.n) == len(l.seq) {
+			// Merge the two oldest records: the range covers both, under the
+			// newer interval, so a peer that acknowledged only the older one
+			// still gets both.
+			l.seq[0], l.lo[0], l.hi[0] = l.seq[1], min(l.lo[0], l.lo[1]), max(l.hi[0], l.hi[1])
+			copy(l.seq[1:], l.seq[2:])
+			copy(l.lo[1:], l.lo[2:])
+			copy(l.hi[1:], l.hi[2:])
+			l.n--
+		}
+		l.seq[l.n], l.lo[l.n], l.hi[l.n] = seq, e, e
+		l.n++
+	}
+}
+
+// ownLog returns ks's change log, made if needed, and moves ks to the
+// front of the change list.
+func (s *Store) ownLog(ks *keyState) *ownLog {
 	l := ks.own
 	if l == nil {
 		l = &ownLog{}
 		ks.own = l
 	}
-	switch {
-	case l.n > 0 && l.chg[l.n-1].seq == seq:
-		c := &l.chg[l.n-1]
-		c.lo, c.hi = min(c.lo, e), max(c.hi, e)
-	default:
-		if l.n == len(l.chg) {
-			// Merge the two oldest records: the range covers both, under the
-			// newer interval, so a peer that acknowledged only the older one
-			// still gets both.
-			a, b := l.chg[0], l.chg[1]
-			l.chg[0] = change{seq: b.seq, lo: min(a.lo, b.lo), hi: max(a.hi, b.hi)}
-			copy(l.chg[1:], l.chg[2:])
-			l.n--
-		}
-		l.chg[l.n] = change{seq: seq, lo: e, hi: e}
-		l.n++
-	}
-	l.last = seq
 	if s.head != ks {
 		s.unlink(ks)
 		l.next = s.head
@@ -366,6 +378,7 @@ func (s *Store) logChange(ks *keyState, e int64, seq uint64) {
 		}
 		s.head = ks
 	}
+	return l
 }
 
 // unlink takes ks off the change list and drops its log.
@@ -397,7 +410,7 @@ func (s *Store) Tick() uint64 {
 	// that old are never read again.
 	if s.last > uint64(s.cfg.DeltaIntervals) {
 		stale := s.last - uint64(s.cfg.DeltaIntervals)
-		for ks := s.tail; ks != nil && ks.own.last <= stale; ks = s.tail {
+		for ks := s.tail; ks != nil && ks.own.last() <= stale; ks = s.tail {
 			s.unlink(ks)
 			ks.own = nil
 		}

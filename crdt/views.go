@@ -71,8 +71,8 @@ type View struct {
 // holds slots of key, with its view at local time nowLocal (design.md
 // section 5): the origin's window read in its own slot numbering, ending at
 // the slot of T̂ = asOf + max(0, age - grace). window and demandSlots are
-// clamped to [1, horizon] and [0, horizon] for the key's horizon. fn must
-// not call back into the store.
+// clamped to [1, horizon] and [0, min(horizon, MaxDemandSlots)] for the
+// key's horizon. fn must not call back into the store.
 //
 // Views are cached per key and origin: reading the same window again costs
 // a few nanoseconds per origin, and a view that moved forward by one slot
@@ -84,8 +84,9 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 		return
 	}
 	window = min(max(window, 1), int(ks.horizon))
-	demandSlots = min(max(demandSlots, 0), int(ks.horizon))
-	for _, sr := range ks.series {
+	demandSlots = min(max(demandSlots, 0), int(ks.horizon), MaxDemandSlots)
+	for i := range ks.series {
+		sr := &ks.series[i]
 		o := sr.o
 		if o.self {
 			continue
