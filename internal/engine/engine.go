@@ -31,10 +31,11 @@ type Engine struct {
 	nMembers  int                // members, this node included
 	peers     map[string]*peer   // sync stream state, by node ID
 	keys      map[string]*keyState
-	keyList   []*keyState // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
-	shared    []*keyState // keys another member uses too, refreshed every RefreshEvery ticks (keyState.sharedAt)
-	dirty     []*keyState // keys whose quota the next tick recomputes, each once
-	stamp     uint64      // for computeQuotaLocked
+	keyList   []*keyState         // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
+	shared    []*keyState         // keys another member uses too, refreshed every RefreshEvery ticks (sharedKey.sharedAt)
+	young     map[*keyState]int64 // when keys made within the last grace period were made (keyState.young)
+	dirty     []*keyState         // keys whose quota the next tick recomputes, each once
+	stamp     uint64              // for computeQuotaLocked
 	rng       *rand.Rand
 	ticks     uint64
 	// unadvanced is the tick whose Ready awaits Advance; 0 when none.
@@ -62,39 +63,43 @@ type Engine struct {
 }
 
 // keyState is what the engine keeps for a key that has a local window:
-// what every key needs, about 100 bytes. What only a key that other members
-// use needs (its remembered shares, its announced register, its place in
-// the refresh list) sits behind sh, allocated the first time a member's
-// view of the key appears: most keys of a large key space are decided by
-// one node alone and never pay for it.
+// what every key needs, 80 bytes. What only a key that other members use
+// needs (its remembered shares, its announced register, its place in the
+// refresh list) sits behind sh, allocated the first time a member's view of
+// the key appears: most keys of a large key space are decided by one node
+// alone and never pay for it.
 type keyState struct {
 	key        string
 	w          *window.Window
 	sh         *sharedKey // nil until a member's view of the key was seen
 	mirrorFrom int64      // first epoch the next mirror must read
-	created    int64      // node time this node's window of the key was made
-	seen       [2]seenAt  // newest mirrored slots, for decision counters
+	seen       seenSlots  // newest mirrored slots, for decision counters
 	listAt     int32      // its place in Engine.keyList
 	dirty      bool       // on Engine.dirty
 	gone       bool       // removed from Engine.keys and keyList
 	shared     bool       // another member used the key at the last computation
+	young      bool       // its window was made within a grace period (Engine.young)
 }
 
 // sharedKey is the part of a key's state that only keys another member
-// has a view of need.
+// has a view of need: 64 bytes, and 24 per other member it remembers.
 type sharedKey struct {
 	share share.State
-	// The last computation's figures, for status.
-	lastShare                float64
-	lastOthers, lastReserved int64
+	// The last computation's figures, for status; others and reserved
+	// saturate at 2^32−1.
+	lastShare                float32
+	lastOthers, lastReserved uint32
 	announced                uint32 // quota last recorded in the store
-	announcedAny             bool   // a register was announced once: later changes must follow
 	sharedAt                 int32  // its place in Engine.shared while shared
+	announcedAny             bool   // a register was announced once: later changes must follow
 }
 
-type seenAt struct {
+// seenSlots are the last two slots mirrored: the newer at epoch, the older
+// gap slots before it (gap 0: none). Only they can still grow.
+type seenSlots struct {
 	epoch    int64
-	adm, off uint32
+	gap      uint32
+	adm, off [2]uint32 // the older, the newer
 }
 
 // New returns an engine for cfg over table, with members (node IDs, this
@@ -237,7 +242,11 @@ func (e *Engine) onCreate(key string, rule limits.Rule, w *window.Window) {
 	}
 	ks.w = w
 	ks.mirrorFrom = w.OpenEpoch()
-	ks.created = now
+	ks.young = true
+	if e.young == nil {
+		e.young = make(map[*keyState]int64)
+	}
+	e.young[ks] = now
 	e.computeQuotaLocked(now, ks)
 }
 
@@ -314,6 +323,10 @@ func (e *Engine) addKeyLocked(key string) *keyState {
 // held, if it announced one.
 func (e *Engine) removeKeyLocked(ks *keyState) {
 	delete(e.keys, ks.key)
+	if ks.young {
+		delete(e.young, ks)
+		ks.young = false
+	}
 	ks.gone = true
 	last := e.keyList[len(e.keyList)-1]
 	e.keyList[ks.listAt], last.listAt = last, ks.listAt

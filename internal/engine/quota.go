@@ -82,7 +82,7 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	var out share.Output
 	if sh := ks.sh; sh != nil {
 		out = share.Compute(e.cfg.Node, q.in, &sh.share)
-		sh.lastShare, sh.lastOthers, sh.lastReserved = out.Share, out.Others, out.Reserved
+		sh.lastShare, sh.lastOthers, sh.lastReserved = float32(out.Share), sat32(out.Others), sat32(out.Reserved)
 	} else {
 		var alone share.State
 		out = share.Compute(e.cfg.Node, q.in, &alone)
@@ -94,7 +94,7 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	// once, and each would see itself as the only one asking and take all
 	// the headroom (N× the limit in the key's first second). Until a view
 	// could have arrived (one grace period), take at most an even split.
-	if q.unknown > 0 && now-ks.created < int64(e.cfg.Store.Grace) {
+	if q.unknown > 0 && ks.young && now-e.young[ks] < int64(e.cfg.Store.Grace) {
 		out.Quota = min(out.Quota, count/q.reachable)
 	}
 	if e.cfg.UnsafeIgnoreShare {
@@ -121,9 +121,12 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 // remembering anything or drawing a random number), as the next tick would.
 func (e *Engine) statusShareLocked(now int64, ks *keyState) (shareOf float64, others, reserved int64) {
 	if sh := ks.sh; sh != nil {
-		return sh.lastShare, sh.lastOthers, sh.lastReserved
+		return float64(sh.lastShare), int64(sh.lastOthers), int64(sh.lastReserved)
 	}
 	var alone share.State
 	out := share.Compute(e.cfg.Node, e.quotaInputLocked(now, ks).in, &alone)
 	return out.Share, out.Others, out.Reserved
 }
+
+// sat32 clamps v to [0, 2^32−1].
+func sat32(v int64) uint32 { return uint32(min(max(v, 0), limits.MaxCount)) }

@@ -100,6 +100,12 @@ func (e *Engine) Tick(now int64) Ready {
 		e.markAllDirtyLocked()
 	}
 	e.alignLocked(now)
+	for ks, made := range e.young {
+		if now-made >= int64(e.cfg.Store.Grace) {
+			delete(e.young, ks)
+			ks.young = false
+		}
+	}
 	if e.ticks%uint64(e.cfg.RefreshEvery) == 0 {
 		// Keys another member uses: shares move with time (views slide,
 		// demand fades) even when nothing is written. A key decided here
@@ -204,6 +210,9 @@ type TickStats struct {
 // the last mirror into the store, and counts new decisions under the rule
 // pattern.
 func (e *Engine) mirrorLocked(now int64, ks *keyState, pattern string) {
+	// The open epoch before the read: a slot that closes while it reads may
+	// still grow after, and the next mirror reads it again.
+	open := ks.w.OpenEpoch()
 	e.slots = e.slots[:0]
 	ks.w.Slots(now, ks.mirrorFrom, func(epoch int64, admitted, offered uint32) {
 		e.slots = append(e.slots, crdt.SlotCounts{Epoch: epoch, Admitted: admitted, Offered: offered})
@@ -213,26 +222,32 @@ func (e *Engine) mirrorLocked(now int64, ks *keyState, pattern string) {
 			e.countDecisionsLocked(ks, pattern)
 		}
 	}
-	ks.mirrorFrom = max(ks.mirrorFrom, ks.w.OpenEpoch())
+	ks.mirrorFrom = max(ks.mirrorFrom, open)
 }
 
 // countDecisionsLocked adds the growth of the mirrored slots since the last
 // mirror to the decision counters. Only the last two slots can still grow.
 func (e *Engine) countDecisionsLocked(ks *keyState, pattern string) {
-	var next [2]seenAt
+	var next seenSlots
 	for _, s := range e.slots {
 		adm, off := int64(s.Admitted), int64(s.Offered)
-		for _, prev := range ks.seen {
-			if prev.epoch == s.Epoch {
-				adm -= int64(prev.adm)
-				off -= int64(prev.off)
+		for i, at := range [2]int64{ks.seen.epoch - int64(ks.seen.gap), ks.seen.epoch} {
+			if at == s.Epoch && (i == 1 || ks.seen.gap != 0) {
+				adm -= int64(ks.seen.adm[i])
+				off -= int64(ks.seen.off[i])
 				break
 			}
 		}
 		e.counters.Admitted += max(adm, 0)
 		e.counters.Offered += max(off, 0)
 		e.countRuleLocked(pattern, max(adm, 0), max(off, 0))
-		next[0], next[1] = next[1], seenAt{epoch: s.Epoch, adm: s.Admitted, off: s.Offered}
+		if next.epoch != 0 && s.Epoch-next.epoch <= 1<<31 {
+			next.gap = uint32(s.Epoch - next.epoch)
+			next.adm[0], next.off[0] = next.adm[1], next.off[1]
+		} else {
+			next.gap = 0
+		}
+		next.epoch, next.adm[1], next.off[1] = s.Epoch, s.Admitted, s.Offered
 	}
 	ks.seen = next
 }

@@ -139,9 +139,9 @@ type Output struct {
 // seen: a key decided by this node alone, the common case, costs no
 // allocation (a map per key cost about 250 bytes at three members).
 type State struct {
-	self    string  // this node's ID, once Compute has run
-	selfPhi float64 // this node's share
 	others  []frozen
+	selfPhi float64 // this node's share
+	hasSelf bool    // Compute has run
 }
 
 // frozen is one other member's remembered share.
@@ -150,12 +150,13 @@ type frozen struct {
 	phi  float64
 }
 
-// Frozen returns the share last computed for node while it was reachable,
-// and whether there is one.
+// Own returns the share last computed for this node, and whether Compute
+// has run (the fault suite checks that the sides of a partition agree).
+func (s *State) Own() (float64, bool) { return s.selfPhi, s.hasSelf }
+
+// Frozen returns the share last computed for node, another member, while it
+// was reachable, and whether there is one.
 func (s *State) Frozen(node string) (float64, bool) {
-	if node == s.self && s.self != "" {
-		return s.selfPhi, true
-	}
 	if i, ok := s.find(node); ok {
 		return s.others[i].phi, true
 	}
@@ -164,9 +165,6 @@ func (s *State) Frozen(node string) (float64, bool) {
 
 // Forget drops what is remembered of node (it left the cluster).
 func (s *State) Forget(node string) {
-	if node == s.self {
-		s.self, s.selfPhi = "", 0
-	}
 	if i, ok := s.find(node); ok {
 		s.others = append(s.others[:i], s.others[i+1:]...)
 		if len(s.others) == 0 {
@@ -187,8 +185,7 @@ func (s *State) find(node string) (int, bool) {
 }
 
 // Compute returns this node's quota for one key and updates st. self is this
-// node's ID (its own frozen share is remembered too, which the fault suite
-// reads to check that the sides of a partition agree).
+// node's ID; its own share is remembered too (State.Own).
 func Compute(self string, in Input, st *State) Output {
 	prior := in.Prior
 	if prior <= 0 {
@@ -256,7 +253,7 @@ func Compute(self string, in Input, st *State) Output {
 		Others:   others,
 		Reserved: reserved,
 	}
-	st.self, st.selfPhi = self, reachableShare*(float64(in.Demand)+prior)/demandTotal
+	st.selfPhi, st.hasSelf = reachableShare*(float64(in.Demand)+prior)/demandTotal, true
 	for _, o := range in.Origins {
 		if o.Member && o.Reachable && o.Fresh {
 			phi := 0.0
