@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"github.com/quotamesh/quotamesh"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -451,5 +452,44 @@ func TestSharedStateOnlyForSharedKeys(t *testing.T) {
 	}
 	if _, ok := ks.sh.share.Frozen("b"); !ok {
 		t.Error("b's share is not remembered")
+	}
+}
+
+// TestDecisionCountersFollowTicks: whatever the pattern of requests and
+// ticks (several per slot, one per several slots, pauses of seconds), the
+// decision counters add up to the decisions made, counted once each. (A
+// tick mirrors the slots still in the window: the node ticks every 20 ms,
+// here at most 200 ms apart, and before every pause.)
+func TestDecisionCountersFollowTicks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	e := newEngine(t, Config{Node: "a"}, table(t, "k*", "50/s"), []string{"a"}, t0)
+	var admitted, offered int64
+	now, ticked := t0, t0
+	tick := func(step int) {
+		tickWith(e, now, func(string, *wire.Sync) error { return nil })
+		ticked = now
+		if c := e.Counters(); c.Admitted != admitted || c.Offered != offered {
+			t.Fatalf("step %d: counters %d admitted of %d, want %d of %d", step, c.Admitted, c.Offered, admitted, offered)
+		}
+	}
+	for step := range 5000 {
+		now += int64(rng.IntN(60)) * ms
+		if rng.IntN(50) == 0 {
+			tick(step)
+			now += int64(rng.IntN(3000)) * ms
+		}
+		if rng.IntN(4) == 0 || now-ticked > 200*ms {
+			tick(step)
+		}
+		key := []string{"k1", "k2", "k3"}[rng.IntN(3)]
+		n := int64(1 + rng.IntN(3))
+		d, err := e.AllowN(now, key, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			admitted += n
+		}
+		offered += n // admitted or not, and also while the engine is stale
 	}
 }
