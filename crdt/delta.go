@@ -410,8 +410,8 @@ func (s *Store) buildSince(now int64, basis uint64) []Delta {
 		sr := ks.seriesOf(s.own)
 		lo, hi := int64(MaxEpoch), int64(0)
 		for i := range l.n {
-			if l.seq[i] > basis {
-				lo, hi = min(lo, l.lo[i]), max(hi, l.hi[i])
+			if c := l.rec(i); c.seq > basis {
+				lo, hi = min(lo, c.lo), max(hi, c.hi)
 			}
 		}
 		sr.each(lo, hi, func(e int64, v uint64) { b.add(s.own, ks.key, e, v) })

@@ -212,6 +212,9 @@ func (ks *keyState) bytes() int {
 	}
 	if ks.own != nil {
 		n += ownLogSize
+		if ks.own.more != nil {
+			n += int(unsafe.Sizeof(*ks.own.more))
+		}
 	}
 	return n
 }

@@ -94,11 +94,30 @@ type keyState struct {
 type ownLog struct {
 	prev, next *keyState // the store's change list, most recent first
 	qSeq       uint64    // interval of the newest change to the quota register
-	// The records, oldest first: in interval seq[i], slots lo[i] to hi[i]
-	// changed.
-	seq    [4]uint64
-	lo, hi [4]int64
-	n      uint8
+	n          int       // records
+	// The records, oldest first: the first here (most keys change in one
+	// interval and then rest), the next ones in more, made for a key that
+	// changes again within DeltaIntervals.
+	first change
+	more  *[logRecords - 1]change
+}
+
+// change says that in interval seq, own slots lo to hi changed.
+type change struct {
+	seq    uint64
+	lo, hi int64
+}
+
+// logRecords is how many records a log keeps: a peer that acknowledged an
+// interval older than the oldest gets the union of the oldest two.
+const logRecords = 4
+
+// rec returns record i.
+func (l *ownLog) rec(i int) *change {
+	if i == 0 {
+		return &l.first
+	}
+	return &l.more[i-1]
 }
 
 // last returns the interval of the newest change.
@@ -106,7 +125,7 @@ func (l *ownLog) last() uint64 {
 	if l.n == 0 {
 		return l.qSeq
 	}
-	return max(l.seq[l.n-1], l.qSeq)
+	return max(l.rec(l.n-1).seq, l.qSeq)
 }
 
 const (
@@ -340,24 +359,28 @@ func (s *Store) horizonOrDefault(ks *keyState) int {
 // ks to the front of the change list.
 func (s *Store) logChange(ks *keyState, e int64, seq uint64) {
 	l := s.ownLog(ks)
-	switch {
-	case l.n > 0 && l.seq[l.n-1] == seq:
-		i := l.n - 1
-		l.lo[i], l.hi[i] = min(l.lo[i], e), max(l.hi[i], e)
-	default:
-		if int(l.n) == len(l.seq) {
-			// Merge the two oldest records: the range covers both, under the
-			// newer interval, so a peer that acknowledged only the older one
-			// still gets both.
-			l.seq[0], l.lo[0], l.hi[0] = l.seq[1], min(l.lo[0], l.lo[1]), max(l.hi[0], l.hi[1])
-			copy(l.seq[1:], l.seq[2:])
-			copy(l.lo[1:], l.lo[2:])
-			copy(l.hi[1:], l.hi[2:])
-			l.n--
+	if l.n > 0 {
+		if c := l.rec(l.n - 1); c.seq == seq {
+			c.lo, c.hi = min(c.lo, e), max(c.hi, e)
+			return
 		}
-		l.seq[l.n], l.lo[l.n], l.hi[l.n] = seq, e, e
-		l.n++
 	}
+	if l.n == logRecords {
+		// Merge the two oldest records: the range covers both, under the
+		// newer interval, so a peer that acknowledged only the older one
+		// still gets both.
+		a, b := l.rec(0), l.rec(1)
+		*a = change{seq: b.seq, lo: min(a.lo, b.lo), hi: max(a.hi, b.hi)}
+		for i := 1; i < l.n-1; i++ {
+			*l.rec(i) = *l.rec(i + 1)
+		}
+		l.n--
+	}
+	if l.n == 1 && l.more == nil {
+		l.more = new([logRecords - 1]change)
+	}
+	*l.rec(l.n) = change{seq: seq, lo: e, hi: e}
+	l.n++
 }
 
 // ownLog returns ks's change log, made if needed, and moves ks to the
