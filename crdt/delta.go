@@ -399,12 +399,19 @@ func (s *Store) since(now int64, basis uint64) []Delta {
 // basis.
 func (s *Store) buildSince(now int64, basis uint64) []Delta {
 	b := s.newBuilder(now, false, basis)
-	changed := 0
+	slots, quotas := 0, 0
 	for ks := s.head; ks != nil && ks.own.last() > basis; ks = ks.own.next {
-		changed++
+		if l := ks.own; l.n > 0 && l.rec(l.n-1).seq > basis {
+			slots++
+		}
+		if ks.own.qSeq > basis {
+			quotas++
+		}
 	}
-	// Usually the open and the just-closed slot of each changed key.
-	b.cur.Entries = make([]Entry, 0, min(2*changed, s.cfg.MaxEntriesPerDelta))
+	// Usually the open and the just-closed slot of each key whose slots
+	// changed.
+	b.cur.Entries = make([]Entry, 0, min(2*slots, s.cfg.MaxEntriesPerDelta))
+	b.cur.Quotas = make([]QuotaEntry, 0, min(quotas, s.cfg.MaxEntriesPerDelta))
 	for ks := s.head; ks != nil && ks.own.last() > basis; ks = ks.own.next {
 		l := ks.own
 		sr := ks.seriesOf(s.own)
