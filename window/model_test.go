@@ -481,7 +481,7 @@ type forms struct {
 // has a second ring.
 func (h *harness) checkForm() string {
 	w, o := h.w, h.w.open.Load()
-	g, sec := w.dense.Load(), w.seconds.Load()
+	g, sec := w.denseRing(), w.secondsRing()
 	f := &h.forms
 	switch {
 	case g != nil:

@@ -80,7 +80,7 @@ func (w *Window) absorb(slots []slotCounts) (adm, off int64) {
 // minuteAdd adds v to the second ring's bucket of closed slot x. Without a
 // second ring the sparse words, where x was added, hold the minute.
 func (w *Window) minuteAdd(o, x int64, v uint64) {
-	sec := w.seconds.Load()
+	sec := w.secondsRing()
 	if sec == nil || v == 0 {
 		return
 	}

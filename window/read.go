@@ -146,7 +146,7 @@ func (w *Window) minute(e int64) (adm, off, span int64) {
 		span = ref - from*slotsPerSecond
 		so := floorDiv(o, slotsPerSecond)
 		first := max(from, so-minuteSeconds+1)
-		if sec := w.seconds.Load(); sec != nil {
+		if sec := w.secondsRing(); sec != nil {
 			for s := first; s <= so; s++ {
 				v := sec[mod(s, minuteSeconds)].Load()
 				adm += int64(v >> 32)

@@ -131,11 +131,11 @@ func (w *Window) rollLocked(e int64) {
 	}
 	w.expire.Store(next + k)
 
-	minute := w.seconds.Load()
-	if g := w.dense.Load(); g != nil {
+	minute := w.secondsRing()
+	if g := w.denseRing(); g != nil {
 		if e-o >= r {
 			// Everything the ring held has left it: back to sparse form.
-			w.dense.Store(nil)
+			w.setDense(nil)
 		} else {
 			if bitsFor(closing) > g.bits {
 				g = w.widen(bitsFor(closing))
@@ -150,10 +150,10 @@ func (w *Window) rollLocked(e int64) {
 		w.closeSparse(o, e, closing)
 	}
 	if minute != nil {
-		if floorDiv(e, slotsPerSecond)-floorDiv(o, slotsPerSecond) >= minuteSeconds && w.dense.Load() == nil {
+		if floorDiv(e, slotsPerSecond)-floorDiv(o, slotsPerSecond) >= minuteSeconds && w.denseRing() == nil {
 			// The whole minute has gone, and the window is sparse again:
 			// its sparse words keep the next.
-			w.seconds.Store(nil)
+			w.setSeconds(nil)
 		} else {
 			w.rollMinute(minute, o, e, closing)
 		}
@@ -183,7 +183,7 @@ func (w *Window) rollMinute(sec *minuteRing, o, e int64, closing uint64) {
 
 // minuteRefund lowers the admitted count of closed slot g's second.
 func (w *Window) minuteRefund(o, g, m int64) {
-	sec := w.seconds.Load()
+	sec := w.secondsRing()
 	if sec == nil {
 		return // the sparse words hold the minute: the slot was lowered there
 	}

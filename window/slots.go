@@ -41,6 +41,40 @@ const (
 	sparseEpochMask = 1<<sparseEpochBits - 1
 )
 
+// rings are the window's rings beyond its header, replaced as a whole when
+// one is made or dropped.
+type rings struct {
+	dense   *ring       // nil while sparse
+	seconds *minuteRing // nil while the window keeps no second ring
+}
+
+func (w *Window) denseRing() *ring {
+	if x := w.rings.Load(); x != nil {
+		return x.dense
+	}
+	return nil
+}
+
+func (w *Window) secondsRing() *minuteRing {
+	if x := w.rings.Load(); x != nil {
+		return x.seconds
+	}
+	return nil
+}
+
+// setDense and setSeconds publish a window's rings. Caller holds busy.
+func (w *Window) setDense(g *ring) { w.setRings(g, w.secondsRing()) }
+
+func (w *Window) setSeconds(m *minuteRing) { w.setRings(w.denseRing(), m) }
+
+func (w *Window) setRings(g *ring, m *minuteRing) {
+	if g == nil && m == nil {
+		w.rings.Store(nil)
+		return
+	}
+	w.rings.Store(&rings{dense: g, seconds: m})
+}
+
 // ring is a dense ring of closed slots: position p holds the one epoch in
 // (open−r, open) congruent to p modulo r, its counts at bits each.
 type ring struct {
@@ -117,13 +151,13 @@ func minuteFrom(o int64) int64 {
 // keepsMinute reports whether the window keeps the last minute's slots in
 // its sparse words: a window shorter than a minute without a second ring.
 func (w *Window) keepsMinute() bool {
-	return int(w.k) < limits.MaxSlots && w.seconds.Load() == nil
+	return int(w.k) < limits.MaxSlots && w.secondsRing() == nil
 }
 
 // closedAt returns the packed counts of closed epoch x, o−r < x < o, at
 // open epoch o.
 func (w *Window) closedAt(o, x int64) uint64 {
-	if g := w.dense.Load(); g != nil {
+	if g := w.denseRing(); g != nil {
 		return g.load(mod(x, int64(w.r)))
 	}
 	for i := range w.sparse {
@@ -143,7 +177,7 @@ func (w *Window) sumClosed(o, lo, hi int64) (adm, off int64) {
 	if lo > hi {
 		return 0, 0
 	}
-	if g := w.dense.Load(); g != nil {
+	if g := w.denseRing(); g != nil {
 		r := int64(w.r)
 		for x := lo; x <= hi; x++ {
 			v := g.load(mod(x, r))
@@ -170,7 +204,7 @@ func (w *Window) eachClosed(o, lo, hi int64, fn func(x int64, v uint64)) {
 	if lo > hi {
 		return
 	}
-	if g := w.dense.Load(); g != nil {
+	if g := w.denseRing(); g != nil {
 		r := int64(w.r)
 		for x := lo; x <= hi; x++ {
 			if v := g.load(mod(x, r)); v != 0 {
@@ -203,7 +237,7 @@ func (w *Window) eachClosed(o, lo, hi int64, fn func(x int64, v uint64)) {
 // covers and that admitted something, or o if none.
 func (w *Window) firstAdmitted(o, lo int64) int64 {
 	lo = max(lo, o-int64(w.r)+1)
-	if g := w.dense.Load(); g != nil {
+	if g := w.denseRing(); g != nil {
 		r := int64(w.r)
 		for x := lo; x < o; x++ {
 			if g.load(mod(x, r))>>32 != 0 {
@@ -227,7 +261,7 @@ func (w *Window) firstAdmitted(o, lo int64) int64 {
 // making the window dense if v does not fit a sparse word or no word is
 // free. Caller holds busy.
 func (w *Window) setClosed(o, x int64, v uint64) {
-	if g := w.dense.Load(); g != nil {
+	if g := w.denseRing(); g != nil {
 		if bitsFor(v) > g.bits {
 			g = w.widen(bitsFor(v))
 		}
@@ -267,14 +301,14 @@ func (w *Window) setClosed(o, x int64, v uint64) {
 
 // widen republishes the dense ring at bits per count. Caller holds busy.
 func (w *Window) widen(bits uint) *ring {
-	old := w.dense.Load()
+	old := w.denseRing()
 	g := newRing(int(w.r), bits)
 	for p := range int64(w.r) {
 		if v := old.load(p); v != 0 {
 			g.store(p, v)
 		}
 	}
-	w.dense.Store(g)
+	w.setDense(g)
 	return g
 }
 
@@ -300,7 +334,7 @@ func (w *Window) toDense(o int64) {
 			}
 		}
 	}
-	w.dense.Store(g)
+	w.setDense(g)
 }
 
 // makeMinute makes the second ring as of open epoch o from the sparse
@@ -327,7 +361,7 @@ func (w *Window) makeMinute(o, x int64, v uint64) {
 			}
 		}
 	}
-	w.seconds.Store(m)
+	w.setSeconds(m)
 }
 
 // clearSlots empties every closed slot and the second ring, going back to
@@ -336,8 +370,7 @@ func (w *Window) clearSlots() {
 	for i := range w.sparse {
 		w.sparse[i].Store(0)
 	}
-	w.dense.Store(nil)
-	w.seconds.Store(nil)
+	w.setRings(nil, nil)
 }
 
 // closeSparse is the sparse part of a roll from open epoch o to e > o:

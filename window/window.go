@@ -78,16 +78,15 @@ type Window struct {
 	seq    atomic.Uint32 // odd while a roll, refund or reset changes the ring
 	busy   atomic.Uint32 // try-flag held by the one goroutine changing the ring
 
-	k int32 // slots in the window
-	r int32 // ring positions: max(k, minRing)
+	k int16 // slots in the window
+	r int16 // ring positions: max(k, minRing)
 
 	// The closed slots (slots.go): sparse words in the header while a few
 	// are non-empty, else a dense ring; and, for windows shorter than a
 	// minute once the sparse words cannot hold the last minute, the second
-	// ring.
-	dense   atomic.Pointer[ring]
-	seconds atomic.Pointer[minuteRing]
-	sparse  [sparseSlots]atomic.Uint64
+	// ring. 176 bytes in all while sparse.
+	rings  atomic.Pointer[rings]
+	sparse [sparseSlots]atomic.Uint64
 }
 
 type counters struct {
@@ -127,7 +126,7 @@ func New(rate limits.Rate, now int64) (*Window, error) {
 		return nil, err
 	}
 	k := rate.Slots()
-	w := &Window{k: int32(k), r: int32(max(k, minRing))}
+	w := &Window{k: int16(k), r: int16(max(k, minRing))}
 	e := EpochOf(now)
 	w.open.Store(e)
 	w.count.Store(rate.Count)
@@ -391,10 +390,13 @@ func (w *Window) Reset() {
 // once hot, its per-P counters. Allocator rounding is not included.
 func (w *Window) sizeBytes() int {
 	n := int(unsafe.Sizeof(Window{}))
-	if g := w.dense.Load(); g != nil {
+	if w.rings.Load() != nil {
+		n += int(unsafe.Sizeof(rings{}))
+	}
+	if g := w.denseRing(); g != nil {
 		n += int(unsafe.Sizeof(ring{})) + 8*len(g.words)
 	}
-	if w.seconds.Load() != nil {
+	if w.secondsRing() != nil {
 		n += int(unsafe.Sizeof(minuteRing{}))
 	}
 	if s := w.shards.Load(); s != nil {

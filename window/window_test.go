@@ -452,9 +452,10 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 // its shards once hot.
 func TestSizeBytes(t *testing.T) {
 	const header = int(unsafe.Sizeof(Window{}))
-	if header > 192 {
-		t.Errorf("window header is %d bytes, want at most 192", header)
+	if header > 176 {
+		t.Errorf("window header is %d bytes, want at most 176", header)
 	}
+	const rings = int(unsafe.Sizeof(rings{}) + unsafe.Sizeof(ring{}))
 	for _, tt := range []struct {
 		rate       string
 		perSlot    int64 // requests in every slot
@@ -463,9 +464,9 @@ func TestSizeBytes(t *testing.T) {
 		{"10/100ms", 0, 0, header},
 		{"10/s", 0, 0, header},
 		{"600/min", 0, 0, header},
-		{"1000/s", 50, 11, header + 32 + 2*16 + 480},
-		{"60000/min", 50, 600, header + 32 + 2*600},
-		{"6000000/min", 5000, 600, header + 32 + 4*600},
+		{"1000/s", 50, 11, header + rings + 2*16 + 480},
+		{"60000/min", 50, 600, header + rings + 2*600},
+		{"6000000/min", 5000, 600, header + rings + 4*600},
 	} {
 		w := mustNew(t, tt.rate, t0)
 		// A cold key: a request now and then, five slots in its minute.
@@ -486,8 +487,8 @@ func TestSizeBytes(t *testing.T) {
 		if ss := w.shards.Load(); ss != nil {
 			shards = int(unsafe.Sizeof(shardSet{})) + len(ss.s)*int(unsafe.Sizeof(shard{}))
 		}
-		if got := w.sizeBytes() - shards; got > tt.max || w.dense.Load() == nil {
-			t.Errorf("%s with %d requests in every slot: sizeBytes() = %v (dense %v), want at most %v", tt.rate, tt.perSlot, got, w.dense.Load() != nil, tt.max)
+		if got := w.sizeBytes() - shards; got > tt.max || w.denseRing() == nil {
+			t.Errorf("%s with %d requests in every slot: sizeBytes() = %v (dense %v), want at most %v", tt.rate, tt.perSlot, got, w.denseRing() != nil, tt.max)
 		}
 	}
 }
