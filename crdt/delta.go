@@ -356,14 +356,15 @@ func (s *Store) buildFull(now int64, exclude *origin) []Delta {
 	for _, ks := range s.keys {
 		for i := range ks.series {
 			sr := &ks.series[i]
-			if sr.o == exclude || sr.empty() {
+			o := s.originOf(sr)
+			if o == exclude || sr.empty() {
 				continue
 			}
-			sr.each(math.MinInt64, math.MaxInt64, func(e int64, v uint64) { b.add(sr.o, ks.key, e, v) })
+			sr.each(math.MinInt64, math.MaxInt64, func(e int64, v uint64) { b.add(o, ks.key, e, v) })
 		}
 		for i := range ks.series {
-			if sr := &ks.series[i]; sr.o != exclude && sr.qSeq > 0 {
-				b.addQuota(sr.o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+			if sr := &ks.series[i]; s.originOf(sr) != exclude && sr.qSeq > 0 {
+				b.addQuota(s.originOf(sr), ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 			}
 		}
 	}

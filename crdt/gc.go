@@ -50,7 +50,7 @@ func (s *Store) GC(nowLocal int64) GCStats {
 	forget := int64(s.cfg.ForgetAfter)
 	for id, o := range s.origins {
 		if !o.self && o.nseries == 0 && now-max(o.heardAt, o.lastDirect) > forget {
-			delete(s.origins, id)
+			s.forgetOrigin(o)
 			st.Origins++
 			if r := s.recv[id.Node]; r != nil && r.from == id {
 				delete(s.recv, id.Node)
@@ -67,12 +67,13 @@ func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
 	kept := ks.series[:0]
 	for i := range ks.series {
 		sr := &ks.series[i]
-		cut := slotOf(s.estimate(sr.o, now)) - int64(ks.horizon)
+		o := s.originOf(sr)
+		cut := slotOf(s.estimate(o, now)) - int64(ks.horizon)
 		st.Slots += sr.dropBelow(cut)
 		if !sr.held() {
 			st.Series++
-			sr.o.nseries--
-			if sr.o.self {
+			o.nseries--
+			if o.self {
 				s.unlink(ks)
 				ks.own = nil
 			}

@@ -186,3 +186,28 @@ func TestKeyBytesBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestForgottenOriginsIndexReused: an origin GC forgot gives its index to
+// the next new origin, whose series and views are its own; the own
+// origin's index is never reused.
+func TestForgottenOriginsIndexReused(t *testing.T) {
+	s := mustStore(t, idA, Config{Horizon: func(string) int { return 10 }, ForgetAfter: time.Second})
+	mustMerge(t, s, normal(idB, t0, ent("k", slotOf(t0), 3, 4)), t0)
+	idxB := s.origins[idB].idx
+	later := t0 + 10*sec
+	s.GC(later)
+	if _, ok := s.origins[idB]; ok {
+		t.Fatalf("origin %v still known after GC long after its last word", idB)
+	}
+	mustMerge(t, s, normal(idC, later, ent("k", slotOf(later), 5, 6)), later)
+	if got := s.origins[idC].idx; got != idxB {
+		t.Errorf("new origin %v has index %d, want the freed %d", idC, got, idxB)
+	}
+	views := viewsOf(s, "k", 10, 5, later)
+	if _, ok := views[idB]; ok || len(views) != 1 || views[idC].Admitted != 5 {
+		t.Errorf("views after the reuse = %v, want only %v with 5 admitted", views, idC)
+	}
+	if s.originOf(&series{oi: 0}) != s.own {
+		t.Error("index 0 is not the own origin")
+	}
+}

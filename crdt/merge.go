@@ -45,8 +45,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		}
 		o, known := s.origins[os.ID]
 		if !known {
-			o = &origin{id: os.ID}
-			s.origins[os.ID] = o
+			o = s.addOrigin(os.ID)
 			st.NewOrigins++
 		}
 		s.observe(o, os, now, os.ID == d.From, !known)
@@ -87,7 +86,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		if ks == nil {
 			ks = s.keyState(e.Key, true)
 		}
-		if sr == nil || sr.o != o {
+		if sr == nil || sr.oi != o.idx {
 			if sr = ks.seriesOf(o); sr == nil {
 				sr = s.newSeries(ks, o)
 			}
@@ -118,7 +117,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		if ks == nil {
 			ks = s.keyState(q.Key, true)
 		}
-		if sr == nil || sr.o != o {
+		if sr == nil || sr.oi != o.idx {
 			if sr = ks.seriesOf(o); sr == nil {
 				sr = s.newSeries(ks, o)
 			}

@@ -36,7 +36,6 @@ import (
 // it further pushes out the oldest, which lie beyond the horizon of every
 // view, and a slot that old is not held.
 type series struct {
-	o   *origin
 	buf []uint64
 	d   *dense // nil while sparse
 
@@ -46,6 +45,8 @@ type series struct {
 	qEpoch int64
 	qSeq   uint64
 	quota  uint32
+
+	oi uint32 // the origin, Store.byIdx[oi]: 56 bytes a series
 }
 
 // dense is the bookkeeping of a series in ring form, with its view caches.

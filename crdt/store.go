@@ -25,6 +25,8 @@ type Store struct {
 	quotaSeq uint64 // the last own quota announcement's number
 
 	origins map[OriginID]*origin
+	byIdx   []*origin // origins by index (series.oi); nil where free
+	freeIdx []uint32
 	keys    map[string]*keyState
 	now     int64 // highest local time seen
 
@@ -69,8 +71,9 @@ type origin struct {
 	// report arrives after its view started to slide.
 	floor      int64
 	relayed    bool
-	lastDirect int64 // local time of the last delta sent by this origin itself
-	nseries    int   // keys holding slots of this origin
+	lastDirect int64  // local time of the last delta sent by this origin itself
+	nseries    int    // keys holding slots of this origin
+	idx        uint32 // its index in Store.byIdx
 }
 
 // keyState holds every origin's slots for one key. Its series are held by
@@ -155,6 +158,7 @@ func NewStore(self OriginID, cfg Config) (*Store, error) {
 		grace:   int64(cfg.Grace),
 		own:     own,
 		origins: map[OriginID]*origin{self: own},
+		byIdx:   []*origin{own},
 		keys:    make(map[string]*keyState),
 		seqBase: base,
 		last:    base - 1,
@@ -204,11 +208,35 @@ func (s *Store) keyState(key string, create bool) *keyState {
 
 func (ks *keyState) seriesOf(o *origin) *series {
 	for i := range ks.series {
-		if ks.series[i].o == o {
+		if ks.series[i].oi == o.idx {
 			return &ks.series[i]
 		}
 	}
 	return nil
+}
+
+// originOf returns the origin sr belongs to.
+func (s *Store) originOf(sr *series) *origin { return s.byIdx[sr.oi] }
+
+// addOrigin makes a new origin known, giving it an index.
+func (s *Store) addOrigin(id OriginID) *origin {
+	o := &origin{id: id}
+	if n := len(s.freeIdx); n > 0 {
+		o.idx, s.freeIdx = s.freeIdx[n-1], s.freeIdx[:n-1]
+		s.byIdx[o.idx] = o
+	} else {
+		o.idx = uint32(len(s.byIdx))
+		s.byIdx = append(s.byIdx, o)
+	}
+	s.origins[id] = o
+	return o
+}
+
+// forgetOrigin drops an origin that no series holds.
+func (s *Store) forgetOrigin(o *origin) {
+	delete(s.origins, o.id)
+	s.byIdx[o.idx] = nil
+	s.freeIdx = append(s.freeIdx, o.idx)
 }
 
 // newSeries adds o's series to ks. It moves ks's series: pointers to them
@@ -217,7 +245,7 @@ func (s *Store) newSeries(ks *keyState, o *origin) *series {
 	// Grow by one: a key has a series per origin that uses it, a handful.
 	series := make([]series, len(ks.series)+1)
 	copy(series, ks.series)
-	series[len(ks.series)].o = o
+	series[len(ks.series)].oi = o.idx
 	ks.series = series
 	o.nseries++
 	return &series[len(series)-1]

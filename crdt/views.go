@@ -87,7 +87,7 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 	demandSlots = min(max(demandSlots, 0), int(ks.horizon), MaxDemandSlots)
 	for i := range ks.series {
 		sr := &ks.series[i]
-		o := sr.o
+		o := s.originOf(sr)
 		if o.self {
 			continue
 		}
