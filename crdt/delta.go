@@ -376,6 +376,16 @@ func (s *Store) buildFull(now int64, exclude *origin) []Delta {
 	return b.finish()
 }
 
+// ReleaseDeltas drops the normal deltas the store keeps so that peers at
+// the same acknowledgement share one: the caller has handed every peer its
+// delta of this interval, and keeping them until the next would hold
+// memory for every key that changed. The next DeltaFor builds afresh.
+// Parts of full states and split deltas not yet sent are kept.
+func (s *Store) ReleaseDeltas() {
+	clear(s.cached)
+	s.cached = s.cached[:0]
+}
+
 // since returns the normal delta since basis, from the cache if the own
 // state has not changed since it was built.
 func (s *Store) since(now int64, basis uint64) []Delta {

@@ -407,3 +407,24 @@ func TestOwnLogsFreedWhenStale(t *testing.T) {
 		t.Errorf("key2, unchanged for %d intervals, still has a log", 200-160)
 	}
 }
+
+// TestReleaseDeltas: after ReleaseDeltas the store holds no normal delta,
+// and the next DeltaFor builds the same one again; pending parts of a full
+// state stay.
+func TestReleaseDeltas(t *testing.T) {
+	s := ownStore(t, Config{MaxEntriesPerDelta: 2}, 3)
+	seq := s.Tick()
+	full := s.DeltaFor("b", t0)
+	s.Ack("c", seq)
+	first := s.DeltaFor("c", t0)
+	s.ReleaseDeltas()
+	if len(s.cached) != 0 {
+		t.Errorf("%d deltas cached after ReleaseDeltas", len(s.cached))
+	}
+	if again := s.DeltaFor("c", t0); fmt.Sprint(again) != fmt.Sprint(first) {
+		t.Errorf("delta after ReleaseDeltas = %+v, want %+v", again, first)
+	}
+	if pending := s.DeltaFor("b", t0); len(full) < 2 || fmt.Sprint(pending) != fmt.Sprint(full) {
+		t.Errorf("full state parts after ReleaseDeltas = %d parts, want the %d pending", len(pending), len(full))
+	}
+}

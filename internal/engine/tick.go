@@ -195,6 +195,9 @@ func (e *Engine) Advance(rd Ready) TickStats {
 		st.Frames += sent
 		st.Relayed += max(sent-deltas, 0)
 	}
+	// Every peer had its delta: the store need not keep them till the next
+	// tick (the frames belong to the caller now).
+	e.store.ReleaseDeltas()
 	return st
 }
 
