@@ -25,8 +25,12 @@ type QPS struct {
 	LastSecond Throughput
 	// LastMinute covers the closed slots of the last minute: for windows
 	// shorter than 60 s those of the current second and the 59 before it
-	// (59.0 to 59.9 s, from the second ring); for 60 s windows the 599
-	// closed slots before the open one. Rates divide by the span covered.
+	// (59.0 to 59.9 s); for 60 s windows the 599 closed slots before the
+	// open one. Rates divide by the span covered. A window shorter than a
+	// minute reads it from a second ring of 60 one-second buckets, which it
+	// makes only once more than six of its slots in a minute hold counts;
+	// until then its sparse slots hold every non-empty slot of the minute,
+	// and the figure is the same, exact either way.
 	LastMinute Throughput
 }
 
