@@ -1,5 +1,7 @@
 package crdt
 
+import "math"
+
 // Bounds on QuotaMesh's wire encoding of a delta, used to split deltas so
 // that each part fits a frame. The encoder keeps within them (its tests
 // check SizeBound against real encodings).
@@ -352,19 +354,17 @@ func (s *Store) buildFull(now int64, exclude *origin) []Delta {
 	b := s.newBuilder(now, true, 0)
 	b.included[s.own] = true
 	for _, ks := range s.keys {
-		for _, sr := range ks.series {
-			if sr.o == exclude || sr.empty() {
+		for i := range ks.series {
+			sr := &ks.series[i]
+			o := s.originOf(sr)
+			if o == exclude || sr.empty() {
 				continue
 			}
-			for e := sr.lo; e <= sr.hi; e++ {
-				if v := sr.ring[sr.pos(e)]; v != 0 {
-					b.add(sr.o, ks.key, e, v)
-				}
-			}
+			sr.each(math.MinInt64, math.MaxInt64, func(e int64, v uint64) { b.add(o, ks.key, e, v) })
 		}
-		for _, sr := range ks.series {
-			if sr.o != exclude && sr.qSeq > 0 {
-				b.addQuota(sr.o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+		for i := range ks.series {
+			if sr := &ks.series[i]; s.originOf(sr) != exclude && sr.qSeq > 0 {
+				b.addQuota(s.originOf(sr), ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 			}
 		}
 	}
@@ -374,6 +374,16 @@ func (s *Store) buildFull(now int64, exclude *origin) []Delta {
 		}
 	}
 	return b.finish()
+}
+
+// ReleaseDeltas drops the normal deltas the store keeps so that peers at
+// the same acknowledgement share one: the caller has handed every peer its
+// delta of this interval, and keeping them until the next would hold
+// memory for every key that changed. The next DeltaFor builds afresh.
+// Parts of full states and split deltas not yet sent are kept.
+func (s *Store) ReleaseDeltas() {
+	clear(s.cached)
+	s.cached = s.cached[:0]
 }
 
 // since returns the normal delta since basis, from the cache if the own
@@ -400,28 +410,31 @@ func (s *Store) since(now int64, basis uint64) []Delta {
 // basis.
 func (s *Store) buildSince(now int64, basis uint64) []Delta {
 	b := s.newBuilder(now, false, basis)
-	changed := 0
-	for sr := s.head; sr != nil && sr.own.last > basis; sr = sr.own.next {
-		changed++
+	slots, quotas := 0, 0
+	for ks := s.head; ks != nil && ks.own.last() > basis; ks = ks.own.next {
+		if l := ks.own; l.n > 0 && l.rec(l.n-1).seq > basis {
+			slots++
+		}
+		if ks.own.qSeq > basis {
+			quotas++
+		}
 	}
-	// Usually the open and the just-closed slot of each changed key.
-	b.cur.Entries = make([]Entry, 0, min(2*changed, s.cfg.MaxEntriesPerDelta))
-	for sr := s.head; sr != nil && sr.own.last > basis; sr = sr.own.next {
-		l := sr.own
+	// Usually the open and the just-closed slot of each key whose slots
+	// changed.
+	b.cur.Entries = make([]Entry, 0, min(2*slots, s.cfg.MaxEntriesPerDelta))
+	b.cur.Quotas = make([]QuotaEntry, 0, min(quotas, s.cfg.MaxEntriesPerDelta))
+	for ks := s.head; ks != nil && ks.own.last() > basis; ks = ks.own.next {
+		l := ks.own
+		sr := ks.seriesOf(s.own)
 		lo, hi := int64(MaxEpoch), int64(0)
-		for _, c := range l.chg[:l.n] {
-			if c.seq > basis {
+		for i := range l.n {
+			if c := l.rec(i); c.seq > basis {
 				lo, hi = min(lo, c.lo), max(hi, c.hi)
 			}
 		}
-		lo, hi = max(lo, sr.lo), min(hi, sr.hi)
-		for e := lo; e <= hi; e++ {
-			if v := sr.ring[sr.pos(e)]; v != 0 {
-				b.add(s.own, sr.ks.key, e, v)
-			}
-		}
+		sr.each(lo, hi, func(e int64, v uint64) { b.add(s.own, ks.key, e, v) })
 		if l.qSeq > basis && sr.qSeq > 0 {
-			b.addQuota(s.own, sr.ks.key, sr.qEpoch, sr.qSeq, sr.quota)
+			b.addQuota(s.own, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 		}
 	}
 	return b.finish()
@@ -470,11 +483,7 @@ func (s *Store) RelayFor(peer string, nowLocal int64, relay []OriginID) []Delta 
 			if sr == nil {
 				continue
 			}
-			for e := max(sr.lo, from); e <= sr.hi; e++ {
-				if v := sr.ring[sr.pos(e)]; v != 0 {
-					b.add(o, ks.key, e, v)
-				}
-			}
+			sr.each(from, math.MaxInt64, func(e int64, v uint64) { b.add(o, ks.key, e, v) })
 			if sr.qSeq > 0 && (!again || sr.qEpoch >= from) {
 				b.addQuota(o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 			}

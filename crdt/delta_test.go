@@ -326,3 +326,105 @@ func TestRecordOwn(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnLogsFreedWhenStale: a key whose own state has not changed for
+// DeltaIntervals intervals keeps no change log, and every delta since an
+// acknowledgement still carries exactly what changed after it: the same
+// entries as a reference built from every change ever recorded.
+func TestOwnLogsFreedWhenStale(t *testing.T) {
+	const intervals = 8
+	s := mustStore(t, idA, Config{DeltaIntervals: intervals})
+	type rec struct {
+		seq uint64
+		key string
+		e   int64
+		v   SlotCounts
+	}
+	var changes []rec
+	vals := map[string]map[int64]SlotCounts{}
+	now := t0
+	for step := range 200 {
+		now += 20 * ms
+		// Keys change at different paces: key0 every tick, key1 every 5th,
+		// key2 every 40th, so that key2's log goes stale between changes.
+		for i, every := range []int{1, 5, 40} {
+			if step%every != 0 {
+				continue
+			}
+			key := fmt.Sprint("key", i)
+			e := slotOf(now)
+			if vals[key] == nil {
+				vals[key] = map[int64]SlotCounts{}
+			}
+			v := vals[key][e]
+			v.Epoch, v.Admitted, v.Offered = e, v.Admitted+1, v.Offered+2
+			vals[key][e] = v
+			if err := s.RecordOwn(key, []SlotCounts{v}); err != nil {
+				t.Fatal(err)
+			}
+			changes = append(changes, rec{s.last + 1, key, e, v})
+		}
+		s.SetOwnAsOf(now)
+		seq := s.Tick()
+		n := 0
+		for ks := s.head; ks != nil; ks = ks.own.next {
+			n++
+			if ks.own.last()+intervals <= seq {
+				t.Fatalf("step %d: %s's log (last change %d) kept at interval %d", step, ks.key, ks.own.last(), seq)
+			}
+		}
+		for _, ks := range s.keys {
+			if ks.own != nil {
+				n--
+			}
+		}
+		if n != 0 {
+			t.Fatalf("step %d: change list and keys with logs differ by %d", step, n)
+		}
+		// A delta since every basis a peer may still hold.
+		for basis := seq - min(seq-s.seqBase, intervals); basis < seq; basis++ {
+			got := map[string]bool{}
+			for _, d := range s.buildSince(now, basis) {
+				for _, en := range d.Entries {
+					got[fmt.Sprint(en.Key, en.Epoch, en.Admitted, en.Offered)] = true
+				}
+			}
+			want := map[string]bool{}
+			for _, c := range changes {
+				if c.seq > basis {
+					cur := vals[c.key][c.e]
+					want[fmt.Sprint(c.key, c.e, cur.Admitted, cur.Offered)] = true
+				}
+			}
+			for w := range want {
+				if !got[w] {
+					t.Fatalf("step %d: delta since %d lacks %s; has %v", step, basis, w, got)
+				}
+			}
+		}
+	}
+	if ks := s.keys["key2"]; ks.own != nil {
+		t.Errorf("key2, unchanged for %d intervals, still has a log", 200-160)
+	}
+}
+
+// TestReleaseDeltas: after ReleaseDeltas the store holds no normal delta,
+// and the next DeltaFor builds the same one again; pending parts of a full
+// state stay.
+func TestReleaseDeltas(t *testing.T) {
+	s := ownStore(t, Config{MaxEntriesPerDelta: 2}, 3)
+	seq := s.Tick()
+	full := s.DeltaFor("b", t0)
+	s.Ack("c", seq)
+	first := s.DeltaFor("c", t0)
+	s.ReleaseDeltas()
+	if len(s.cached) != 0 {
+		t.Errorf("%d deltas cached after ReleaseDeltas", len(s.cached))
+	}
+	if again := s.DeltaFor("c", t0); fmt.Sprint(again) != fmt.Sprint(first) {
+		t.Errorf("delta after ReleaseDeltas = %+v, want %+v", again, first)
+	}
+	if pending := s.DeltaFor("b", t0); len(full) < 2 || fmt.Sprint(pending) != fmt.Sprint(full) {
+		t.Errorf("full state parts after ReleaseDeltas = %d parts, want the %d pending", len(pending), len(full))
+	}
+}

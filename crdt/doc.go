@@ -42,9 +42,15 @@
 // # Memory
 //
 // A key keeps, per origin, at most its horizon (Config.Horizon) plus
-// MaxLeadSlots plus one slots of 8 bytes, in a ring that grows with use.
-// GC drops slots beyond the horizon, keys without slots and silent origins
-// without slots; it never changes a view.
+// MaxLeadSlots plus one slots: up to six as (epoch, counts) pairs of 16
+// bytes, beyond that in a ring of admitted counts of 1, 2 or 4 bytes each
+// (as its largest count needs), with offered counts for the newest
+// MaxDemandSlots+MaxLeadSlots+1 slots only. Offered counts are read by
+// demand views alone, which never look further back; an older slot reads
+// its admitted count as offered, in every replica alike. A series costs 56
+// bytes besides its slots. GC drops slots beyond the horizon, keys without
+// slots and silent origins without slots, and gives back what rings no
+// longer need; it never changes a view.
 //
 // # What callers may rely on
 //

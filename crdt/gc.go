@@ -50,7 +50,7 @@ func (s *Store) GC(nowLocal int64) GCStats {
 	forget := int64(s.cfg.ForgetAfter)
 	for id, o := range s.origins {
 		if !o.self && o.nseries == 0 && now-max(o.heardAt, o.lastDirect) > forget {
-			delete(s.origins, id)
+			s.forgetOrigin(o)
 			st.Origins++
 			if r := s.recv[id.Node]; r != nil && r.from == id {
 				delete(s.recv, id.Node)
@@ -63,24 +63,31 @@ func (s *Store) GC(nowLocal int64) GCStats {
 // gcKey collects one key at now and reports whether it still holds
 // anything.
 func (s *Store) gcKey(ks *keyState, now int64, st *GCStats) bool {
-	ks.horizon = s.horizonFor(ks.key)
+	ks.horizon = int32(s.horizonFor(ks.key))
 	kept := ks.series[:0]
-	for _, sr := range ks.series {
-		cut := slotOf(s.estimate(sr.o, now)) - int64(ks.horizon)
+	for i := range ks.series {
+		sr := &ks.series[i]
+		o := s.originOf(sr)
+		cut := slotOf(s.estimate(o, now)) - int64(ks.horizon)
 		st.Slots += sr.dropBelow(cut)
 		if !sr.held() {
 			st.Series++
-			sr.o.nseries--
-			if sr.own != nil {
-				s.unlink(sr)
+			o.nseries--
+			if o.self {
+				s.unlink(ks)
+				ks.own = nil
 			}
 			continue
 		}
 		sr.fit(ks.maxCap())
-		kept = append(kept, sr)
+		kept = append(kept, *sr)
 	}
 	clear(ks.series[len(kept):])
-	ks.series = kept
+	if len(kept) < len(ks.series) {
+		ks.series = append([]series(nil), kept...)
+	} else {
+		ks.series = kept
+	}
 	if len(kept) == 0 {
 		delete(s.keys, ks.key)
 		st.Keys++
@@ -111,8 +118,8 @@ func (s *Store) gcAfterChange(ks *keyState) {
 // from now if it holds slots, never if it only holds registers (a change
 // queues it again).
 func (s *Store) scheduleGC(ks *keyState, now int64) {
-	for _, sr := range ks.series {
-		if !sr.empty() {
+	for i := range ks.series {
+		if !ks.series[i].empty() {
 			ks.due = now + int64(ks.horizon+2)*int64(limits.Slot) + s.grace
 			s.wheel.add(ks, ks.due)
 			return
@@ -200,9 +207,15 @@ func (s *Store) keyBytes(key string) int {
 }
 
 func (ks *keyState) bytes() int {
-	n := keyStateSize + len(ks.key) + 8*(cap(ks.series)-len(ks.series))
-	for _, sr := range ks.series {
-		n += sr.bytes()
+	n := keyStateSize + len(ks.key) + seriesSize*cap(ks.series)
+	for i := range ks.series {
+		n += ks.series[i].bytes()
+	}
+	if ks.own != nil {
+		n += ownLogSize
+		if ks.own.more != nil {
+			n += int(unsafe.Sizeof(*ks.own.more))
+		}
 	}
 	return n
 }

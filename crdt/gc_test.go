@@ -143,13 +143,15 @@ func TestGCNeverLowersLiveViews(t *testing.T) {
 
 // TestKeyBytesBounded: whatever slots arrive for a key (every slot over ten
 // horizons, from several origins, far behind and ahead), the memory a key
-// holds stays within origins × (horizon + MaxLeadSlots + 1) slots plus a
-// fixed overhead per origin, before and after GC.
+// holds stays within origins × (horizon + MaxLeadSlots + 1) slots of at most
+// 8 bytes (or sparseMax slots of 16) plus a fixed overhead per origin,
+// before and after GC; with counts under 256, a dense slot takes 2 bytes.
 func TestKeyBytesBounded(t *testing.T) {
 	for _, horizon := range []int{1, 15, DefaultHorizon} {
 		s := mustStore(t, idA, Config{Horizon: func(string) int { return horizon }})
 		ids := []OriginID{idB, idC, idD}
-		bound := len(ids)*(seriesSize+8*(horizon+MaxLeadSlots+1)) + keyStateSize + len("k") + 8*4
+		perSeries := seriesSize + max(16*sparseMax, denseSize+8*(horizon+MaxLeadSlots+1))
+		bound := len(ids)*perSeries + keyStateSize + len("k")
 		now := t0
 		for step := range 10 * (horizon + MaxLeadSlots) {
 			now += slot
@@ -168,8 +170,11 @@ func TestKeyBytesBounded(t *testing.T) {
 		}
 		if horizon == DefaultHorizon {
 			per := s.keyBytes("k") / len(ids)
-			t.Logf("a key active on %d origins for a full 60 s window: %d bytes per origin (%d slots of 8 bytes + %d overhead)",
-				len(ids), per, horizon+MaxLeadSlots+1, seriesSize)
+			t.Logf("a key active on %d origins for a full 60 s window: %d bytes per origin (%d slots + %d overhead)",
+				len(ids), per, horizon+MaxLeadSlots+1, seriesSize+denseSize)
+			if want := 2*(horizon+MaxLeadSlots+1) + 8 + seriesSize + denseSize + (keyStateSize+len("k"))/len(ids); per > want {
+				t.Errorf("a 60 s key with counts under 256 holds %d bytes per origin, want at most %d (2 bytes a slot)", per, want)
+			}
 		}
 		// Long after everyone fell silent, GC frees the key.
 		s.GC(now + int64(DefaultForgetAfter) + int64(horizon+MaxLeadSlots)*slot + sec)
@@ -179,5 +184,30 @@ func TestKeyBytesBounded(t *testing.T) {
 		if s.Bytes() <= 0 {
 			t.Errorf("Bytes = %d", s.Bytes())
 		}
+	}
+}
+
+// TestForgottenOriginsIndexReused: an origin GC forgot gives its index to
+// the next new origin, whose series and views are its own; the own
+// origin's index is never reused.
+func TestForgottenOriginsIndexReused(t *testing.T) {
+	s := mustStore(t, idA, Config{Horizon: func(string) int { return 10 }, ForgetAfter: time.Second})
+	mustMerge(t, s, normal(idB, t0, ent("k", slotOf(t0), 3, 4)), t0)
+	idxB := s.origins[idB].idx
+	later := t0 + 10*sec
+	s.GC(later)
+	if _, ok := s.origins[idB]; ok {
+		t.Fatalf("origin %v still known after GC long after its last word", idB)
+	}
+	mustMerge(t, s, normal(idC, later, ent("k", slotOf(later), 5, 6)), later)
+	if got := s.origins[idC].idx; got != idxB {
+		t.Errorf("new origin %v has index %d, want the freed %d", idC, got, idxB)
+	}
+	views := viewsOf(s, "k", 10, 5, later)
+	if _, ok := views[idB]; ok || len(views) != 1 || views[idC].Admitted != 5 {
+		t.Errorf("views after the reuse = %v, want only %v with 5 admitted", views, idC)
+	}
+	if s.originOf(&series{oi: 0}) != s.own {
+		t.Error("index 0 is not the own origin")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -104,18 +105,16 @@ func project(s *Store) projection {
 		p.asOf[id] = o.asOf
 	}
 	for _, ks := range s.keys {
-		for _, sr := range ks.series {
-			if sr.o.self {
+		for i := range ks.series {
+			sr := &ks.series[i]
+			o := s.originOf(sr)
+			if o.self {
 				continue
 			}
-			cut := slotOf(sr.o.asOf) - int64(ks.horizon)
-			for e := max(sr.lo, cut); e <= sr.hi; e++ {
-				if v := sr.get(e); v != 0 {
-					p.slots[slotKey{sr.o.id, ks.key, e}] = v
-				}
-			}
+			cut := slotOf(o.asOf) - int64(ks.horizon)
+			sr.each(cut, math.MaxInt64, func(e int64, v uint64) { p.slots[slotKey{o.id, ks.key, e}] = v })
 			if sr.qSeq > 0 && sr.qEpoch >= cut {
-				p.quotas[slotKey{sr.o.id, ks.key, sr.qEpoch}] = sr.quota
+				p.quotas[slotKey{o.id, ks.key, sr.qEpoch}] = sr.quota
 			}
 		}
 	}

@@ -45,8 +45,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		}
 		o, known := s.origins[os.ID]
 		if !known {
-			o = &origin{id: os.ID}
-			s.origins[os.ID] = o
+			o = s.addOrigin(os.ID)
 			st.NewOrigins++
 		}
 		s.observe(o, os, now, os.ID == d.From, !known)
@@ -76,7 +75,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		}
 		horizon := 0
 		if ks != nil {
-			horizon = ks.horizon
+			horizon = int(ks.horizon)
 		} else {
 			horizon = s.horizonFor(e.Key)
 		}
@@ -87,7 +86,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		if ks == nil {
 			ks = s.keyState(e.Key, true)
 		}
-		if sr == nil || sr.o != o {
+		if sr == nil || sr.oi != o.idx {
 			if sr = ks.seriesOf(o); sr == nil {
 				sr = s.newSeries(ks, o)
 			}
@@ -118,7 +117,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		if ks == nil {
 			ks = s.keyState(q.Key, true)
 		}
-		if sr == nil || sr.o != o {
+		if sr == nil || sr.oi != o.idx {
 			if sr = ks.seriesOf(o); sr == nil {
 				sr = s.newSeries(ks, o)
 			}
@@ -141,7 +140,7 @@ func (s *Store) selfAhead(key string, epoch int64, v uint64) bool {
 	ks := s.keys[key]
 	horizon := DefaultHorizon
 	if ks != nil {
-		horizon = ks.horizon
+		horizon = int(ks.horizon)
 	}
 	if epoch < slotOf(s.own.asOf)-int64(horizon) {
 		return false

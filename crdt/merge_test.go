@@ -142,7 +142,7 @@ func TestMergeIgnoresOwnOriginInFullState(t *testing.T) {
 
 // genWorld makes random deltas from a few origins with skewed clocks, all
 // honest: an origin's asOf follows its clock, its entries lie at most one
-// slot past its asOf, relayers pass on other origins' states with ages no
+// slot past its asOf (now and then MaxLeadSlots, the most allowed), relayers pass on other origins' states with ages no
 // larger than the grace, so that every merge order yields the same σ.
 type genWorld struct {
 	r      *rand.Rand
@@ -169,7 +169,13 @@ func (g *genWorld) delta(now int64) Delta {
 	for n := g.r.IntN(12); n > 0; n-- {
 		oi := g.r.IntN(len(d.Origins))
 		top := slotOf(d.Origins[oi].AsOf) + 1
+		if g.r.IntN(8) == 0 {
+			top += MaxLeadSlots - 1 // as far ahead as a delta may be
+		}
 		a := uint32(g.r.IntN(50))
+		if g.r.IntN(10) == 0 {
+			a = uint32(g.r.IntN(100_000)) // wider than a byte, or two
+		}
 		d.Entries = append(d.Entries, Entry{
 			Origin: oi, Key: g.keys[g.r.IntN(len(g.keys))], Epoch: top - int64(g.r.IntN(40)),
 			Admitted: a, Offered: a + uint32(g.r.IntN(20)),
@@ -319,6 +325,11 @@ func TestMergeKeepsViewCachesExact(t *testing.T) {
 				}
 				if v != want {
 					t.Fatalf("seed %d step %d: cached view of %v/%s = %+v, fresh sum %+v", seed, step, id, key, v, want)
+				}
+				// The demand read lies among the slots that keep their
+				// offered counts: what a series forgets, no view reads.
+				if _, hi := sr.span(); !sr.empty() && demand > 0 && v.AsOfSlot-int64(demand) <= hi-recentSlots {
+					t.Fatalf("seed %d step %d: view of %v/%s reads demand from slot %d, newest %d keeps offered from %d", seed, step, id, key, v.AsOfSlot-int64(demand), hi, hi-recentSlots+1)
 				}
 			}
 		}

@@ -25,12 +25,16 @@ type Store struct {
 	quotaSeq uint64 // the last own quota announcement's number
 
 	origins map[OriginID]*origin
+	byIdx   []*origin // origins by index (series.oi); nil where free
+	freeIdx []uint32
 	keys    map[string]*keyState
 	now     int64 // highest local time seen
 
-	seqBase uint64  // first interval seq of this store
-	last    uint64  // last closed interval; the open one is last+1
-	head    *series // own series, most recently changed first
+	seqBase uint64 // first interval seq of this store
+	last    uint64 // last closed interval; the open one is last+1
+	// head and tail are the keys whose own state changed in the last
+	// DeltaIntervals intervals, most recently changed first (ownLog).
+	head, tail *keyState
 
 	peers map[string]*peerState
 	recv  map[string]*recvState
@@ -67,38 +71,67 @@ type origin struct {
 	// report arrives after its view started to slide.
 	floor      int64
 	relayed    bool
-	lastDirect int64 // local time of the last delta sent by this origin itself
-	nseries    int   // keys holding slots of this origin
+	lastDirect int64  // local time of the last delta sent by this origin itself
+	nseries    int    // keys holding slots of this origin
+	idx        uint32 // its index in Store.byIdx
 }
 
-// keyState holds every origin's slots for one key.
+// keyState holds every origin's slots for one key. Its series are held by
+// value: a pointer to one is valid until the next newSeries or GC of the
+// key.
 type keyState struct {
 	key     string
-	horizon int
-	series  []*series
-	due     int64 // local time from which GC should look at the key; 0: not queued for GC
-	queued  bool  // on the GC wheel
+	series  []series
+	own     *ownLog // while the own state changed in the last DeltaIntervals intervals
+	due     int64   // local time from which GC should look at the key; 0: not queued for GC
+	horizon int32
+	queued  bool // on the GC wheel
 }
 
-// ownLog records which of the store's own slots changed in which delta
-// interval, so that a delta since any acknowledged interval is built from
-// the series changed since then only. Ranges are merged when the log is
-// full, which can only make a delta re-send a few unchanged slots.
+// ownLog records which of the store's own slots of a key changed in which
+// delta interval, so that a delta since any acknowledged interval is built
+// from the keys changed since then only. Ranges are merged when the log is
+// full, which can only make a delta re-send a few unchanged slots. A key
+// whose own state has not changed for DeltaIntervals intervals needs no
+// log (a peer that far behind gets a full state), and Tick frees it.
 type ownLog struct {
-	prev, next *series // the store's change list, most recent first
-	last       uint64  // interval of the newest change
-	qSeq       uint64  // interval of the newest change to the quota register
-	n          int
-	chg        [4]change
+	prev, next *keyState // the store's change list, most recent first
+	qSeq       uint64    // interval of the newest change to the quota register
+	n          int       // records
+	// The records, oldest first: the first here (most keys change in one
+	// interval and then rest), the next ones in more, made for a key that
+	// changes again within DeltaIntervals.
+	first change
+	more  *[logRecords - 1]change
 }
 
+// change says that in interval seq, own slots lo to hi changed.
 type change struct {
 	seq    uint64
 	lo, hi int64
 }
 
+// logRecords is how many records a log keeps: a peer that acknowledged an
+// interval older than the oldest gets the union of the oldest two.
+const logRecords = 4
+
+// rec returns record i.
+func (l *ownLog) rec(i int) *change {
+	if i == 0 {
+		return &l.first
+	}
+	return &l.more[i-1]
+}
+
+// last returns the interval of the newest change.
+func (l *ownLog) last() uint64 {
+	if l.n == 0 {
+		return l.qSeq
+	}
+	return max(l.rec(l.n-1).seq, l.qSeq)
+}
+
 const (
-	seriesSize   = int(unsafe.Sizeof(series{})) + 8 // plus its pointer in keyState.series
 	ownLogSize   = int(unsafe.Sizeof(ownLog{}))
 	keyStateSize = int(unsafe.Sizeof(keyState{})) + 48 // plus its map entry
 	originSize   = int(unsafe.Sizeof(origin{})) + 48
@@ -125,6 +158,7 @@ func NewStore(self OriginID, cfg Config) (*Store, error) {
 		grace:   int64(cfg.Grace),
 		own:     own,
 		origins: map[OriginID]*origin{self: own},
+		byIdx:   []*origin{own},
 		keys:    make(map[string]*keyState),
 		seqBase: base,
 		last:    base - 1,
@@ -155,7 +189,7 @@ func (s *Store) horizonFor(key string) int {
 }
 
 // maxCap is the most slots a series of ks may hold.
-func (ks *keyState) maxCap() int { return ks.horizon + MaxLeadSlots + 1 }
+func (ks *keyState) maxCap() int { return int(ks.horizon) + MaxLeadSlots + 1 }
 
 func (s *Store) keyState(key string, create bool) *keyState {
 	if ks := s.lastKey; ks != nil && ks.key == key {
@@ -163,7 +197,7 @@ func (s *Store) keyState(key string, create bool) *keyState {
 	}
 	ks := s.keys[key]
 	if ks == nil && create {
-		ks = &keyState{key: key, horizon: s.horizonFor(key)}
+		ks = &keyState{key: key, horizon: int32(s.horizonFor(key))}
 		s.keys[key] = ks
 	}
 	if ks != nil {
@@ -173,22 +207,48 @@ func (s *Store) keyState(key string, create bool) *keyState {
 }
 
 func (ks *keyState) seriesOf(o *origin) *series {
-	for _, sr := range ks.series {
-		if sr.o == o {
-			return sr
+	for i := range ks.series {
+		if ks.series[i].oi == o.idx {
+			return &ks.series[i]
 		}
 	}
 	return nil
 }
 
-func (s *Store) newSeries(ks *keyState, o *origin) *series {
-	sr := &series{o: o, ks: ks, lo: 1, hi: 0}
-	if o.self {
-		sr.own = &ownLog{}
+// originOf returns the origin sr belongs to.
+func (s *Store) originOf(sr *series) *origin { return s.byIdx[sr.oi] }
+
+// addOrigin makes a new origin known, giving it an index.
+func (s *Store) addOrigin(id OriginID) *origin {
+	o := &origin{id: id}
+	if n := len(s.freeIdx); n > 0 {
+		o.idx, s.freeIdx = s.freeIdx[n-1], s.freeIdx[:n-1]
+		s.byIdx[o.idx] = o
+	} else {
+		o.idx = uint32(len(s.byIdx))
+		s.byIdx = append(s.byIdx, o)
 	}
-	ks.series = append(ks.series, sr)
+	s.origins[id] = o
+	return o
+}
+
+// forgetOrigin drops an origin that no series holds.
+func (s *Store) forgetOrigin(o *origin) {
+	delete(s.origins, o.id)
+	s.byIdx[o.idx] = nil
+	s.freeIdx = append(s.freeIdx, o.idx)
+}
+
+// newSeries adds o's series to ks. It moves ks's series: pointers to them
+// are no longer valid.
+func (s *Store) newSeries(ks *keyState, o *origin) *series {
+	// Grow by one: a key has a series per origin that uses it, a handful.
+	series := make([]series, len(ks.series)+1)
+	copy(series, ks.series)
+	series[len(ks.series)].oi = o.idx
+	ks.series = series
 	o.nseries++
-	return sr
+	return &series[len(series)-1]
 }
 
 // estimate is T̂, the origin's node time as the store estimates it at local
@@ -277,7 +337,7 @@ func (s *Store) RecordOwn(key string, slots []SlotCounts) error {
 		}
 		old, now, held := sr.put(sc.Epoch, pack(sc.Admitted, max(sc.Offered, sc.Admitted)), ks.maxCap())
 		if held && now != old {
-			s.logChange(sr, sc.Epoch, cur)
+			s.logChange(ks, sc.Epoch, cur)
 			s.gen++
 			s.gcAfterChange(ks)
 		}
@@ -309,9 +369,7 @@ func (s *Store) RecordOwnQuota(key string, epoch int64, quota uint32) error {
 	}
 	s.quotaSeq++
 	if sr.putQuota(epoch, s.quotaSeq, quota) {
-		cur := s.last + 1
-		sr.own.qSeq = cur
-		s.logChange(sr, epoch, cur)
+		s.ownLog(ks).qSeq = s.last + 1
 		s.gen++
 		s.gcAfterChange(ks)
 	}
@@ -322,50 +380,73 @@ func (s *Store) horizonOrDefault(ks *keyState) int {
 	if ks == nil {
 		return MaxHorizon
 	}
-	return ks.horizon
+	return int(ks.horizon)
 }
 
-// logChange notes that own slot e of sr changed in interval seq and moves
-// sr to the front of the change list.
-func (s *Store) logChange(sr *series, e int64, seq uint64) {
-	l := sr.own
-	switch {
-	case l.n > 0 && l.chg[l.n-1].seq == seq:
-		c := &l.chg[l.n-1]
-		c.lo, c.hi = min(c.lo, e), max(c.hi, e)
-	default:
-		if l.n == len(l.chg) {
-			// Merge the two oldest records: the range covers both, under the
-			// newer interval, so a peer that acknowledged only the older one
-			// still gets both.
-			a, b := l.chg[0], l.chg[1]
-			l.chg[0] = change{seq: b.seq, lo: min(a.lo, b.lo), hi: max(a.hi, b.hi)}
-			copy(l.chg[1:], l.chg[2:])
-			l.n--
+// logChange notes that own slot e of ks changed in interval seq and moves
+// ks to the front of the change list.
+func (s *Store) logChange(ks *keyState, e int64, seq uint64) {
+	l := s.ownLog(ks)
+	if l.n > 0 {
+		if c := l.rec(l.n - 1); c.seq == seq {
+			c.lo, c.hi = min(c.lo, e), max(c.hi, e)
+			return
 		}
-		l.chg[l.n] = change{seq: seq, lo: e, hi: e}
-		l.n++
 	}
-	l.last = seq
-	if s.head != sr {
-		s.unlink(sr)
+	if l.n == logRecords {
+		// Merge the two oldest records: the range covers both, under the
+		// newer interval, so a peer that acknowledged only the older one
+		// still gets both.
+		a, b := l.rec(0), l.rec(1)
+		*a = change{seq: b.seq, lo: min(a.lo, b.lo), hi: max(a.hi, b.hi)}
+		for i := 1; i < l.n-1; i++ {
+			*l.rec(i) = *l.rec(i + 1)
+		}
+		l.n--
+	}
+	if l.n == 1 && l.more == nil {
+		l.more = new([logRecords - 1]change)
+	}
+	*l.rec(l.n) = change{seq: seq, lo: e, hi: e}
+	l.n++
+}
+
+// ownLog returns ks's change log, made if needed, and moves ks to the
+// front of the change list.
+func (s *Store) ownLog(ks *keyState) *ownLog {
+	l := ks.own
+	if l == nil {
+		l = &ownLog{}
+		ks.own = l
+	}
+	if s.head != ks {
+		s.unlink(ks)
 		l.next = s.head
 		if s.head != nil {
-			s.head.own.prev = sr
+			s.head.own.prev = ks
+		} else {
+			s.tail = ks
 		}
-		s.head = sr
+		s.head = ks
 	}
+	return l
 }
 
-func (s *Store) unlink(sr *series) {
-	l := sr.own
+// unlink takes ks off the change list and drops its log.
+func (s *Store) unlink(ks *keyState) {
+	l := ks.own
+	if l == nil {
+		return
+	}
 	if l.prev != nil {
 		l.prev.own.next = l.next
-	} else if s.head == sr {
+	} else if s.head == ks {
 		s.head = l.next
 	}
 	if l.next != nil {
 		l.next.own.prev = l.prev
+	} else if s.tail == ks {
+		s.tail = l.prev
 	}
 	l.prev, l.next = nil, nil
 }
@@ -375,5 +456,15 @@ func (s *Store) unlink(sr *series) {
 // interval, after recording own slots and asOf and before building deltas.
 func (s *Store) Tick() uint64 {
 	s.last++
+	// No delta will be built on an interval older than DeltaIntervals (a
+	// peer that far behind gets a full state): logs whose every change is
+	// that old are never read again.
+	if s.last > uint64(s.cfg.DeltaIntervals) {
+		stale := s.last - uint64(s.cfg.DeltaIntervals)
+		for ks := s.tail; ks != nil && ks.own.last() <= stale; ks = s.tail {
+			s.unlink(ks)
+			ks.own = nil
+		}
+	}
 	return s.last
 }

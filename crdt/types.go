@@ -28,6 +28,9 @@ const (
 	// margin absorbs a stalled sync loop. Bounding the lead bounds the memory
 	// a series can hold (Config.Horizon plus MaxLeadSlots slots).
 	MaxLeadSlots = 10
+	// MaxDemandSlots is the longest demand period a view reads (View.Demand):
+	// offered counts are kept for the slots such a view may read only.
+	MaxDemandSlots = 10
 	// MaxDeltaEntries is the most entries one delta (one frame) may carry.
 	MaxDeltaEntries = 100_000
 	// MaxDeltaOrigins is the most origin states one delta may carry.

@@ -71,8 +71,8 @@ type View struct {
 // holds slots of key, with its view at local time nowLocal (design.md
 // section 5): the origin's window read in its own slot numbering, ending at
 // the slot of T̂ = asOf + max(0, age - grace). window and demandSlots are
-// clamped to [1, horizon] and [0, horizon] for the key's horizon. fn must
-// not call back into the store.
+// clamped to [1, horizon] and [0, min(horizon, MaxDemandSlots)] for the
+// key's horizon. fn must not call back into the store.
 //
 // Views are cached per key and origin: reading the same window again costs
 // a few nanoseconds per origin, and a view that moved forward by one slot
@@ -83,17 +83,18 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 	if ks == nil {
 		return
 	}
-	window = min(max(window, 1), ks.horizon)
-	demandSlots = min(max(demandSlots, 0), ks.horizon)
-	for _, sr := range ks.series {
-		o := sr.o
+	window = min(max(window, 1), int(ks.horizon))
+	demandSlots = min(max(demandSlots, 0), int(ks.horizon), MaxDemandSlots)
+	for i := range ks.series {
+		sr := &ks.series[i]
+		o := s.originOf(sr)
 		if o.self {
 			continue
 		}
 		sigma := slotOf(s.estimate(o, now))
 		v := View{
-			Admitted: sr.windowed(&sr.win, sigma, window, admittedOf),
-			Demand:   sr.windowed(&sr.dem, sigma-1, demandSlots, offeredOf),
+			Admitted: sr.windowed(false, sigma, window),
+			Demand:   sr.windowed(true, sigma-1, demandSlots),
 			AsOfSlot: sigma,
 			Age:      time.Duration(max(0, now-o.heardAt)),
 		}

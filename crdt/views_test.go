@@ -93,7 +93,8 @@ func TestViewSteps(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 // TestViewWindows checks window and demand edges against a direct sum for
-// every window and demand length, on a series with a count in every slot.
+// every window and demand length (demand reads at most MaxDemandSlots), on
+// a series with a count in every slot.
 func TestViewWindows(t *testing.T) {
 	s := mustStore(t, idA, Config{Horizon: func(string) int { return 30 }})
 	top := slotOf(t0)
@@ -105,7 +106,7 @@ func TestViewWindows(t *testing.T) {
 	for window := 0; window <= 35; window++ {
 		for demand := 0; demand <= 35; demand++ {
 			got := viewsOf(s, "k", window, demand, t0)[idB]
-			w, d := min(max(window, 1), 30), min(demand, 30)
+			w, d := min(max(window, 1), 30), min(demand, 30, MaxDemandSlots)
 			var wantAdm, wantDem int64
 			for e := top - int64(w) + 1; e <= top; e++ {
 				wantAdm += e - top + 100

@@ -175,8 +175,12 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, int64(time.S
 // and after, for a 1 s and a 60 s window, alone and through a Registry
 // (which adds the map entry and the key string). The measurement is done
 // once per process whatever b.N is; the timed loop measures creating a
-// window. Windows are cold: a key gets 64·(S+1) bytes more (S shards, one
-// per P up to 16, and their descriptor) once it sees 128 requests in a slot.
+// window. Windows are cold, their slots in the header's sparse words: a key
+// gets a dense ring once more than six of its slots hold counts (two bytes
+// a slot while counts stay under 256), a second ring of 480 bytes if its
+// window is shorter than a minute, and 64·(S+1) bytes more (S shards, one
+// per P up to 16, and their descriptor) once it sees 128 requests in a
+// slot. internal/engine's BenchmarkEngineMemoryPerKey measures whole keys.
 func BenchmarkMemoryPerKey(b *testing.B) {
 	for _, r := range []string{"1000/s", "1000/min"} {
 		rt := limits.MustParseRate(r)

@@ -161,7 +161,7 @@ func (r *Registry) RuleKeys() map[string]RuleKeys {
 func (r *Registry) recountLocked() {
 	r.budgets.reset(r.table.Load(), r.cfg.MaxKeys, func(fn func(limits.Rule)) {
 		r.keys.rangeAll(func(_ string, en *entry) bool {
-			fn(en.rule)
+			fn(*en.rule)
 			return true
 		})
 	})

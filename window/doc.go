@@ -13,14 +13,19 @@
 //     concurrent use. The request path (Window.AllowN, Allow, Decide, Reserve, Settle,
 //     RecordOffered; Registry.AllowN, Allow and Admit for a key that has a
 //     window) takes no lock, never waits for another goroutine and does not
-//     allocate.
+//     allocate, except in a roll that changes the form a key's slots take
+//     (its shards when it gets hot, its dense ring or second ring when it
+//     warms, a wider ring), not more than a few times per window length.
 //   - Zero values. The zero Config is valid and means every default. The
 //     zero Window and the zero Registry are not usable: create them with New
 //     and NewRegistry.
-//   - Bounds. A registry holds at most Config.MaxKeys windows. A window's
-//     memory is set by its length (under 5 KB for a 60 s window), plus about
-//     64 bytes per processor once a slot sees more than 128 requests; a
-//     slot's counts saturate at 2^32−1.
+//   - Bounds. A registry holds at most Config.MaxKeys windows. A window
+//     with at most six non-empty slots is its 176-byte header, whatever its
+//     length; more make a ring of its length in slots at 2, 4 or 8 bytes a
+//     slot as its counts need (1,200 bytes for a 60 s window with counts
+//     under 256), plus 480 bytes for the last minute if it is shorter than
+//     one, plus about 64 bytes per processor once a slot sees more than 128
+//     requests; a slot's counts saturate at 2^32−1.
 //   - Errors. Bad input never panics; errors wrap this package's sentinels
 //     or those of package limits, tested with errors.Is.
 //
@@ -43,8 +48,9 @@
 //   - Nothing lost or counted twice. Every admission is recorded in exactly
 //     one slot, and the total changes only by what the slots record, so it
 //     never goes negative.
-//   - Slots know their epoch. A ring position's epoch is implied by the open
-//     slot and positions of skipped epochs are cleared, so a ring that wraps
+//   - Slots know their epoch. A sparse slot carries its epoch; a ring
+//     position's epoch is implied by the open slot and positions of skipped
+//     epochs are cleared, so a ring that wraps
 //     never counts a stale slot.
 //   - Bad input never panics: n == 0 is allowed and counts nothing, n < 0 is
 //     denied and counts nothing, n above the rate's count is denied and not

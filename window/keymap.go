@@ -28,10 +28,10 @@ type kmTable struct {
 	buckets []atomic.Pointer[kmNode]
 }
 
-// kmNode is immutable once published.
+// kmNode is immutable once published. Its key is its entry's: 24 bytes a
+// node.
 type kmNode struct {
 	hash uint64
-	key  string
 	en   *entry
 	next *kmNode
 }
@@ -53,26 +53,27 @@ func (m *keyMap) load(key string) (*entry, bool) {
 	h := maphash.String(m.seed, key)
 	t := m.table.Load()
 	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next {
-		if n.hash == h && n.key == key {
+		if n.hash == h && n.en.key == key {
 			return n.en, true
 		}
 	}
 	return nil, false
 }
 
-// store sets key's entry, replacing any. Writer only.
-func (m *keyMap) store(key string, en *entry) {
+// store sets en as its key's entry, replacing any. Writer only.
+func (m *keyMap) store(en *entry) {
+	key := en.key
 	h := maphash.String(m.seed, key)
 	t := m.table.Load()
 	b := &t.buckets[h&t.mask]
 	head := b.Load()
 	for n := head; n != nil; n = n.next {
-		if n.hash == h && n.key == key {
-			b.Store(replaceNode(head, n, &kmNode{hash: h, key: key, en: en, next: n.next}))
+		if n.hash == h && n.en.key == key {
+			b.Store(replaceNode(head, n, &kmNode{hash: h, en: en, next: n.next}))
 			return
 		}
 	}
-	b.Store(&kmNode{hash: h, key: key, en: en, next: head})
+	b.Store(&kmNode{hash: h, en: en, next: head})
 	m.n++
 	if m.n > 2*len(t.buckets) {
 		m.grow(t)
@@ -86,7 +87,7 @@ func (m *keyMap) compareAndDelete(key string, en *entry) bool {
 	b := &t.buckets[h&t.mask]
 	head := b.Load()
 	for n := head; n != nil; n = n.next {
-		if n.hash == h && n.key == key {
+		if n.hash == h && n.en.key == key {
 			if n.en != en {
 				return false
 			}
@@ -115,7 +116,7 @@ func (m *keyMap) grow(t *kmTable) {
 	for i := range t.buckets {
 		for n := t.buckets[i].Load(); n != nil; n = n.next {
 			b := &nt.buckets[n.hash&nt.mask]
-			b.Store(&kmNode{hash: n.hash, key: n.key, en: n.en, next: b.Load()})
+			b.Store(&kmNode{hash: n.hash, en: n.en, next: b.Load()})
 		}
 	}
 	m.table.Store(nt)
@@ -129,7 +130,7 @@ func (m *keyMap) rangeAll(fn func(key string, en *entry) bool) {
 	t := m.table.Load()
 	for i := range t.buckets {
 		for n := t.buckets[i].Load(); n != nil; n = n.next {
-			if !fn(n.key, n.en) {
+			if !fn(n.en.key, n.en) {
 				return
 			}
 		}

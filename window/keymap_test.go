@@ -18,7 +18,7 @@ func TestKeyMapMatchesMap(t *testing.T) {
 		switch rng.IntN(4) {
 		case 0, 1:
 			en := &entry{key: key}
-			m.store(key, en)
+			m.store(en)
 			ref[key] = en
 		case 2:
 			want := ref[key]
@@ -56,7 +56,7 @@ func TestKeyMapConcurrentReaders(t *testing.T) {
 	stable := make([]*entry, 100)
 	for i := range stable {
 		stable[i] = &entry{key: fmt.Sprint("stable", i)}
-		m.store(stable[i].key, stable[i])
+		m.store(stable[i])
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -82,7 +82,7 @@ func TestKeyMapConcurrentReaders(t *testing.T) {
 	}
 	for i := range 20000 {
 		k := fmt.Sprint("churn", i%5000)
-		m.store(k, &entry{key: k})
+		m.store(&entry{key: k})
 		if i%3 == 0 {
 			en, _ := m.load(k)
 			m.compareAndDelete(k, en)
@@ -97,7 +97,7 @@ func BenchmarkKeyMapLoad(b *testing.B) {
 	keys := make([]string, 1024)
 	for i := range keys {
 		keys[i] = fmt.Sprint("user:", i*7919)
-		m.store(keys[i], &entry{})
+		m.store(&entry{key: keys[i]})
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

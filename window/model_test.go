@@ -260,6 +260,8 @@ type harness struct {
 	quick bool
 	// held are the reservations not yet settled.
 	held []int64
+	// forms counts the forms the window was seen in.
+	forms forms
 }
 
 func newHarness(rate limits.Rate, now int64) (*harness, error) {
@@ -332,8 +334,12 @@ func (h *harness) step(o op) string {
 	return h.check(now, h.m.open-mod(o.extra, h.m.k+3)+1)
 }
 
-// check compares everything a reader can see, at now and a little later.
+// check compares everything a reader can see, at now and a little later,
+// and the form the window holds its slots in.
 func (h *harness) check(now, from int64) string {
+	if msg := h.checkForm(); msg != "" {
+		return msg
+	}
 	if got, want := h.w.OpenEpoch(), h.m.open; got != want {
 		return fmt.Sprintf("OpenEpoch() = %v, want %v", got, want)
 	}
@@ -382,16 +388,35 @@ func (h *harness) check(now, from int64) string {
 	return ""
 }
 
+// phase shapes the time steps of a run of ops.
+type phase uint8
+
+const (
+	// phaseMixed draws every kind of step.
+	phaseMixed phase = iota
+	// phaseDense takes only steps of up to a second, so that minutes pass
+	// slot by slot, the second ring wraps, and a window with requests in
+	// most slots goes dense.
+	phaseDense
+	// phaseSparse takes gaps of one to thirty slots and now and then a
+	// burst: a cold key whose few slots sit in sparse words, some older
+	// than the ring but within the minute, until a burst needs more words
+	// than there are.
+	phaseSparse
+)
+
 // randomOp draws an op whose time step is one of: a small step inside a
 // slot, a step to or just past a slot edge, a jump of about the window or
-// the ring, an idle period of minutes to hours, or a step backwards. Dense
-// phases take only steps of up to a second, so that minutes pass slot by
-// slot and the second ring wraps.
-func randomOp(rng *rand.Rand, k, count int64, dense bool) op {
+// the ring, an idle period of minutes to hours, or a step backwards; how
+// often each comes depends on the phase.
+func randomOp(rng *rand.Rand, k, count int64, ph phase) op {
 	var o op
 	c := rng.IntN(20)
-	if dense {
+	switch ph {
+	case phaseDense:
 		c = []int{0, 1, 2, 3, 7, 8, 15, 19}[rng.IntN(8)]
+	case phaseSparse:
+		c = []int{0, 18, 20, 20, 20, 20, 21, 21}[rng.IntN(8)]
 	}
 	switch c {
 	case 0, 1, 2, 3, 4, 5, 6:
@@ -414,6 +439,10 @@ func randomOp(rng *rand.Rand, k, count int64, dense bool) op {
 		o.dt = 0
 	case 19:
 		o.dt = time.Duration(rng.Int64N(int64(time.Second)))
+	case 20:
+		o.dt = limits.Slot * time.Duration(1+rng.IntN(30))
+	case 21:
+		o.dt = limits.Slot * time.Duration(1+rng.IntN(3)) // a burst of slots
 	}
 	o.kind = opKind(rng.IntN(int(numOps)))
 	if rng.IntN(6) == 0 {
@@ -437,6 +466,77 @@ func randomOp(rng *rand.Rand, k, count int64, dense bool) op {
 	// from of the Slots check.
 	o.extra = []int64{-1, 0, 1, k - 1, k, k + 1, rng.Int64N(k+3) - 1, rng.Int64N(k+3) - 1}[rng.IntN(8)]
 	return o
+}
+
+// forms counts the forms a harness saw its window in, after each step.
+type forms struct {
+	sparse, dense, minute, sparseMinute, widened, backToSparse int
+	wasDense                                                   bool
+}
+
+// checkForm checks the invariants of the window's form (slots.go) against
+// the model, and counts it: sparse words hold non-empty slots of the ring,
+// or of the last minute while there is no second ring, each once; a dense
+// ring's counts fit its width; a window shorter than a minute that is dense
+// has a second ring.
+func (h *harness) checkForm() string {
+	w, o := h.w, h.w.open.Load()
+	g, sec := w.denseRing(), w.secondsRing()
+	f := &h.forms
+	switch {
+	case g != nil:
+		f.dense++
+		if g.bits > 8 {
+			f.widened++
+		}
+		f.wasDense = true
+		if int(w.k) < limits.MaxSlots && sec == nil {
+			return "dense window shorter than a minute without a second ring"
+		}
+		for p := range int64(w.r) {
+			if v := g.load(p); bitsFor(v) > g.bits {
+				return fmt.Sprintf("dense position %d holds %x in %d bits", p, v, g.bits)
+			}
+		}
+		for i := range w.sparse {
+			if w.sparse[i].Load() != 0 {
+				return "dense window with sparse words in use"
+			}
+		}
+	default:
+		f.sparse++
+		if f.wasDense {
+			f.backToSparse++
+			f.wasDense = false
+		}
+		if sec != nil {
+			f.sparseMinute++
+		}
+		seen := map[int64]bool{}
+		lo := o - int64(w.r) + 1
+		if w.keepsMinute() {
+			lo = min(lo, minuteFrom(o))
+		}
+		for i := range w.sparse {
+			s := w.sparse[i].Load()
+			if s == 0 {
+				continue
+			}
+			x, v := sparseSlot(o, s)
+			if x >= o || x < lo || seen[x] {
+				return fmt.Sprintf("sparse word %d holds epoch %d (open %d, keeps from %d, twice %v)", i, x, o, lo, seen[x])
+			}
+			seen[x] = true
+			a, f := h.m.get(x)
+			if v != pack(a, f) && !(x <= o-int64(w.r)) {
+				return fmt.Sprintf("sparse word for epoch %d holds %x, the model (%d, %d)", x, v, a, f)
+			}
+		}
+	}
+	if sec != nil {
+		f.minute++
+	}
+	return ""
 }
 
 func addSat(a, b int64) int64 {

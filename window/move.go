@@ -1,7 +1,5 @@
 package window
 
-import "github.com/quotamesh/quotamesh/limits"
-
 // slotCounts is one slot moved between windows: its epoch and packed counts.
 type slotCounts struct {
 	epoch int64
@@ -19,22 +17,18 @@ func (w *Window) drain() []slotCounts {
 	o, k, r := w.open.Load(), int64(w.k), int64(w.r)
 	var out []slotCounts
 	var adm int64
-	for x := o - r + 1; x < o; x++ {
-		if v := w.buf[w.pos(x)].Load(); v != 0 {
-			out = append(out, slotCounts{x, v})
-			if x > o-k {
-				adm += int64(v >> 32)
-			}
+	w.eachClosed(o, o-r+1, o-1, func(x int64, v uint64) {
+		out = append(out, slotCounts{x, v})
+		if x > o-k {
+			adm += int64(v >> 32)
 		}
-	}
+	})
 	a, f := w.foldOpen()
 	if a != 0 || f != 0 {
 		out = append(out, slotCounts{o, pack(a, f)})
 		adm += a
 	}
-	for i := range w.buf {
-		w.buf[i].Store(0)
-	}
+	w.clearSlots()
 	w.total.Add(-adm)
 	w.expire.Store(o + k)
 	w.unlock()
@@ -66,10 +60,9 @@ func (w *Window) absorb(slots []slotCounts) (adm, off int64) {
 			w.total.Add(a)
 			adm, off = adm+a, off+f
 		case s.epoch > o-r && s.epoch < o:
-			b := &w.buf[w.pos(s.epoch)]
-			old := b.Load()
+			old := w.closedAt(o, s.epoch)
 			nv := addPacked(old, s.v)
-			b.Store(nv)
+			w.setClosed(o, s.epoch, nv)
 			da, df := int64(nv>>32)-int64(old>>32), int64(nv&uint64(maxUint32))-int64(old&uint64(maxUint32))
 			if s.epoch > o-k && da > 0 {
 				w.total.Add(da)
@@ -84,15 +77,17 @@ func (w *Window) absorb(slots []slotCounts) (adm, off int64) {
 	return adm, off
 }
 
-// minuteAdd adds v to the second ring's bucket of closed slot x.
+// minuteAdd adds v to the second ring's bucket of closed slot x. Without a
+// second ring the sparse words, where x was added, hold the minute.
 func (w *Window) minuteAdd(o, x int64, v uint64) {
-	if int(w.k) >= limits.MaxSlots || v == 0 {
+	sec := w.secondsRing()
+	if sec == nil || v == 0 {
 		return
 	}
 	sx, so := floorDiv(x, slotsPerSecond), floorDiv(o, slotsPerSecond)
 	if sx <= so-minuteSeconds {
 		return
 	}
-	b := &w.buf[int64(w.r)+mod(sx, minuteSeconds)]
+	b := &sec[mod(sx, minuteSeconds)]
 	b.Store(addPacked(b.Load(), v))
 }

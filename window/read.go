@@ -25,8 +25,12 @@ type QPS struct {
 	LastSecond Throughput
 	// LastMinute covers the closed slots of the last minute: for windows
 	// shorter than 60 s those of the current second and the 59 before it
-	// (59.0 to 59.9 s, from the second ring); for 60 s windows the 599
-	// closed slots before the open one. Rates divide by the span covered.
+	// (59.0 to 59.9 s); for 60 s windows the 599 closed slots before the
+	// open one. Rates divide by the span covered. A window shorter than a
+	// minute reads it from a second ring of 60 one-second buckets, which it
+	// makes only once more than six of its slots in a minute hold counts;
+	// until then its sparse slots hold every non-empty slot of the minute,
+	// and the figure is the same, exact either way.
 	LastMinute Throughput
 }
 
@@ -43,14 +47,9 @@ type Throughput struct {
 func (w *Window) Counts(now int64) (admitted, offered int64) {
 	e := EpochOf(now)
 	w.read(func() {
-		admitted, offered = 0, 0
 		o := w.open.Load()
 		lo := max(e, o) - int64(w.k) + 1
-		for x := max(lo, o-int64(w.r)+1); x < o; x++ {
-			v := w.buf[w.pos(x)].Load()
-			admitted += int64(v >> 32)
-			offered += int64(v & uint64(maxUint32))
-		}
+		admitted, offered = w.sumClosed(o, lo, o-1)
 		if o >= lo {
 			a, f := w.openRunning()
 			admitted += int64(sat32(a))
@@ -67,26 +66,27 @@ func (w *Window) Counts(now int64) (admitted, offered int64) {
 // if a roll overlapped it); fn runs after the read, so it may call back into
 // the window. It does not allocate.
 func (w *Window) Slots(now, from int64, fn func(epoch int64, admitted, offered uint32)) {
+	var epochs [limits.MaxSlots]int64
 	var vals [limits.MaxSlots]uint64
-	var first, n int64
+	var n int
 	e := EpochOf(now)
 	w.read(func() {
 		o := w.open.Load()
-		first = max(max(e, o)-int64(w.k)+1, from, o-int64(w.r)+1)
+		first := max(max(e, o)-int64(w.k)+1, from)
 		n = 0
-		for x := first; x < o; x++ {
-			vals[n] = w.buf[w.pos(x)].Load()
+		w.eachClosed(o, first, o-1, func(x int64, v uint64) {
+			epochs[n], vals[n] = x, v
 			n++
-		}
+		})
 		if o >= first {
-			vals[n] = pack(w.openRunning())
-			n++
+			if v := pack(w.openRunning()); v != 0 {
+				epochs[n], vals[n] = o, v
+				n++
+			}
 		}
 	})
 	for i := range n {
-		if v := vals[i]; v != 0 {
-			fn(first+i, uint32(v>>32), uint32(v))
-		}
+		fn(epochs[i], uint32(vals[i]>>32), uint32(vals[i]))
 	}
 }
 
@@ -125,15 +125,10 @@ func (w *Window) CurrentQPS(now int64) QPS {
 // closed sums the d closed slots before max(e, open).
 func (w *Window) closed(e, d int64) (adm, off int64) {
 	w.read(func() {
-		adm, off = 0, 0
 		o := w.open.Load()
 		ref := max(e, o)
 		lo := ref - d
-		for x := max(lo, o-int64(w.r)+1); x < o; x++ {
-			v := w.buf[w.pos(x)].Load()
-			adm += int64(v >> 32)
-			off += int64(v & uint64(maxUint32))
-		}
+		adm, off = w.sumClosed(o, lo, o-1)
 		if ref > o && o >= lo {
 			a, f := w.openRunning()
 			adm += int64(sat32(a))
@@ -144,7 +139,8 @@ func (w *Window) closed(e, d int64) (adm, off int64) {
 }
 
 // minute sums the closed slots of the current second and the 59 before it
-// from the second ring, and returns how many slots that span covers.
+// from the second ring, or from the sparse words while they keep the last
+// minute, and returns how many slots that span covers.
 func (w *Window) minute(e int64) (adm, off, span int64) {
 	w.read(func() {
 		adm, off = 0, 0
@@ -153,13 +149,24 @@ func (w *Window) minute(e int64) (adm, off, span int64) {
 		from := floorDiv(ref, slotsPerSecond) - minuteSeconds + 1
 		span = ref - from*slotsPerSecond
 		so := floorDiv(o, slotsPerSecond)
-		sec := w.buf[w.r:]
-		for s := max(from, so-minuteSeconds+1); s <= so; s++ {
-			v := sec[mod(s, minuteSeconds)].Load()
-			adm += int64(v >> 32)
-			off += int64(v & uint64(maxUint32))
+		first := max(from, so-minuteSeconds+1)
+		if sec := w.secondsRing(); sec != nil {
+			for s := first; s <= so; s++ {
+				v := sec[mod(s, minuteSeconds)].Load()
+				adm += int64(v >> 32)
+				off += int64(v & uint64(maxUint32))
+			}
+		} else {
+			for i := range w.sparse {
+				if s := w.sparse[i].Load(); s != 0 {
+					if x, v := sparseSlot(o, s); floorDiv(x, slotsPerSecond) >= first {
+						adm += int64(v >> 32)
+						off += int64(v & uint64(maxUint32))
+					}
+				}
+			}
 		}
-		if ref > o && floorDiv(o, slotsPerSecond) >= from {
+		if ref > o && so >= from {
 			a, f := w.openRunning()
 			adm += int64(sat32(a))
 			off += int64(sat32(f))

@@ -122,28 +122,30 @@ type Registry struct {
 
 	touched touchList // entries written since the owner last drained them
 
-	mu      sync.Mutex // serialises creation, SetTable and Sweep
-	retired []retired  // windows taken out of keys, kept one more Sweep; guarded by mu
-	idle    idleWheel  // when each key may next be idle (idle.go)
-	budgets keyBudgets // MaxKeys per rule (budget.go); guarded by mu
+	mu      sync.Mutex              // serialises creation, SetTable and Sweep
+	rules   map[string]*limits.Rule // the table's rules by pattern, shared by their entries; guarded by mu
+	retired []retired               // windows taken out of keys, kept one more Sweep; guarded by mu
+	idle    idleWheel               // when each key may next be idle (idle.go)
+	budgets keyBudgets              // MaxKeys per rule (budget.go); guarded by mu
 
 	stats struct {
 		created, evicted, removed, replaced, rejected, unlimited, migrated atomic.Int64
 	}
 }
 
-// entry is immutable but for its place in the touched list; a rule change
-// stores a new entry.
+// entry is immutable but for its place in the touched list and on the idle
+// wheel; a rule change stores a new entry. The entries of one rule share
+// it (Registry.rules): 64 bytes an entry.
 type entry struct {
 	key  string
-	rule limits.Rule
+	rule *limits.Rule
 	w    *Window
 
-	queued atomic.Bool // on the touched list, or about to be
-	next   *entry      // the touched list's link; written only while pushing
+	next   *entry // the touched list's link; written only while pushing
+	idleAt int64  // the epoch from which it may be idle; guarded by idleWheel.mu
 
-	idleAt     int64 // the epoch from which it may be idle; guarded by idleWheel.mu
-	idleQueued bool  // on the idle wheel; guarded by idleWheel.mu
+	queued     atomic.Bool // on the touched list, or about to be
+	idleQueued bool        // on the idle wheel; guarded by idleWheel.mu
 }
 
 type retired struct {
@@ -184,7 +186,8 @@ func NewRegistry(cfg Config, table *limits.Table) (*Registry, error) {
 	}
 	r := &Registry{cfg: cfg.withDefaults(), keys: newKeyMap()}
 	r.table.Store(table)
-	r.recountLocked() // no other goroutine has r yet
+	r.internLocked(table) // no other goroutine has r yet
+	r.recountLocked()
 	return r, nil
 }
 
@@ -289,7 +292,7 @@ func (r *Registry) allowNew(now int64, key string, n int64) (Decision, error) {
 // window; it is lock-free.
 func (r *Registry) Lookup(key string) (*Window, limits.Rule, bool) {
 	if en, ok := r.keys.load(key); ok {
-		return en.w, en.rule, true
+		return en.w, *en.rule, true
 	}
 	return nil, limits.Rule{}, false
 }
@@ -306,7 +309,7 @@ func (r *Registry) GetOrCreate(now int64, key string) (*Window, limits.Rule, err
 	if err != nil {
 		return nil, limits.Rule{}, err
 	}
-	return en.w, en.rule, nil
+	return en.w, *en.rule, nil
 }
 
 func (r *Registry) getOrCreate(now int64, key string) (*entry, error) {
@@ -352,8 +355,8 @@ func (r *Registry) createLocked(now int64, key string) (*entry, error) {
 	if r.cfg.OnCreate != nil {
 		r.cfg.OnCreate(key, rule, w)
 	}
-	en := &entry{key: key, rule: rule, w: w}
-	r.keys.store(key, en)
+	en := &entry{key: key, rule: r.ruleRef(rule), w: w}
+	r.keys.store(en)
 	r.idle.add(en, w.OpenEpoch()+r.idleSlots(rule))
 	r.budgets.add(rule)
 	r.count.Add(1)
@@ -373,6 +376,7 @@ func (r *Registry) SetTable(t *limits.Table) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.table.Store(t)
+	r.internLocked(t)
 	r.keys.rangeAll(func(key string, en *entry) bool {
 		rule, ok := t.Lookup(key)
 		switch {
@@ -383,10 +387,10 @@ func (r *Registry) SetTable(t *limits.Table) {
 			}
 		case rule.Rate.Window != en.rule.Rate.Window:
 			r.replaceLocked(key, en, rule)
-		case rule != en.rule:
+		case rule != *en.rule:
 			_ = en.w.SetRate(rule.Rate) // same window, valid rate: cannot fail
-			ne := &entry{key: key, rule: rule, w: en.w}
-			r.keys.store(key, ne)
+			ne := &entry{key: key, rule: r.ruleRef(rule), w: en.w}
+			r.keys.store(ne)
 			r.idle.add(ne, en.w.OpenEpoch()+r.idleSlots(rule))
 		}
 		return true
@@ -405,8 +409,8 @@ func (r *Registry) replaceLocked(key string, en *entry, rule limits.Rule) {
 	if r.cfg.OnCreate != nil {
 		r.cfg.OnCreate(key, rule, w)
 	}
-	ne := &entry{key: key, rule: rule, w: w}
-	r.keys.store(key, ne)
+	ne := &entry{key: key, rule: r.ruleRef(rule), w: w}
+	r.keys.store(ne)
 	r.idle.add(ne, w.OpenEpoch()+r.idleSlots(rule))
 	r.retired = append(r.retired, retired{key: key, w: old})
 	r.stats.replaced.Add(1)
@@ -451,15 +455,15 @@ func (r *Registry) Sweep(now int64) SweepStats {
 		if cur, ok := r.keys.load(key); !ok || cur != en {
 			return // replaced or evicted meanwhile: its successor is scheduled
 		}
-		if last := en.w.OpenEpoch(); e-last < r.idleSlots(en.rule) {
-			r.idle.add(en, last+r.idleSlots(en.rule)) // written since
+		if last := en.w.OpenEpoch(); e-last < r.idleSlots(*en.rule) {
+			r.idle.add(en, last+r.idleSlots(*en.rule)) // written since
 			return
 		}
 		if !r.keys.compareAndDelete(key, en) {
 			return
 		}
 		r.count.Add(-1)
-		r.budgets.remove(en.rule)
+		r.budgets.remove(*en.rule)
 		r.stats.evicted.Add(1)
 		st.Evicted++
 		// What it holds has expired; empty it so that anything found in it
@@ -472,6 +476,25 @@ func (r *Registry) Sweep(now int64) SweepStats {
 	})
 	st.Keys = int(r.count.Load())
 	return st
+}
+
+// internLocked makes the rules of table t the ones entries share.
+func (r *Registry) internLocked(t *limits.Table) {
+	r.rules = make(map[string]*limits.Rule)
+	if t == nil {
+		return
+	}
+	for _, rule := range t.Rules() {
+		r.rules[rule.Pattern] = &rule
+	}
+}
+
+// ruleRef returns the shared copy of rule, a rule of the current table.
+func (r *Registry) ruleRef(rule limits.Rule) *limits.Rule {
+	if p := r.rules[rule.Pattern]; p != nil && *p == rule {
+		return p
+	}
+	return &rule // not a rule of the current table: cannot happen, but stay right
 }
 
 // idleSlots is how many slots a window of rule must go without a write
@@ -490,7 +513,7 @@ func (r *Registry) idleSlots(rule limits.Rule) int64 {
 // meanwhile may or may not be seen.
 func (r *Registry) Range(fn func(key string, rule limits.Rule, w *Window) bool) {
 	r.keys.rangeAll(func(key string, en *entry) bool {
-		return fn(key, en.rule, en.w)
+		return fn(key, *en.rule, en.w)
 	})
 }
 

@@ -2,8 +2,6 @@ package window
 
 import (
 	"runtime"
-
-	"github.com/quotamesh/quotamesh/limits"
 )
 
 // advance tries to roll the window to epoch e. It reports whether the open
@@ -101,10 +99,12 @@ func (w *Window) openRunning() (adm, off int64) {
 // rollLocked closes the open slot and opens epoch e > open. Caller holds
 // busy with seq odd. In order: fold the open counters into the closing
 // slot; subtract from total what leaves the window; move the expiry hint;
-// write the closing slot and clear the positions of skipped epochs, so that
-// position p always holds the one epoch in (open−r, open) congruent to p;
-// update the second ring; publish the new open epoch last, so that a caller
-// who sees it counts into counters that fold into it or a later slot.
+// keep the closing slot and forget those the window no longer needs
+// (slots.go: in a sparse word, or at its position in the dense ring,
+// clearing the positions of skipped epochs so that position p always holds
+// the one epoch in (open−r, open) congruent to p); update the second ring;
+// publish the new open epoch last, so that a caller who sees it counts into
+// counters that fold into it or a later slot.
 func (w *Window) rollLocked(e int64) {
 	o := w.open.Load()
 	k, r := int64(w.k), int64(w.r)
@@ -114,40 +114,49 @@ func (w *Window) rollLocked(e int64) {
 	excess := adm - closingAdm // > 0 only if the slot saturated; keep total equal to what the ring records
 
 	var expired int64
-	for x := o - k + 1; x <= min(e-k, o); x++ {
-		if x == o {
+	if last := min(e-k, o); last >= o-k+1 {
+		if last == o {
 			expired += closingAdm
-		} else {
-			expired += int64(w.buf[w.pos(x)].Load() >> 32)
 		}
+		a, _ := w.sumClosed(o, o-k+1, last)
+		expired += a
 	}
 
 	// The expiry hint: every closed slot in the window before c is empty.
 	c, next := w.expire.Load()-k, e
-	for x := max(c, e-k+1); x <= o; x++ {
-		v := closing
-		if x != o {
-			v = w.buf[w.pos(x)].Load()
-		}
-		if v>>32 != 0 {
-			next = x
-			break
+	if from := max(c, e-k+1); from <= o {
+		if next = w.firstAdmitted(o, from); next == o && closingAdm == 0 {
+			next = e
 		}
 	}
 	w.expire.Store(next + k)
 
-	if e-o >= r {
-		for i := range r {
-			w.buf[i].Store(0)
+	minute := w.secondsRing()
+	if g := w.denseRing(); g != nil {
+		if e-o >= r {
+			// Everything the ring held has left it: back to sparse form.
+			w.setDense(nil)
+		} else {
+			if bitsFor(closing) > g.bits {
+				g = w.widen(bitsFor(closing))
+			}
+			g.store(w.pos(o), closing)
+			for x := o + 1; x <= e; x++ {
+				g.store(w.pos(x), 0)
+			}
 		}
 	} else {
-		w.buf[w.pos(o)].Store(closing)
-		for x := o + 1; x <= e; x++ {
-			w.buf[w.pos(x)].Store(0)
-		}
+		// A second ring it makes holds the closing slot already.
+		w.closeSparse(o, e, closing)
 	}
-	if k < int64(limits.MaxSlots) {
-		w.rollMinute(o, e, closing)
+	if minute != nil {
+		if floorDiv(e, slotsPerSecond)-floorDiv(o, slotsPerSecond) >= minuteSeconds && w.denseRing() == nil {
+			// The whole minute has gone, and the window is sparse again:
+			// its sparse words keep the next.
+			w.setSeconds(nil)
+		} else {
+			w.rollMinute(minute, o, e, closing)
+		}
 	}
 	if d := expired + excess; d != 0 {
 		w.total.Add(-d)
@@ -161,17 +170,10 @@ func (w *Window) rollLocked(e int64) {
 // rollMinute advances the second ring from open epoch o to e and adds the
 // closed slot o to its second. Position s mod 60 holds second s for the 60
 // seconds up to the open slot's; each holds the closed slots of its second.
-func (w *Window) rollMinute(o, e int64, closing uint64) {
-	sec := w.buf[w.r:]
+func (w *Window) rollMinute(sec *minuteRing, o, e int64, closing uint64) {
 	so, se := floorDiv(o, slotsPerSecond), floorDiv(e, slotsPerSecond)
-	if se-so >= minuteSeconds {
-		for i := range sec {
-			sec[i].Store(0)
-		}
-	} else {
-		for s := so + 1; s <= se; s++ {
-			sec[mod(s, minuteSeconds)].Store(0)
-		}
+	for s := so + 1; s <= min(se, so+minuteSeconds); s++ {
+		sec[mod(s, minuteSeconds)].Store(0)
 	}
 	if closing != 0 && so > se-minuteSeconds {
 		b := &sec[mod(so, minuteSeconds)]
@@ -181,14 +183,15 @@ func (w *Window) rollMinute(o, e int64, closing uint64) {
 
 // minuteRefund lowers the admitted count of closed slot g's second.
 func (w *Window) minuteRefund(o, g, m int64) {
-	if int(w.k) >= limits.MaxSlots {
-		return
+	sec := w.secondsRing()
+	if sec == nil {
+		return // the sparse words hold the minute: the slot was lowered there
 	}
 	sg, so := floorDiv(g, slotsPerSecond), floorDiv(o, slotsPerSecond)
 	if sg <= so-minuteSeconds {
 		return
 	}
-	b := &w.buf[int64(w.r)+mod(sg, minuteSeconds)]
+	b := &sec[mod(sg, minuteSeconds)]
 	v := b.Load()
 	if a := int64(v >> 32); a < maxUint32 { // a saturated bucket stays saturated
 		b.Store(uint64(max(a-m, 0))<<32 | v&uint64(maxUint32))

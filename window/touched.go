@@ -51,7 +51,7 @@ func (r *Registry) Drain(fn func(key string)) {
 		// with us either sees the flag cleared and queues the key again, or
 		// wrote before we cleared it, in which case fn sees its write.
 		en.queued.Store(false)
-		r.idle.add(en, en.w.OpenEpoch()+r.idleSlots(en.rule))
+		r.idle.add(en, en.w.OpenEpoch()+r.idleSlots(*en.rule))
 		fn(en.key)
 		en = next
 	}

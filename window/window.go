@@ -78,13 +78,15 @@ type Window struct {
 	seq    atomic.Uint32 // odd while a roll, refund or reset changes the ring
 	busy   atomic.Uint32 // try-flag held by the one goroutine changing the ring
 
-	k int32 // slots in the window
-	r int32 // ring positions: max(k, minRing)
+	k int16 // slots in the window
+	r int16 // ring positions: max(k, minRing)
 
-	// buf holds the ring of closed slots (r words), then, for windows
-	// shorter than a minute, the second ring (60 words). Each word packs
-	// admitted in the high 32 bits and offered in the low 32 bits.
-	buf []atomic.Uint64
+	// The closed slots (slots.go): sparse words in the header while a few
+	// are non-empty, else a dense ring; and, for windows shorter than a
+	// minute once the sparse words cannot hold the last minute, the second
+	// ring. 176 bytes in all while sparse.
+	rings  atomic.Pointer[rings]
+	sparse [sparseSlots]atomic.Uint64
 }
 
 type counters struct {
@@ -124,12 +126,7 @@ func New(rate limits.Rate, now int64) (*Window, error) {
 		return nil, err
 	}
 	k := rate.Slots()
-	r := max(k, minRing)
-	words := r
-	if k < limits.MaxSlots {
-		words += minuteSeconds
-	}
-	w := &Window{k: int32(k), r: int32(r), buf: make([]atomic.Uint64, words)}
+	w := &Window{k: int16(k), r: int16(max(k, minRing))}
 	e := EpochOf(now)
 	w.open.Store(e)
 	w.count.Store(rate.Count)
@@ -358,10 +355,9 @@ func (w *Window) Refund(now, grantedAt, n int64) int64 {
 			w.base.admitted.Add(-m)
 		}
 	case g < o && g > o-k:
-		i := w.pos(g)
-		v := w.buf[i].Load()
+		v := w.closedAt(o, g)
 		if m = min(n, int64(v>>32)); m > 0 {
-			w.buf[i].Store(v - uint64(m)<<32)
+			w.setClosed(o, g, v-uint64(m)<<32)
 			w.minuteRefund(o, g, m)
 		}
 	}
@@ -382,12 +378,9 @@ func (w *Window) Reset() {
 	w.settleLocked()
 	o, k := w.open.Load(), int64(w.k)
 	adm, _ := w.foldOpen()
-	for x := o - k + 1; x < o; x++ {
-		adm += int64(w.buf[w.pos(x)].Load() >> 32)
-	}
-	for i := range w.buf {
-		w.buf[i].Store(0)
-	}
+	a, _ := w.sumClosed(o, o-k+1, o-1)
+	adm += a
+	w.clearSlots()
 	w.total.Add(-adm)
 	w.expire.Store(o + k)
 	w.unlock()
@@ -396,7 +389,16 @@ func (w *Window) Reset() {
 // sizeBytes returns the memory the window holds: its header, its rings and,
 // once hot, its per-P counters. Allocator rounding is not included.
 func (w *Window) sizeBytes() int {
-	n := int(unsafe.Sizeof(Window{})) + len(w.buf)*8
+	n := int(unsafe.Sizeof(Window{}))
+	if w.rings.Load() != nil {
+		n += int(unsafe.Sizeof(rings{}))
+	}
+	if g := w.denseRing(); g != nil {
+		n += int(unsafe.Sizeof(ring{})) + 8*len(g.words)
+	}
+	if w.secondsRing() != nil {
+		n += int(unsafe.Sizeof(minuteRing{}))
+	}
 	if s := w.shards.Load(); s != nil {
 		n += int(unsafe.Sizeof(shardSet{})) + len(s.s)*int(unsafe.Sizeof(shard{}))
 	}

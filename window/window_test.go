@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/goleak"
 
@@ -444,16 +445,50 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestSizeBytes: a window is its header while its slots fit the sparse
+// words, whatever its length; one with requests in every slot holds a ring
+// of two bytes a slot while its counts stay under 256 (and a second ring
+// for the minute if it is shorter than one), four under 65,536, besides
+// its shards once hot.
 func TestSizeBytes(t *testing.T) {
+	const header = int(unsafe.Sizeof(Window{}))
+	if header > 176 {
+		t.Errorf("window header is %d bytes, want at most 176", header)
+	}
+	const rings = int(unsafe.Sizeof(rings{}) + unsafe.Sizeof(ring{}))
 	for _, tt := range []struct {
-		rate string
-		max  int
+		rate       string
+		perSlot    int64 // requests in every slot
+		dense, max int
 	}{
-		{"1/100ms", 800}, {"1/s", 800}, {"1/min", 4950},
+		{"10/100ms", 0, 0, header},
+		{"10/s", 0, 0, header},
+		{"600/min", 0, 0, header},
+		{"1000/s", 50, 11, header + rings + 2*16 + 480},
+		{"60000/min", 50, 600, header + rings + 2*600},
+		{"6000000/min", 5000, 600, header + rings + 4*600},
 	} {
 		w := mustNew(t, tt.rate, t0)
-		if got := w.sizeBytes(); got > tt.max {
-			t.Errorf("New(%s).sizeBytes() = %v, want at most %v", tt.rate, got, tt.max)
+		// A cold key: a request now and then, five slots in its minute.
+		for i := range int64(5) {
+			w.AllowN(t0+i*7*slotNs, 1)
+		}
+		if got := w.sizeBytes(); got != header {
+			t.Errorf("%s after a few requests: sizeBytes() = %v, want the header's %v", tt.rate, got, header)
+		}
+		if tt.perSlot == 0 {
+			continue
+		}
+		w = mustNew(t, tt.rate, t0)
+		for i := range int64(2 * limits.MaxSlots) {
+			w.AllowN(t0+i*slotNs, tt.perSlot)
+		}
+		shards := 0
+		if ss := w.shards.Load(); ss != nil {
+			shards = int(unsafe.Sizeof(shardSet{})) + len(ss.s)*int(unsafe.Sizeof(shard{}))
+		}
+		if got := w.sizeBytes() - shards; got > tt.max || w.denseRing() == nil {
+			t.Errorf("%s with %d requests in every slot: sizeBytes() = %v (dense %v), want at most %v", tt.rate, tt.perSlot, got, w.denseRing() != nil, tt.max)
 		}
 	}
 }

@@ -32,12 +32,13 @@ type Engine struct {
 	nMembers      int                // members, this node included
 	peers         map[string]*peer   // sync stream state, by node ID
 	keys          map[string]*keyState
-	capped        []*keyState  // keys whose quota a new key's split capped: recomputed every tick until its grace ends
-	reachGen      uint64       // counts changes of reachability, for reachRoute
-	reachRoute    *route.Table // this node and the reachable members, for a new key's split
+	keyList       []*keyState         // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
+	shared        []*keyState         // keys another member uses too, refreshed every RefreshEvery ticks (sharedKey.sharedAt)
+	young         map[*keyState]int64 // when keys made within the last grace period were made (keyState.young)
+	capped        []*keyState         // keys whose quota a new key's split capped: recomputed every tick until its grace ends
+	reachGen      uint64              // counts changes of reachability, for reachRoute
+	reachRoute    *route.Table        // this node and the reachable members, for a new key's split
 	reachRouteGen uint64
-	keyList       []*keyState // the same keys in an order that depends only on what happened, for reproducible walks (keyState.listAt)
-	shared        []*keyState // keys another member uses too, refreshed every RefreshEvery ticks (keyState.sharedAt)
 	dirty         []*keyState // keys whose quota the next tick recomputes, each once
 	stamp         uint64      // for computeQuotaLocked
 	rng           *rand.Rand
@@ -66,28 +67,44 @@ type Engine struct {
 	leases leases
 }
 
-// keyState is what the engine keeps for a key that has a local window.
+// keyState is what the engine keeps for a key that has a local window:
+// what every key needs, 80 bytes. What only a key that other members use
+// needs (its remembered shares, its announced register, its place in the
+// refresh list) sits behind sh, allocated the first time a member's view of
+// the key appears: most keys of a large key space are decided by one node
+// alone and never pay for it.
 type keyState struct {
-	key          string
-	dirty        bool // on Engine.dirty
-	gone         bool // removed from Engine.keys and keyList
-	listAt       int  // its place in Engine.keyList
-	rule         limits.Rule
-	w            *window.Window
-	share        share.State
-	last         share.Output
-	mirrorFrom   int64     // first epoch the next mirror must read
-	announced    int64     // quota last recorded in the store
-	announcedAny bool      // a register was announced once: later changes must follow
-	shared       bool      // another member used the key at the last computation
-	sharedAt     int       // its place in Engine.shared while shared
-	created      int64     // node time this node's window of the key was made
-	seen         [2]seenAt // newest mirrored slots, for decision counters
+	key        string
+	w          *window.Window
+	sh         *sharedKey // nil until a member's view of the key was seen
+	mirrorFrom int64      // first epoch the next mirror must read
+	seen       seenSlots  // newest mirrored slots, for decision counters
+	listAt     int32      // its place in Engine.keyList
+	dirty      bool       // on Engine.dirty
+	gone       bool       // removed from Engine.keys and keyList
+	shared     bool       // another member used the key at the last computation
+	young      bool       // its window was made within a grace period (Engine.young)
 }
 
-type seenAt struct {
+// sharedKey is the part of a key's state that only keys another member
+// has a view of need: 64 bytes, and 24 per other member it remembers.
+type sharedKey struct {
+	share share.State
+	// The last computation's figures, for status; others and reserved
+	// saturate at 2^32−1.
+	lastShare                float32
+	lastOthers, lastReserved uint32
+	announced                uint32 // quota last recorded in the store
+	sharedAt                 int32  // its place in Engine.shared while shared
+	announcedAny             bool   // a register was announced once: later changes must follow
+}
+
+// seenSlots are the last two slots mirrored: the newer at epoch, the older
+// gap slots before it (gap 0: none). Only they can still grow.
+type seenSlots struct {
 	epoch    int64
-	adm, off int64
+	gap      uint32
+	adm, off [2]uint32 // the older, the newer
 }
 
 // New returns an engine for cfg over table, with members (node IDs, this
@@ -228,9 +245,13 @@ func (e *Engine) onCreate(key string, rule limits.Rule, w *window.Window) {
 	if ks == nil {
 		ks = e.addKeyLocked(key)
 	}
-	ks.rule, ks.w = rule, w
+	ks.w = w
 	ks.mirrorFrom = w.OpenEpoch()
-	ks.created = now
+	ks.young = true
+	if e.young == nil {
+		e.young = make(map[*keyState]int64)
+	}
+	e.young[ks] = now
 	e.computeQuotaLocked(now, ks)
 }
 
@@ -245,12 +266,12 @@ func (e *Engine) SetTable(t *limits.Table) {
 	// this walk has already seen.
 	for i := len(e.keyList) - 1; i >= 0; i-- {
 		ks := e.keyList[i]
-		w, rule, ok := e.reg.Lookup(ks.key)
+		w, _, ok := e.reg.Lookup(ks.key)
 		if !ok {
 			e.removeKeyLocked(ks)
 			continue
 		}
-		ks.w, ks.rule = w, rule
+		ks.w = w
 		e.markDirtyLocked(ks)
 	}
 }
@@ -297,7 +318,7 @@ func (e *Engine) markAllDirtyLocked() {
 
 // addKeyLocked tracks a new key.
 func (e *Engine) addKeyLocked(key string) *keyState {
-	ks := &keyState{key: key, listAt: len(e.keyList)}
+	ks := &keyState{key: key, listAt: int32(len(e.keyList))}
 	e.keys[key] = ks
 	e.keyList = append(e.keyList, ks)
 	return ks
@@ -307,33 +328,38 @@ func (e *Engine) addKeyLocked(key string) *keyState {
 // held, if it announced one.
 func (e *Engine) removeKeyLocked(ks *keyState) {
 	delete(e.keys, ks.key)
+	if ks.young {
+		delete(e.young, ks)
+		ks.young = false
+	}
 	ks.gone = true
 	last := e.keyList[len(e.keyList)-1]
 	e.keyList[ks.listAt], last.listAt = last, ks.listAt
 	e.keyList[len(e.keyList)-1] = nil
 	e.keyList = e.keyList[:len(e.keyList)-1]
 	e.setShared(ks, false)
-	if ks.announcedAny && ks.announced != 0 {
+	if sh := ks.sh; sh != nil && sh.announcedAny && sh.announced != 0 {
 		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(e.lastNow.Load()), 0); err == nil {
-			ks.announced = 0
+			sh.announced = 0
 		}
 	}
 }
 
 // setShared records whether another member uses ks's key, keeping the
-// list of such keys that the periodic refresh walks.
+// list of such keys that the periodic refresh walks. A key is shared only
+// once its sharedKey exists.
 func (e *Engine) setShared(ks *keyState, shared bool) {
 	if ks.shared == shared {
 		return
 	}
 	ks.shared = shared
 	if shared {
-		ks.sharedAt = len(e.shared)
+		ks.sh.sharedAt = int32(len(e.shared))
 		e.shared = append(e.shared, ks)
 		return
 	}
 	last := e.shared[len(e.shared)-1]
-	e.shared[ks.sharedAt], last.sharedAt = last, ks.sharedAt
+	e.shared[ks.sh.sharedAt], last.sh.sharedAt = last, ks.sh.sharedAt
 	e.shared[len(e.shared)-1] = nil
 	e.shared = e.shared[:len(e.shared)-1]
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/route"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -466,5 +467,79 @@ func TestNewKeySplitGivesTheHomeItsLimit(t *testing.T) {
 	}
 	if q := w.Quota(); q != 10 {
 		t.Errorf("quota after the grace with no writes = %d, want the whole limit 10", q)
+	}
+}
+
+// TestSharedStateOnlyForSharedKeys: a key this node decides alone keeps no
+// shared state (no remembered shares, no register); once another member's
+// view of it arrives it gets one, and keeps it.
+func TestSharedStateOnlyForSharedKeys(t *testing.T) {
+	n := newNet(t, table(t, "user:*", "100/s"), Config{}, "a", "b", "c")
+	n.deliver(t0)
+	a := n.engines["a"]
+	for step := range int64(10) {
+		at := t0 + step*20*ms
+		n.tick(at)
+		a.AllowN(n.now("a", at), "user:alone", 1)
+	}
+	n.tick(t0 + 10*20*ms)
+	ks := a.keys["user:alone"]
+	if ks == nil || ks.sh != nil || ks.shared {
+		t.Fatalf("key used by a alone: state %+v, want one without shared state", ks)
+	}
+	st := a.Status(n.now("a", t0+10*20*ms), 5)
+	if len(st.TopKeys) != 1 || st.TopKeys[0].Share != 1 || st.TopKeys[0].Others != 0 {
+		t.Errorf("status of a key decided alone = %+v, want share 1 and nothing held by others", st.TopKeys)
+	}
+	for step := int64(11); step < 20; step++ {
+		at := t0 + step*20*ms
+		n.tick(at)
+		n.engines["b"].AllowN(n.now("b", at), "user:alone", 1)
+	}
+	n.tick(t0 + 20*20*ms)
+	if ks.sh == nil || !ks.shared {
+		t.Fatalf("key used by a and b: shared %v, state %+v; want shared state", ks.shared, ks.sh)
+	}
+	if _, ok := ks.sh.share.Frozen("b"); !ok {
+		t.Error("b's share is not remembered")
+	}
+}
+
+// TestDecisionCountersFollowTicks: whatever the pattern of requests and
+// ticks (several per slot, one per several slots, pauses of seconds), the
+// decision counters add up to the decisions made, counted once each. (A
+// tick mirrors the slots still in the window: the node ticks every 20 ms,
+// here at most 200 ms apart, and before every pause.)
+func TestDecisionCountersFollowTicks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	e := newEngine(t, Config{Node: "a"}, table(t, "k*", "50/s"), []string{"a"}, t0)
+	var admitted, offered int64
+	now, ticked := t0, t0
+	tick := func(step int) {
+		tickWith(e, now, func(string, *wire.Sync) error { return nil })
+		ticked = now
+		if c := e.Counters(); c.Admitted != admitted || c.Offered != offered {
+			t.Fatalf("step %d: counters %d admitted of %d, want %d of %d", step, c.Admitted, c.Offered, admitted, offered)
+		}
+	}
+	for step := range 5000 {
+		now += int64(rng.IntN(60)) * ms
+		if rng.IntN(50) == 0 {
+			tick(step)
+			now += int64(rng.IntN(3000)) * ms
+		}
+		if rng.IntN(4) == 0 || now-ticked > 200*ms {
+			tick(step)
+		}
+		key := []string{"k1", "k2", "k3"}[rng.IntN(3)]
+		n := int64(1 + rng.IntN(3))
+		d, err := e.AllowN(now, key, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			admitted += n
+		}
+		offered += n // admitted or not, and also while the engine is stale
 	}
 }

@@ -53,7 +53,9 @@ func (e *Engine) setMembersLocked(ids []string, now int64) {
 	for id := range e.members {
 		if _, ok := next[id]; !ok {
 			for _, ks := range e.keys {
-				ks.share.Forget(id)
+				if ks.sh != nil {
+					ks.sh.share.Forget(id)
+				}
 			}
 		}
 	}

@@ -10,15 +10,24 @@ import (
 	"github.com/quotamesh/quotamesh/window"
 )
 
-// computeQuotaLocked sets ks's window quota from the views (design.md §7).
-func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
-	if ks.w == nil {
-		return
-	}
-	rate := ks.rule.Rate
-	slots := rate.Slots()
+// quotaInput is share.Compute's input for one key, gathered from the views,
+// and what the caller needs besides.
+type quotaInput struct {
+	in        share.Input
+	shared    bool  // a reachable member uses the key
+	member    bool  // a current member has a view of the key
+	unknown   int   // reachable members with no view of the key
+	reachable int64 // reachable members, this node included
+}
+
+// quotaInputLocked gathers the input of ks's quota at now from the window
+// and the views, into the engine's scratch origins (valid until the next
+// call). It changes nothing but members' stamps.
+func (e *Engine) quotaInputLocked(now int64, ks *keyState) quotaInput {
+	rate := ks.w.Rate()
 	admitted, _ := ks.w.Counts(now)
-	in := share.Input{
+	q := quotaInput{reachable: 1}
+	q.in = share.Input{
 		Limit:    rate.Count,
 		Admitted: admitted,
 		Demand:   ks.w.Demand(now, e.cfg.DemandSlots),
@@ -26,37 +35,61 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 		Policy:   e.cfg.Policy,
 		Fenced:   e.fenced,
 		Prior:    e.cfg.Prior,
-		Uniform:  e.rng.Float64(),
 	}
 	origins := e.origins[:0]
 	e.stamp++
-	shared := false
-	e.store.Views(ks.key, slots, e.cfg.DemandSlots, now, func(info crdt.OriginInfo, v crdt.View) {
+	e.store.Views(ks.key, rate.Slots(), e.cfg.DemandSlots, now, func(info crdt.OriginInfo, v crdt.View) {
 		o := share.Origin{Node: info.ID.Node, Admitted: v.Admitted, Demand: v.Demand, Quota: v.Quota, Announced: v.Announced}
 		if m, ok := e.members[info.ID.Node]; ok && m.incarnation == info.ID.Incarnation {
 			o.Member, o.Reachable, o.Reclaimed = true, m.reachable, m.reclaimed
 			o.Fresh = m.reachable && v.Age <= e.cfg.Store.Grace
 			m.seen = e.stamp
-			shared = shared || (m.reachable && (v.Admitted > 0 || v.Demand > 0 || v.Quota > 0))
+			q.member = true
+			q.shared = q.shared || (m.reachable && (v.Admitted > 0 || v.Demand > 0 || v.Quota > 0))
 		}
 		origins = append(origins, o)
 	})
-	e.setShared(ks, shared)
-	reachable, unknown := int64(1), 0 // this node, and reachable members with no view of the key
 	for _, id := range e.memberIDs {
 		m := e.members[id]
 		if m.reachable {
-			reachable++
+			q.reachable++
 		}
 		if m.seen != e.stamp {
 			origins = append(origins, share.Origin{Node: id, Member: true, Reachable: m.reachable, Reclaimed: m.reclaimed})
 			if m.reachable {
-				unknown++
+				q.unknown++
 			}
 		}
 	}
-	in.Origins = origins
-	ks.last = share.Compute(e.cfg.Node, in, &ks.share)
+	q.in.Origins = origins
+	e.origins = origins[:0]
+	return q
+}
+
+// computeQuotaLocked sets ks's window quota from the views (design.md §7).
+func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
+	if ks.w == nil {
+		return
+	}
+	q := e.quotaInputLocked(now, ks)
+	q.in.Uniform = e.rng.Float64()
+	if q.member && ks.sh == nil {
+		// A member's view of the key: from now on its shares are
+		// remembered. Until then a State would have remembered only this
+		// node's own, which nothing reads: a scratch one gives the same
+		// quota.
+		ks.sh = &sharedKey{}
+	}
+	var out share.Output
+	if sh := ks.sh; sh != nil {
+		out = share.Compute(e.cfg.Node, q.in, &sh.share)
+		sh.lastShare, sh.lastOthers, sh.lastReserved = float32(out.Share), sat32(out.Others), sat32(out.Reserved)
+	} else {
+		var alone share.State
+		out = share.Compute(e.cfg.Node, q.in, &alone)
+	}
+	e.setShared(ks, q.shared)
+	count := q.in.Limit
 	// A key this node has just begun to track, while reachable members have
 	// not shown a view of it: a flood on a new key reaches every node at
 	// once, and each would see itself as the only one asking and take all
@@ -66,32 +99,32 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	// home (among the reachable members) takes what the others' even parts
 	// leave, which is the whole limit when it is below the number of nodes,
 	// so the node SDKs send the key to is never left with nothing.
-	if unknown > 0 && now-ks.created < int64(e.cfg.Store.Grace) {
-		part := rate.Count / reachable
+	if q.unknown > 0 && ks.young && now-e.young[ks] < int64(e.cfg.Store.Grace) {
+		part := count / q.reachable
 		if home, _ := e.reachableRouteLocked().Home(ks.key); home == e.cfg.Node {
-			part = rate.Count - (reachable-1)*part
+			part = count - (q.reachable-1)*part
 		}
-		if ks.last.Quota > part {
-			ks.last.Quota = part
+		if out.Quota > part {
+			out.Quota = part
 			// Recompute at every tick until the grace has passed, whether
 			// or not anything is written, so the cap does not outlive it.
 			e.capped = append(e.capped, ks)
 		}
 	}
 	if e.cfg.UnsafeIgnoreShare {
-		ks.last.Quota = rate.Count // the broken node of the fault suite
+		out.Quota = count // the broken node of the fault suite
 	}
-	ks.w.SetQuota(ks.last.Quota)
-	e.origins = origins[:0]
+	ks.w.SetQuota(out.Quota)
 	// Announce the quota when it changes: peers count it as held by this
 	// node (design.md §7) until it changes again. A node alone with a key
 	// announces nothing (nobody else decides it, and a key's single
 	// decider is the common case: SDKs send a key to its home); once
 	// another member uses the key, every change goes out, so that what
 	// each holds is known before anyone hands out the same room.
-	if (shared || ks.announcedAny) && ks.last.Quota != ks.announced {
-		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(now), uint32(min(ks.last.Quota, limits.MaxCount))); err == nil {
-			ks.announced, ks.announcedAny = ks.last.Quota, true
+	quota := uint32(min(max(out.Quota, 0), limits.MaxCount)) // as SetQuota clamps it
+	if sh := ks.sh; sh != nil && (q.shared || sh.announcedAny) && quota != sh.announced {
+		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(now), quota); err == nil {
+			sh.announced, sh.announcedAny = quota, true
 		}
 	}
 }
@@ -111,3 +144,19 @@ func (e *Engine) reachableRouteLocked() *route.Table {
 	e.reachRoute, e.reachRouteGen = route.New(ids...), e.reachGen
 	return e.reachRoute
 }
+
+// statusShareLocked returns ks's share, others and reserved room for
+// status: those of the last tick for a key another member has a view of;
+// for a key decided alone, which keeps none, computed now (without
+// remembering anything or drawing a random number), as the next tick would.
+func (e *Engine) statusShareLocked(now int64, ks *keyState) (shareOf float64, others, reserved int64) {
+	if sh := ks.sh; sh != nil {
+		return float64(sh.lastShare), int64(sh.lastOthers), int64(sh.lastReserved)
+	}
+	var alone share.State
+	out := share.Compute(e.cfg.Node, e.quotaInputLocked(now, ks).in, &alone)
+	return out.Share, out.Others, out.Reserved
+}
+
+// sat32 clamps v to [0, 2^32−1].
+func sat32(v int64) uint32 { return uint32(min(max(v, 0), limits.MaxCount)) }

@@ -110,24 +110,30 @@ func (e *Engine) Status(now int64, topKeys int) Status {
 		})
 	}
 	slices.SortFunc(s.Members, func(a, b MemberStatus) int { return cmp.Compare(a.ID, b.ID) })
-	for key, ks := range e.keys {
+	type ranked struct {
+		ks  *keyState
+		adm int64
+	}
+	var top []ranked
+	for _, ks := range e.keys {
 		if ks.w == nil {
 			continue
 		}
 		adm, _ := ks.w.Counts(now)
-		k := KeyStatus{Key: key, Limit: ks.rule.Rate.String(), Admitted: adm, Quota: ks.w.Quota(),
-			Share: ks.last.Share, Others: ks.last.Others, Reserved: ks.last.Reserved,
-			PerNode: e.perNodeLocked(now, key)}
-		s.TopKeys = append(s.TopKeys, k)
+		top = append(top, ranked{ks, adm})
 	}
-	slices.SortFunc(s.TopKeys, func(a, b KeyStatus) int {
-		if c := cmp.Compare(b.Admitted, a.Admitted); c != 0 {
+	slices.SortFunc(top, func(a, b ranked) int {
+		if c := cmp.Compare(b.adm, a.adm); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.Key, b.Key)
+		return cmp.Compare(a.ks.key, b.ks.key)
 	})
-	if len(s.TopKeys) > topKeys {
-		s.TopKeys = s.TopKeys[:topKeys]
+	for _, r := range top[:min(len(top), max(topKeys, 0))] {
+		ks := r.ks
+		sh, others, reserved := e.statusShareLocked(now, ks)
+		s.TopKeys = append(s.TopKeys, KeyStatus{Key: ks.key, Limit: ks.w.Rate().String(), Admitted: r.adm, Quota: ks.w.Quota(),
+			Share: sh, Others: others, Reserved: reserved,
+			PerNode: e.perNodeLocked(now, ks.key)})
 	}
 	return s
 }

@@ -90,9 +90,9 @@ func (e *Engine) Tick(now int64) Ready {
 				ks = e.addKeyLocked(key)
 				ks.mirrorFrom = w.OpenEpoch()
 			}
-			ks.w, ks.rule = w, rule
+			ks.w = w
 		}
-		e.mirrorLocked(now, ks)
+		e.mirrorLocked(now, ks, rule.Pattern)
 		e.markDirtyLocked(ks)
 		rd.Stats.Mirrored++
 	})
@@ -105,6 +105,12 @@ func (e *Engine) Tick(now int64) Ready {
 	}
 	clear(e.capped)
 	e.capped = e.capped[:0]
+	for ks, made := range e.young {
+		if now-made >= int64(e.cfg.Store.Grace) {
+			delete(e.young, ks)
+			ks.young = false
+		}
+	}
 	if e.ticks%uint64(e.cfg.RefreshEvery) == 0 {
 		// Keys another member uses: shares move with time (views slide,
 		// demand fades) even when nothing is written. A key decided here
@@ -194,6 +200,9 @@ func (e *Engine) Advance(rd Ready) TickStats {
 		st.Frames += sent
 		st.Relayed += max(sent-deltas, 0)
 	}
+	// Every peer had its delta: the store need not keep them till the next
+	// tick (the frames belong to the caller now).
+	e.store.ReleaseDeltas()
 	return st
 }
 
@@ -206,37 +215,47 @@ type TickStats struct {
 }
 
 // mirrorLocked copies the slots of ks's window that may have changed since
-// the last mirror into the store, and counts new decisions.
-func (e *Engine) mirrorLocked(now int64, ks *keyState) {
+// the last mirror into the store, and counts new decisions under the rule
+// pattern.
+func (e *Engine) mirrorLocked(now int64, ks *keyState, pattern string) {
+	// The open epoch before the read: a slot that closes while it reads may
+	// still grow after, and the next mirror reads it again.
+	open := ks.w.OpenEpoch()
 	e.slots = e.slots[:0]
 	ks.w.Slots(now, ks.mirrorFrom, func(epoch int64, admitted, offered uint32) {
 		e.slots = append(e.slots, crdt.SlotCounts{Epoch: epoch, Admitted: admitted, Offered: offered})
 	})
 	if len(e.slots) > 0 {
 		if err := e.store.RecordOwn(ks.key, e.slots); err == nil {
-			e.countDecisionsLocked(ks)
+			e.countDecisionsLocked(ks, pattern)
 		}
 	}
-	ks.mirrorFrom = max(ks.mirrorFrom, ks.w.OpenEpoch())
+	ks.mirrorFrom = max(ks.mirrorFrom, open)
 }
 
 // countDecisionsLocked adds the growth of the mirrored slots since the last
 // mirror to the decision counters. Only the last two slots can still grow.
-func (e *Engine) countDecisionsLocked(ks *keyState) {
-	var next [2]seenAt
+func (e *Engine) countDecisionsLocked(ks *keyState, pattern string) {
+	var next seenSlots
 	for _, s := range e.slots {
 		adm, off := int64(s.Admitted), int64(s.Offered)
-		for _, prev := range ks.seen {
-			if prev.epoch == s.Epoch {
-				adm -= prev.adm
-				off -= prev.off
+		for i, at := range [2]int64{ks.seen.epoch - int64(ks.seen.gap), ks.seen.epoch} {
+			if at == s.Epoch && (i == 1 || ks.seen.gap != 0) {
+				adm -= int64(ks.seen.adm[i])
+				off -= int64(ks.seen.off[i])
 				break
 			}
 		}
 		e.counters.Admitted += max(adm, 0)
 		e.counters.Offered += max(off, 0)
-		e.countRuleLocked(ks.rule.Pattern, max(adm, 0), max(off, 0))
-		next[0], next[1] = next[1], seenAt{epoch: s.Epoch, adm: int64(s.Admitted), off: int64(s.Offered)}
+		e.countRuleLocked(pattern, max(adm, 0), max(off, 0))
+		if next.epoch != 0 && s.Epoch-next.epoch <= 1<<31 {
+			next.gap = uint32(s.Epoch - next.epoch)
+			next.adm[0], next.off[0] = next.adm[1], next.off[1]
+		} else {
+			next.gap = 0
+		}
+		next.epoch, next.adm[1], next.off[1] = s.Epoch, s.Admitted, s.Offered
 	}
 	ks.seen = next
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 )
 
 // Policy says what a node admits while it cannot hear some members.
@@ -131,23 +133,59 @@ type Output struct {
 // last computed for each member while that member was reachable (φ in
 // design.md §7). The zero value is ready to use. A State is not safe for
 // concurrent use.
+//
+// This node's own share is kept in a field and the other members' in a
+// small slice sorted by node, allocated only once another member has been
+// seen: a key decided by this node alone, the common case, costs no
+// allocation (a map per key cost about 250 bytes at three members).
 type State struct {
-	frozen map[string]float64
+	others  []frozen
+	selfPhi float64 // this node's share
+	hasSelf bool    // Compute has run
 }
 
-// Frozen returns the share last computed for node while it was reachable,
-// and whether there is one.
+// frozen is one other member's remembered share.
+type frozen struct {
+	node string
+	phi  float64
+}
+
+// Own returns the share last computed for this node, and whether Compute
+// has run (the fault suite checks that the sides of a partition agree).
+func (s *State) Own() (float64, bool) { return s.selfPhi, s.hasSelf }
+
+// Frozen returns the share last computed for node, another member, while it
+// was reachable, and whether there is one.
 func (s *State) Frozen(node string) (float64, bool) {
-	f, ok := s.frozen[node]
-	return f, ok
+	if i, ok := s.find(node); ok {
+		return s.others[i].phi, true
+	}
+	return 0, false
 }
 
 // Forget drops what is remembered of node (it left the cluster).
-func (s *State) Forget(node string) { delete(s.frozen, node) }
+func (s *State) Forget(node string) {
+	if i, ok := s.find(node); ok {
+		s.others = append(s.others[:i], s.others[i+1:]...)
+		if len(s.others) == 0 {
+			s.others = nil
+		}
+	}
+}
+
+// Clone returns a copy of s that Compute may update without changing s.
+func (s *State) Clone() State {
+	c := *s
+	c.others = slices.Clone(s.others)
+	return c
+}
+
+func (s *State) find(node string) (int, bool) {
+	return slices.BinarySearchFunc(s.others, node, func(f frozen, n string) int { return strings.Compare(f.node, n) })
+}
 
 // Compute returns this node's quota for one key and updates st. self is this
-// node's ID (its own frozen share is remembered too, which the fault suite
-// reads to check that the sides of a partition agree).
+// node's ID; its own share is remembered too (State.Own).
 func Compute(self string, in Input, st *State) Output {
 	prior := in.Prior
 	if prior <= 0 {
@@ -215,14 +253,14 @@ func Compute(self string, in Input, st *State) Output {
 		Others:   others,
 		Reserved: reserved,
 	}
-	st.remember(self, reachableShare*(float64(in.Demand)+prior)/demandTotal)
+	st.selfPhi, st.hasSelf = reachableShare*(float64(in.Demand)+prior)/demandTotal, true
 	for _, o := range in.Origins {
 		if o.Member && o.Reachable && o.Fresh {
 			phi := 0.0
 			if o.active() {
 				phi = reachableShare * (float64(o.Demand) + prior) / demandTotal
 			}
-			st.remember(o.Node, phi)
+			st.remember(o.Node, phi, members)
 		}
 	}
 	if in.Fenced {
@@ -257,11 +295,18 @@ func Compute(self string, in Input, st *State) Output {
 // within a sync interval.
 func (o Origin) active() bool { return o.Admitted > 0 || o.Demand > 0 || o.Quota > 0 }
 
-func (s *State) remember(node string, phi float64) {
-	if s.frozen == nil {
-		s.frozen = make(map[string]float64)
+// remember sets node's share; members is the cluster's size, which the
+// slice is first made for.
+func (s *State) remember(node string, phi float64, members int) {
+	i, ok := s.find(node)
+	if ok {
+		s.others[i].phi = phi
+		return
 	}
-	s.frozen[node] = phi
+	if s.others == nil {
+		s.others = make([]frozen, 0, max(members-1, 1))
+	}
+	s.others = slices.Insert(s.others, i, frozen{node: node, phi: phi})
 }
 
 // roundStochastic rounds x ≥ 0 down or up so that the expected result is x:

@@ -46,7 +46,7 @@ func TestComputeSteps(t *testing.T) {
 	for i, tt := range tests {
 		st := &State{}
 		for n, f := range tt.frozen {
-			st.remember(n, f)
+			st.remember(n, f, tt.in.Members)
 		}
 		got := Compute("a", tt.in, st)
 		if got.Quota != tt.want {
@@ -62,7 +62,10 @@ func TestComputeRemembersShares(t *testing.T) {
 		{Node: "c", Member: true, Reachable: true, Fresh: true, Demand: 99, Announced: true},
 	}}
 	Compute("a", in, st)
-	for node, want := range map[string]float64{"a": 0.3, "b": 0.6, "c": 0.1} {
+	if got, ok := st.Own(); !ok || math.Abs(got-0.3) > 1e-9 {
+		t.Errorf("Own() = %v, %v; want 0.3", got, ok)
+	}
+	for node, want := range map[string]float64{"b": 0.6, "c": 0.1} {
 		if got, ok := st.Frozen(node); !ok || math.Abs(got-want) > 1e-9 {
 			t.Errorf("Frozen(%q) = %v, %v; want %v", node, got, ok, want)
 		}
@@ -74,8 +77,8 @@ func TestComputeRemembersShares(t *testing.T) {
 	if math.Abs(out.Share-1.0/3) > 1e-9 {
 		t.Errorf("Share with c away = %v, want 1/3", out.Share)
 	}
-	if got, _ := st.Frozen("a"); math.Abs(got-0.3) > 1e-9 {
-		t.Errorf("Frozen(a) with c away = %v, want 0.3", got)
+	if got, _ := st.Own(); math.Abs(got-0.3) > 1e-9 {
+		t.Errorf("Own() with c away = %v, want 0.3", got)
 	}
 	if f, _ := st.Frozen("c"); math.Abs(f-0.1) > 1e-9 {
 		t.Errorf("c's frozen share moved to %v while it was away, want 0.1", f)
@@ -253,5 +256,59 @@ func TestDriftIsUndone(t *testing.T) {
 	// Near its part a node keeps what it has and its share of the headroom.
 	if out := Compute("a", in(350, peer("b", 320), peer("c", 300)), &st); out.Quota != 360 {
 		t.Errorf("balanced node: quota %d, want 350 + 30/3 = 360", out.Quota)
+	}
+}
+
+// TestStateAllocatesOnlyForOthers checks the memory promise of State: a key
+// this node decides alone remembers its own share without allocating, and
+// a key shared with others allocates once, for all of them.
+func TestStateAllocatesOnlyForOthers(t *testing.T) {
+	var alone State
+	in := Input{Limit: 100, Demand: 3, Members: 3, Origins: []Origin{
+		{Node: "c", Member: true, Reachable: true},
+		{Node: "b", Member: true, Reachable: true},
+	}}
+	if n := testing.AllocsPerRun(100, func() { Compute("a", in, &alone) }); n != 0 {
+		t.Errorf("Compute for a key decided alone: %v allocations, want 0", n)
+	}
+	if got, ok := alone.Own(); !ok || got != 1 {
+		t.Errorf("Own() = %v, %v; want 1, true", got, ok)
+	}
+	if alone.others != nil {
+		t.Errorf("others = %v for a key decided alone, want nil", alone.others)
+	}
+	var shared State
+	in.Origins[0].Fresh, in.Origins[1].Fresh = true, true
+	in.Origins[0].Demand, in.Origins[1].Demand = 1, 5
+	Compute("a", in, &shared)
+	if n := testing.AllocsPerRun(100, func() { Compute("a", in, &shared) }); n != 0 {
+		t.Errorf("Compute for a shared key once its members are known: %v allocations, want 0", n)
+	}
+	if got, ok := shared.Own(); !ok || math.Abs(got-4.0/12) > 1e-9 {
+		t.Errorf("Own() = %v, %v; want %v", got, ok, 4.0/12)
+	}
+	for node, want := range map[string]float64{"b": 6.0 / 12, "c": 2.0 / 12} {
+		if got, ok := shared.Frozen(node); !ok || math.Abs(got-want) > 1e-9 {
+			t.Errorf("Frozen(%q) = %v, %v; want %v", node, got, ok, want)
+		}
+	}
+	if got, want := cap(shared.others), 2; got != want {
+		t.Errorf("cap(others) = %d, want %d (one per other member)", got, want)
+	}
+	c := shared.Clone()
+	in.Origins[1].Demand = 0
+	Compute("a", in, &c)
+	if got, _ := shared.Frozen("b"); math.Abs(got-6.0/12) > 1e-9 {
+		t.Errorf("Compute on a clone changed the original: Frozen(b) = %v, want %v", got, 6.0/12)
+	}
+	if got, _ := c.Frozen("b"); got != 0 {
+		t.Errorf("clone's Frozen(b) = %v, want 0", got)
+	}
+	shared.Forget("b")
+	if _, ok := shared.Frozen("b"); ok {
+		t.Error("Forget(b) kept b")
+	}
+	if got, ok := shared.Frozen("c"); !ok || math.Abs(got-2.0/12) > 1e-9 {
+		t.Errorf("Frozen(c) after forgetting the others = %v, %v", got, ok)
 	}
 }
