@@ -11,6 +11,7 @@ import (
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/transport"
 )
 
 // Admin operations run one per stream: the SDK opens a stream on its
@@ -207,7 +208,13 @@ func (c *Client) anyConn(ctx context.Context) (*conn, error) {
 // adminErr explains a failed admin exchange on cn: Close, the context, a
 // refused certificate, or the connection.
 func (c *Client) adminErr(ctx context.Context, cn *conn, op wire.AdminOp, err error) error {
-	switch ce := cn.cc.Err(); {
+	ce := cn.cc.Err()
+	if ce == nil && transport.Refused(err) {
+		// The stream saw the TLS alert before the connection's own error
+		// was set.
+		ce = fmt.Errorf("%w: %w", transport.ErrCertificateRefused, err)
+	}
+	switch {
 	case c.closed.Load():
 		return closedErr("admin " + op.String())
 	case isCertErr(ce):

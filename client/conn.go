@@ -256,7 +256,11 @@ func (l *link) supervise() {
 		}
 	}
 	for {
-		cn := l.conn()
+		// The installed connection, dead or alive: a dead one is cleaned up
+		// below (its unanswered calls moved) before a new one is dialed.
+		l.mu.Lock()
+		cn := l.cur
+		l.mu.Unlock()
 		if cn == nil {
 			ctx, cancel := contextUntil(c.stopCtx, l.gone, c.cfg.dialTimeout)
 			next, err := c.dialOne(ctx, l.addr, l)

@@ -178,3 +178,12 @@ func nodeIdentityOf(qc *quic.Conn) Identity {
 
 // nodeIDOf is the verified node ID at the other end of a peer connection.
 func nodeIDOf(qc *quic.Conn) string { return nodeIdentityOf(qc).Name }
+
+// Refused reports whether err, returned by a ClientConn or one of its
+// streams, says the node closed the connection with a TLS alert: it refused
+// this client's certificate. A stream can see the alert before the
+// connection's Err does.
+func Refused(err error) bool {
+	var te *quic.TransportError
+	return errors.As(err, &te) && te.Remote && te.ErrorCode.IsCryptoError()
+}
