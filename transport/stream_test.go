@@ -206,9 +206,10 @@ func TestStreamLayerDialsUnknownAddress(t *testing.T) {
 	if _, err := io.ReadFull(s, buf); err != nil || buf[0] != 'c' {
 		t.Errorf("read %q, %v", buf, err)
 	}
-	if !a.h.isUp("c") || !c.h.isUp("a") {
-		t.Errorf("the dialed connection did not become the peer connection")
-	}
+	// Each side hears of the connection from its own goroutine.
+	eventually(t, 5*time.Second, "the dialed connection to become the peer connection on both sides", func() bool {
+		return a.h.isUp("c") && c.h.isUp("a")
+	})
 	ps := a.t.Peers()
 	if len(ps) != 1 || ps[0].ID != "c" || ps[0].Configured || !ps[0].Outbound {
 		t.Errorf("Peers() = %+v, want c, not configured, outbound", ps)

@@ -108,3 +108,44 @@ func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.layer.forget(c) })
 	return c.Conn.Close()
 }
+
+// guardedTransport is Raft's NetworkTransport with a heartbeat handler that
+// can be stopped and waited for. Raft answers heartbeats on the transport's
+// own connection goroutines (a fast path beside its main loop), and such a
+// heartbeat may still be writing the current term to the stable store after
+// Raft.Shutdown returned; closing the store under it made Raft panic
+// ("failed to save current term: closed"). Close stops the handler, waits
+// for the heartbeat in progress, and only then closes the transport, so the
+// stores can be closed after it.
+type guardedTransport struct {
+	*raft.NetworkTransport
+	mu      sync.RWMutex
+	stopped bool
+}
+
+// SetHeartbeatHandler wraps fn so that after stop no heartbeat reaches it;
+// one refused goes unanswered, as Raft itself leaves heartbeats after its
+// shutdown, and the transport's close ends the wait for its answer.
+func (g *guardedTransport) SetHeartbeatHandler(fn func(raft.RPC)) {
+	if fn == nil {
+		g.NetworkTransport.SetHeartbeatHandler(nil)
+		return
+	}
+	g.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
+		g.mu.RLock()
+		defer g.mu.RUnlock()
+		if g.stopped {
+			return
+		}
+		fn(rpc)
+	})
+}
+
+// Close stops the heartbeat handler, waits for the one in progress, and
+// closes the transport.
+func (g *guardedTransport) Close() error {
+	g.mu.Lock()
+	g.stopped = true
+	g.mu.Unlock()
+	return g.NetworkTransport.Close()
+}

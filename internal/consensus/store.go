@@ -49,7 +49,7 @@ type Store struct {
 	hlog  *hclogAdapter
 	fsm   *fsm
 	raft  *raft.Raft
-	trans *raft.NetworkTransport
+	trans *guardedTransport
 	layer *trackedLayer
 	wal   *wal.WAL
 	meta  *metadb.BoltMetaDB
@@ -133,12 +133,12 @@ func Open(cfg Config) (*Store, error) {
 	}
 
 	layer := newTrackedLayer(cfg.Layer, cfg.Address)
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans := &guardedTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: maxPooledConns,
 		Timeout: cfg.RPCTimeout,
 		Logger:  hl.Named("net"),
-	})
+	})}
 	fail = func(err error) (*Store, error) {
 		_ = trans.Close()
 		_ = layer.Close()
