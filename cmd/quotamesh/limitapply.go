@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quotamesh/quotamesh/client"
+	"github.com/quotamesh/quotamesh/internal/limitfile"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -46,7 +47,7 @@ Output: '+' added, '~' changed (old -> new), '-' deleted.`,
 			if file == "" {
 				return usagef("-f FILE is required ('-' reads standard input)")
 			}
-			want, err := readLimitsFile(file, cmd.InOrStdin())
+			want, err := limitfile.Read(file, cmd.InOrStdin())
 			if err != nil {
 				return usageError{err}
 			}
@@ -56,14 +57,14 @@ Output: '+' added, '~' changed (old -> new), '-' deleted.`,
 				if err != nil {
 					return err
 				}
-				d := diffLimits(live, want)
-				d.print(out, prune)
-				if d.empty(prune) {
+				d := limitfile.Compare(live, want)
+				d.Print(out, prune)
+				if d.Empty(prune) {
 					fmt.Fprintf(out, "no changes: the cluster's %d rules match %s\n", len(live), file)
 					return nil
 				}
 				if dryRun {
-					fmt.Fprintf(out, "dry run: %d to add, %d to change, %d to delete; nothing applied\n", len(d.add), len(d.change), deletions(d, prune))
+					fmt.Fprintf(out, "dry run: %d to add, %d to change, %d to delete; nothing applied\n", len(d.Add), len(d.Change), deletions(d, prune))
 					return nil
 				}
 				return applyDiff(ctx, out, a, c, d, prune)
@@ -85,20 +86,20 @@ func listLimits(ctx context.Context, a *adminFlags, c *client.Client) ([]limits.
 	return rules, nil
 }
 
-func deletions(d limitsDiff, prune bool) int {
+func deletions(d limitfile.Diff, prune bool) int {
 	if !prune {
 		return 0
 	}
-	return len(d.remove)
+	return len(d.Remove)
 }
 
 // applyDiff sets the added and changed rules, then deletes the removed
 // ones if prune. Setting a rule to a rate is idempotent and a delete that
 // finds the rule gone has reached its goal, so withClient may retry the
 // whole apply.
-func applyDiff(ctx context.Context, out io.Writer, a *adminFlags, c *client.Client, d limitsDiff, prune bool) error {
+func applyDiff(ctx context.Context, out io.Writer, a *adminFlags, c *client.Client, d limitfile.Diff, prune bool) error {
 	var last uint64
-	set := append(append([]limits.Rule(nil), d.add...), changed(d)...)
+	set := append(append([]limits.Rule(nil), d.Add...), changed(d)...)
 	for _, r := range set {
 		idx, err := c.SetLimit(ctx, r)
 		if err != nil {
@@ -108,7 +109,7 @@ func applyDiff(ctx context.Context, out io.Writer, a *adminFlags, c *client.Clie
 	}
 	deleted := 0
 	if prune {
-		for _, r := range d.remove {
+		for _, r := range d.Remove {
 			idx, err := c.DeleteLimit(ctx, r.Pattern)
 			if err != nil && !errors.Is(err, limits.ErrNoRule) {
 				return a.explain(err, fmt.Sprintf("limit delete %q", r.Pattern))
@@ -119,13 +120,13 @@ func applyDiff(ctx context.Context, out io.Writer, a *adminFlags, c *client.Clie
 			deleted++
 		}
 	}
-	fmt.Fprintf(out, "applied: %d added, %d changed, %d deleted (Raft index %d)\n", len(d.add), len(d.change), deleted, last)
+	fmt.Fprintf(out, "applied: %d added, %d changed, %d deleted (Raft index %d)\n", len(d.Add), len(d.Change), deleted, last)
 	return nil
 }
 
-func changed(d limitsDiff) []limits.Rule {
-	out := make([]limits.Rule, len(d.change))
-	for i, c := range d.change {
+func changed(d limitfile.Diff) []limits.Rule {
+	out := make([]limits.Rule, len(d.Change))
+	for i, c := range d.Change {
 		out[i] = c[1]
 	}
 	return out
@@ -152,14 +153,14 @@ or with -o to a file (replaced whole).
 				header := fmt.Sprintf("QuotaMesh limits, exported %s from %v\napply with: quotamesh limit apply -f FILE [--prune] [--dry-run]",
 					time.Now().UTC().Format(time.RFC3339), a.addrs)
 				if file == "" {
-					return writeLimitsFile(cmd.OutOrStdout(), rules, header)
+					return limitfile.Write(cmd.OutOrStdout(), rules, header)
 				}
 				tmp := file + ".tmp"
 				f, err := os.Create(tmp)
 				if err != nil {
 					return err
 				}
-				if err := writeLimitsFile(f, rules, header); err != nil {
+				if err := limitfile.Write(f, rules, header); err != nil {
 					f.Close()
 					return err
 				}

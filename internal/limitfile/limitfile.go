@@ -1,4 +1,7 @@
-package main
+// Package limitfile reads, writes and compares limits files, the YAML form
+// of the limit table that `quotamesh limit apply -f` reads and `limit
+// export` writes.
+package limitfile
 
 import (
 	"bytes"
@@ -27,8 +30,8 @@ import (
 // file says (deleting the others only with --prune).
 const limitsFileKey = "limits"
 
-// errLimitsFile marks an error in a limits file (exit code 2).
-var errLimitsFile = errors.New("bad limits file")
+// ErrBadFile marks an error in a limits file (the CLI exits with code 2).
+var ErrBadFile = errors.New("bad limits file")
 
 // fileRule is one rule of a limits file as written.
 type fileRule struct {
@@ -37,11 +40,11 @@ type fileRule struct {
 	Shadow  bool   `yaml:"shadow,omitempty"`
 }
 
-// readLimitsFile reads and checks a limits file ("-" is standard input).
+// Read reads and checks a limits file ("-" is standard input).
 // Every problem names the file, the line and the key: malformed YAML, an
 // unknown key, a value of the wrong type, a missing pattern or rate, a bad
 // pattern or rate, a pattern given twice.
-func readLimitsFile(path string, stdin io.Reader) ([]limits.Rule, error) {
+func Read(path string, stdin io.Reader) ([]limits.Rule, error) {
 	var data []byte
 	var err error
 	if path == "-" {
@@ -51,17 +54,23 @@ func readLimitsFile(path string, stdin io.Reader) ([]limits.Rule, error) {
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errLimitsFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadFile, err)
 	}
+	return Parse(path, data)
+}
+
+// Parse checks the contents of a limits file; name is what errors call
+// the file. The rules come back sorted by pattern.
+func Parse(path string, data []byte) ([]limits.Rule, error) {
 	bad := func(line int, format string, args ...any) error {
-		return fmt.Errorf("%w: %s:%d: %s", errLimitsFile, path, line, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: %s:%d: %s", ErrBadFile, path, line, fmt.Sprintf(format, args...))
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", errLimitsFile, path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("%w: %s: %s", ErrBadFile, path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if len(doc.Content) == 0 {
-		return nil, fmt.Errorf("%w: %s: the file is empty; write %s: followed by a list of rules (an empty list is [])", errLimitsFile, path, limitsFileKey)
+		return nil, fmt.Errorf("%w: %s: the file is empty; write %s: followed by a list of rules (an empty list is [])", ErrBadFile, path, limitsFileKey)
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
@@ -148,9 +157,9 @@ func describe(v *yaml.Node) string {
 	return fmt.Sprintf("%q (%s)", v.Value, strings.TrimPrefix(v.Tag, "!!"))
 }
 
-// writeLimitsFile writes rules in the format readLimitsFile reads, sorted
+// Write writes rules in the format Read reads, sorted
 // by pattern.
-func writeLimitsFile(w io.Writer, rules []limits.Rule, header string) error {
+func Write(w io.Writer, rules []limits.Rule, header string) error {
 	rules = slices.Clone(rules)
 	slices.SortFunc(rules, func(a, b limits.Rule) int { return strings.Compare(a.Pattern, b.Pattern) })
 	out := struct {
@@ -177,17 +186,18 @@ func writeLimitsFile(w io.Writer, rules []limits.Rule, header string) error {
 	return err
 }
 
-// limitsDiff is what apply changes: rules to set (new or different) and
+// Diff is what apply changes: rules to set (new or different) and
 // rules to delete (in the cluster, not in the file).
-type limitsDiff struct {
-	add    []limits.Rule
-	change [][2]limits.Rule // old, new
-	remove []limits.Rule
-	same   int
+type Diff struct {
+	Add    []limits.Rule    // in the file, not in the cluster
+	Change [][2]limits.Rule // old, new
+	Remove []limits.Rule    // in the cluster, not in the file
+	Same   int              // rules the file and the cluster agree on
 }
 
-func diffLimits(live, want []limits.Rule) limitsDiff {
-	var d limitsDiff
+// Compare says what applying want to a cluster whose table is live changes.
+func Compare(live, want []limits.Rule) Diff {
+	var d Diff
 	byPattern := make(map[string]limits.Rule, len(live))
 	for _, r := range live {
 		byPattern[r.Pattern] = r
@@ -198,16 +208,16 @@ func diffLimits(live, want []limits.Rule) limitsDiff {
 		old, ok := byPattern[r.Pattern]
 		switch {
 		case !ok:
-			d.add = append(d.add, r)
+			d.Add = append(d.Add, r)
 		case old != r:
-			d.change = append(d.change, [2]limits.Rule{old, r})
+			d.Change = append(d.Change, [2]limits.Rule{old, r})
 		default:
-			d.same++
+			d.Same++
 		}
 	}
 	for _, r := range live {
 		if !inFile[r.Pattern] {
-			d.remove = append(d.remove, r)
+			d.Remove = append(d.Remove, r)
 		}
 	}
 	return d
@@ -215,14 +225,14 @@ func diffLimits(live, want []limits.Rule) limitsDiff {
 
 // print writes the diff: + added, ~ changed, - deleted (with prune), and
 // the rules only the cluster has, kept without prune.
-func (d limitsDiff) print(w io.Writer, prune bool) {
-	for _, r := range d.add {
+func (d Diff) Print(w io.Writer, prune bool) {
+	for _, r := range d.Add {
 		fmt.Fprintf(w, "+ %s\n", r)
 	}
-	for _, c := range d.change {
+	for _, c := range d.Change {
 		fmt.Fprintf(w, "~ %s -> %s\n", c[0], strings.TrimPrefix(c[1].String(), c[1].Pattern+" "))
 	}
-	for _, r := range d.remove {
+	for _, r := range d.Remove {
 		if prune {
 			fmt.Fprintf(w, "- %s\n", r)
 		} else {
@@ -232,6 +242,6 @@ func (d limitsDiff) print(w io.Writer, prune bool) {
 }
 
 // empty reports whether applying changes nothing.
-func (d limitsDiff) empty(prune bool) bool {
-	return len(d.add) == 0 && len(d.change) == 0 && (!prune || len(d.remove) == 0)
+func (d Diff) Empty(prune bool) bool {
+	return len(d.Add) == 0 && len(d.Change) == 0 && (!prune || len(d.Remove) == 0)
 }
