@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/quotamesh/quotamesh/internal/serveconfig"
 )
 
 const operationsDoc = "../../docs/operations.md"
@@ -18,7 +20,7 @@ func TestOperationsDocConfigReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	if err := writeConfigReference(&b); err != nil {
+	if err := serveconfig.WriteReference(&b); err != nil {
 		t.Fatal(err)
 	}
 	want := "<!-- BEGIN quotamesh serve --print-config -->\n```yaml\n" + b.String() + "```\n<!-- END quotamesh serve --print-config -->\n"

@@ -6,13 +6,8 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
-)
 
-// Log formats of --log-format.
-const (
-	logAuto    = "auto"    // console on a terminal, JSON otherwise
-	logJSON    = "json"    // one JSON object per line
-	logConsole = "console" // for people: colours, aligned fields
+	"github.com/quotamesh/quotamesh/internal/serveconfig"
 )
 
 // logTimeFormat stamps every event to the millisecond, in UTC offset form.
@@ -31,7 +26,7 @@ func init() {
 // when w is a terminal; JSON otherwise, so that log files and collectors
 // never get escape codes.
 func newLogger(w io.Writer, format string) zerolog.Logger {
-	if format == logConsole || format == logAuto && isTerminal(w) {
+	if format == serveconfig.LogConsole || format == serveconfig.LogAuto && isTerminal(w) {
 		// Colours (escape codes) only on a terminal, even when console is
 		// asked for explicitly.
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/quotamesh/quotamesh/internal/serveconfig"
 )
 
 // usageError marks errors in how a command was called (exit code 2).
@@ -26,10 +28,6 @@ func isUsage(err error) bool {
 		strings.Contains(err.Error(), "invalid argument") || strings.Contains(err.Error(), "flag needs an argument") ||
 		strings.HasPrefix(err.Error(), "accepts ") || strings.HasPrefix(err.Error(), "requires ")
 }
-
-// envPrefix is the prefix of environment variables that set flags:
-// QUOTAMESH_SYNC_INTERVAL sets --sync-interval.
-const envPrefix = "QUOTAMESH_"
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
@@ -76,7 +74,7 @@ func applyEnv(flags *pflag.FlagSet) error {
 		if err != nil || f.Changed {
 			return
 		}
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := serveconfig.EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(name); ok {
 			if e := flags.Set(f.Name, v); e != nil {
 				err = usagef("environment variable %s=%q: %v", name, v, e)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/quotamesh/quotamesh/internal/serveconfig"
 	"github.com/quotamesh/quotamesh/node"
 )
 
@@ -15,7 +16,7 @@ import (
 const shutdownTimeout = 15 * time.Second
 
 func newServeCmd() *cobra.Command {
-	flagged := defaultServeOptions()
+	flagged := serveconfig.Defaults()
 	var (
 		configPath string
 		printCfg   bool
@@ -55,40 +56,24 @@ A node joining later: --join 10.0.0.1:7946 instead of --bootstrap.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if printCfg {
-				return writeConfigReference(cmd.OutOrStdout())
+				return serveconfig.WriteReference(cmd.OutOrStdout())
 			}
-			cfg, logFormat, err := resolveServe(configPath, &flagged, cmd)
+			cfg, logFormat, err := serveconfig.Resolve(configPath, &flagged, cmd.Flags())
 			if err != nil {
 				return usageError{err}
 			}
 			cfg.Logger = newLogger(cmd.ErrOrStderr(), logFormat)
 			return serve(withFault(cmd.Context()), cfg, cmd, func() (node.Config, error) {
-				c, _, err := resolveServe(configPath, &flagged, cmd)
+				c, _, err := serveconfig.Resolve(configPath, &flagged, cmd.Flags())
 				return c, err
 			})
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
 	cmd.Flags().BoolVar(&printCfg, "print-config", false, "print a configuration file with every key at its default, and exit")
-	flagged.bindFlags(cmd.Flags())
+	flagged.BindFlags(cmd.Flags())
 	withFault = bindFaultFlags(cmd.Flags())
 	return cmd
-}
-
-// resolveServe merges defaults, the file and the set flags into a node
-// configuration.
-func resolveServe(path string, flagged *serveOptions, cmd *cobra.Command) (node.Config, string, error) {
-	opts := defaultServeOptions()
-	var cf *configFile
-	if path != "" {
-		var err error
-		if cf, err = loadFile(path, &opts); err != nil {
-			return node.Config{}, "", err
-		}
-	}
-	opts.overlay(flagged, cmd.Flags())
-	cfg, err := opts.toNode(cf, cmd.Flags())
-	return cfg, opts.LogFormat, err
 }
 
 // serve runs a node until ctx ends, reloading on SIGHUP. A signal during

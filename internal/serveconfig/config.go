@@ -1,4 +1,9 @@
-package main
+// Package serveconfig is the configuration of `quotamesh serve`: the options
+// (flags, QUOTAMESH_* environment variables and a YAML file, each key
+// documented once in a struct tag), their defaults, the checks that name the
+// key, file line or flag of a bad value, and the reference file
+// `serve --print-config` writes.
+package serveconfig
 
 import (
 	"bytes"
@@ -19,11 +24,22 @@ import (
 	"github.com/quotamesh/quotamesh/window"
 )
 
-// serveOptions is everything `quotamesh serve` can be told, from a YAML file
+// EnvPrefix is the prefix of environment variables that set flags:
+// QUOTAMESH_SYNC_INTERVAL sets --sync-interval.
+const EnvPrefix = "QUOTAMESH_"
+
+// Log formats (log_format, --log-format).
+const (
+	LogAuto    = "auto"    // console on a terminal, JSON otherwise
+	LogJSON    = "json"    // one JSON object per line
+	LogConsole = "console" // for people: colours, aligned fields
+)
+
+// Options is everything `quotamesh serve` can be told, from a YAML file
 // (the yaml names), QUOTAMESH_* environment variables and flags (the flag
 // names). Later sources win: defaults, then the file, then the environment,
 // then the command line.
-type serveOptions struct {
+type Options struct {
 	ID          string   `yaml:"id" flag:"id" usage:"this node's ID (1 to 64 bytes of [A-Za-z0-9._-]); must match its certificate"`
 	ClusterID   string   `yaml:"cluster_id" flag:"cluster-id" usage:"the cluster's name; nodes of another cluster are refused"`
 	Listen      string   `yaml:"listen" flag:"listen" usage:"UDP host:port for QUIC, peers and clients alike (loopback by default: name the interface other hosts reach)"`
@@ -69,23 +85,23 @@ var removedKeys = map[string]string{
 	"require_client_cert": "client certificates are required by default now; allow_anonymous_clients is the (insecure) opt-out",
 }
 
-// defaultServeOptions mirrors node.DefaultConfig.
-func defaultServeOptions() serveOptions {
+// Defaults are the options' defaults; they mirror node.DefaultConfig.
+func Defaults() Options {
 	d := node.DefaultConfig()
-	return serveOptions{
+	return Options{
 		ClusterID: d.ClusterID, Listen: d.Listen, AdminListen: d.AdminListen, DataDir: "quotamesh-data",
 		Policy: d.Policy.String(), SyncInterval: d.SyncInterval, DeadAfter: d.DeadAfter,
 		FenceAfter: d.FenceAfter, ReclaimAfter: d.ReclaimAfter, MaxKeys: d.MaxKeys,
 		UnknownKeys: "allow", WhenFull: "deny", LeaseTTL: d.LeaseTTL, MaxLeaseFraction: d.MaxLeaseFraction,
-		MaxVoters: d.MaxVoters, LogLevel: d.LogLevel, LogFormat: logAuto, Pprof: !d.DisablePprof,
+		MaxVoters: d.MaxVoters, LogLevel: d.LogLevel, LogFormat: LogAuto, Pprof: !d.DisablePprof,
 		MaxClientConns: transport.DefaultMaxClientConns, HandshakeRate: transport.DefaultHandshakeRate,
 		HandshakeBurst: transport.DefaultHandshakeBurst,
 		RLSUnmatched:   "ok", RLSLimitOverride: "ignore", GatewayRoute: "local",
 	}
 }
 
-// bindFlags defines one flag per field of o, with o's values as defaults.
-func (o *serveOptions) bindFlags(fs *pflag.FlagSet) {
+// BindFlags defines one flag per field of o, with o's values as defaults.
+func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	v := reflect.ValueOf(o).Elem()
 	t := v.Type()
 	for i := range t.NumField() {
@@ -104,14 +120,14 @@ func (o *serveOptions) bindFlags(fs *pflag.FlagSet) {
 		case *bool:
 			fs.BoolVar(p, name, *p, usage)
 		default:
-			panic(fmt.Sprintf("serveOptions.%s: unsupported type %T", t.Field(i).Name, p))
+			panic(fmt.Sprintf("Options.%s: unsupported type %T", t.Field(i).Name, p))
 		}
 	}
 }
 
-// overlay copies into o every field whose flag was set (on the command line
+// Overlay copies into o every field whose flag was set (on the command line
 // or, through applyEnv, in the environment) from the flag-bound copy.
-func (o *serveOptions) overlay(flagged *serveOptions, fs *pflag.FlagSet) {
+func (o *Options) Overlay(flagged *Options, fs *pflag.FlagSet) {
 	dst, src := reflect.ValueOf(o).Elem(), reflect.ValueOf(flagged).Elem()
 	for i := range dst.NumField() {
 		if f := fs.Lookup(dst.Type().Field(i).Tag.Get("flag")); f != nil && f.Changed {
@@ -120,39 +136,39 @@ func (o *serveOptions) overlay(flagged *serveOptions, fs *pflag.FlagSet) {
 	}
 }
 
-// configFile is a loaded YAML file: where each top-level key is, so that
+// File is a loaded YAML file: where each top-level key is, so that
 // errors found after decoding can name the line.
-type configFile struct {
+type File struct {
 	path  string
 	lines map[string]int
 }
 
-// errConfig marks an error in a configuration file.
-var errConfig = errors.New("bad configuration")
+// ErrConfig marks an error in a configuration file.
+var ErrConfig = errors.New("bad configuration")
 
-// loadFile decodes the YAML file at path over o. Unknown keys, wrong types
+// Load decodes the YAML file at path over o. Unknown keys, wrong types
 // and malformed YAML are errors that name the file and line.
-func loadFile(path string, o *serveOptions) (*configFile, error) {
+func Load(path string, o *Options) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
-	cf := &configFile{path: path, lines: map[string]int{}}
+	cf := &File{path: path, lines: map[string]int{}}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", errConfig, path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if len(doc.Content) == 0 {
 		return cf, nil // an empty file changes nothing
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%w: %s:%d: the file must be a mapping of keys to values", errConfig, path, root.Line)
+		return nil, fmt.Errorf("%w: %s:%d: the file must be a mapping of keys to values", ErrConfig, path, root.Line)
 	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		key, line := root.Content[i].Value, root.Content[i].Line
 		if why, ok := removedKeys[key]; ok {
-			return nil, fmt.Errorf("%w: %s:%d: key %s was removed: %s", errConfig, path, line, key, why)
+			return nil, fmt.Errorf("%w: %s:%d: key %s was removed: %s", ErrConfig, path, line, key, why)
 		}
 		cf.lines[key] = line
 	}
@@ -161,7 +177,7 @@ func loadFile(path string, o *serveOptions) (*configFile, error) {
 	if err := dec.Decode(o); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		msg = strings.ReplaceAll(strings.TrimPrefix(msg, "unmarshal errors:\n  "), "\n  ", "; ")
-		msg = strings.ReplaceAll(msg, "in type main.serveOptions", "(see 'quotamesh serve --help' for the keys)")
+		msg = strings.ReplaceAll(msg, "in type serveconfig.Options", "(see 'quotamesh serve --help' for the keys)")
 		// Name the key on the line the decoder complains about.
 		var line int
 		if _, err := fmt.Sscanf(msg, "line %d:", &line); err == nil {
@@ -172,16 +188,16 @@ func loadFile(path string, o *serveOptions) (*configFile, error) {
 				}
 			}
 		}
-		return nil, fmt.Errorf("%w: %s: %s", errConfig, path, msg)
+		return nil, fmt.Errorf("%w: %s: %s", ErrConfig, path, msg)
 	}
 	return cf, nil
 }
 
-// at names where a key was set: "file:line: key" for a file key, "--flag" or
+// At names where a key was set: "file:line: key" for a file key, "--flag" or
 // the environment variable otherwise.
-func (cf *configFile) at(key string, fs *pflag.FlagSet, flag string) string {
+func (cf *File) At(key string, fs *pflag.FlagSet, flag string) string {
 	if f := fs.Lookup(flag); f != nil && f.Changed {
-		env := envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		env := EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && v == f.Value.String() {
 			return "environment variable " + env
 		}
@@ -198,7 +214,7 @@ func (cf *configFile) at(key string, fs *pflag.FlagSet, flag string) string {
 // checkNumbers refuses negative durations and counts, naming the key and
 // where it was set: node.Config reads zero as "the default" and would name
 // its own field.
-func (o *serveOptions) checkNumbers(cf *configFile, fs *pflag.FlagSet) error {
+func (o *Options) checkNumbers(cf *File, fs *pflag.FlagSet) error {
 	v := reflect.ValueOf(o).Elem()
 	t := v.Type()
 	for i := range t.NumField() {
@@ -207,15 +223,15 @@ func (o *serveOptions) checkNumbers(cf *configFile, fs *pflag.FlagSet) error {
 		switch x := f.Interface().(type) {
 		case time.Duration:
 			if x <= 0 {
-				return fmt.Errorf("%w: %s: %v: use a positive duration (e.g. %v)", errConfig, cf.at(key, fs, flag), x, durationDefault(key))
+				return fmt.Errorf("%w: %s: %v: use a positive duration (e.g. %v)", ErrConfig, cf.At(key, fs, flag), x, durationDefault(key))
 			}
 		case int:
 			if x <= 0 {
-				return fmt.Errorf("%w: %s: %d: use a positive number", errConfig, cf.at(key, fs, flag), x)
+				return fmt.Errorf("%w: %s: %d: use a positive number", ErrConfig, cf.At(key, fs, flag), x)
 			}
 		case float64:
 			if !(x > 0) {
-				return fmt.Errorf("%w: %s: %v: use a positive number", errConfig, cf.at(key, fs, flag), x)
+				return fmt.Errorf("%w: %s: %v: use a positive number", ErrConfig, cf.At(key, fs, flag), x)
 			}
 		}
 	}
@@ -225,26 +241,26 @@ func (o *serveOptions) checkNumbers(cf *configFile, fs *pflag.FlagSet) error {
 // checkTimings refuses timings whose valid range depends on each other,
 // naming both settings and where each came from (the node's own checks say
 // the same in its field names).
-func (o *serveOptions) checkTimings(cf *configFile, fs *pflag.FlagSet) error {
-	at := func(key string) string { return cf.at(key, fs, strings.ReplaceAll(key, "_", "-")) }
+func (o *Options) checkTimings(cf *File, fs *pflag.FlagSet) error {
+	at := func(key string) string { return cf.At(key, fs, strings.ReplaceAll(key, "_", "-")) }
 	switch {
 	case o.SyncInterval < time.Millisecond || o.SyncInterval > 4*time.Second:
-		return fmt.Errorf("%w: %s: %v: use 1ms to 4s (a silent peer's counts are trusted for two sync intervals plus 50ms, at most 10s)", errConfig, at("sync_interval"), o.SyncInterval)
+		return fmt.Errorf("%w: %s: %v: use 1ms to 4s (a silent peer's counts are trusted for two sync intervals plus 50ms, at most 10s)", ErrConfig, at("sync_interval"), o.SyncInterval)
 	case o.DeadAfter < 4*o.SyncInterval:
-		return fmt.Errorf("%w: %s %v is below 4 × %s %v: a member would count as unreachable between two of its frames", errConfig, at("dead_after"), o.DeadAfter, at("sync_interval"), o.SyncInterval)
+		return fmt.Errorf("%w: %s %v is below 4 × %s %v: a member would count as unreachable between two of its frames", ErrConfig, at("dead_after"), o.DeadAfter, at("sync_interval"), o.SyncInterval)
 	case o.FenceAfter < o.DeadAfter:
-		return fmt.Errorf("%w: %s %v is below %s %v: a node would fence itself before it could tell a peer is gone", errConfig, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
+		return fmt.Errorf("%w: %s %v is below %s %v: a node would fence itself before it could tell a peer is gone", ErrConfig, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
 	case o.ReclaimAfter < o.FenceAfter+o.DeadAfter:
-		return fmt.Errorf("%w: %s %v is below %s %v + %s %v: a fenced minority and the reclaiming majority could both admit", errConfig, at("reclaim_after"), o.ReclaimAfter, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
+		return fmt.Errorf("%w: %s %v is below %s %v + %s %v: a fenced minority and the reclaiming majority could both admit", ErrConfig, at("reclaim_after"), o.ReclaimAfter, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
 	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
-		return fmt.Errorf("%w: %s: %v: use 1ms to 10s", errConfig, at("lease_ttl"), o.LeaseTTL)
+		return fmt.Errorf("%w: %s: %v: use 1ms to 10s", ErrConfig, at("lease_ttl"), o.LeaseTTL)
 	}
 	return nil
 }
 
 // durationDefault is the default of a duration key, for error messages.
 func durationDefault(key string) time.Duration {
-	d := reflect.ValueOf(defaultServeOptions())
+	d := reflect.ValueOf(Defaults())
 	for i := range d.NumField() {
 		if d.Type().Field(i).Tag.Get("yaml") == key {
 			if v, ok := d.Field(i).Interface().(time.Duration); ok {
@@ -255,9 +271,9 @@ func durationDefault(key string) time.Duration {
 	return 0
 }
 
-// toNode turns the options into a node.Config, naming the source of any bad
+// ToNode turns the options into a node.Config, naming the source of any bad
 // value.
-func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, error) {
+func (o *Options) ToNode(cf *File, fs *pflag.FlagSet) (node.Config, error) {
 	c := node.DefaultConfig()
 	c.ID, c.ClusterID, c.Listen, c.Advertise = o.ID, o.ClusterID, o.Listen, o.Advertise
 	c.AdminListen, c.DataDir, c.Join = o.AdminListen, o.DataDir, o.Join
@@ -275,7 +291,7 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 		empty     bool
 	}{{"cluster_id", "cluster-id", o.ClusterID == ""}, {"listen", "listen", o.Listen == ""}, {"data_dir", "data-dir", o.DataDir == ""}, {"certs", "certs", o.Certs == ""}, {"id", "id", o.ID == ""}} {
 		if e.empty {
-			return c, fmt.Errorf("%w: %s: empty; give a value (see 'quotamesh serve --help')", errConfig, cf.at(e.key, fs, e.flag))
+			return c, fmt.Errorf("%w: %s: empty; give a value (see 'quotamesh serve --help')", ErrConfig, cf.At(e.key, fs, e.flag))
 		}
 	}
 	if err := o.checkNumbers(cf, fs); err != nil {
@@ -286,7 +302,7 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 	}
 	var err error
 	if c.Policy, err = share.ParsePolicy(o.Policy); err != nil {
-		return c, fmt.Errorf("%w: %s: %v", errConfig, cf.at("policy", fs, "policy"), err)
+		return c, fmt.Errorf("%w: %s: %v", ErrConfig, cf.At("policy", fs, "policy"), err)
 	}
 	for _, p := range []struct {
 		key, flag, val string
@@ -298,21 +314,21 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 		case "deny":
 			*p.dst = window.PolicyDeny
 		default:
-			return c, fmt.Errorf("%w: %s: %q: use allow or deny", errConfig, cf.at(p.key, fs, p.flag), p.val)
+			return c, fmt.Errorf("%w: %s: %q: use allow or deny", ErrConfig, cf.At(p.key, fs, p.flag), p.val)
 		}
 	}
 	for _, b := range o.Bootstrap {
 		id, addr, ok := strings.Cut(b, "=")
 		if !ok || id == "" || addr == "" {
-			return c, fmt.Errorf("%w: %s: %q: write each member as id=host:port", errConfig, cf.at("bootstrap", fs, "bootstrap"), b)
+			return c, fmt.Errorf("%w: %s: %q: write each member as id=host:port", ErrConfig, cf.At("bootstrap", fs, "bootstrap"), b)
 		}
 		c.Bootstrap = append(c.Bootstrap, node.Peer{ID: id, Addr: addr})
 	}
 	if err := o.gatewayOptions(&c, cf, fs); err != nil {
 		return c, err
 	}
-	if !slices.Contains([]string{logAuto, logJSON, logConsole}, o.LogFormat) {
-		return c, fmt.Errorf("%w: %s: %q: use auto, json or console", errConfig, cf.at("log_format", fs, "log-format"), o.LogFormat)
+	if !slices.Contains([]string{LogAuto, LogJSON, LogConsole}, o.LogFormat) {
+		return c, fmt.Errorf("%w: %s: %q: use auto, json or console", ErrConfig, cf.At("log_format", fs, "log-format"), o.LogFormat)
 	}
 	if err := c.Validate(); err != nil {
 		// node names the field; point at where the options came from too.
@@ -320,7 +336,50 @@ func (o *serveOptions) toNode(cf *configFile, fs *pflag.FlagSet) (node.Config, e
 		if cf != nil {
 			src = cf.path + " and the command line"
 		}
-		return c, fmt.Errorf("%w: %v (from %s)", errConfig, err, src)
+		return c, fmt.Errorf("%w: %v (from %s)", ErrConfig, err, src)
 	}
 	return c, nil
+}
+
+// Resolve merges the defaults, the file at path (none if empty) and the
+// flags set in fs (bound to flagged) into a node configuration, and says
+// the log format.
+func Resolve(path string, flagged *Options, fs *pflag.FlagSet) (node.Config, string, error) {
+	opts := Defaults()
+	var cf *File
+	if path != "" {
+		var err error
+		if cf, err = Load(path, &opts); err != nil {
+			return node.Config{}, "", err
+		}
+	}
+	opts.Overlay(flagged, fs)
+	cfg, err := opts.ToNode(cf, fs)
+	return cfg, opts.LogFormat, err
+}
+
+// gatewayOptions sets the decision APIs' part of c from o.
+func (o *Options) gatewayOptions(c *node.Config, cf *File, fs *pflag.FlagSet) error {
+	c.Gateway.RLSListen, c.Gateway.HTTPListen = o.RLSListen, o.HTTPListen
+	var err error
+	if c.Gateway.RLSUnmatchedOverLimit, err = either(o.RLSUnmatched, "ok", "over_limit", cf.At("rls_unmatched", fs, "rls-unmatched")); err != nil {
+		return err
+	}
+	if c.Gateway.RLSRefuseOverride, err = either(o.RLSLimitOverride, "ignore", "refuse", cf.At("rls_limit_override", fs, "rls-limit-override")); err != nil {
+		return err
+	}
+	c.Gateway.RouteHome, err = either(o.GatewayRoute, "local", "home", cf.At("gateway_route", fs, "gateway-route"))
+	return err
+}
+
+// either reads a two-valued option: false for no, true for yes; where
+// names the option's source for the error.
+func either(v, no, yes, where string) (bool, error) {
+	switch v {
+	case no:
+		return false, nil
+	case yes:
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s: %q: use %s or %s", ErrConfig, where, v, no, yes)
 }

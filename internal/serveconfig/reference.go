@@ -1,4 +1,4 @@
-package main
+package serveconfig
 
 import (
 	"fmt"
@@ -9,13 +9,13 @@ import (
 	"time"
 )
 
-// writeConfigReference writes a YAML configuration file for `quotamesh
+// WriteReference writes a YAML configuration file for `quotamesh
 // serve` that sets every key to its default, each under a comment saying
 // what it does and which flag and environment variable set it too. It is
-// generated from serveOptions, so it cannot drift from the code;
+// generated from Options, so it cannot drift from the code;
 // docs/operations.md embeds it (a test checks).
-func writeConfigReference(w io.Writer) error {
-	o := defaultServeOptions()
+func WriteReference(w io.Writer) error {
+	o := Defaults()
 	v := reflect.ValueOf(o)
 	t := v.Type()
 	var b strings.Builder
@@ -24,7 +24,7 @@ func writeConfigReference(w io.Writer) error {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		key, flag := f.Tag.Get("yaml"), f.Tag.Get("flag")
-		env := envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		env := EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 		fmt.Fprintf(&b, "\n# %s\n# (--%s, %s)\n%s: %s\n", f.Tag.Get("usage"), flag, env, key, yamlValue(v.Field(i)))
 	}
 	_, err := io.WriteString(w, b.String())
