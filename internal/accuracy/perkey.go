@@ -187,7 +187,7 @@ func Evaluate(log *Log, run Run) Result {
 	pk.IdealMaxAlignedRatio = float64(idealAlign) / limit
 	if maxAlign > 0 {
 		pk.MaxAlignedKey = run.KeyName(alignKey)
-		pk.MaxAlignedAt = (time.Duration(alignAt*int64(w) - run.Base)).String()
+		pk.MaxAlignedAt = time.Duration(alignAt*int64(w) - run.Base).Round(time.Millisecond).String()
 	}
 	return res
 }

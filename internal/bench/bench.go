@@ -98,7 +98,7 @@ func Run(ctx context.Context, r Plan, stdout, stderr io.Writer) (err error) {
 	rate := r.Workload.Rate
 	for step := 0; ; step++ {
 		spec := loadgen.Spec{Workload: r.loadAt(rate), Name: r.Workload.Pattern, Workers: r.Workers,
-			MaxLag: loadgen.DefaultMaxLag, Tick: r.Tick, Batch: !r.Strict}
+			MaxLag: loadgen.DefaultMaxLag, Tick: r.Tick, Batch: !r.Strict && r.work.Keys == 1}
 		rep := measure(ctx, limiters, names, spec, nodes)
 		if err := ctx.Err(); err != nil {
 			return orDied(nodes, fmt.Errorf("bench: load stopped after %s: %w", rep.Elapsed, context.Cause(ctx)))

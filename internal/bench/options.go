@@ -26,7 +26,11 @@ const DefaultTick = 20 * time.Microsecond
 // single generator would hold up every node's requests and let the other
 // SDKs' leases age unused (uniform on 3 nodes, 30 s: 14 % under the ideal
 // with 0 workers, 3.8 % with 8). A strict decision waits a round trip, so
-// it takes many in flight.
+// it takes many in flight, and so do many keys, most of them cold (a
+// round trip per call in the default mode too): 200 keys at 2× 10/s on 3
+// real processes, 15 s, came within 1 % or 2 requests of their ideal for
+// 93 % of the keys with 8 workers handed batches, 98.5 % with 64 workers
+// taking one call each (load average 11).
 const (
 	LeaseWorkers     = 8
 	LeaseRateWorkers = 0
