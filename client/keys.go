@@ -138,7 +138,7 @@ func leaseReply(cl *call, req lease.Request) *lease.Reply {
 		return rep
 	}
 	if !r.Unlimited {
-		rep.NoRoom = (req.N > 0 && !r.Allowed) || (req.Want > 0 && r.Granted < req.Want && r.Remaining <= 0)
+		rep.NoRoom = req.NoRoom(r.Allowed, r.Granted, r.Remaining)
 	} else if r.RetryAfter == retryNever {
 		// Unknown keys are denied: say so for a while, not forever.
 		rep.NoRoom = true

@@ -35,10 +35,12 @@ it, waits --warmup, then offers the load open loop: one generator wakes at
 each request's intended time (at most every --tick, sleeping precisely in
 between) and hands every request then due to its node's pool of --workers,
 or, with --workers 0 (the default with leases and --rate), makes the calls
-itself one after another, whatever happened to earlier requests. Without --rate the load is --pattern at
---multiplier × the limit (uniform, skew90, burst, rotate, ramp: see
-'quotamesh sim --help'); with --rate it is the pattern at that many requests
-per second in total. Latencies run from each request's intended send time to
+itself one after another, whatever happened to earlier requests. The load is
+the workload 'quotamesh sim --help' describes, with the same flags and the
+same arrivals: one key (--key) or --keys N keys under a pattern rule (--key
+'user:*', on which the limit is set), offered --multiplier × --limit per key,
+--key-rate per key or --rate in total, shaped by --pattern, placed on the
+nodes' SDK clients by --placement. Latencies run from each request's intended send time to
 its answer, so a stalled call or a late generator counts (no coordinated
 omission), and are kept in an HDR histogram; the generator's own lateness,
 part of every latency, and the CPU time used per 100k decisions (this
@@ -50,9 +52,13 @@ it beside: what a round trip costs on this machine without QUIC or a node.
 Decisions are made in the SDK from leases (the default), or one round trip
 each with --strict. With --prime (the default) each SDK client makes one
 call just before the load, not counted, so the first lease is not waited for
-inside the measured run. Admissions are counted where they are decided, in the
-SDKs; the ideal is what one perfect sliding window would admit seeing every
-offered request at its intended time.
+inside the measured run (one key only). Admissions are counted per key where
+they are decided, in the SDK callers; each key's ideal is what one perfect
+sliding window would admit seeing the key's requests at their intended times.
+The report gives the summed error, every key's (p50, p90, max, the worst key,
+the share within 1 % or 2 requests), requests denied while their key's
+demand was within its limit, and the largest aligned window of one key.
+--nearest makes each SDK client send every key to its own node.
 
 --find-max repeats the run from --rate upwards, --find-max-step times higher
 each time, until P99 exceeds --p99-target, calls fail or requests are
@@ -61,6 +67,8 @@ dropped, and reports every step.
 Examples:
 
   quotamesh bench --local-cluster 3 --pattern skew90 --limit 1000/s --duration 60s
+  quotamesh bench --local-cluster 3 --key 'user:*' --keys 200 --limit 10/s --duration 20s
+  quotamesh bench --local-cluster 3 --key 'user:*' --keys 1000000 --popularity zipf --rate 3000 --strict
   quotamesh bench --local-cluster 3 --rate 100000 --duration 10s --json
   quotamesh bench --local-cluster 3 --strict --rate 25000 --duration 10s --tcp-baseline
   quotamesh bench --addrs 10.0.0.1:7946,10.0.0.2:7946 --certs certs --pattern burst`,
@@ -68,9 +76,9 @@ Examples:
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("workers") {
 				switch {
-				case o.Strict:
+				case o.Strict, o.Workload.Keys > 1:
 					o.Workers = bench.StrictWorkers
-				case o.Rate > 0:
+				case o.Workload.Rate > 0:
 					o.Workers = bench.LeaseRateWorkers
 				}
 			}
@@ -93,18 +101,14 @@ Examples:
 	f.StringVar(&o.ClientName, "client-name", o.ClientName, "with --addrs: the client certificate to use, clients/<name>.crt and .key in --certs")
 	f.StringArrayVar(&o.ServeFlags, "serve-flag", o.ServeFlags, "with --local-cluster: a flag passed to every node's serve, e.g. --serve-flag=--sync-interval=10ms (repeatable; default none)")
 	f.StringVar(&o.LogDir, "log-dir", o.LogDir, "with --local-cluster: keep the nodes' logs here as <id>.log (default none: removed with the temporary directory)")
-	f.StringVar(&o.Pattern, "pattern", o.Pattern, "demand pattern: uniform, skew90, burst, rotate, ramp")
-	f.StringVar(&o.Arrivals, "arrivals", o.Arrivals, "arrival process: uniform (evenly spaced) or poisson")
-	f.StringVar(&o.Limit, "limit", o.Limit, "the limit set on --key through Raft")
-	f.Float64Var(&o.Multiplier, "multiplier", o.Multiplier, "offered load over the limit, on average (without --rate)")
+	o.Workload.Register(f)
 	f.DurationVar(&o.Duration, "duration", o.Duration, "length of the load (of each step with --find-max)")
 	f.DurationVar(&o.Warmup, "warmup", o.Warmup, "wait after the limit is in force on every node, before the load")
-	f.StringVar(&o.Key, "key", o.Key, "the key every request is for")
-	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed of the arrivals (node i uses seed+i)")
-	f.Float64Var(&o.Rate, "rate", o.Rate, "constant offered rate, requests per second over all nodes (default 0: --multiplier × --limit)")
+	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed of the arrivals and key picks (node i draws from a stream of seed and i)")
 	f.BoolVar(&o.Strict, "strict", o.Strict, "one round trip to the node per decision instead of leases (default false)")
+	f.BoolVar(&o.Nearest, "nearest", o.Nearest, "every SDK client sends every key to its own node (client.WithNearest) instead of the key's home node (default false)")
 	f.BoolVar(&o.Prime, "prime", o.Prime, "make one call per SDK client just before the load (not counted), so that the first lease's round trip is not in the figures")
-	f.IntVar(&o.Workers, "workers", o.Workers, fmt.Sprintf("goroutines calling the SDK, per node: the most requests in flight per node; 0: the generator makes the calls itself, one after another (%d with --rate, %d with --strict)", bench.LeaseRateWorkers, bench.StrictWorkers))
+	f.IntVar(&o.Workers, "workers", o.Workers, fmt.Sprintf("goroutines calling the SDK, per node: the most requests in flight per node; 0: the generator makes the calls itself, one after another (%d with --rate, %d with --strict or --keys above 1)", bench.LeaseRateWorkers, bench.StrictWorkers))
 	f.BoolVar(&o.TCPBaseline, "tcp-baseline", o.TCPBaseline, "with --strict: then offer the same load to plain pipelined TCP request/response servers on loopback (one process per node), and report it beside (default false)")
 	f.DurationVar(&o.Tick, "tick", o.Tick, "the least time the generator sleeps between two wakes (each wake hands over every arrival then due)")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "the SDK's lease TTL (the node's applies when shorter)")

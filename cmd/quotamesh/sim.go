@@ -11,13 +11,14 @@ import (
 	"github.com/quotamesh/quotamesh/internal/pattern"
 	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/internal/sim"
-	"github.com/quotamesh/quotamesh/limits"
+	"github.com/quotamesh/quotamesh/internal/workload"
 )
 
 func newSimCmd() *cobra.Command {
 	var (
 		c                         sim.Config
-		pat, arrivals, lim, pol   string
+		wf                        = workload.DefaultFlags("sim.key")
+		pol                       string
 		asJSON                    bool
 		partition, pause, restart string
 	)
@@ -25,32 +26,55 @@ func newSimCmd() *cobra.Command {
 		Use:   "sim",
 		Short: "Simulate a cluster on simulated time and report its accuracy",
 		Long: `sim runs N real QuotaMesh engines (the same window, CRDT and admission code
-a node runs) on simulated time, joined by simulated links, under a demand
-pattern, and reports how close the cluster came to a perfect global limiter.
-No sockets, no wall clock: the same flags give the same result.
+a node runs) on simulated time, joined by simulated links, under a workload,
+and reports how close the cluster came to a perfect limiter per key. No
+sockets, no wall clock: the same flags give the same result.
 
-Patterns: uniform (every node the same), skew90 (90% on one node), burst
-(on/off 200 ms, averaging the multiplier), rotate (the 90% node changes every
-5 s), ramp (0 to 2x the multiplier and back).
+The workload (the same flags and arrivals as 'quotamesh bench'):
+  --key K              one key; with --keys N, a pattern with one '*' that the
+                       key's number replaces (--key 'user:*' --keys 200), on
+                       which the --limit is set
+  --popularity         uniform, zipf or zipf:EXPONENT (key i ~ 1/(i+1)^EXPONENT)
+  --multiplier M       each key offered M × the limit on average (default 2);
+                       or --key-rate R per key, or --rate R in total
+  --pattern            uniform (steady), skew90 (90% on a hot node), rotate
+                       (the hot node moves every 5 s or --period), burst[:ON[/OFF]]
+                       (on/off phases, default 200ms/200ms, averaging the
+                       base load), ramp (0 to 2x the base load at mid-run and
+                       back), flash[:FROM:TO[:AT]] (FROM x the base load, then
+                       TO x from AT; default 0.25:2.5 at mid-run, i.e. 0.5x to
+                       5x the limit at the default multiplier)
+  --placement          spread (each request to a random node), sticky (key i
+                       always on node i mod N), hot[:FRACTION] (FRACTION, 0.9 by
+                       default, on the hot node, moving every --period)
+  --arrivals           uniform (evenly spaced) or poisson
+
+By default the nodes decide every request themselves, as embedded nodes do.
+--clients K puts K SDK clients beside each node, each with its own link to
+the nodes (--client-rtt, --client-jitter, --client-loss) and its share of
+the node's arrivals, running the SDK's lease logic as the real client does
+(cold keys decided by a round trip, warm keys from leases riding on
+decisions, renewal and settlement by a housekeeper every quarter lease TTL),
+sending each key to its home node, or with --nearest to the client's own
+node; --strict makes every call a round trip.
 
 Faults: --partition START:END:GROUPS isolates groups of nodes (GROUPS is
 nodes joined by '+', groups by '/', e.g. 5s:12s:0 or 5s:12s:0+1/2); --pause
 AT:FOR:NODE stops a node; --restart AT:DOWN:NODE kills and restarts one.
 
---json prints one object with error, admitted, ideal, max_window_ratio and
-per_node (and more).`,
+--json prints one object with error, admitted, ideal, max_window_ratio,
+per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if c.Pattern, err = pattern.Parse(pat); err != nil {
-				return usagef("--pattern: %v", err)
+			if c.Nodes < 1 || c.Nodes > workload.MaxNodes {
+				return usagef("--nodes %d: use 1 to %d", c.Nodes, workload.MaxNodes)
 			}
-			if c.Arrivals, err = pattern.ParseArrival(arrivals); err != nil {
-				return usagef("--arrivals: %v", err)
+			w, err := wf.Spec(c.Nodes, c.Duration, c.Seed)
+			if err != nil {
+				return usageError{err}
 			}
-			if c.Limit, err = limits.ParseRate(lim); err != nil {
-				return usagef("--limit: %v", err)
-			}
+			c.Workload, c.Limit, c.Pattern = &w, w.Limit, pattern.Name(wf.Pattern)
 			if c.Policy, err = share.ParsePolicy(pol); err != nil {
 				return usagef("--policy: %v", err)
 			}
@@ -94,10 +118,14 @@ per_node (and more).`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&c.Nodes, "nodes", 3, "number of nodes (1 to 1000)")
-	f.StringVar(&pat, "pattern", "uniform", "demand pattern: uniform, skew90, burst, rotate, ramp")
-	f.StringVar(&arrivals, "arrivals", "uniform", "arrival process: uniform (evenly spaced) or poisson")
-	f.StringVar(&lim, "limit", "1000/s", "the key's limit")
-	f.Float64Var(&c.Multiplier, "multiplier", 2, "offered load over the limit, on average")
+	wf.Register(f)
+	f.IntVar(&c.Clients, "clients", 0, "SDK clients beside each node, deciding its requests (default 0: the nodes decide them, as embedded nodes)")
+	f.DurationVar(&c.Client.RTT, "client-rtt", sim.DefaultClientRTT, "with --clients: round-trip time of a client's link to a node")
+	f.DurationVar(&c.Client.Jitter, "client-jitter", 0, "with --clients: extra random delay per message, uniform in [0, jitter)")
+	f.Float64Var(&c.Client.Loss, "client-loss", 0, "with --clients: probability that a message needs a retransmission")
+	f.BoolVar(&c.Client.Strict, "strict", false, "with --clients: one round trip per decision instead of leases")
+	f.BoolVar(&c.Client.Nearest, "nearest", false, "with --clients: every client sends every key to its own node, not the key's home")
+	f.DurationVar(&c.Client.Lease.TTL, "lease-ttl", 0, "with --clients: the SDK's lease TTL (default 100ms)")
 	f.DurationVar(&c.Duration, "duration", 60*time.Second, "simulated length of the load")
 	f.DurationVar(&c.Warmup, "warmup", time.Second, "simulated time the nodes sync before the load starts")
 	f.DurationVar(&c.Sync, "sync", 20*time.Millisecond, "sync interval")
@@ -163,13 +191,31 @@ func parsePartition(s string) (sim.Partition, error) {
 
 func printSim(cmd *cobra.Command, c sim.Config, r sim.Result, took time.Duration) {
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "%d nodes, %s load (%s arrivals) at %.1fx of %s for %v; sync %v, rtt %v, policy %s\n\n",
-		c.Nodes, c.Pattern, c.Arrivals, c.Multiplier, c.Limit, c.Duration, c.Sync, c.RTT, c.Policy)
+	who := "decided by the nodes"
+	if c.Clients > 0 {
+		mode, to := "leases", "keys to their home node"
+		if c.Client.Strict {
+			mode = "strict"
+		}
+		if c.Client.Nearest {
+			to = "keys to the client's own node"
+		}
+		who = fmt.Sprintf("%d SDK clients per node (%s, %s, rtt %v)", c.Clients, mode, to, c.Client.RTT)
+	}
+	fmt.Fprintf(out, "%d nodes, %s for %v; %s; sync %v, rtt %v, policy %s\n\n",
+		c.Nodes, r.Workload, c.Duration, who, c.Sync, c.RTT, c.Policy)
 	_ = r.WriteTable(out)
-	limitT := float64(c.Limit.Count) * float64(c.Duration) / float64(c.Limit.Window)
-	fmt.Fprintf(out, "\nideal (a perfect limiter, same window, same requests): %d\n", r.Ideal)
+	fmt.Fprintf(out, "\nideal (a perfect limiter per key, same window, same requests): %d\n", r.Ideal)
 	fmt.Fprintf(out, "error against the ideal:       %.3f %%\n", 100*r.Error)
-	fmt.Fprintf(out, "error against limit x time:    %.3f %% (%.0f)\n", 100*(float64(r.Admitted)-limitT)/limitT, limitT)
-	fmt.Fprintf(out, "largest window / limit:        %.3f\n", r.MaxWindowRatio)
+	if c.Workload != nil && c.Workload.Keys == 1 && c.Workload.Shape == workload.Steady {
+		limitT := float64(c.Limit.Count) * float64(c.Duration) / float64(c.Limit.Window)
+		fmt.Fprintf(out, "error against limit x time:    %.3f %% (%.0f)\n", 100*(float64(r.Admitted)-limitT)/limitT, limitT)
+	}
+	fmt.Fprintf(out, "largest window / limit:        %.3f (the ideal's: %.3f)\n", r.MaxWindowRatio, r.IdealMaxWindowRatio)
+	r.PerKey.WriteText(out)
+	if c.Clients > 0 {
+		fmt.Fprintf(out, "client requests %d (lease requests %d), calls decided in the SDK %d, failed %d\n",
+			r.ClientRequests, r.LeaseRequests, r.LocalDecisions, r.Failed)
+	}
 	fmt.Fprintf(out, "frames %d, rejected %d; simulated in %v\n", r.Frames, r.Rejected, took.Round(time.Millisecond))
 }

@@ -1,7 +1,11 @@
 // Package accuracy turns what a cluster admitted into the figures QuotaMesh
 // reports everywhere (the simulator, the real-process harness, the fault
 // suite): total admitted, the ideal, the error, and the largest admitted
-// count in any sliding window relative to the limit.
+// count in any sliding window relative to the limit; and, from a Log of
+// every request and its outcome (Evaluate), the same per key: each key
+// against its own perfect limiter, the distribution of their errors, the
+// worst key, requests denied while their key was within its limit, and the
+// largest aligned window of one key.
 //
 // The ideal is what one perfect limiter would have admitted seeing every
 // request of the run in order: for a sustained 2× load it equals
@@ -45,6 +49,8 @@ type Report struct {
 	// the limit's length (1 s for a per-second limit), over the limit.
 	MaxWindowRatio float64      `json:"max_window_ratio"`
 	PerNode        []NodeReport `json:"per_node"`
+	// PerKey is every key's own accuracy (Evaluate).
+	PerKey KeyReport `json:"per_key"`
 }
 
 // WriteTable writes what each node and the cluster were offered and

@@ -95,10 +95,10 @@ func Run(ctx context.Context, r Plan, stdout, stderr io.Writer) (err error) {
 		limiters[i] = c
 	}
 	var reports []loadgen.Report
-	rate := r.Rate
+	rate := r.Workload.Rate
 	for step := 0; ; step++ {
-		spec := loadgen.Spec{Load: r.loadAt(rate).WithDefaults(), Arrivals: r.arrivals, Seed: r.Seed, Key: r.Key,
-			Limit: r.limit, Workers: r.Workers, MaxLag: loadgen.DefaultMaxLag, Tick: r.Tick, Batch: !r.Strict}
+		spec := loadgen.Spec{Workload: r.loadAt(rate), Name: r.Workload.Pattern, Workers: r.Workers,
+			MaxLag: loadgen.DefaultMaxLag, Tick: r.Tick, Batch: !r.Strict && r.work.Keys == 1}
 		rep := measure(ctx, limiters, names, spec, nodes)
 		if err := ctx.Err(); err != nil {
 			return orDied(nodes, fmt.Errorf("bench: load stopped after %s: %w", rep.Elapsed, context.Cause(ctx)))
@@ -108,7 +108,7 @@ func Run(ctx context.Context, r Plan, stdout, stderr io.Writer) (err error) {
 			rep.Mode = "strict"
 		}
 		if rep.Offered == 0 {
-			return fmt.Errorf("bench: no request was offered (rate %v, duration %v)", spec.Load.Total(0), r.Duration)
+			return fmt.Errorf("bench: no request was offered (%s, duration %v)", spec.Workload, r.Duration)
 		}
 		if r.TCPBaseline {
 			base, err := tcpBaseline(ctx, len(limiters), spec, r, stderr)

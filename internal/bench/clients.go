@@ -40,6 +40,9 @@ func dialNodes(ctx context.Context, addrs []string, r Plan, cert tls.Certificate
 	if r.Strict {
 		opts = append(opts, client.WithStrict())
 	}
+	if r.Nearest {
+		opts = append(opts, client.WithNearest())
+	}
 	var out []*client.Client
 	var names []string
 	for _, a := range addrs {

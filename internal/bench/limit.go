@@ -17,7 +17,7 @@ import (
 func setLimit(ctx context.Context, clients []*client.Client, r Plan) error {
 	ctx, cancel := context.WithTimeout(ctx, r.ReadyTimeout)
 	defer cancel()
-	rule := limits.Rule{Pattern: r.Key, Rate: r.limit}
+	rule := limits.Rule{Pattern: r.work.Rule, Rate: r.work.Limit}
 	var index uint64
 	var err error
 	for {
@@ -47,17 +47,22 @@ func setLimit(ctx context.Context, clients []*client.Client, r Plan) error {
 	return nil
 }
 
-// prime makes one call for key through each client, so that each holds
-// a lease (or, in strict mode, has made a round trip) when the load starts.
+// prime makes one call for the workload's one key through each client, so
+// that each holds a lease (or, in strict mode, has made a round trip) when
+// the load starts; with many keys it does nothing (most are cold).
 // A call that gets no answer in time is tried again within --ready-timeout:
 // a loaded machine can hold a first lease back longer than the SDK's
 // request timeout.
 func prime(ctx context.Context, clients []*client.Client, names []string, r Plan) error {
+	if r.work.Keys > 1 {
+		return nil
+	}
+	key := r.work.KeyName(0)
 	ctx, cancel := context.WithTimeout(ctx, r.ReadyTimeout)
 	defer cancel()
 	for i, c := range clients {
 		for {
-			_, err := c.Allow(ctx, r.Key)
+			_, err := c.Allow(ctx, key)
 			if err == nil {
 				break
 			}

@@ -10,10 +10,7 @@ import (
 
 // printBench writes one run's report as text.
 func printBench(w io.Writer, r Plan, rep loadgen.Report) {
-	load := fmt.Sprintf("%s load (%s arrivals) at %.1fx of %s", r.pattern, r.arrivals, r.Multiplier, r.limit)
-	if rep.Rate > 0 {
-		load = fmt.Sprintf("%s load (%s arrivals) at %.0f/s against %s", r.pattern, r.arrivals, rep.Rate, r.limit)
-	}
+	load := r.loadAt(rep.Rate).String()
 	nodes, workers := "nodes", fmt.Sprintf("%d workers per node", r.Workers)
 	if rep.Mode == "tcp" {
 		nodes = "TCP servers"
@@ -21,12 +18,20 @@ func printBench(w io.Writer, r Plan, rep loadgen.Report) {
 	if r.Workers == 0 {
 		workers = "calls made by the generator"
 	}
-	fmt.Fprintf(w, "%d %s, %s for %v; %s mode, %s\n\n", rep.Nodes, nodes, load, r.Duration, rep.Mode, workers)
+	route := ", keys to their home node"
+	switch {
+	case rep.Mode == "tcp":
+		route = ""
+	case r.Nearest:
+		route = ", every key to the client's nearest node"
+	}
+	fmt.Fprintf(w, "%d %s, %s for %v; %s mode%s, %s\n\n", rep.Nodes, nodes, load, r.Duration, rep.Mode, route, workers)
 	if rep.Mode != "tcp" {
 		_ = rep.WriteTable(w)
 		fmt.Fprintf(w, "\nideal (a perfect limiter, same window, same requests): %d\n", rep.Ideal)
 		fmt.Fprintf(w, "error against the ideal:  %.3f %%\n", 100*rep.Error)
 		fmt.Fprintf(w, "largest window / limit:   %.3f (the ideal's: %.3f)\n", rep.MaxWindowRatio, rep.IdealMaxWindowRatio)
+		rep.PerKey.WriteText(w)
 	}
 	fmt.Fprintf(w, "answered %.0f/s; latency from intended send: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs (call alone: p50 %.0f µs, p99 %.0f µs)\n",
 		rep.AchievedRPS, rep.P50us, rep.P99us, rep.P999us, rep.MaxUs, rep.ServiceP50us, rep.ServiceP99us)

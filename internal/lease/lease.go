@@ -164,6 +164,14 @@ type Request struct {
 	Settle Settle
 }
 
+// NoRoom reports whether a node's answer to r says that its room for the
+// key ran out: it denied r's calls, or granted less of the lease r asked
+// for than asked with nothing remaining (Reply.NoRoom). The SDK and the
+// simulator read a node's answer with it.
+func (r Request) NoRoom(allowed bool, granted, remaining int64) bool {
+	return (r.N > 0 && !allowed) || (r.Want > 0 && granted < r.Want && remaining <= 0)
+}
+
 // Empty reports whether r asks for nothing and reports nothing.
 func (r Request) Empty() bool {
 	return r.N == 0 && r.Want == 0 && r.Offered == 0 && r.Settle.ID == 0

@@ -256,3 +256,27 @@ func TestShorterNodeTTLIsRenewedOnItsOwnClock(t *testing.T) {
 		t.Fatalf("no renewal past half of a 40 ms lease: %+v", p)
 	}
 }
+
+// NoRoom: a denied decision, or a lease cut short with nothing remaining,
+// says the node has no room; a short lease with room left, or an allowed
+// decision, does not.
+func TestRequestNoRoom(t *testing.T) {
+	for i, tc := range []struct {
+		req                Request
+		allowed            bool
+		granted, remaining int64
+		want               bool
+	}{
+		{Request{N: 1}, true, 0, 5, false},
+		{Request{N: 1}, false, 0, 5, true},
+		{Request{N: 1, Want: 8}, true, 8, 0, false},
+		{Request{N: 1, Want: 8}, true, 3, 0, true},
+		{Request{N: 1, Want: 8}, true, 3, 2, false},
+		{Request{Want: 8}, true, 0, 0, true},
+		{Request{Settle: Settle{ID: 1}}, true, 0, 0, false},
+	} {
+		if got := tc.req.NoRoom(tc.allowed, tc.granted, tc.remaining); got != tc.want {
+			t.Errorf("step %d: %+v.NoRoom(%v, %d, %d) = %v, want %v", i, tc.req, tc.allowed, tc.granted, tc.remaining, got, tc.want)
+		}
+	}
+}

@@ -3,7 +3,8 @@ package loadgen
 import (
 	"context"
 	"errors"
-	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quotamesh/quotamesh"
-	"github.com/quotamesh/quotamesh/internal/pattern"
+	"github.com/quotamesh/quotamesh/internal/workload"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -39,9 +40,8 @@ func (*everyOther) Close() error { return nil }
 
 func spec(workers int, batch bool) Spec {
 	return Spec{
-		Load:     pattern.Load{Pattern: pattern.Uniform, Nodes: 2, Limit: 100, Multiplier: 2, Duration: time.Second}.WithDefaults(),
-		Arrivals: pattern.Even, Seed: 1, Key: "k", Limit: limits.Rate{Count: 100, Window: time.Second},
-		Workers: workers, MaxLag: DefaultMaxLag, Tick: 20 * time.Microsecond, Batch: batch,
+		Workload: workload.Spec{Nodes: 2, Rule: "k", Limit: limits.Rate{Count: 100, Window: time.Second}, Duration: time.Second, Seed: 1},
+		Name:     "uniform", Workers: workers, MaxLag: DefaultMaxLag, Tick: 20 * time.Microsecond, Batch: batch,
 	}
 }
 
@@ -107,7 +107,7 @@ func TestRunCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	s := spec(2, true)
-	s.Load.Duration = time.Minute
+	s.Workload.Duration = time.Minute
 	start := time.Now()
 	r := Run(ctx, []quotamesh.Limiter{&everyOther{}, &everyOther{}}, []string{"a", "b"}, s)
 	if took := time.Since(start); took > 10*time.Second {
@@ -118,32 +118,44 @@ func TestRunCancelled(t *testing.T) {
 	}
 }
 
-func TestPerSecond(t *testing.T) {
-	s := time.Second
-	tests := []struct {
-		admits []time.Duration
-		d      time.Duration
-		want   []int64
-	}{
-		{nil, 2 * s, []int64{0, 0}},
-		{[]time.Duration{0, s / 2, s, 2*s - 1}, 2 * s, []int64{2, 2}},
-		{[]time.Duration{0, 2 * s, -s - 1}, 2 * s, []int64{1, 0}}, // outside the load: left out
-		{[]time.Duration{s}, 1500 * time.Millisecond, []int64{0, 1}},
+// Many keys: every request is offered for a key of the workload, and each
+// key's figures come back (the limiter admits every other call, whatever
+// the key: about half of each key's requests).
+func TestRunManyKeys(t *testing.T) {
+	s := spec(2, true)
+	s.Workload.Rule, s.Workload.Keys, s.Workload.Limit = "user:*", 50, limits.Rate{Count: 10, Window: time.Second}
+	seen := &keysSeen{}
+	r := Run(context.Background(), []quotamesh.Limiter{seen, seen}, []string{"a", "b"}, s)
+	if r.Offered < 990 || r.Offered > 1010 || r.Answered != r.Offered {
+		t.Fatalf("offered %d, answered %d; want about 1000 (50 keys × 2 × 10/s), all answered", r.Offered, r.Answered)
 	}
-	for i, tt := range tests {
-		if got := perSecond(tt.admits, tt.d); !slices.Equal(got, tt.want) {
-			t.Errorf("step %d: perSecond(%v, %v) = %v, want %v", i, tt.admits, tt.d, got, tt.want)
+	if r.PerKey.Keys != 50 || r.PerKey.Offered != 50 || r.PerKey.Worst.Key == "" || r.Workload == "" {
+		t.Errorf("per key %+v, workload %q; want 50 keys offered and a worst key", r.PerKey, r.Workload)
+	}
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	if len(seen.keys) != 50 {
+		t.Errorf("the limiter saw %d keys, want 50", len(seen.keys))
+	}
+	for k := range seen.keys {
+		if !strings.HasPrefix(k, "user:") {
+			t.Errorf("key %q is not under user:*", k)
 		}
 	}
 }
 
-func TestExpectedArrivals(t *testing.T) {
-	l := pattern.Load{Pattern: pattern.Uniform, Nodes: 2, Limit: 1000, Multiplier: 2, Duration: 10 * time.Second}.WithDefaults()
-	if got := expectedArrivals(l, 0); got < 10_000 || got > 11_000 {
-		t.Errorf("expectedArrivals(1000/s for 10 s) = %d, want 10000 and a little room", got)
+type keysSeen struct {
+	everyOther
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func (l *keysSeen) Allow(ctx context.Context, key string) (quotamesh.Decision, error) {
+	l.mu.Lock()
+	if l.keys == nil {
+		l.keys = map[string]bool{}
 	}
-	l.Limit, l.Duration = 1e9, time.Hour
-	if got := expectedArrivals(l, 0); got != 1e7 {
-		t.Errorf("expectedArrivals of a huge load = %d, want the cap 1e7", got)
-	}
+	l.keys[key] = true
+	l.mu.Unlock()
+	return l.everyOther.AllowN(ctx, key, 1)
 }

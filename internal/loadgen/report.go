@@ -1,12 +1,12 @@
 package loadgen
 
 import (
-	"math"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/quotamesh/quotamesh/internal/accuracy"
+	"github.com/quotamesh/quotamesh/internal/workload"
 )
 
 // Report is what `quotamesh bench --json` prints: the accuracy fields of
@@ -15,13 +15,15 @@ import (
 // the caller's to fill.
 type Report struct {
 	accuracy.Report
+	// Workload describes the offered load (workload.Spec.String).
+	Workload string `json:"workload"`
 	// IdealMaxWindowRatio is max_window_ratio of the ideal's admissions:
 	// far above the limit a sliding window of slots admits a window's room
 	// as soon as a slot opens, so any real 1 s interval straddling a slot
 	// edge can hold up to twice the limit, in the ideal as in the cluster.
 	IdealMaxWindowRatio float64 `json:"ideal_max_window_ratio"`
-	// PerSecond is the cluster's admitted count in each whole second of the
-	// load, as the SDKs decided it.
+	// PerSecond is the cluster's admitted count (all keys) in each whole
+	// second of the load, as the SDKs decided it.
 	PerSecond []int64 `json:"per_second"`
 	// Mode is "lease" (the SDK decides from leases) or "strict" (a round
 	// trip per decision).
@@ -76,19 +78,27 @@ type Report struct {
 	Elapsed string `json:"elapsed"`
 }
 
-// summarize merges the nodes' results into a report.
-func summarize(nodes []*nodeLoad, spec Spec, start time.Time) Report {
-	r := Report{Report: accuracy.Report{
-		Pattern: string(spec.Load.Pattern), Nodes: len(nodes), Limit: spec.Limit.String(),
-		Duration: spec.Load.Duration.String(),
-	}}
+// summarize merges the nodes' results and the log's accuracy into a
+// report.
+func summarize(nodes []*nodeLoad, log *accuracy.Log, ws workload.Spec, spec Spec, start time.Time) Report {
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.name
+	}
+	acc := accuracy.Evaluate(log, accuracy.Run{Keys: ws.Keys, Nodes: names, Rate: ws.Limit, Base: start.UnixNano(),
+		Duration: ws.Duration, KeyName: ws.KeyName})
+	r := Report{Report: acc.Report, IdealMaxWindowRatio: acc.IdealMaxWindowRatio, PerSecond: acc.PerSecond,
+		Workload: ws.String()}
+	r.Pattern = spec.Name
+	if r.Pattern == "" {
+		r.Pattern = workload.ShapeString(ws)
+	}
+	r.Duration = ws.Duration.String()
 	latency, service := newHist(), newHist()
 	var perSec []*hdrhistogram.Histogram
-	var admits, intended []time.Duration
 	var answered int64
 	var last time.Duration
 	for _, n := range nodes {
-		r.PerNode = append(r.PerNode, accuracy.NodeReport{Node: n.name, Offered: n.offered, Admitted: int64(len(n.admits))})
 		latency.Merge(n.latency)
 		for len(perSec) < len(n.perSec) {
 			perSec = append(perSec, hdrhistogram.New(1, histMaxUs, 2))
@@ -97,21 +107,13 @@ func summarize(nodes []*nodeLoad, spec Spec, start time.Time) Report {
 			perSec[i].Merge(h)
 		}
 		service.Merge(n.service)
-		admits = append(admits, n.admits...)
-		intended = append(intended, n.intended...)
 		r.Errors += n.errors
 		if n.firstErr != nil && r.FirstError == "" {
 			r.FirstError = n.name + ": " + n.firstErr.Error()
 		}
-		r.Unsent += n.unsent
 		answered += n.answered
 		last = max(last, n.last)
 	}
-	var idealTimes []time.Duration
-	r.Ideal, idealTimes = accuracy.Ideal(intended, spec.Limit, start.UnixNano())
-	r.IdealMaxWindowRatio = float64(accuracy.MaxWindow(idealTimes, spec.Limit.Window)) / float64(spec.Limit.Count)
-	r.PerSecond = perSecond(admits, spec.Load.Duration)
-	r.Fill(admits, spec.Limit.Count, spec.Limit.Window)
 	r.Answered = answered
 	if last > 0 {
 		r.AchievedRPS = float64(answered) / last.Seconds()
@@ -127,17 +129,4 @@ func summarize(nodes []*nodeLoad, spec Spec, start time.Time) Report {
 	r.ServiceP50us = float64(service.ValueAtQuantile(50))
 	r.ServiceP99us = float64(service.ValueAtQuantile(99))
 	return r
-}
-
-// perSecond counts admissions (times from the load's start) in each whole
-// second of a load of length d; times outside it are left out.
-func perSecond(admits []time.Duration, d time.Duration) []int64 {
-	secs := int(math.Ceil(d.Seconds()))
-	out := make([]int64, secs)
-	for _, t := range admits {
-		if s := int(t / time.Second); s >= 0 && s < secs {
-			out[s]++
-		}
-	}
-	return out
 }

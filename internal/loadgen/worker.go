@@ -8,6 +8,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/accuracy"
 )
 
 // recordBatch is how many latencies a worker keeps before it moves them into
@@ -22,15 +23,10 @@ type nodeLoad struct {
 	latency  *hdrhistogram.Histogram
 	perSec   []*hdrhistogram.Histogram // latency by the second the request was due in
 	service  *hdrhistogram.Histogram
-	admits   []time.Duration // when each admitted call returned, from the load's start
 	errors   int64
 	firstErr error
 	answered int64
 	last     time.Duration // latest answer
-	// Written by the generator only.
-	offered  int64
-	unsent   int64
-	intended []time.Duration // dispatched arrivals, in order
 }
 
 // worker makes calls for one node and keeps their results until flush
@@ -38,47 +34,53 @@ type nodeLoad struct {
 type worker struct {
 	ctx      context.Context
 	lim      quotamesh.Limiter
-	key      string
+	keys     *keyNames
+	log      *accuracy.Log
 	start    time.Time
 	nl       *nodeLoad
 	lat, svc []int64
 	due      []int // the second each request was due in
-	admits   []time.Duration
 	errs     int64
 	answered int64
 	firstErr error
 	last     time.Duration
 }
 
-func newWorker(ctx context.Context, lim quotamesh.Limiter, key string, start time.Time, nl *nodeLoad) *worker {
-	return &worker{ctx: ctx, lim: lim, key: key, start: start, nl: nl,
+func newWorker(ctx context.Context, lim quotamesh.Limiter, keys *keyNames, log *accuracy.Log, start time.Time, nl *nodeLoad) *worker {
+	return &worker{ctx: ctx, lim: lim, keys: keys, log: log, start: start, nl: nl,
 		lat: make([]int64, 0, recordBatch), svc: make([]int64, 0, recordBatch), due: make([]int, 0, recordBatch)}
 }
 
 // work answers batches from ch until it is closed.
-func (w *worker) work(ch <-chan []time.Duration) {
+func (w *worker) work(ch <-chan []int32) {
 	for batch := range ch {
 		w.call(batch)
 	}
 	w.flush()
 }
 
-// call makes one call per arrival of batch, one after the other.
-func (w *worker) call(batch []time.Duration) {
+// call makes one call per request of batch (indices into the log), one
+// after the other, and writes each outcome into the log.
+func (w *worker) call(batch []int32) {
 	picked := time.Since(w.start)
-	for _, at := range batch {
-		d, err := w.lim.Allow(w.ctx, w.key)
+	for _, i := range batch {
+		r := w.log.At(int(i))
+		at := r.At
+		d, err := w.lim.Allow(w.ctx, w.keys.name(int(r.Key)))
 		done := time.Since(w.start)
+		r.Done = done
 		switch {
 		case err != nil:
+			r.Outcome = accuracy.Failed
 			w.errs++
 			if w.firstErr == nil {
 				w.firstErr = err
 			}
 		case d.Allowed:
-			w.admits = append(w.admits, done)
+			r.Outcome = accuracy.Admitted
 			w.answered++
 		default:
+			r.Outcome = accuracy.Denied
 			w.answered++
 		}
 		w.last = max(w.last, done)
@@ -103,7 +105,6 @@ func (w *worker) flush() {
 		_ = nl.perSec[w.due[i]].RecordValue(min(w.lat[i], histMaxUs))
 		_ = nl.service.RecordValue(min(w.svc[i], histMaxUs))
 	}
-	nl.admits = append(nl.admits, w.admits...)
 	nl.errors += w.errs
 	if nl.firstErr == nil {
 		nl.firstErr = w.firstErr
@@ -111,5 +112,5 @@ func (w *worker) flush() {
 	nl.answered += w.answered
 	nl.last = max(nl.last, w.last)
 	nl.mu.Unlock()
-	w.lat, w.svc, w.due, w.admits, w.errs, w.answered = w.lat[:0], w.svc[:0], w.due[:0], w.admits[:0], 0, 0
+	w.lat, w.svc, w.due, w.errs, w.answered = w.lat[:0], w.svc[:0], w.due[:0], 0, 0
 }

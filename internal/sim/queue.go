@@ -9,15 +9,19 @@ import (
 type eventKind uint8
 
 const (
-	evArrival eventKind = iota // a request arrives at node
-	evTick                     // node's sync interval
-	evDeliver                  // a frame from from reaches node
-	evLinks                    // a partition starts or ends
-	evClock                    // node's clock offset changes
-	evKill                     // node dies (kill -9)
-	evRevive                   // node starts again as a new incarnation
-	evPause                    // node stops for offset
-	evResume                   // node goes on
+	evArrival    eventKind = iota // a request arrives at node
+	evTick                        // node's sync interval
+	evDeliver                     // a frame from from reaches node
+	evLinks                       // a partition starts or ends
+	evClock                       // node's clock offset changes
+	evKill                        // node dies (kill -9)
+	evRevive                      // node starts again as a new incarnation
+	evPause                       // node stops for offset
+	evResume                      // node goes on
+	evClientTick                  // client node's housekeeping tick
+	evClientPoke                  // client node's key looks urgent
+	evToNode                      // a client's request reaches node
+	evToClient                    // a node's answer reaches a client
 )
 
 type event struct {
@@ -29,6 +33,8 @@ type event struct {
 	stream uint64
 	offset time.Duration
 	msg    wire.Message
+	key    int32      // evArrival, evClientPoke: the key's number
+	cm     *clientMsg // evToNode, evToClient
 }
 
 func (a *event) before(b *event) bool {

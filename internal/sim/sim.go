@@ -2,8 +2,14 @@
 // same window, crdt, share and engine code a node runs) on simulated time,
 // joined by simulated links with delay, jitter, loss and partitions, each
 // node with its own clock offset, driven by the demand patterns of package
-// pattern. No sockets, no goroutines, no wall clock: a run is a function of
-// its Config, seed included, so a result can be reproduced exactly.
+// workload (one key or a million, placed on nodes as package workload
+// says). Requests are decided by the nodes themselves, as an embedded node
+// decides them, or by SDK clients as actors (Config.Clients): K clients per
+// node, each with its own link to the nodes and its own arrivals, running
+// the SDK's pure lease logic (package lease) on simulated time as the real
+// client does. No sockets, no goroutines, no wall clock: a run is a
+// function of its Config, seed included, so a result can be reproduced
+// exactly.
 //
 // Links model what QUIC streams give the real node: frames arrive in order,
 // a lost packet delays a frame (and every frame behind it) by a
@@ -24,10 +30,11 @@ import (
 	"github.com/quotamesh/quotamesh/internal/accuracy"
 	"github.com/quotamesh/quotamesh/internal/engine"
 	"github.com/quotamesh/quotamesh/internal/pattern"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/share"
 	"github.com/quotamesh/quotamesh/internal/wire"
+	"github.com/quotamesh/quotamesh/internal/workload"
 	"github.com/quotamesh/quotamesh/limits"
-	"github.com/quotamesh/quotamesh/window"
 )
 
 // ErrInvalid reports a Config field out of range.
@@ -78,6 +85,10 @@ type Pause struct {
 type Config struct {
 	// Nodes is the cluster size, 1 to 1000.
 	Nodes int
+	// Workload, if set, is the offered load (its Nodes, and unless set its
+	// Duration and Seed, are the run's); otherwise Pattern, Arrivals, Limit
+	// and Multiplier describe one key's load.
+	Workload *workload.Spec
 	// Pattern and Arrivals shape the offered load (pattern.Load).
 	Pattern  pattern.Name
 	Arrivals pattern.Arrival
@@ -85,6 +96,14 @@ type Config struct {
 	Limit limits.Rate
 	// Multiplier is offered load over the limit; default 2.
 	Multiplier float64
+	// Clients, if not zero, puts that many SDK clients beside each node:
+	// a request offered at a node goes to one of its clients (at random),
+	// which decides it as the SDK does (leases, or a round trip each with
+	// Strict) over its own link to the nodes. Zero: the nodes decide every
+	// request themselves, as an embedded node does.
+	Clients int
+	// Client tunes the SDK clients.
+	Client ClientConfig
 	// Duration of the run; default 60 s. Every time in a Config (partitions,
 	// restarts, clock steps) counts from the start of the load.
 	Duration time.Duration
@@ -139,6 +158,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
+	c.Client = c.Client.withDefaults()
 	if c.Arrivals == "" {
 		c.Arrivals = pattern.Even
 	}
@@ -229,21 +249,50 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: clock step %d names node %d of %d", ErrInvalid, i, s.Node, d.Nodes)
 		}
 	}
+	if d.Clients < 0 || d.Clients > maxClients {
+		return fmt.Errorf("%w: clients %d per node, use 0 to %d", ErrInvalid, d.Clients, maxClients)
+	}
+	if err := d.Client.validate(); err != nil {
+		return err
+	}
 	if _, err := d.load(); err != nil {
 		return err
 	}
 	return nil
 }
 
-func (c Config) load() (pattern.Load, error) {
-	l := pattern.Load{
-		Pattern: c.Pattern, Nodes: c.Nodes, Limit: c.Limit.PerSecond(),
-		Multiplier: c.Multiplier, Duration: c.Duration,
-	}.WithDefaults()
-	if err := l.Validate(); err != nil {
-		return l, fmt.Errorf("%w: %w", ErrInvalid, err)
+// load is the run's workload: Config.Workload, or one key's load from
+// Pattern, Arrivals, Limit and Multiplier.
+func (c Config) load() (workload.Spec, error) {
+	var w workload.Spec
+	if c.Workload != nil {
+		w = *c.Workload
+		if w.Duration == 0 {
+			w.Duration = c.Duration
+		}
+		if w.Seed == 0 {
+			w.Seed = c.Seed
+		}
+	} else {
+		if _, err := pattern.Parse(string(c.Pattern)); err != nil {
+			return w, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		p, err := workload.ParsePattern(string(c.Pattern))
+		if err != nil {
+			return w, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		arr, err := workload.ParseArrival(string(c.Arrivals))
+		if err != nil {
+			return w, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		w = workload.Spec{Rule: key, Limit: c.Limit, Multiplier: c.Multiplier, Arrivals: arr, Duration: c.Duration, Seed: c.Seed}
+		p.Apply(&w, 0)
 	}
-	return l, nil
+	w.Nodes = c.Nodes
+	if err := w.Validate(); err != nil {
+		return w, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return w.WithDefaults(), nil
 }
 
 // Result is a run's report plus what only a simulation can tell.
@@ -257,9 +306,21 @@ type Result struct {
 	Bytes  int64 `json:"bytes,omitempty"`
 	// Rejected counts frames the engines refused.
 	Rejected int64 `json:"rejected"`
+	// Failed counts requests that got an error instead of a decision.
+	Failed int64 `json:"failed,omitempty"`
+	// With SDK clients: ClientRequests counts the requests they sent the
+	// nodes (decisions, leases, settlements), LeaseRequests those that
+	// asked for a lease, and LocalDecisions the calls decided from leases
+	// or denied locally, without a round trip.
+	ClientRequests int64 `json:"client_requests,omitempty"`
+	LeaseRequests  int64 `json:"lease_requests,omitempty"`
+	LocalDecisions int64 `json:"local_decisions,omitempty"`
+	// Workload describes the offered load.
+	Workload string `json:"workload"`
+	// IdealMaxWindowRatio is max_window_ratio of the ideal's admissions.
+	IdealMaxWindowRatio float64 `json:"ideal_max_window_ratio"`
 
 	admits []time.Duration // every admission's time since the load began, in order
-	who    []int32         // and the node that made it
 }
 
 // MaxWindow is the largest number of admissions in any interval
@@ -286,18 +347,19 @@ const base = int64(1_767_225_600) * int64(time.Second) // 2026-01-01
 
 const key = "sim.key"
 
+// nameCache is how many keys' names are made once; further keys' names are
+// made at each request.
+const nameCache = 1 << 17
+
 type node struct {
 	id       string
 	eng      *engine.Engine
 	cfg      engine.Config // to start it again
 	down     bool
 	pausedTo time.Duration // paused until this time, if after now
-	delayed  int           // requests waiting for a paused process
+	delayed  []int32       // requests (log indices) waiting for a paused process
 	restarts uint64
 	offset   time.Duration
-	arrivals *pattern.Arrivals
-	offered  int64
-	admitted int64
 }
 
 type link struct {
@@ -307,21 +369,25 @@ type link struct {
 }
 
 type sim struct {
-	cfg      Config
-	now      time.Duration
-	nodes    []*node
-	table    *limits.Table
-	ids      []string
-	links    [][]*link // links[from][to]
-	q        eventQueue
-	rng      *rand.Rand
-	ideal    *window.Window
-	admitted []time.Duration
-	who      []int32 // the node of each admission
-	res      Result
-	enc      *wire.Encoder
-	dec      *wire.Decoder
-	buf      []byte
+	cfg     Config
+	now     time.Duration
+	nodes   []*node
+	table   *limits.Table
+	ids     []string
+	links   [][]*link // links[from][to]
+	q       eventQueue
+	rng     *rand.Rand
+	work    workload.Spec
+	gen     *workload.Generator
+	names   []string // the first keys' names
+	log     *accuracy.Log
+	clients []*sdk
+	crng    *rand.Rand // which client of a node an arrival goes to
+	routes  *route.Table
+	res     Result
+	enc     *wire.Encoder
+	dec     *wire.Decoder
+	buf     []byte
 }
 
 // Run simulates cfg and reports what the cluster admitted.
@@ -330,16 +396,22 @@ func Run(cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	cfg = cfg.withDefaults()
-	load, _ := cfg.load()
-	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
+	work, _ := cfg.load()
+	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), work: work, log: accuracy.NewLog(),
+		crng: rand.New(rand.NewPCG(cfg.Seed, 0xc11e))}
 	if cfg.Encode {
 		s.enc, s.dec = wire.NewEncoder(), wire.NewDecoder()
 	}
-	table, err := limits.NewTable(limits.Rule{Pattern: key, Rate: cfg.Limit})
+	table, err := limits.NewTable(limits.Rule{Pattern: work.Rule, Rate: work.Limit})
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	s.ideal, _ = window.New(cfg.Limit, base)
+	if s.gen, err = workload.NewGenerator(work); err != nil {
+		return Result{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	for i := range min(work.Keys, nameCache) {
+		s.names = append(s.names, work.KeyName(i))
+	}
 	ids := make([]string, cfg.Nodes)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("n%03d", i)
@@ -351,7 +423,7 @@ func Run(cfg Config) (Result, error) {
 		ecfg.Seed = cfg.Seed*1000003 + uint64(i)
 		ecfg.SyncInterval = cfg.Sync
 		ecfg.Policy = cfg.Policy
-		n := &node{id: ids[i], cfg: ecfg, arrivals: pattern.NewArrivals(load, i, cfg.Arrivals, cfg.Seed)}
+		n := &node{id: ids[i], cfg: ecfg}
 		if cfg.Nodes > 1 && cfg.Skew > 0 {
 			n.offset = time.Duration(-float64(cfg.Skew) + 2*float64(cfg.Skew)*float64(i)/float64(cfg.Nodes-1))
 		}
@@ -369,13 +441,13 @@ func Run(cfg Config) (Result, error) {
 			s.links[i][j] = &link{}
 		}
 	}
-	for i, n := range s.nodes {
+	for i := range s.nodes {
 		// Ticks start at a random phase so nodes do not tick in lockstep.
 		s.q.push(event{at: time.Duration(s.rng.Int64N(int64(cfg.Sync))), kind: evTick, node: i})
-		if at, ok := n.arrivals.Next(); ok {
-			s.q.push(event{at: cfg.Warmup + at, kind: evArrival, node: i})
-		}
 	}
+	s.routes = route.New(ids...)
+	s.startClients()
+	s.nextArrival()
 	w := cfg.Warmup
 	for _, p := range cfg.Pauses {
 		s.q.push(event{at: w + p.At, kind: evPause, node: p.Node, offset: p.For})
@@ -399,10 +471,20 @@ func Run(cfg Config) (Result, error) {
 	for s.q.len() > 0 {
 		ev := s.q.pop()
 		if ev.at >= w+cfg.Duration {
+			s.q.push(ev)
 			break
 		}
 		s.now = ev.at
 		s.handle(ev)
+	}
+	// Calls the clients sent before the end are answered, as the bench
+	// waits for every answer: only the clients' messages move now.
+	for s.q.len() > 0 {
+		ev := s.q.pop()
+		if ev.kind == evToNode || ev.kind == evToClient {
+			s.now = ev.at
+			s.handle(ev)
+		}
 	}
 	return s.report(), nil
 }
@@ -418,23 +500,18 @@ func (s *sim) nodeTime(n *node) int64 {
 }
 
 func (s *sim) handle(ev event) {
-	if n := s.nodes[ev.node]; n.pausedTo > s.now && ev.kind == evDeliver {
-		// The process is stopped: the frame waits for it.
-		ev.at = n.pausedTo
-		s.q.push(ev)
-		return
+	if ev.kind == evDeliver || ev.kind == evToNode {
+		if n := s.nodes[ev.node]; n.pausedTo > s.now {
+			// The process is stopped: the frame waits for it.
+			ev.at = n.pausedTo
+			s.q.push(ev)
+			return
+		}
 	}
 	switch ev.kind {
 	case evArrival:
-		n := s.nodes[ev.node]
-		if at, ok := n.arrivals.Next(); ok {
-			s.q.push(event{at: s.cfg.Warmup + at, kind: evArrival, node: ev.node})
-		}
-		if n.pausedTo > s.now {
-			n.delayed++ // waits for the process, handled first when it resumes
-			return
-		}
-		s.serve(ev.node)
+		s.nextArrival()
+		s.arrive(ev.node, int(ev.key))
 	case evTick:
 		n := s.nodes[ev.node]
 		s.q.push(event{at: s.now + s.cfg.Sync, kind: evTick, node: ev.node})
@@ -478,12 +555,16 @@ func (s *sim) handle(ev event) {
 	case evResume:
 		// Handle the requests that waited before anything else.
 		n := s.nodes[ev.node]
-		for ; n.delayed > 0; n.delayed-- {
-			s.serve(ev.node)
+		delayed := n.delayed
+		n.delayed = nil
+		for _, rec := range delayed {
+			s.serve(ev.node, rec)
 		}
 	case evKill:
 		s.nodes[ev.node].down = true
 		s.updateLinks()
+	default:
+		s.handleClient(ev)
 	case evRevive:
 		n := s.nodes[ev.node]
 		n.restarts++
@@ -496,24 +577,6 @@ func (s *sim) handle(ev event) {
 		}
 		n.eng, n.down = eng, false
 		s.updateLinks()
-	}
-}
-
-// serve handles one request at node i now, and offers it to the ideal
-// limiter too.
-func (s *sim) serve(i int) {
-	n := s.nodes[i]
-	if n.down {
-		return // the request never reaches the cluster
-	}
-	n.offered++
-	if s.ideal.AllowN(base+int64(s.now), 1) {
-		s.res.Ideal++
-	}
-	if d, err := n.eng.AllowN(s.nodeTime(n), key, 1); err == nil && d.Allowed {
-		n.admitted++
-		s.admitted = append(s.admitted, s.now-s.cfg.Warmup)
-		s.who = append(s.who, int32(i))
 	}
 }
 
@@ -641,25 +704,4 @@ func (s *sim) copySync(m *wire.Sync) *wire.Sync {
 	c.Delta.Origins = slices.Clone(m.Delta.Origins)
 	c.Delta.Entries = slices.Clone(m.Delta.Entries)
 	return &c
-}
-
-func (s *sim) report() Result {
-	r := s.res
-	r.Pattern = string(s.cfg.Pattern)
-	r.Nodes = s.cfg.Nodes
-	r.Limit = s.cfg.Limit.String()
-	r.Duration = s.cfg.Duration.String()
-	for _, n := range s.nodes {
-		r.PerNode = append(r.PerNode, accuracy.NodeReport{Node: n.id, Offered: n.offered, Admitted: n.admitted})
-	}
-	secs := int(s.cfg.Duration / time.Second)
-	r.PerSecond = make([]int64, max(secs, 1))
-	for _, t := range s.admitted {
-		if i := int(t / time.Second); i < len(r.PerSecond) {
-			r.PerSecond[i]++
-		}
-	}
-	r.Fill(s.admitted, s.cfg.Limit.Count, s.cfg.Limit.Window)
-	r.admits, r.who = s.admitted, s.who
-	return r
 }

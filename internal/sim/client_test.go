@@ -1,0 +1,83 @@
+package sim
+
+import (
+	"testing"
+	"time"
+
+	"github.com/quotamesh/quotamesh/internal/workload"
+	"github.com/quotamesh/quotamesh/limits"
+)
+
+func manyKeys(keys int, limit string, mod func(*workload.Spec)) *workload.Spec {
+	w := &workload.Spec{Rule: "user:*", Keys: keys, Limit: limits.MustParseRate(limit)}
+	if mod != nil {
+		mod(w)
+	}
+	return w
+}
+
+// SDK clients: the same config gives the same run, every call gets a
+// decision, and the counts add up.
+func TestClientsDeterministic(t *testing.T) {
+	c := Config{Nodes: 3, Duration: 5 * time.Second, Clients: 2, Workload: manyKeys(50, "20/s", nil)}
+	a, b := run(t, c), run(t, c)
+	if a.Admitted != b.Admitted || a.ClientRequests != b.ClientRequests || a.PerKey != b.PerKey {
+		t.Errorf("two runs of one config differ: admitted %d and %d, requests %d and %d", a.Admitted, b.Admitted, a.ClientRequests, b.ClientRequests)
+	}
+	if a.Failed != 0 || a.Offered == 0 || a.PerKey.Offered != 50 || a.ClientRequests == 0 {
+		t.Errorf("offered %d, failed %d, keys offered %d, client requests %d; want every call decided, 50 keys", a.Offered, a.Failed, a.PerKey.Offered, a.ClientRequests)
+	}
+}
+
+// Strict clients routing keys to their home decide as one limiter does:
+// every key within 1 % or 2 requests of its ideal.
+func TestStrictClientsAreExact(t *testing.T) {
+	r := run(t, Config{Nodes: 3, Duration: 10 * time.Second, Clients: 1, Client: ClientConfig{Strict: true},
+		Workload: manyKeys(100, "10/s", nil)})
+	if r.PerKey.Within < 0.99 || r.Error > 0.005 {
+		t.Errorf("strict: %.1f %% of keys within 1 %% or 2 requests, error %.4f; want all, within 0.5 %% (worst %+v)",
+			100*r.PerKey.Within, r.Error, r.PerKey.Worst)
+	}
+	if r.LocalDecisions != 0 || r.LeaseRequests != 0 {
+		t.Errorf("strict: %d local decisions, %d lease requests; want none", r.LocalDecisions, r.LeaseRequests)
+	}
+}
+
+// Leases on a hot key: most calls are decided in the SDK, and no aligned
+// window ever holds more than the limit (leases are held at grant).
+func TestLeasesHoldTheWindow(t *testing.T) {
+	for _, p := range []workload.Placement{workload.Spread, workload.Hot} {
+		r := run(t, Config{Nodes: 3, Duration: 10 * time.Second, Clients: 1,
+			Workload: &workload.Spec{Rule: "k", Limit: limits.MustParseRate("1000/s"), Placement: p, Period: time.Second}})
+		if r.LocalDecisions < r.Offered/2 {
+			t.Errorf("%v: %d of %d calls decided in the SDK, want most", p, r.LocalDecisions, r.Offered)
+		}
+		if r.PerKey.MaxAlignedRatio > 1.0 {
+			t.Errorf("%v: an aligned second held %.3f× the limit, want at most 1", p, r.PerKey.MaxAlignedRatio)
+		}
+	}
+}
+
+// Routing thin keys to their home beats sending them to the nearest node:
+// one node decides each key, as a lone node does.
+func TestHomeRoutingBeatsNearest(t *testing.T) {
+	w := manyKeys(30, "10/s", func(w *workload.Spec) { w.Arrivals = workload.Poisson })
+	home := run(t, Config{Nodes: 3, Duration: 10 * time.Second, Clients: 1, Workload: w})
+	near := run(t, Config{Nodes: 3, Duration: 10 * time.Second, Clients: 1, Workload: w, Client: ClientConfig{Nearest: true}})
+	if home.Error >= near.Error || home.PerKey.Within <= near.PerKey.Within {
+		t.Errorf("home: error %.4f, %.2f within; nearest: error %.4f, %.2f within; want home closer", home.Error, home.PerKey.Within, near.Error, near.PerKey.Within)
+	}
+}
+
+func TestClientConfigValidate(t *testing.T) {
+	for i, c := range []Config{
+		{Nodes: 3, Clients: -1},
+		{Nodes: 3, Clients: 1, Client: ClientConfig{Loss: 1}},
+		{Nodes: 3, Clients: 1, Client: ClientConfig{RTT: -time.Second}},
+		{Nodes: 3, Workload: manyKeys(10, "10/s", func(w *workload.Spec) { w.Rule = "k" })},
+	} {
+		if _, err := Run(c); err == nil {
+			t.Errorf("step %d: Run(%+v) = nil error, want a refusal", i, c)
+		}
+	}
+}
