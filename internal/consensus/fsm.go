@@ -94,6 +94,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 		t, err = old.With(cmd.Rule.rule())
 	case opDelete:
 		t, err = old.Without(cmd.Pattern)
+	case opReset:
+		t, err = old.WithReset(limits.Reset{Pattern: cmd.Pattern, Floor: cmd.Floor})
 	}
 	res := applyResult{Index: l.Index}
 	if err != nil {
@@ -159,6 +161,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	s := snapshot{
 		Index:  f.applied.Load(),
 		Rules:  toWireRules(f.table.Load().Rules()),
+		Resets: toWireResets(f.table.Load().Resets()),
 		Recent: make([]recent, 0, len(f.order)),
 	}
 	for i := range f.order {

@@ -34,6 +34,19 @@ func (s *Store) Delete(ctx context.Context, pattern string) (uint64, error) {
 	return s.write(ctx, request{Op: opDelete, ID: newRequestID(), Pattern: pattern}, fmt.Sprintf("delete %q", clip(pattern)))
 }
 
+// Reset proposes that every key pattern matches count only what is
+// admitted from slot floor on (limits.Reset), and returns the change's log
+// index once it is committed and applied on this node. The floor is the
+// caller's to choose: the node picks a slot edge shortly ahead of its own
+// clock, so that every member applies the reset before it takes effect.
+func (s *Store) Reset(ctx context.Context, pattern string, floor int64) (uint64, error) {
+	r := limits.Reset{Pattern: pattern, Floor: floor}
+	if err := r.Validate(); err != nil {
+		return 0, err
+	}
+	return s.write(ctx, request{Op: opReset, ID: newRequestID(), Pattern: pattern, Floor: floor}, "reset "+r.String())
+}
+
 // write sends a change to the leader and waits until it is applied here.
 func (s *Store) write(ctx context.Context, req request, what string) (uint64, error) {
 	resp, err := s.do(ctx, req, what)
@@ -67,6 +80,11 @@ func (s *Store) lead(ctx context.Context, req request) (response, error) {
 			return response{}, err
 		}
 		return s.propose(ctx, command{Op: opDelete, ID: req.ID, Pattern: req.Pattern})
+	case opReset:
+		if err := (limits.Reset{Pattern: req.Pattern, Floor: req.Floor}).Validate(); err != nil {
+			return response{}, err
+		}
+		return s.propose(ctx, command{Op: opReset, ID: req.ID, Pattern: req.Pattern, Floor: req.Floor})
 	case opSync:
 		return s.readIndex(ctx)
 	case opJoin:
