@@ -78,6 +78,15 @@ type View struct {
 // a few nanoseconds per origin, and a view that moved forward by one slot
 // costs two slot reads; merges keep the caches exact.
 func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn func(OriginInfo, View)) {
+	s.ViewsFrom(key, window, demandSlots, 0, nowLocal, fn)
+}
+
+// ViewsFrom is Views counting admitted only in slots at or after floor (in
+// each origin's own numbering): the admissions of earlier slots read as
+// zero, as after a reset of the key whose first counting slot is floor.
+// Demand is unaffected. A floor within the window costs a pass over the
+// slots held in range, instead of the cached sum, until it has left it.
+func (s *Store) ViewsFrom(key string, window, demandSlots int, floor, nowLocal int64, fn func(OriginInfo, View)) {
 	now := s.advance(nowLocal)
 	ks := s.keys[key]
 	if ks == nil {
@@ -92,8 +101,12 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 			continue
 		}
 		sigma := slotOf(s.estimate(o, now))
+		k := window
+		if lo := sigma - int64(window) + 1; floor > lo {
+			k = int(max(0, sigma-floor+1))
+		}
 		v := View{
-			Admitted: sr.windowed(false, sigma, window),
+			Admitted: sr.windowed(false, sigma, k),
 			Demand:   sr.windowed(true, sigma-1, demandSlots),
 			AsOfSlot: sigma,
 			Age:      time.Duration(max(0, now-o.heardAt)),
