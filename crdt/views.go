@@ -117,3 +117,46 @@ func (s *Store) ViewsFrom(key string, window, demandSlots int, floor, nowLocal i
 		fn(o.info(), v)
 	}
 }
+
+// Recent is one origin's counts for one key over its last full slots, for
+// rates: see Store.Recent.
+type Recent struct {
+	// Admitted and Offered are the origin's counts in the n full slots
+	// before AsOfSlot: slots [AsOfSlot-n, AsOfSlot-1]. Admitted counts only
+	// slots at or after the floor passed in.
+	Admitted, Offered int64
+	// AsOfSlot and Age are as in View.
+	AsOfSlot int64
+	Age      time.Duration
+}
+
+// Recent calls fn once for every origin other than the store's own that
+// holds slots of key, with its counts in the n full slots (1 to
+// MaxDemandSlots) before the slot of its view at local time nowLocal: what
+// the origin admitted and was offered over its last n·100 ms, as this store
+// knows it. Admitted reads zero for slots before floor. It sums the slots
+// (no cache): for status and inspection, not for every tick. fn must not
+// call back into the store.
+func (s *Store) Recent(key string, n int, floor, nowLocal int64, fn func(OriginInfo, Recent)) {
+	now := s.advance(nowLocal)
+	ks := s.keys[key]
+	if ks == nil {
+		return
+	}
+	n = min(max(n, 1), MaxDemandSlots)
+	for i := range ks.series {
+		sr := &ks.series[i]
+		o := s.originOf(sr)
+		if o.self {
+			continue
+		}
+		sigma := slotOf(s.estimate(o, now))
+		lo := sigma - int64(n)
+		fn(o.info(), Recent{
+			Admitted: sr.sum(max(lo, floor), sigma-1, admittedOf),
+			Offered:  sr.sum(lo, sigma-1, offeredOf),
+			AsOfSlot: sigma,
+			Age:      time.Duration(max(0, now-o.heardAt)),
+		})
+	}
+}

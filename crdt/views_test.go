@@ -179,3 +179,32 @@ func TestViewsFrom(t *testing.T) {
 		}
 	}
 }
+
+// TestRecent: the last n full slots before the view's slot, admitted from
+// the floor on.
+func TestRecent(t *testing.T) {
+	s := mustStore(t, idA, Config{})
+	top := slotOf(t0)
+	var entries []Entry
+	for e := top - 12; e <= top; e++ {
+		entries = append(entries, ent("k", e, uint32(e-top+20), uint32(3*(e-top+20))))
+	}
+	mustMerge(t, s, normal(idB, t0, entries...), t0)
+	for _, c := range []struct {
+		n          int
+		floor      int64
+		adm, offer int64
+	}{
+		{10, 0, 145, 3 * 145}, // slots top-10..top-1 hold 10..19
+		{5, 0, 85, 3 * 85},
+		{10, top - 3, 17 + 18 + 19, 3 * 145},
+		{10, top, 0, 3 * 145},
+		{99, 0, 145, 3 * 145}, // clamped to MaxDemandSlots
+	} {
+		var got Recent
+		s.Recent("k", c.n, c.floor, t0, func(_ OriginInfo, r Recent) { got = r })
+		if got.Admitted != c.adm || got.Offered != c.offer || got.AsOfSlot != top {
+			t.Errorf("Recent(n %d, floor top%+d) = %+v, want admitted %d, offered %d at slot top", c.n, c.floor-top, got, c.adm, c.offer)
+		}
+	}
+}
