@@ -18,6 +18,9 @@ const (
 	evRevive                   // node starts again as a new incarnation
 	evPause                    // node stops for offset
 	evResume                   // node goes on
+	evResetCommit              // a reset is committed (Config.Resets[from])
+	evResetApply               // node applies reset resetTables[from]
+	evIdealReset               // the ideal limiter's floor (offset) begins
 )
 
 type event struct {

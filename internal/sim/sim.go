@@ -126,6 +126,8 @@ type Config struct {
 	Restarts []Restart
 	// Pauses stop nodes during the run.
 	Pauses []Pause
+	// Resets reset the key during the run (reset.go).
+	Resets []Reset
 	// Policy is the partition policy.
 	Policy share.Policy
 	// Seed makes the run reproducible; default 1.
@@ -229,6 +231,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: clock step %d names node %d of %d", ErrInvalid, i, s.Node, d.Nodes)
 		}
 	}
+	if err := d.validateResets(); err != nil {
+		return err
+	}
 	if _, err := d.load(); err != nil {
 		return err
 	}
@@ -257,6 +262,8 @@ type Result struct {
 	Bytes  int64 `json:"bytes,omitempty"`
 	// Rejected counts frames the engines refused.
 	Rejected int64 `json:"rejected"`
+	// ResetFloors are when Config.Resets took effect (reset.go).
+	ResetFloors []ResetFloor `json:"reset_floors,omitempty"`
 
 	admits []time.Duration // every admission's time since the load began, in order
 	who    []int32         // and the node that made it
@@ -322,6 +329,8 @@ type sim struct {
 	enc      *wire.Encoder
 	dec      *wire.Decoder
 	buf      []byte
+	// resetTables are the tables of the resets committed so far.
+	resetTables []*limits.Table
 }
 
 // Run simulates cfg and reports what the cluster admitted.
@@ -387,6 +396,7 @@ func Run(cfg Config) (Result, error) {
 	for _, st := range cfg.ClockSteps {
 		s.q.push(event{at: w + st.At, kind: evClock, node: st.Node, offset: st.Offset})
 	}
+	s.scheduleResets()
 	s.q.push(event{at: 0, kind: evLinks})
 	for _, p := range cfg.Partitions {
 		s.q.push(event{at: w + p.Start, kind: evLinks})
@@ -484,6 +494,10 @@ func (s *sim) handle(ev event) {
 	case evKill:
 		s.nodes[ev.node].down = true
 		s.updateLinks()
+	case evResetCommit, evResetApply:
+		s.handleReset(ev)
+	case evIdealReset:
+		s.resetIdeal(ev)
 	case evRevive:
 		n := s.nodes[ev.node]
 		n.restarts++
