@@ -9,18 +9,15 @@ import (
 type eventKind uint8
 
 const (
-	evArrival     eventKind = iota // a request arrives at node
-	evTick                         // node's sync interval
-	evDeliver                      // a frame from from reaches node
-	evLinks                        // a partition starts or ends
-	evClock                        // node's clock offset changes
-	evKill                         // node dies (kill -9)
-	evRevive                       // node starts again as a new incarnation
-	evPause                        // node stops for offset
-	evResume                       // node goes on
-	evResetCommit                  // a reset is committed (Config.Resets[from])
-	evResetApply                   // node applies reset resetTables[from]
-	evIdealReset                   // the ideal limiter's floor (offset) begins
+	evArrival eventKind = iota // a request arrives at node
+	evTick                     // node's sync interval
+	evDeliver                  // a frame from from reaches node
+	evLinks                    // a partition starts or ends
+	evClock                    // node's clock offset changes
+	evKill                     // node dies (kill -9)
+	evRevive                   // node starts again as a new incarnation
+	evPause                    // node stops for offset
+	evResume                   // node goes on
 )
 
 type event struct {

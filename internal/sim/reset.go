@@ -86,3 +86,10 @@ func (s *sim) handleReset(ev event) {
 func (s *sim) resetIdeal(ev event) {
 	s.ideal.ClearBefore(base+int64(s.now), int64(ev.offset))
 }
+
+// The reset's events, numbered apart from queue.go's.
+const (
+	evResetCommit eventKind = 64 + iota // a reset is committed (Config.Resets[from])
+	evResetApply                        // node applies reset resetTables[from]
+	evIdealReset                        // the ideal limiter's floor (offset) begins
+)
