@@ -55,6 +55,7 @@ environment, which wins over a config file.`,
 	root.AddCommand(
 		newServeCmd(),
 		newLimitCmd(),
+		newKeyCmd(),
 		newStatusCmd(),
 		newJoinCmd(),
 		newLeaveCmd(),
