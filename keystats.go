@@ -19,9 +19,9 @@ type Inspector interface {
 	// Reset starts the limit of key, or of every key a pattern such as
 	// "user:*" matches, afresh across the cluster: from the slot edge at
 	// which it takes effect, no node counts admissions made before it.
-	// It returns once the reset is in force on the node that took it; the
-	// other nodes apply it from the same slot edge (a node cut off at the
-	// time does when it rejoins). It needs the admin role.
+	// It returns once the reset is in force on every member that could
+	// be reached; the others (ResetResult.Pending) apply it when they
+	// rejoin, from the same slot edge. It needs the admin role.
 	Reset(ctx context.Context, keyOrPattern string) (ResetResult, error)
 }
 
@@ -99,4 +99,8 @@ type ResetResult struct {
 	At time.Time `json:"at"`
 	// Index is the Raft log index of the reset.
 	Index uint64 `json:"index"`
+	// Pending are the members that had not confirmed applying the reset
+	// when it returned (cut off or down): each applies it when it catches
+	// up, forgetting the same admissions.
+	Pending []string `json:"pending,omitempty"`
 }

@@ -22,6 +22,10 @@ import (
 // forgets exactly the same admissions.
 const resetLead = 2*consensus.DefaultCommitTimeout + 50*time.Millisecond
 
+// resetConfirm bounds how long Reset waits for the members to confirm they
+// applied a reset.
+const resetConfirm = 2 * time.Second
+
 var _ quotamesh.Inspector = (*Node)(nil)
 
 // CurrentQPS returns key's usage as this node sees it (quotamesh.KeyStats):
@@ -45,9 +49,12 @@ func (n *Node) CurrentQPS(_ context.Context, key string) (quotamesh.KeyStats, er
 // Reset starts the limit of key, or of every key pattern matches, afresh
 // across the cluster (design.md §8, "Resets"): it proposes through Raft a
 // reset whose floor is the first slot edge at least resetLead ahead of this
-// node's clock, waits until it is applied here and its floor has begun,
-// and one sync interval more (the other members clear their windows at
-// their first tick in the floor's slot), and returns when it took effect. From the floor on every node counts only
+// node's clock, waits until it is applied here and every member that
+// answers has applied it too (ResetResult.Pending names those that did
+// not: they apply it when they catch up), and until its floor has begun
+// and one sync interval more (members clear their windows at their first
+// tick in the floor's slot). It then returns: the reset is in force on
+// every member that answered. From the floor on every node counts only
 // the admissions of the floor's slot and later ones. Errors as SetLimit's,
 // and limits.ErrInvalidPattern for a malformed pattern.
 func (n *Node) Reset(ctx context.Context, pattern string) (quotamesh.ResetResult, error) {
@@ -64,10 +71,17 @@ func (n *Node) Reset(ctx context.Context, pattern string) (quotamesh.ResetResult
 	}
 	at := floor * int64(limits.Slot)
 	res := quotamesh.ResetResult{Pattern: pattern, At: time.Unix(0, at).UTC(), Index: i}
-	// Return once the other members that applied the reset in time have
-	// ticked in the floor's slot too (a tick clears a window whose floor
-	// has begun), whatever their clocks' offset within the alignment
-	// deadband: then it is in force on every one of them.
+	// Every member that can be reached confirms it applied the reset (a
+	// member applying it after the floor clears its window at once), within
+	// a bound: one that cannot is cut off or down, and applies it when it
+	// catches up.
+	actx, cancel := context.WithTimeout(ctx, resetConfirm)
+	res.Pending = n.store.AwaitApplied(actx, i)
+	cancel()
+	// Then wait until the floor has begun here, and one sync interval more:
+	// a member that applied the reset before its floor clears its window at
+	// its first tick in the floor's slot, whatever its clock's offset
+	// within the alignment deadband.
 	settled := at + int64(n.cfg.SyncInterval+engine.DefaultAlignDeadband)
 	applied := false
 	for {

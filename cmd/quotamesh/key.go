@@ -190,6 +190,9 @@ A pattern made of '*' alone resets every key: it is refused unless
 					return printJSON(cmd.OutOrStdout(), res)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s reset: counted afresh from %s (Raft index %d)\n", pattern, res.At.Format("15:04:05.000 MST"), res.Index)
+				if len(res.Pending) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "not yet applied by %s (cut off or down?): each applies it when it catches up\n", strings.Join(res.Pending, ", "))
+				}
 				return nil
 			})
 		},

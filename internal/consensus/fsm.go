@@ -106,11 +106,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	if err == nil {
 		f.table.Store(t)
+		// The node first, then the applied index: a writer waiting for
+		// its change (waitApplied), or a member asked whether it applied
+		// it (AwaitApplied), finds it in force in the node too.
+		if f.onChange != nil {
+			f.onChange(t, l.Index)
+		}
 	}
 	f.advance(l.Index)
-	if err == nil && f.onChange != nil {
-		f.onChange(t, l.Index)
-	}
 	return res
 }
 
@@ -191,11 +194,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.remember(r.ID, applyResult{Index: r.Index, Code: r.Code, Msg: r.Msg})
 	}
 	f.table.Store(t)
-	f.advance(s.Index)
-	f.log.Info().Uint64("index", s.Index).Int("rules", t.Len()).Msg("restored snapshot")
 	if f.onChange != nil {
 		f.onChange(t, s.Index)
 	}
+	f.advance(s.Index)
+	f.log.Info().Uint64("index", s.Index).Int("rules", t.Len()).Msg("restored snapshot")
 	return nil
 }
 

@@ -25,12 +25,12 @@ func TestFSMResets(t *testing.T) {
 		resets []limits.Reset
 	}{
 		{command{Op: opSet, ID: 1, Rule: toWire(a)}, nil, nil},
-		{command{Op: opReset, ID: 2, Pattern: "user:42", Floor: 100}, nil, []limits.Reset{{"user:42", 100}}},
-		{command{Op: opReset, ID: 3, Pattern: "user:*", Floor: 110}, nil, []limits.Reset{{"user:42", 100}, {"user:*", 110}}},
-		{command{Op: opReset, ID: 4, Pattern: "user:42", Floor: 120}, nil, []limits.Reset{{"user:*", 110}, {"user:42", 120}}},
-		{command{Op: opReset, ID: 5, Pattern: "user:1", Floor: 0}, limits.ErrInvalidReset, []limits.Reset{{"user:*", 110}, {"user:42", 120}}},
-		{command{Op: opReset, ID: 6, Pattern: "a b", Floor: 5}, limits.ErrInvalidPattern, []limits.Reset{{"user:*", 110}, {"user:42", 120}}},
-		{command{Op: opSet, ID: 7, Rule: toWire(rule("b", "1/s"))}, nil, []limits.Reset{{"user:*", 110}, {"user:42", 120}}},
+		{command{Op: opReset, ID: 2, Pattern: "user:42", Floor: 100}, nil, []limits.Reset{{Pattern: "user:42", Floor: 100}}},
+		{command{Op: opReset, ID: 3, Pattern: "user:*", Floor: 110}, nil, []limits.Reset{{Pattern: "user:42", Floor: 100}, {Pattern: "user:*", Floor: 110}}},
+		{command{Op: opReset, ID: 4, Pattern: "user:42", Floor: 120}, nil, []limits.Reset{{Pattern: "user:*", Floor: 110}, {Pattern: "user:42", Floor: 120}}},
+		{command{Op: opReset, ID: 5, Pattern: "user:1", Floor: 0}, limits.ErrInvalidReset, []limits.Reset{{Pattern: "user:*", Floor: 110}, {Pattern: "user:42", Floor: 120}}},
+		{command{Op: opReset, ID: 6, Pattern: "a b", Floor: 5}, limits.ErrInvalidPattern, []limits.Reset{{Pattern: "user:*", Floor: 110}, {Pattern: "user:42", Floor: 120}}},
+		{command{Op: opSet, ID: 7, Rule: toWire(rule("b", "1/s"))}, nil, []limits.Reset{{Pattern: "user:*", Floor: 110}, {Pattern: "user:42", Floor: 120}}},
 	}
 	for i, s := range steps {
 		res := f.Apply(entry(t, uint64(i+1), s.cmd)).(applyResult)
@@ -108,16 +108,23 @@ func TestResetReachesACutOffFollower(t *testing.T) {
 		}
 	}
 	c.net.Partition([]string{away.addr}, rest)
-	if _, err := lead.store.Reset(ctxT(t, 5*time.Second), "user:*", 12345); err != nil {
+	idx, err := lead.store.Reset(ctxT(t, 5*time.Second), "user:*", 12345)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if missing := lead.store.AwaitApplied(ctxT(t, 2*time.Second), idx); len(missing) != 1 || missing[0] != away.id {
+		t.Errorf("AwaitApplied while %s is cut off = %v, want only it", away.id, missing)
 	}
 	if got := away.store.Table().ResetFloor("user:1"); got != 0 {
 		t.Fatalf("the cut-off follower applied the reset (floor %d) while cut off", got)
 	}
 	c.net.Heal()
-	c.eventually(5*time.Second, "the follower to apply the reset", func() bool {
-		return away.store.Table().ResetFloor("user:1") == 12345
-	})
+	if missing := lead.store.AwaitApplied(ctxT(t, 5*time.Second), idx); len(missing) != 0 {
+		t.Errorf("AwaitApplied after the heal = %v, want every member", missing)
+	}
+	if got := away.store.Table().ResetFloor("user:1"); got != 12345 {
+		t.Errorf("AwaitApplied returned, the follower's floor is %d", got)
+	}
 	c.stop(away)
 	c.start(away, nil)
 	c.eventually(5*time.Second, "the restarted follower to hold the reset", func() bool {
