@@ -389,12 +389,12 @@ func (w *Window) Reset() {
 // ClearBefore forgets the admissions of every closed slot in the window
 // whose epoch is below floor, at node time now: their admitted counts drop
 // to zero and leave the total, so the window admits again as if they had
-// never happened (a reset of the key, design.md §8). Offered counts, the
-// slots' history for CurrentQPS and the demand estimate, and reservations
-// are left alone. The open slot is never cleared: call it once the slot of
+// never happened (a reset of the key, design.md §8). Offered counts (the
+// demand estimate, offered rates) and reservations are left alone. The open slot is never cleared: call it once the slot of
 // floor has begun (now's epoch at or after floor), and every admission of
-// that slot and later ones stays counted, whenever the call comes. It
-// returns the admissions forgotten. Like Refund it may wait for a roll in
+// that slot and later ones stays counted, whenever the call comes. The
+// admitted rates CurrentQPS reads drop with them (they read what the
+// window counts). It returns the admissions forgotten. Like Refund it may wait for a roll in
 // progress; an admission recorded concurrently into the open slot is kept.
 func (w *Window) ClearBefore(now, floor int64) int64 {
 	e := EpochOf(now)
@@ -409,6 +409,7 @@ func (w *Window) ClearBefore(now, floor int64) int64 {
 		v := w.closedAt(o, x)
 		if a := int64(v >> 32); a > 0 {
 			w.setClosed(o, x, v&uint64(maxUint32))
+			w.minuteRefund(o, x, a)
 			cleared += a
 		}
 	}
