@@ -61,7 +61,7 @@ type Engine struct {
 	// Resets (reset.go): the table's resets already applied, the floor of
 	// every key reset recently, and the keys whose windows still await
 	// their floor's slot.
-	resetsSeen    []limits.Reset
+	resetsSeen    map[limits.Reset]bool
 	floors        map[*keyState]int64
 	pendingFloors []*keyState
 

@@ -5,8 +5,6 @@
 package engine
 
 import (
-	"slices"
-
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/window"
 )
@@ -23,8 +21,12 @@ const floorKeepSlots = int64(2 * (limits.MaxSlots + HorizonMargin))
 // floor's slot or later (at once if that has begun), and its views count
 // from the floor on.
 func (e *Engine) applyResetsLocked(t *limits.Table, now int64) {
-	for _, r := range t.Resets() {
-		if slices.Contains(e.resetsSeen, r) {
+	rs := t.Resets()
+	seen := make(map[limits.Reset]bool, len(rs))
+	defer func() { e.resetsSeen = seen }()
+	for _, r := range rs {
+		seen[r] = true
+		if e.resetsSeen[r] {
 			continue
 		}
 		if r.Floor+floorKeepSlots < window.EpochOf(now) {
@@ -40,7 +42,6 @@ func (e *Engine) applyResetsLocked(t *limits.Table, now int64) {
 			}
 		}
 	}
-	e.resetsSeen = t.Resets()
 }
 
 // setFloorLocked raises ks's floor to f (a floor never moves back) and
