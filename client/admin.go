@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
@@ -115,24 +116,7 @@ func (c *Client) Leave(ctx context.Context, node string) (uint64, error) {
 // admin runs one admin request on a stream of its own, on a connection to
 // any node, and maps the reply's code to an error.
 func (c *Client) admin(ctx context.Context, req wire.AdminRequest) (*wire.AdminReply, error) {
-	if c.closed.Load() {
-		return nil, closedErr("admin")
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.adminTimeout)
-		defer cancel()
-	}
-	// Close ends the wait too.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopClosing := context.AfterFunc(c.stopCtx, cancel)
-	defer stopClosing()
-	cn, err := c.anyConn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.adminOn(ctx, cn, req)
+	return c.adminAt(ctx, nil, req)
 }
 
 // adminOn runs one admin request on cn.
@@ -224,4 +208,84 @@ func (c *Client) adminErr(ctx context.Context, cn *conn, op wire.AdminOp, err er
 		return fmt.Errorf("quotamesh/client: admin %s: %w (%v)", op, ctx.Err(), err)
 	}
 	return fmt.Errorf("quotamesh/client: admin %s: %w: %w", op, quotamesh.ErrUnavailable, err)
+}
+
+var _ quotamesh.Inspector = (*Client)(nil)
+
+// CurrentQPS returns key's usage as the key's home node sees it (the node
+// its decisions go to; another node if the home is down): the rule, the
+// home's own rates, every node's rates and window counts as its views hold
+// them, and the room left in the window (quotamesh.KeyStats). One admin
+// round trip on a stream of its own, never on the decision path; it needs
+// the read permission (a client certificate of any role). Errors wrap
+// limits.ErrInvalidKey (checked before sending), ErrForbidden,
+// quotamesh.ErrUnavailable, quotamesh.ErrClosed.
+func (c *Client) CurrentQPS(ctx context.Context, key string) (quotamesh.KeyStats, error) {
+	if err := limits.ValidateKey(key); err != nil {
+		return quotamesh.KeyStats{}, fmt.Errorf("quotamesh/client: current qps: %w", err)
+	}
+	req := wire.AdminRequest{Op: wire.AdminKeyShow, Pattern: key}
+	var rep *wire.AdminReply
+	var err error
+	var home *conn
+	if l := c.pick(route.Hash(key), ""); l != nil {
+		home = l.conn() // nil if it went down since: any node then
+	}
+	rep, err = c.adminAt(ctx, home, req)
+	if err != nil {
+		return quotamesh.KeyStats{}, err
+	}
+	var st quotamesh.KeyStats
+	if err := json.Unmarshal(rep.Status, &st); err != nil || st.Key != key {
+		return quotamesh.KeyStats{}, fmt.Errorf("quotamesh/client: current qps %q: node answered %d bytes that are not its usage (%v): %w", clip(key), len(rep.Status), err, ErrProtocol)
+	}
+	return st, nil
+}
+
+// Reset starts the limit of key, or of every key a pattern such as
+// "user:*" matches, afresh across the cluster, through Raft, from whichever
+// node the client is connected to (see quotamesh.Inspector). It returns
+// once the reset is in force on that node, with the slot edge from which
+// every node counts again. It needs the admin role. Errors wrap
+// limits.ErrInvalidPattern (checked before sending), ErrForbidden,
+// quotamesh.ErrUnavailable (no leader or quorum in time: the reset may
+// still take effect), quotamesh.ErrClosed.
+func (c *Client) Reset(ctx context.Context, keyOrPattern string) (quotamesh.ResetResult, error) {
+	if _, err := limits.ParsePattern(keyOrPattern); err != nil {
+		return quotamesh.ResetResult{}, fmt.Errorf("quotamesh/client: reset: %w", err)
+	}
+	rep, err := c.admin(ctx, wire.AdminRequest{Op: wire.AdminKeyReset, Pattern: keyOrPattern})
+	if err != nil {
+		return quotamesh.ResetResult{}, err
+	}
+	var res quotamesh.ResetResult
+	if err := json.Unmarshal(rep.Status, &res); err != nil || res.Pattern != keyOrPattern {
+		return quotamesh.ResetResult{}, fmt.Errorf("quotamesh/client: reset %q: node answered %d bytes that are not a reset (%v): %w", clip(keyOrPattern), len(rep.Status), err, ErrProtocol)
+	}
+	return res, nil
+}
+
+// adminAt runs one admin request on cn, or on a connection to any node
+// if cn is nil, within the client's admin timeout unless ctx has a
+// deadline; Close ends the wait too.
+func (c *Client) adminAt(ctx context.Context, cn *conn, req wire.AdminRequest) (*wire.AdminReply, error) {
+	if c.closed.Load() {
+		return nil, closedErr("admin")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.adminTimeout)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopClosing := context.AfterFunc(c.stopCtx, cancel)
+	defer stopClosing()
+	if cn == nil {
+		var err error
+		if cn, err = c.anyConn(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c.adminOn(ctx, cn, req)
 }

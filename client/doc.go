@@ -1,6 +1,7 @@
 // Package client is QuotaMesh's Go SDK: a remote limiter that satisfies
 // quotamesh.Limiter (as an embedded node.Node does), admin calls for the
-// limit table, and net/http middleware (design.md §10).
+// limit table, CurrentQPS and Reset of keys (quotamesh.Inspector; the key's
+// home node answers CurrentQPS), and net/http middleware (design.md §10).
 //
 //	c, err := client.Dial(ctx, []string{"10.0.0.1:7000", "10.0.0.2:7000"},
 //		client.WithCA(pool), client.WithCertificate(cert))

@@ -78,6 +78,15 @@ type View struct {
 // a few nanoseconds per origin, and a view that moved forward by one slot
 // costs two slot reads; merges keep the caches exact.
 func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn func(OriginInfo, View)) {
+	s.ViewsFrom(key, window, demandSlots, 0, nowLocal, fn)
+}
+
+// ViewsFrom is Views counting admitted only in slots at or after floor (in
+// each origin's own numbering): the admissions of earlier slots read as
+// zero, as after a reset of the key whose first counting slot is floor.
+// Demand is unaffected. A floor within the window costs a pass over the
+// slots held in range, instead of the cached sum, until it has left it.
+func (s *Store) ViewsFrom(key string, window, demandSlots int, floor, nowLocal int64, fn func(OriginInfo, View)) {
 	now := s.advance(nowLocal)
 	ks := s.keys[key]
 	if ks == nil {
@@ -92,8 +101,12 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 			continue
 		}
 		sigma := slotOf(s.estimate(o, now))
+		k := window
+		if lo := sigma - int64(window) + 1; floor > lo {
+			k = int(max(0, sigma-floor+1))
+		}
 		v := View{
-			Admitted: sr.windowed(false, sigma, window),
+			Admitted: sr.windowed(false, sigma, k),
 			Demand:   sr.windowed(true, sigma-1, demandSlots),
 			AsOfSlot: sigma,
 			Age:      time.Duration(max(0, now-o.heardAt)),
@@ -102,5 +115,48 @@ func (s *Store) Views(key string, window, demandSlots int, nowLocal int64, fn fu
 			v.Quota, v.Announced = int64(sr.quota), true
 		}
 		fn(o.info(), v)
+	}
+}
+
+// Recent is one origin's counts for one key over its last full slots, for
+// rates: see Store.Recent.
+type Recent struct {
+	// Admitted and Offered are the origin's counts in the n full slots
+	// before AsOfSlot: slots [AsOfSlot-n, AsOfSlot-1]. Admitted counts only
+	// slots at or after the floor passed in.
+	Admitted, Offered int64
+	// AsOfSlot and Age are as in View.
+	AsOfSlot int64
+	Age      time.Duration
+}
+
+// Recent calls fn once for every origin other than the store's own that
+// holds slots of key, with its counts in the n full slots (1 to
+// MaxDemandSlots) before the slot of its view at local time nowLocal: what
+// the origin admitted and was offered over its last n·100 ms, as this store
+// knows it. Admitted reads zero for slots before floor. It sums the slots
+// (no cache): for status and inspection, not for every tick. fn must not
+// call back into the store.
+func (s *Store) Recent(key string, n int, floor, nowLocal int64, fn func(OriginInfo, Recent)) {
+	now := s.advance(nowLocal)
+	ks := s.keys[key]
+	if ks == nil {
+		return
+	}
+	n = min(max(n, 1), MaxDemandSlots)
+	for i := range ks.series {
+		sr := &ks.series[i]
+		o := s.originOf(sr)
+		if o.self {
+			continue
+		}
+		sigma := slotOf(s.estimate(o, now))
+		lo := sigma - int64(n)
+		fn(o.info(), Recent{
+			Admitted: sr.sum(max(lo, floor), sigma-1, admittedOf),
+			Offered:  sr.sum(lo, sigma-1, offeredOf),
+			AsOfSlot: sigma,
+			Age:      time.Duration(max(0, now-o.heardAt)),
+		})
 	}
 }

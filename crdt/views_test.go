@@ -151,3 +151,60 @@ func TestEstimateSaturates(t *testing.T) {
 		t.Errorf("view at the end of time = %+v, want slot MaxEpoch with the last slot counted", v)
 	}
 }
+
+// TestViewsFrom checks a floor against a direct sum for every floor around
+// and inside the window, dense series included, and that the cached view
+// is exact again once the floor has left the window.
+func TestViewsFrom(t *testing.T) {
+	s := mustStore(t, idA, Config{Horizon: func(string) int { return 30 }})
+	top := slotOf(t0)
+	var entries []Entry
+	for e := top - 40; e <= top; e++ {
+		entries = append(entries, ent("k", e, uint32(e-top+100), uint32(2*(e-top+100))))
+	}
+	mustMerge(t, s, normal(idB, t0, entries...), t0)
+	const window = 20
+	for floor := top - 25; floor <= top+2; floor++ {
+		var got View
+		s.ViewsFrom("k", window, 5, floor, t0, func(_ OriginInfo, v View) { got = v })
+		var want int64
+		for e := max(top-window+1, floor); e <= top; e++ {
+			want += e - top + 100
+		}
+		if got.Admitted != want {
+			t.Errorf("ViewsFrom(floor top%+d) admitted %d, want %d", floor-top, got.Admitted, want)
+		}
+		if full := viewsOf(s, "k", window, 5, t0)[idB]; got.Demand != full.Demand {
+			t.Errorf("ViewsFrom(floor top%+d) demand %d, want %d as without a floor", floor-top, got.Demand, full.Demand)
+		}
+	}
+}
+
+// TestRecent: the last n full slots before the view's slot, admitted from
+// the floor on.
+func TestRecent(t *testing.T) {
+	s := mustStore(t, idA, Config{})
+	top := slotOf(t0)
+	var entries []Entry
+	for e := top - 12; e <= top; e++ {
+		entries = append(entries, ent("k", e, uint32(e-top+20), uint32(3*(e-top+20))))
+	}
+	mustMerge(t, s, normal(idB, t0, entries...), t0)
+	for _, c := range []struct {
+		n          int
+		floor      int64
+		adm, offer int64
+	}{
+		{10, 0, 145, 3 * 145}, // slots top-10..top-1 hold 10..19
+		{5, 0, 85, 3 * 85},
+		{10, top - 3, 17 + 18 + 19, 3 * 145},
+		{10, top, 0, 3 * 145},
+		{99, 0, 145, 3 * 145}, // clamped to MaxDemandSlots
+	} {
+		var got Recent
+		s.Recent("k", c.n, c.floor, t0, func(_ OriginInfo, r Recent) { got = r })
+		if got.Admitted != c.adm || got.Offered != c.offer || got.AsOfSlot != top {
+			t.Errorf("Recent(n %d, floor top%+d) = %+v, want admitted %d, offered %d at slot top", c.n, c.floor-top, got, c.adm, c.offer)
+		}
+	}
+}

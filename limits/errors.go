@@ -19,4 +19,7 @@ var (
 	ErrTooManyRules = errors.New("quotamesh/limits: too many rules")
 	// ErrNoRule reports that a table has no rule with the given pattern.
 	ErrNoRule = errors.New("quotamesh/limits: no such rule")
+	// ErrInvalidReset reports a reset whose floor is out of range, or too
+	// many resets for one table.
+	ErrInvalidReset = errors.New("quotamesh/limits: invalid reset")
 )

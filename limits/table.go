@@ -49,12 +49,16 @@ type compiled struct {
 	pattern Pattern
 }
 
-// Table is an immutable set of rules. The zero value and nil are empty
-// tables. Tables are safe for concurrent use.
+// Table is an immutable set of rules, and the resets in force (Reset).
+// The zero value and nil are empty tables. Tables are safe for concurrent
+// use.
 type Table struct {
 	exact    map[string]Rule
 	patterns []compiled // most specific first
 	longest  time.Duration
+	// resets (reset.go), sorted by floor, and their compiled patterns.
+	resets        []Reset
+	resetPatterns []Pattern
 }
 
 // NewTable validates rules and builds a table. Two rules with the same
@@ -188,7 +192,8 @@ func (t *Table) With(r Rule) (*Table, error) {
 	} else {
 		rules = append(rules, r)
 	}
-	return NewTable(rules...)
+	u, err := NewTable(rules...)
+	return t.keepResets(u), err
 }
 
 // Without returns a copy of t without the rule for pattern. It is an error
@@ -199,10 +204,11 @@ func (t *Table) Without(pattern string) (*Table, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("%w: %q", ErrNoRule, clip(pattern))
 	}
-	return NewTable(slices.Delete(rules, i, i+1)...)
+	u, err := NewTable(slices.Delete(rules, i, i+1)...)
+	return t.keepResets(u), err
 }
 
-// Equal reports whether t and u hold the same rules.
+// Equal reports whether t and u hold the same rules and resets.
 func (t *Table) Equal(u *Table) bool {
-	return slices.Equal(t.Rules(), u.Rules())
+	return slices.Equal(t.Rules(), u.Rules()) && slices.Equal(t.Resets(), u.Resets())
 }

@@ -20,6 +20,7 @@ import (
 //	/healthz        200 while the process runs
 //	/readyz         200 when Ready, else 503 with the reasons
 //	/status         the Status document (JSON); ?top=N keys (default 10)
+//	/keys/{key}     one key's usage (quotamesh.KeyStats, JSON), GET only
 //	/debug/pprof/   the runtime profiles, unless DisablePprof
 //
 // and the fault layer's endpoints when the node was started with one
@@ -33,6 +34,7 @@ func (n *Node) startAdmin() {
 	})
 	mux.HandleFunc("/readyz", n.serveReady)
 	mux.HandleFunc("/status", n.serveStatus)
+	mux.HandleFunc("GET /keys/{key...}", n.serveKey)
 	if !n.cfg.DisablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

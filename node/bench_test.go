@@ -21,6 +21,13 @@ import (
 // along.
 func benchCluster(tb testing.TB) *tnode {
 	tb.Helper()
+	_, n1 := benchClusterAll(tb)
+	return n1
+}
+
+// benchClusterAll is benchCluster, with the cluster.
+func benchClusterAll(tb testing.TB) (*cluster, *tnode) {
+	tb.Helper()
 	c := newCluster(tb, 3, func(cfg *Config) { cfg.LogLevel = "error" })
 	c.startAll()
 	c.waitReady(20 * time.Second)
@@ -39,7 +46,7 @@ func benchCluster(tb testing.TB) *tnode {
 		tb.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	return n1
+	return c, n1
 }
 
 // TestAllowNoAllocs checks the embedded hot path allocates nothing, and

@@ -81,7 +81,7 @@ func actionOf(op wire.AdminOp) transport.Action {
 	switch op {
 	case wire.AdminMembers:
 		return transport.ActionDecide
-	case wire.AdminStatus, wire.AdminLimitGet, wire.AdminLimitList:
+	case wire.AdminStatus, wire.AdminLimitGet, wire.AdminLimitList, wire.AdminKeyShow:
 		return transport.ActionRead
 	}
 	return transport.ActionAdminister
@@ -268,7 +268,8 @@ func replyCode(err error) wire.Code {
 	case errors.Is(err, consensus.ErrTimeout), errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrNotLeader),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrNotServing):
 		return wire.CodeUnavailable
-	case errors.Is(err, consensus.ErrBadRequest), errors.Is(err, limits.ErrTooManyRules), errors.Is(err, limits.ErrDuplicateRule):
+	case errors.Is(err, consensus.ErrBadRequest), errors.Is(err, limits.ErrTooManyRules), errors.Is(err, limits.ErrDuplicateRule),
+		errors.Is(err, limits.ErrInvalidReset):
 		return wire.CodeBadRequest
 	}
 	return wire.CodeInternal
@@ -361,6 +362,10 @@ func (n *Node) admin(ctx context.Context, m *wire.AdminRequest) *wire.AdminReply
 		err = n.Leave(ctx, m.Node)
 	case wire.AdminMembers:
 		r.Members, err = n.routeMembers()
+	case wire.AdminKeyShow:
+		r.Status, err = n.keyJSON(m.Pattern)
+	case wire.AdminKeyReset:
+		r.Status, r.Index, err = n.resetJSON(ctx, m.Pattern)
 	default:
 		r.Code, r.Message = wire.CodeBadRequest, fmt.Sprintf("unknown admin op %d", m.Op)
 		return r

@@ -19,6 +19,11 @@
 //     through consensus from whichever node is asked; each node applies the
 //     committed table as soon as Raft delivers it, and the request path
 //     reads it with one atomic load.
+//   - Keys can be inspected and reset. CurrentQPS reports a key's rule,
+//     rates and room as this node sees them, never on the request path;
+//     Reset agrees through Raft on a slot edge from which every node counts
+//     the key's admissions afresh, also a node that applies it late
+//     (design.md §8, "Resets"). Node satisfies quotamesh.Inspector.
 //   - Counts reach the peers every SyncInterval. One goroutine ticks the
 //     engine: it mirrors the windows, recomputes quotas and sends each peer
 //     its delta; a busy peer is skipped (the next delta covers it), so a

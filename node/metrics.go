@@ -139,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for c := range wire.Code(wire.NumCodes) {
 		m.decide[c] = m.clientRequests.WithLabelValues(wire.OpDecide.String(), c.String())
 		m.lease[c] = m.clientRequests.WithLabelValues(wire.OpLease.String(), c.String())
-		for op := wire.AdminLimitSet; op <= wire.AdminMembers; op++ {
+		for op := wire.AdminLimitSet; op <= wire.MaxAdminOp; op++ {
 			m.clientRequests.WithLabelValues(op.String(), c.String())
 		}
 	}

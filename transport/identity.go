@@ -47,14 +47,16 @@ const (
 	// ActionDecide is a decision or a lease, and the membership query the
 	// SDK needs to route keys to their homes.
 	ActionDecide Action = iota
-	// ActionRead reads the node's status document and the limit table.
+	// ActionRead reads the node's status document, the limit table and
+	// a key's usage.
 	ActionRead
-	// ActionAdminister changes the limit table or the membership.
+	// ActionAdminister changes the limit table or the membership, or
+	// resets keys.
 	ActionAdminister
 )
 
 // actionNames say what each action is, for logs and errors.
-var actionNames = [...]string{ActionDecide: "decide", ActionRead: "read status and limits", ActionAdminister: "change limits or membership"}
+var actionNames = [...]string{ActionDecide: "decide", ActionRead: "read status, limits and key usage", ActionAdminister: "change limits or membership or reset keys"}
 
 // String names the action for logs and errors.
 func (a Action) String() string {

@@ -147,6 +147,20 @@ func (m *model) refund(now, grantedAt, n int64) int64 {
 
 func (m *model) reset() { clear(m.slots) }
 
+// clearBefore forgets the admissions of the closed slots of the window
+// before floor.
+func (m *model) clearBefore(now, floor int64) int64 {
+	m.roll(now)
+	var n int64
+	for x := m.open - m.k + 1; x < min(floor, m.open); x++ {
+		if s := m.slots[x]; s != nil {
+			n += s[0]
+			s[0] = 0
+		}
+	}
+	return n
+}
+
 func (m *model) setQuota(q int64) { m.quota = min(max(q, 0), limits.MaxCount) }
 
 func (m *model) setCount(c int64) {
@@ -242,11 +256,12 @@ const (
 	opRead
 	opReserve
 	opSettle
+	opClearBefore
 	numOps
 )
 
 func (o op) String() string {
-	names := [...]string{"AllowN", "takeUpTo", "Refund", "RecordOffered", "Reset", "SetQuota", "SetCount", "Read", "Reserve", "Settle"}
+	names := [...]string{"AllowN", "takeUpTo", "Refund", "RecordOffered", "Reset", "SetQuota", "SetCount", "Read", "Reserve", "Settle", "ClearBefore"}
 	return fmt.Sprintf("%s(dt=%v n=%d extra=%d)", names[o.kind%numOps], o.dt, o.n, o.extra)
 }
 
@@ -321,6 +336,12 @@ func (h *harness) step(o op) string {
 		}
 		if got, want := h.w.Reserved(), h.m.reserved; got != want {
 			return fmt.Sprintf("Reserved() = %v, want %v", got, want)
+		}
+	case opClearBefore:
+		// extra is how many slots before now's the floor lies.
+		floor := EpochOf(now) - o.extra
+		if got, want := h.w.ClearBefore(now, floor), h.m.clearBefore(now, floor); got != want {
+			return fmt.Sprintf("ClearBefore(%v, %v) = %v, want %v", now, floor, got, want)
 		}
 	case opSettle:
 		if len(h.held) > 0 {

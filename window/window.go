@@ -46,8 +46,8 @@ const Never = time.Duration(math.MaxInt64)
 // Unix epoch, and a Window starts no goroutine and holds no timer. All
 // methods are safe for concurrent use. AllowN, Allow, Decide, Reserve,
 // Settle and RecordOffered are lock-free: they never wait for another goroutine.
-// Refund and Reset may wait for a slot roll in progress (a few hundred
-// nanoseconds); readers (Counts, Slots, Demand, CurrentQPS) retry if a roll
+// Refund, Reset and ClearBefore may wait for a slot roll in progress (a few
+// hundred nanoseconds); readers (Counts, Slots, Demand, CurrentQPS) retry if a roll
 // overlaps their read.
 //
 // The zero Window is not usable; create one with New.
@@ -384,6 +384,45 @@ func (w *Window) Reset() {
 	w.total.Add(-adm)
 	w.expire.Store(o + k)
 	w.unlock()
+}
+
+// ClearBefore forgets the admissions of every closed slot in the window
+// whose epoch is below floor, at node time now: their admitted counts drop
+// to zero and leave the total, so the window admits again as if they had
+// never happened (a reset of the key, design.md §8). Offered counts (the
+// demand estimate, offered rates) and reservations are left alone. The open slot is never cleared: call it once the slot of
+// floor has begun (now's epoch at or after floor), and every admission of
+// that slot and later ones stays counted, whenever the call comes. The
+// admitted rates CurrentQPS reads drop with them (they read what the
+// window counts). It returns the admissions forgotten. Like Refund it may wait for a roll in
+// progress; an admission recorded concurrently into the open slot is kept.
+func (w *Window) ClearBefore(now, floor int64) int64 {
+	e := EpochOf(now)
+	w.lock()
+	if e > w.open.Load() {
+		w.rollLocked(e)
+	}
+	w.settleLocked()
+	o, k := w.open.Load(), int64(w.k)
+	var cleared int64
+	for x := max(o-k+1, o-int64(w.r)+1); x < min(floor, o); x++ {
+		v := w.closedAt(o, x)
+		if a := int64(v >> 32); a > 0 {
+			w.setClosed(o, x, v&uint64(maxUint32))
+			w.minuteRefund(o, x, a)
+			cleared += a
+		}
+	}
+	if cleared > 0 {
+		w.total.Add(-cleared)
+	}
+	// Every closed slot before floor is now empty: the expiry hint may
+	// start there.
+	if c := min(floor, o); w.expire.Load() < c+k {
+		w.expire.Store(c + k)
+	}
+	w.unlock()
+	return cleared
 }
 
 // sizeBytes returns the memory the window holds: its header, its rings and,

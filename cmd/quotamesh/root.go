@@ -53,6 +53,7 @@ environment, which wins over a config file.`,
 	root.AddCommand(
 		newServeCmd(),
 		newLimitCmd(),
+		newKeyCmd(),
 		newStatusCmd(),
 		newJoinCmd(),
 		newLeaveCmd(),

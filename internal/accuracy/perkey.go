@@ -75,6 +75,10 @@ type Run struct {
 	Duration time.Duration
 	// KeyName names key i in the report.
 	KeyName func(i int) string
+	// Resets are the floors of resets of every key, as times since the
+	// start, in order: at each the ideal forgets what it admitted before
+	// it, as the cluster does (design.md §8, "Resets").
+	Resets []time.Duration
 }
 
 // Result is Evaluate's answer.
@@ -254,9 +258,15 @@ func (s *keyScratch) evaluate(log *Log, idx []int32, run Run) keyFigures {
 	}
 	s.admits, s.ideal = s.admits[:0], s.ideal[:0]
 	tail := 0 // the oldest request within w of the current one
+	resets := run.Resets
 	for i, j := range idx {
 		r := log.At(int(j))
 		f.offered++
+		for len(resets) > 0 && resets[0] <= r.At {
+			at := run.Base + int64(resets[0])
+			iw.ClearBefore(at, window.EpochOf(at))
+			resets = resets[1:]
+		}
 		if iw.AllowN(run.Base+int64(r.At), 1) {
 			f.ideal++
 			s.ideal = append(s.ideal, r.At)

@@ -43,6 +43,9 @@ const (
 	opJoin   // add a member
 	opLeave  // remove a member
 	opStatus // health probe, answered by any member
+	// A log entry and a forwarded request: reset the keys of Pattern from
+	// slot Floor on (limits.Reset).
+	opReset
 )
 
 func (o op) String() string {
@@ -59,6 +62,8 @@ func (o op) String() string {
 		return "leave"
 	case opStatus:
 		return "status"
+	case opReset:
+		return "reset"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -106,8 +111,11 @@ type command struct {
 	ID uint64 `msgpack:"i"`
 	// Rule is set for opSet.
 	Rule wireRule `msgpack:"r"`
-	// Pattern is set for opDelete.
+	// Pattern is set for opDelete and opReset.
 	Pattern string `msgpack:"p"`
+	// Floor is set for opReset: the first slot that counts. Omitted
+	// otherwise, so set and delete entries encode as before resets existed.
+	Floor int64 `msgpack:"e,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {
@@ -129,7 +137,7 @@ func decodeCommand(b []byte) (command, error) {
 	if c.V != formatVersion {
 		return c, fmt.Errorf("%w: command version %d; this node reads version %d", ErrBadRequest, c.V, formatVersion)
 	}
-	if c.Op != opSet && c.Op != opDelete {
+	if c.Op != opSet && c.Op != opDelete && c.Op != opReset {
 		return c, fmt.Errorf("%w: command operation %v", ErrBadRequest, c.Op)
 	}
 	return c, nil
@@ -153,6 +161,26 @@ type snapshot struct {
 	Index  uint64     `msgpack:"x"`
 	Rules  []wireRule `msgpack:"r"`
 	Recent []recent   `msgpack:"d"`
+	// Resets are the table's resets, omitted when there are none (so a
+	// snapshot without any encodes as before resets existed).
+	Resets []wireReset `msgpack:"z,omitempty"`
+}
+
+// wireReset is a limits.Reset as this package writes it.
+type wireReset struct {
+	Pattern string `msgpack:"p"`
+	Floor   int64  `msgpack:"e"`
+}
+
+func toWireResets(rs []limits.Reset) []wireReset {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]wireReset, len(rs))
+	for i, r := range rs {
+		out[i] = wireReset{Pattern: r.Pattern, Floor: r.Floor}
+	}
+	return out
 }
 
 func encodeSnapshot(s snapshot) ([]byte, error) {
@@ -188,6 +216,15 @@ func decodeSnapshot(b []byte) (snapshot, *limits.Table, error) {
 	if err != nil {
 		return s, nil, fmt.Errorf("snapshot table: %w", err)
 	}
+	if len(s.Resets) > 0 {
+		resets := make([]limits.Reset, len(s.Resets))
+		for i, w := range s.Resets {
+			resets[i] = limits.Reset{Pattern: w.Pattern, Floor: w.Floor}
+		}
+		if t, err = t.WithResets(resets); err != nil {
+			return s, nil, fmt.Errorf("snapshot resets: %w", err)
+		}
+	}
 	return s, t, nil
 }
 
@@ -196,9 +233,11 @@ type request struct {
 	V  uint8  `msgpack:"v"`
 	Op op     `msgpack:"o"`
 	ID uint64 `msgpack:"i"`
-	// Rule for opSet; Pattern for opDelete; Server for opJoin and opLeave.
+	// Rule for opSet; Pattern for opDelete and opReset; Floor for opReset;
+	// Server for opJoin and opLeave.
 	Rule    wireRule `msgpack:"r"`
 	Pattern string   `msgpack:"p"`
+	Floor   int64    `msgpack:"e,omitempty"`
 	Server  Server   `msgpack:"s"`
 	// Hops counts how many times the request was passed on; a node that
 	// is not the leader passes it to the leader it knows only if Hops is
@@ -232,7 +271,7 @@ func decodeRequest(b []byte) (request, error) {
 		return r, fmt.Errorf("%w: request version %d; this node reads version %d", ErrBadRequest, r.V, formatVersion)
 	}
 	switch r.Op {
-	case opSet, opDelete, opSync, opJoin, opLeave, opStatus:
+	case opSet, opDelete, opSync, opJoin, opLeave, opStatus, opReset:
 	default:
 		return r, fmt.Errorf("%w: request operation %v", ErrBadRequest, r.Op)
 	}
@@ -252,7 +291,7 @@ type status struct {
 }
 
 // response answers a request. Code and Msg carry an error (see errorOf);
-// Index is the log index of the change for opSet and opDelete and the
+// Index is the log index of the change for opSet, opDelete and opReset and the
 // leader's applied index for opSync; Leader is the leader the answering node
 // knows, as a hint when Code is codeNotLeader.
 type response struct {

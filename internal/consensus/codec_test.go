@@ -128,6 +128,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		{Op: opSync, Budget: time.Second},
 		{Op: opJoin, Server: Server{"n1", "n1:7000"}, Hops: 1},
 		{Op: opStatus},
+		{Op: opReset, ID: 3, Pattern: "user:*", Floor: 17_000_000_000},
 	} {
 		b, err := encodeRequest(r)
 		if err != nil {
@@ -155,6 +156,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []command{
 		{Op: opSet, ID: 1, Rule: toWire(rule("orders.create", "1000/s"))},
 		{Op: opDelete, ID: 2, Pattern: "user:*"},
+		{Op: opReset, ID: 3, Pattern: "user:42", Floor: 17_000_000_000},
 	} {
 		b, err := encodeCommand(c)
 		if err != nil {
@@ -173,14 +175,15 @@ func FuzzDecodeCommand(f *testing.F) {
 		if n := fsm.table.Load().Len(); res.Code == codeOK && c.Op == opSet && n != 1 {
 			t.Fatalf("applied %+v but the table has %d rules", c, n)
 		}
-		if res.Code != codeOK && fsm.table.Load().Len() != 0 {
+		if res.Code != codeOK && (fsm.table.Load().Len() != 0 || len(fsm.table.Load().Resets()) != 0) {
 			t.Fatalf("refused %+v (%s) but the table changed", c, res.Msg)
 		}
 	})
 }
 
 func FuzzDecodeSnapshot(f *testing.F) {
-	b, err := encodeSnapshot(snapshot{Index: 3, Rules: toWireRules([]limits.Rule{rule("a", "1/s")}), Recent: []recent{{ID: 1, Index: 3}}})
+	b, err := encodeSnapshot(snapshot{Index: 3, Rules: toWireRules([]limits.Rule{rule("a", "1/s")}), Recent: []recent{{ID: 1, Index: 3}},
+		Resets: []wireReset{{Pattern: "a", Floor: 17_000_000_000}}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -71,6 +71,7 @@ const (
 	codeInternal // any other error; rebuilt as a plain error with its text
 	codeForbidden
 	codeAddressInUse
+	codeInvalidReset
 )
 
 // sentinels maps codes to the errors they stand for, in the order codeOf
@@ -92,6 +93,7 @@ var sentinels = []struct {
 	{codeDuplicateRule, limits.ErrDuplicateRule},
 	{codeForbidden, ErrForbidden},
 	{codeAddressInUse, ErrAddressInUse},
+	{codeInvalidReset, limits.ErrInvalidReset},
 }
 
 // codeOf is the wire code of err.

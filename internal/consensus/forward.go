@@ -70,7 +70,7 @@ func (s *Store) signalLeaderChange() {
 
 func timeoutErr(ctx context.Context, what string, last error, o op) error {
 	unknown := ""
-	if o == opSet || o == opDelete {
+	if o == opSet || o == opDelete || o == opReset {
 		unknown = " (the change may still take effect)"
 	}
 	if last == nil || errors.Is(last, ctx.Err()) {

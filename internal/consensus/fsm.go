@@ -94,6 +94,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 		t, err = old.With(cmd.Rule.rule())
 	case opDelete:
 		t, err = old.Without(cmd.Pattern)
+	case opReset:
+		t, err = old.WithReset(limits.Reset{Pattern: cmd.Pattern, Floor: cmd.Floor})
 	}
 	res := applyResult{Index: l.Index}
 	if err != nil {
@@ -104,11 +106,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	if err == nil {
 		f.table.Store(t)
+		// The node first, then the applied index: a writer waiting for
+		// its change (waitApplied), or a member asked whether it applied
+		// it (AwaitApplied), finds it in force in the node too.
+		if f.onChange != nil {
+			f.onChange(t, l.Index)
+		}
 	}
 	f.advance(l.Index)
-	if err == nil && f.onChange != nil {
-		f.onChange(t, l.Index)
-	}
 	return res
 }
 
@@ -159,6 +164,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	s := snapshot{
 		Index:  f.applied.Load(),
 		Rules:  toWireRules(f.table.Load().Rules()),
+		Resets: toWireResets(f.table.Load().Resets()),
 		Recent: make([]recent, 0, len(f.order)),
 	}
 	for i := range f.order {
@@ -188,11 +194,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.remember(r.ID, applyResult{Index: r.Index, Code: r.Code, Msg: r.Msg})
 	}
 	f.table.Store(t)
-	f.advance(s.Index)
-	f.log.Info().Uint64("index", s.Index).Int("rules", t.Len()).Msg("restored snapshot")
 	if f.onChange != nil {
 		f.onChange(t, s.Index)
 	}
+	f.advance(s.Index)
+	f.log.Info().Uint64("index", s.Index).Int("rules", t.Len()).Msg("restored snapshot")
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -32,6 +34,19 @@ func (s *Store) Delete(ctx context.Context, pattern string) (uint64, error) {
 		return 0, err
 	}
 	return s.write(ctx, request{Op: opDelete, ID: newRequestID(), Pattern: pattern}, fmt.Sprintf("delete %q", clip(pattern)))
+}
+
+// Reset proposes that every key pattern matches count only what is
+// admitted from slot floor on (limits.Reset), and returns the change's log
+// index once it is committed and applied on this node. The floor is the
+// caller's to choose: the node picks a slot edge shortly ahead of its own
+// clock, so that every member applies the reset before it takes effect.
+func (s *Store) Reset(ctx context.Context, pattern string, floor int64) (uint64, error) {
+	r := limits.Reset{Pattern: pattern, Floor: floor}
+	if err := r.Validate(); err != nil {
+		return 0, err
+	}
+	return s.write(ctx, request{Op: opReset, ID: newRequestID(), Pattern: pattern, Floor: floor}, "reset "+r.String())
 }
 
 // write sends a change to the leader and waits until it is applied here.
@@ -67,6 +82,11 @@ func (s *Store) lead(ctx context.Context, req request) (response, error) {
 			return response{}, err
 		}
 		return s.propose(ctx, command{Op: opDelete, ID: req.ID, Pattern: req.Pattern})
+	case opReset:
+		if err := (limits.Reset{Pattern: req.Pattern, Floor: req.Floor}).Validate(); err != nil {
+			return response{}, err
+		}
+		return s.propose(ctx, command{Op: opReset, ID: req.ID, Pattern: req.Pattern, Floor: req.Floor})
 	case opSync:
 		return s.readIndex(ctx)
 	case opJoin:
@@ -159,4 +179,58 @@ func newRequestID() uint64 {
 			return id
 		}
 	}
+}
+
+// probeTimeout bounds one member's answer to AwaitApplied's probe: a member
+// that does not answer within it is left to catch up when it can.
+const probeTimeout = 250 * time.Millisecond
+
+// AwaitApplied asks the other members of the latest configuration (the
+// health probe, through the Forwarder) until each has applied index, and
+// returns the IDs of those that did not within ctx, or did not answer a
+// probe at all (cut off, down: they apply the entry when they catch up).
+// It is for callers that want a change in force everywhere it can be, such
+// as a reset; it never fails the change itself.
+func (s *Store) AwaitApplied(ctx context.Context, index uint64) []string {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var pending, gone []string
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) != s.cfg.NodeID {
+			pending = append(pending, string(srv.ID))
+		}
+	}
+	addr := make(map[string]string, len(pending))
+	for _, srv := range f.Configuration().Servers {
+		addr[string(srv.ID)] = string(srv.Address)
+	}
+	for len(pending) > 0 {
+		next := pending[:0]
+		for _, id := range pending {
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			resp, err := s.forward(pctx, addr[id], id, request{Op: opStatus})
+			cancel()
+			switch {
+			case err != nil || resp.Status.ID != id:
+				gone = append(gone, id)
+			case resp.Status.Applied < index:
+				next = append(next, id)
+			}
+		}
+		pending = next
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return append(gone, pending...)
+		case <-s.closing:
+			return append(gone, pending...)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	slices.Sort(gone)
+	return gone
 }

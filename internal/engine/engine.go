@@ -58,6 +58,12 @@ type Engine struct {
 	relayScratch []crdt.OriginID
 	counters     Counters
 	byRule       map[string]*RuleCounts // rules.go
+	// Resets (reset.go): the table's resets already applied, the floor of
+	// every key reset recently, and the keys whose windows still await
+	// their floor's slot.
+	resetsSeen    map[limits.Reset]bool
+	floors        map[*keyState]int64
+	pendingFloors []*keyState
 
 	leaseGranted, leaseReturned atomic.Int64 // counted outside mu
 	correction                  atomic.Int64 // ns the caller adds to its clock (clock alignment)
@@ -252,6 +258,12 @@ func (e *Engine) onCreate(key string, rule limits.Rule, w *window.Window) {
 		e.young = make(map[*keyState]int64)
 	}
 	e.young[ks] = now
+	if f := e.reg.Table().ResetFloor(key); f > 0 && f+floorKeepSlots >= window.EpochOf(now) {
+		// Reset recently: a window carried over from a replaced one may
+		// hold slots before the floor.
+		e.setFloorLocked(ks, f)
+		e.clearDueFloorsLocked(now)
+	}
 	e.computeQuotaLocked(now, ks)
 }
 
@@ -274,6 +286,8 @@ func (e *Engine) SetTable(t *limits.Table) {
 		ks.w = w
 		e.markDirtyLocked(ks)
 	}
+	e.applyResetsLocked(t, e.lastNow.Load())
+	e.clearDueFloorsLocked(e.lastNow.Load())
 }
 
 // Table returns the limit table in force.
@@ -290,6 +304,7 @@ func (e *Engine) Housekeep(now int64) window.SweepStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.store.GC(now)
+	e.pruneFloorsLocked(now)
 	return sw
 }
 
@@ -333,6 +348,7 @@ func (e *Engine) removeKeyLocked(ks *keyState) {
 		ks.young = false
 	}
 	ks.gone = true
+	delete(e.floors, ks)
 	last := e.keyList[len(e.keyList)-1]
 	e.keyList[ks.listAt], last.listAt = last, ks.listAt
 	e.keyList[len(e.keyList)-1] = nil

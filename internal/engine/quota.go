@@ -38,7 +38,7 @@ func (e *Engine) quotaInputLocked(now int64, ks *keyState) quotaInput {
 	}
 	origins := e.origins[:0]
 	e.stamp++
-	e.store.Views(ks.key, rate.Slots(), e.cfg.DemandSlots, now, func(info crdt.OriginInfo, v crdt.View) {
+	e.store.ViewsFrom(ks.key, rate.Slots(), e.cfg.DemandSlots, e.floorLocked(ks, now), now, func(info crdt.OriginInfo, v crdt.View) {
 		o := share.Origin{Node: info.ID.Node, Admitted: v.Admitted, Demand: v.Demand, Quota: v.Quota, Announced: v.Announced}
 		if m, ok := e.members[info.ID.Node]; ok && m.incarnation == info.ID.Incarnation {
 			o.Member, o.Reachable, o.Reclaimed = true, m.reachable, m.reclaimed

@@ -160,7 +160,7 @@ func (e *Engine) perNodeLocked(now int64, key string) map[string]int64 {
 			out[e.cfg.Node] = adm
 		}
 	}
-	e.store.Views(key, slots, e.cfg.DemandSlots, now, func(info crdt.OriginInfo, v crdt.View) {
+	e.store.ViewsFrom(key, slots, e.cfg.DemandSlots, e.floorLocked(e.keys[key], now), now, func(info crdt.OriginInfo, v crdt.View) {
 		if v.Admitted > 0 {
 			out[info.ID.Node] += v.Admitted
 		}

@@ -96,6 +96,7 @@ func (e *Engine) Tick(now int64) Ready {
 		e.markDirtyLocked(ks)
 		rd.Stats.Mirrored++
 	})
+	e.clearDueFloorsLocked(now)
 	if e.evaluateMembersLocked(now) {
 		e.markAllDirtyLocked()
 	}

@@ -77,7 +77,7 @@ func (s *sim) serve(i int, rec int32) {
 func (s *sim) report() Result {
 	r := s.res
 	acc := accuracy.Evaluate(s.log, accuracy.Run{Keys: s.work.Keys, Nodes: s.ids, Rate: s.work.Limit,
-		Base: base + int64(s.cfg.Warmup), Duration: s.cfg.Duration, KeyName: s.work.KeyName})
+		Base: base + int64(s.cfg.Warmup), Duration: s.cfg.Duration, KeyName: s.work.KeyName, Resets: s.res.ResetFloors})
 	r.Report, r.PerSecond, r.Failed, r.IdealMaxWindowRatio = acc.Report, acc.PerSecond, acc.Failed, acc.IdealMaxWindowRatio
 	r.Pattern = string(s.cfg.Pattern)
 	if s.cfg.Workload != nil {

@@ -145,6 +145,8 @@ type Config struct {
 	Restarts []Restart
 	// Pauses stop nodes during the run.
 	Pauses []Pause
+	// Resets reset the key during the run (reset.go).
+	Resets []Reset
 	// Policy is the partition policy.
 	Policy share.Policy
 	// Seed makes the run reproducible; default 1.
@@ -255,6 +257,9 @@ func (c Config) Validate() error {
 	if err := d.Client.validate(); err != nil {
 		return err
 	}
+	if err := d.validateResets(); err != nil {
+		return err
+	}
 	if _, err := d.load(); err != nil {
 		return err
 	}
@@ -319,6 +324,8 @@ type Result struct {
 	Workload string `json:"workload"`
 	// IdealMaxWindowRatio is max_window_ratio of the ideal's admissions.
 	IdealMaxWindowRatio float64 `json:"ideal_max_window_ratio"`
+	// ResetFloors are when Config.Resets took effect (reset.go).
+	ResetFloors []ResetFloor `json:"reset_floors,omitempty"`
 
 	admits []time.Duration // every admission's time since the load began, in order
 }
@@ -388,6 +395,8 @@ type sim struct {
 	enc     *wire.Encoder
 	dec     *wire.Decoder
 	buf     []byte
+	// resetTables are the tables of the resets committed so far.
+	resetTables []*limits.Table
 }
 
 // Run simulates cfg and reports what the cluster admitted.
@@ -459,6 +468,7 @@ func Run(cfg Config) (Result, error) {
 	for _, st := range cfg.ClockSteps {
 		s.q.push(event{at: w + st.At, kind: evClock, node: st.Node, offset: st.Offset})
 	}
+	s.scheduleResets()
 	s.q.push(event{at: 0, kind: evLinks})
 	for _, p := range cfg.Partitions {
 		s.q.push(event{at: w + p.Start, kind: evLinks})
@@ -563,6 +573,8 @@ func (s *sim) handle(ev event) {
 	case evKill:
 		s.nodes[ev.node].down = true
 		s.updateLinks()
+	case evResetCommit, evResetApply:
+		s.handleReset(ev)
 	default:
 		s.handleClient(ev)
 	case evRevive:

@@ -27,7 +27,7 @@ func TestPrint(t *testing.T) {
 		Shadow: []node.ShadowStatus{{Pattern: "user:*", Rate: "10/s", WouldDeny: 7}},
 	}
 	n2 := &node.Status{Node: "n2", Ready: false, NotReady: []string{"no leader"},
-		Shadow: []node.ShadowStatus{{Pattern: "user:*", Rate: "10/s", WouldDeny: 2}},
+		Shadow:  []node.ShadowStatus{{Pattern: "user:*", Rate: "10/s", WouldDeny: 2}},
 		TopKeys: []node.KeyStatus{{KeyStatus: engine.KeyStatus{Key: "orders", Share: 0.4}}},
 		Clients: node.ClientsStatus{AllowAnonymous: true}}
 	var b bytes.Buffer

@@ -155,15 +155,19 @@ type AdminOp uint8
 
 // Admin operations.
 const (
-	AdminLimitSet    AdminOp = 1 // set Rule through Raft
-	AdminLimitDelete AdminOp = 2 // delete the rule for Pattern
-	AdminLimitGet    AdminOp = 3 // the rule for Pattern (linearizable)
-	AdminLimitList   AdminOp = 4 // every rule (linearizable)
-	AdminStatus      AdminOp = 5 // the node's status document
-	AdminJoin        AdminOp = 6 // add Node at Addr to the cluster
-	AdminLeave       AdminOp = 7 // remove Node from the cluster
-	AdminMembers     AdminOp = 8 // the members and their addresses (Members), for routing
-	maxAdminOp               = AdminMembers
+	AdminLimitSet    AdminOp = 1  // set Rule through Raft
+	AdminLimitDelete AdminOp = 2  // delete the rule for Pattern
+	AdminLimitGet    AdminOp = 3  // the rule for Pattern (linearizable)
+	AdminLimitList   AdminOp = 4  // every rule (linearizable)
+	AdminStatus      AdminOp = 5  // the node's status document
+	AdminJoin        AdminOp = 6  // add Node at Addr to the cluster
+	AdminLeave       AdminOp = 7  // remove Node from the cluster
+	AdminMembers     AdminOp = 8  // the members and their addresses (Members), for routing
+	AdminKeyShow     AdminOp = 9  // the usage of the key in Pattern (Status: quotamesh.KeyStats as JSON)
+	AdminKeyReset    AdminOp = 10 // reset the key or pattern in Pattern (Index, Status: quotamesh.ResetResult as JSON)
+	// MaxAdminOp is the last admin operation.
+	MaxAdminOp = AdminKeyReset
+	maxAdminOp = MaxAdminOp
 )
 
 // String returns the operation's name in snake case ("limit_set",
@@ -171,7 +175,7 @@ const (
 // the name in logs and errors.
 func (op AdminOp) String() string {
 	return enumName(op, "AdminOp", "", "limit_set", "limit_delete", "limit_get", "limit_list",
-		"status", "join", "leave", "members")
+		"status", "join", "leave", "members", "key_show", "key_reset")
 }
 
 // AdminRequest asks a node for an operation on the cluster.
@@ -179,7 +183,7 @@ type AdminRequest struct {
 	ID      uint64
 	Op      AdminOp
 	Rule    limits.Rule // AdminLimitSet
-	Pattern string      // AdminLimitDelete, AdminLimitGet
+	Pattern string      // AdminLimitDelete, AdminLimitGet, AdminKeyShow (the key), AdminKeyReset
 	Node    string      // AdminJoin, AdminLeave
 	Addr    string      // AdminJoin
 }
@@ -193,7 +197,9 @@ type AdminReply struct {
 	Rules []limits.Rule
 	// Index is the Raft index a change was applied at.
 	Index uint64
-	// Status is the node's status document (JSON), for AdminStatus.
+	// Status is the node's status document (JSON), for AdminStatus; the
+	// key's usage (JSON), for AdminKeyShow; the reset's result (JSON), for
+	// AdminKeyReset.
 	Status []byte
 	// Members are the cluster's members as this node knows them, for
 	// AdminMembers: clients route each key to one of them (package route).

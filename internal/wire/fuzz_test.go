@@ -33,6 +33,9 @@ func seedBodies(f *testing.F) [][]byte {
 		&AdminReply{ID: 7, Rules: []limits.Rule{{Pattern: "a", Rate: limits.MustParseRate("1/s")}}, Index: 42, Status: []byte(`{}`)},
 		&AdminReply{ID: 9, Rules: []limits.Rule{{Pattern: "b:*", Rate: limits.MustParseRate("5/s"), Shadow: true}}},
 		&AdminReply{ID: 8, Members: []Member{{Node: "n1", Addr: "10.0.0.1:7946"}, {Node: "n2", Addr: "10.0.0.2:7946"}}},
+		&AdminRequest{ID: 10, Op: AdminKeyShow, Pattern: "user:42"},
+		&AdminRequest{ID: 11, Op: AdminKeyReset, Pattern: "user:*"},
+		&AdminReply{ID: 11, Index: 43, Status: []byte(`{"pattern":"user:*","at":"2026-01-01T00:00:00.3Z","index":43}`)},
 	} {
 		b, err := Encode(m)
 		if err != nil {

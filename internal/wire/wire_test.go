@@ -647,8 +647,8 @@ func TestNames(t *testing.T) {
 		check(fmt.Sprintf("Op(%d)", op), op.String(), op == OpDecide || op == OpLease)
 	}
 	got := []string{OpDecide.String(), OpLease.String(), CodeOK.String(), CodeNoRule.String(), CodeInternal.String(),
-		AdminLimitSet.String(), AdminStatus.String(), AdminLeave.String()}
-	want := []string{"decide", "lease", "ok", "no_rule", "internal", "limit_set", "status", "leave"}
+		AdminLimitSet.String(), AdminStatus.String(), AdminLeave.String(), AdminKeyShow.String(), AdminKeyReset.String()}
+	want := []string{"decide", "lease", "ok", "no_rule", "internal", "limit_set", "status", "leave", "key_show", "key_reset"}
 	if !slices.Equal(got, want) {
 		t.Errorf("names = %q; want the metric labels %q", got, want)
 	}
