@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -79,21 +77,21 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 				return usagef("--policy: %v", err)
 			}
 			if partition != "" {
-				p, err := parsePartition(partition)
+				p, err := sim.ParsePartition(partition)
 				if err != nil {
 					return usagef("--partition %q: %v", partition, err)
 				}
 				c.Partitions = append(c.Partitions, p)
 			}
 			if pause != "" {
-				at, d, n, err := parseNodeEvent(pause)
+				at, d, n, err := sim.ParseNodeEvent(pause)
 				if err != nil {
 					return usagef("--pause %q: %v", pause, err)
 				}
 				c.Pauses = append(c.Pauses, sim.Pause{At: at, For: d, Node: n})
 			}
 			if restart != "" {
-				at, d, n, err := parseNodeEvent(restart)
+				at, d, n, err := sim.ParseNodeEvent(restart)
 				if err != nil {
 					return usagef("--restart %q: %v", restart, err)
 				}
@@ -112,7 +110,7 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(r)
 			}
-			printSim(cmd, c, r, time.Since(start))
+			r.WriteText(cmd.OutOrStdout(), c, time.Since(start))
 			return nil
 		},
 	}
@@ -143,79 +141,4 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 	f.BoolVar(&c.Encode, "encode", false, "send every frame through the wire codec and count bytes")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
-}
-
-func parseNodeEvent(s string) (at, d time.Duration, node int, err error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 {
-		return 0, 0, 0, fmt.Errorf("want AT:DURATION:NODE, e.g. 10s:2s:0")
-	}
-	if at, err = time.ParseDuration(parts[0]); err != nil {
-		return 0, 0, 0, fmt.Errorf("time %q: %v", parts[0], err)
-	}
-	if d, err = time.ParseDuration(parts[1]); err != nil {
-		return 0, 0, 0, fmt.Errorf("duration %q: %v", parts[1], err)
-	}
-	if _, err = fmt.Sscan(parts[2], &node); err != nil {
-		return 0, 0, 0, fmt.Errorf("node %q: not a number", parts[2])
-	}
-	return at, d, node, nil
-}
-
-func parsePartition(s string) (sim.Partition, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 {
-		return sim.Partition{}, fmt.Errorf("want START:END:GROUPS, e.g. 5s:12s:0+1/2")
-	}
-	var p sim.Partition
-	var err error
-	if p.Start, err = time.ParseDuration(parts[0]); err != nil {
-		return p, fmt.Errorf("start %q: %v", parts[0], err)
-	}
-	if p.End, err = time.ParseDuration(parts[1]); err != nil {
-		return p, fmt.Errorf("end %q: %v", parts[1], err)
-	}
-	for _, g := range strings.Split(parts[2], "/") {
-		var group []int
-		for _, n := range strings.Split(g, "+") {
-			var i int
-			if _, err := fmt.Sscan(n, &i); err != nil {
-				return p, fmt.Errorf("node %q in groups %q: not a number", n, parts[2])
-			}
-			group = append(group, i)
-		}
-		p.Groups = append(p.Groups, group)
-	}
-	return p, nil
-}
-
-func printSim(cmd *cobra.Command, c sim.Config, r sim.Result, took time.Duration) {
-	out := cmd.OutOrStdout()
-	who := "decided by the nodes"
-	if c.Clients > 0 {
-		mode, to := "leases", "keys to their home node"
-		if c.Client.Strict {
-			mode = "strict"
-		}
-		if c.Client.Nearest {
-			to = "keys to the client's own node"
-		}
-		who = fmt.Sprintf("%d SDK clients per node (%s, %s, rtt %v)", c.Clients, mode, to, c.Client.RTT)
-	}
-	fmt.Fprintf(out, "%d nodes, %s for %v; %s; sync %v, rtt %v, policy %s\n\n",
-		c.Nodes, r.Workload, c.Duration, who, c.Sync, c.RTT, c.Policy)
-	_ = r.WriteTable(out)
-	fmt.Fprintf(out, "\nideal (a perfect limiter per key, same window, same requests): %d\n", r.Ideal)
-	fmt.Fprintf(out, "error against the ideal:       %.3f %%\n", 100*r.Error)
-	if c.Workload != nil && c.Workload.Keys == 1 && c.Workload.Shape == workload.Steady {
-		limitT := float64(c.Limit.Count) * float64(c.Duration) / float64(c.Limit.Window)
-		fmt.Fprintf(out, "error against limit x time:    %.3f %% (%.0f)\n", 100*(float64(r.Admitted)-limitT)/limitT, limitT)
-	}
-	fmt.Fprintf(out, "largest window / limit:        %.3f (the ideal's: %.3f)\n", r.MaxWindowRatio, r.IdealMaxWindowRatio)
-	r.PerKey.WriteText(out)
-	if c.Clients > 0 {
-		fmt.Fprintf(out, "client requests %d (lease requests %d), calls decided in the SDK %d, failed %d\n",
-			r.ClientRequests, r.LeaseRequests, r.LocalDecisions, r.Failed)
-	}
-	fmt.Fprintf(out, "frames %d, rejected %d; simulated in %v\n", r.Frames, r.Rejected, took.Round(time.Millisecond))
 }
