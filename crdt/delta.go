@@ -48,14 +48,23 @@ type peerState struct {
 	// pending are the parts of a full state or split delta not yet sent,
 	// in order.
 	pending []Delta
-	// inflight is the interval of a full state or split delta whose parts
-	// were all sent but which the peer has not acknowledged yet; deltas
-	// are built on it meanwhile, so that a large state is not sent again
-	// while its acknowledgement is on its way. inflightAt is s.last when
-	// its last part was sent; a peer that does not acknowledge it within
-	// DeltaIntervals gets a full state again. A single-part normal delta is
-	// never tracked: the next one is built on the acknowledgement anyway.
+	// inflight is the newest interval whose delta (every part of it) was
+	// sent but which the peer has not acknowledged yet; deltas are built on
+	// it meanwhile: a sync stream delivers in order or breaks (and a
+	// broken stream resets the peer), so what was sent arrives before what
+	// follows, and neither a large state nor the changes of a peer that
+	// acknowledges seldom (it sends frames only when it has news or a
+	// heartbeat is due) are sent again while the acknowledgement is on its
+	// way. inflightAt is s.last when the peer last made progress (its
+	// acknowledgement advanced) or when the first delta after its last
+	// acknowledgement was sent; a peer that makes no progress for
+	// DeltaIntervals intervals gets deltas since its acknowledgement again
+	// (or a full state, if that is too old), which repairs a delta it could
+	// not merge.
 	inflight, inflightAt uint64
+	// offered is the interval of the single-part normal delta DeltaFor
+	// returned last; Sent makes it inflight.
+	offered uint64
 	// relayFrom is, per origin relayed to this peer (RelayFor), the first
 	// epoch the next relay sends; absent: everything. relayNext is what it
 	// becomes once RelaySent confirms the last relay.
@@ -124,28 +133,44 @@ func (s *Store) DeltaFor(peer string, nowLocal int64) []Delta {
 	}
 	if len(parts) > 1 || parts[0].Full {
 		p.pending = parts
+	} else {
+		p.offered = parts[0].Seq
 	}
 	return parts
 }
 
 // Sent reports that the first n parts last returned by DeltaFor for peer
 // were handed to the transport, in order. Parts of a full state or split
-// delta that were not are returned again, first, by the next DeltaFor; once
-// all were, deltas are built on it until the peer acknowledges it (or
-// fails to within DeltaIntervals). A single-part normal delta needs no
-// report, because the next DeltaFor builds a fresh one anyway; calling
-// Sent for it is harmless.
+// delta that were not are returned again, first, by the next DeltaFor.
+// Once every part of a delta was, later deltas are built on it until the
+// peer acknowledges it (or makes no progress within DeltaIntervals). A
+// delta not reported as sent (n = 0: a busy stream, or a heartbeat the
+// caller chose not to send) leaves the next one built on the same basis.
 func (s *Store) Sent(peer string, n int) {
 	p := s.peers[peer]
-	if p == nil || len(p.pending) == 0 || n <= 0 {
+	if p == nil || n <= 0 {
 		return
 	}
-	seq := p.pending[0].Seq
-	p.pending = p.pending[min(n, len(p.pending)):]
+	var seq uint64
+	restart := p.inflight <= p.acked // nothing was outstanding
 	if len(p.pending) == 0 {
+		seq, p.offered = p.offered, 0
+		if seq == 0 {
+			return
+		}
+	} else {
+		seq = p.pending[0].Seq
+		p.pending = p.pending[min(n, len(p.pending)):]
+		if len(p.pending) > 0 {
+			return
+		}
 		p.pending = nil
-		p.inflight, p.inflightAt = seq, s.last
+		restart = true // a full state or split delta: its acknowledgement takes a while
 	}
+	if restart {
+		p.inflightAt = s.last
+	}
+	p.inflight = max(p.inflight, seq)
 }
 
 // Ack records that peer has merged, completely, the delta with Seq seq (its
@@ -157,12 +182,25 @@ func (s *Store) Ack(peer string, seq uint64) {
 	if seq < s.seqBase || seq > s.last {
 		seq = 0
 	}
+	if seq > p.acked {
+		p.inflightAt = s.last // progress
+	}
 	p.acked = seq
 	if p.inflight != 0 && seq >= p.inflight {
 		p.inflight = 0
 	}
 	if len(p.pending) > 0 && seq >= p.pending[0].Seq {
 		p.pending = nil // the peer holds it all already
+	}
+}
+
+// Resend makes the next delta to peer a full state, as if it had
+// acknowledged nothing, leaving the receiving side alone: for a peer whose
+// relaying deltas change their origins (it may lack what was merged of the
+// new ones before).
+func (s *Store) Resend(peer string) {
+	if p := s.peers[peer]; p != nil {
+		p.acked, p.inflight, p.pending, p.offered = 0, 0, nil, 0
 	}
 }
 
@@ -394,14 +432,18 @@ func (s *Store) since(now int64, basis uint64) []Delta {
 		clear(s.cached)
 		s.cached = s.cached[:0]
 	}
+	var rid uint64
+	if s.relayWith != nil {
+		rid = s.relayWith.id
+	}
 	for _, c := range s.cached {
-		if c.basis == basis {
+		if c.basis == basis && c.relay == rid {
 			return c.parts
 		}
 	}
 	parts := s.buildSince(now, basis)
-	if len(s.cached) < 8 {
-		s.cached = append(s.cached, cachedDelta{basis, parts})
+	if len(s.cached) < 16 {
+		s.cached = append(s.cached, cachedDelta{basis, rid, parts})
 	}
 	return parts
 }
@@ -436,6 +478,9 @@ func (s *Store) buildSince(now int64, basis uint64) []Delta {
 		if l.qSeq > basis && sr.qSeq > 0 {
 			b.addQuota(s.own, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 		}
+	}
+	if s.relayWith != nil {
+		s.addRelayed(b, basis, s.relayWith)
 	}
 	return b.finish()
 }

@@ -98,6 +98,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		case nv != old:
 			st.Changed++
 			s.gcAfterChange(ks)
+			s.logMerged(ks, o, e.Epoch, false)
 		default:
 			st.Unchanged++
 		}
@@ -125,6 +126,7 @@ func (s *Store) Merge(d Delta, nowLocal int64) (MergeStats, error) {
 		if sr.putQuota(q.Epoch, q.Seq, q.Quota) {
 			st.Changed++
 			s.gcAfterChange(ks)
+			s.logMerged(ks, o, 0, true)
 		} else {
 			st.Unchanged++
 		}

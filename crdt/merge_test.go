@@ -67,7 +67,6 @@ func TestMergeRejectsBadDeltas(t *testing.T) {
 		{"incarnation zero", func(d *Delta) { d.Origins[1].ID.Incarnation = 0 }, ErrInvalidOrigin, "incarnation 0"},
 		{"bad node ID", func(d *Delta) { d.Origins[1].ID.Node = "c\n" }, ErrInvalidOrigin, "node ID"},
 		{"node ID too long", func(d *Delta) { d.Origins[1].ID.Node = strings.Repeat("n", 65) }, ErrInvalidOrigin, "65 bytes"},
-		{"normal delta with two origins", func(d *Delta) { d.Full, d.Basis = false, 1 }, ErrInvalidDelta, "sender's origin only"},
 		{"full state with a basis", func(d *Delta) { d.Basis = 1 }, ErrInvalidDelta, "basis 1"},
 		{"normal delta without basis", func(d *Delta) { d.Full, d.Origins, d.Entries = false, d.Origins[:1], d.Entries[:1] }, ErrInvalidDelta, "basis 0"},
 		{"basis past seq", func(d *Delta) { d.Full, d.Basis, d.Origins, d.Entries = false, 8, d.Origins[:1], d.Entries[:1] }, ErrInvalidDelta, "basis 8"},

@@ -50,10 +50,15 @@ type Store struct {
 	cacheLast uint64
 	cacheGen  uint64
 	cached    []cachedDelta
+
+	relay     relayLog  // what was merged, for relaying deltas (relaylog.go)
+	relaySets uint64    // RelaySets made
+	relayWith *RelaySet // the set DeltaForRelaying is building with
 }
 
 type cachedDelta struct {
 	basis uint64
+	relay uint64 // RelaySet id; 0: none
 	parts []Delta
 }
 
@@ -72,6 +77,7 @@ type origin struct {
 	floor      int64
 	relayed    bool
 	lastDirect int64  // local time of the last delta sent by this origin itself
+	newsSeq    uint64 // interval in which its asOf last advanced (relaying deltas)
 	nseries    int    // keys holding slots of this origin
 	idx        uint32 // its index in Store.byIdx
 }
@@ -275,7 +281,9 @@ func (s *Store) observe(o *origin, st OriginState, now int64, direct bool, fresh
 	switch {
 	case fresh:
 		o.asOf, o.heardAt, o.relayed = st.AsOf, heard, !direct
+		s.noteNews(o)
 	case st.AsOf > o.asOf:
+		s.noteNews(o)
 		// A report that lags the estimate the store has been sliding forward
 		// must not pull it back: views that slid past slots must not see them
 		// again, and GC may have dropped them.
@@ -456,6 +464,7 @@ func (s *Store) unlink(ks *keyState) {
 // interval, after recording own slots and asOf and before building deltas.
 func (s *Store) Tick() uint64 {
 	s.last++
+	s.tickRelay()
 	// No delta will be built on an interval older than DeltaIntervals (a
 	// peer that far behind gets a full state): logs whose every change is
 	// that old are never read again.

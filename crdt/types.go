@@ -191,8 +191,8 @@ func (d *Delta) IsRelay() bool { return !d.Full && d.Basis == d.Seq }
 
 // Validate checks every rule that does not depend on a receiver's state: the
 // ranges of every field, that origin indices point into Origins, that From
-// is among Origins with Age 0, that a normal delta carries only From, and
-// that no entry is ahead of its origin's asOf by more than MaxLeadSlots.
+// is among Origins with Age 0 (a normal delta may carry other origins: a
+// relaying delta, Store.DeltaForRelaying), and that no entry is ahead of its origin's asOf by more than MaxLeadSlots.
 // Errors wrap ErrInvalidDelta or ErrInvalidOrigin and name the field.
 func (d *Delta) Validate() error {
 	if err := d.From.Validate(); err != nil {
@@ -209,9 +209,6 @@ func (d *Delta) Validate() error {
 	}
 	if len(d.Origins) == 0 || len(d.Origins) > MaxDeltaOrigins {
 		return fmt.Errorf("%w: %d origins; 1 to %d are allowed", ErrInvalidDelta, len(d.Origins), MaxDeltaOrigins)
-	}
-	if !d.Full && !d.IsRelay() && len(d.Origins) != 1 {
-		return fmt.Errorf("%w: a normal delta carries its sender's origin only, not %d origins", ErrInvalidDelta, len(d.Origins))
 	}
 	if len(d.Entries) > MaxDeltaEntries {
 		return fmt.Errorf("%w: %d entries; at most %d are allowed", ErrInvalidDelta, len(d.Entries), MaxDeltaEntries)

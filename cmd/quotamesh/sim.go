@@ -138,6 +138,9 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 	f.StringVar(&pause, "pause", "", "a pause AT:FOR:NODE, e.g. 10s:3s:0")
 	f.StringVar(&restart, "restart", "", "a kill -9 and restart AT:DOWN:NODE, e.g. 10s:2s:1")
 	f.Uint64Var(&c.Seed, "seed", 1, "random seed")
+	f.IntVar(&c.Engine.FullMeshUpTo, "full-mesh-up-to", 0, "largest cluster that syncs as a full mesh; larger ones use the overlay (0: the default, 12; negative: always the overlay)")
+	f.IntVar(&c.Engine.SyncHops, "sync-hops", 0, "hops of the sync overlay (0: the default, 3)")
+	f.DurationVar(&c.Engine.Heartbeat, "heartbeat", 0, "how often a peer with nothing new still gets a frame (0: the default, 100ms)")
 	f.BoolVar(&c.Encode, "encode", false, "send every frame through the wire codec and count bytes")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd

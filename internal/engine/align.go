@@ -34,7 +34,7 @@ func (e *Engine) alignLocked(now int64) {
 		if !m.reachable || now-m.direct > int64(e.cfg.DeadAfter) {
 			continue // only heard through a relay: no clock samples
 		}
-		o, ok := m.offsets.estimate()
+		o, ok := m.offsets.estimate(now)
 		if !ok || m.echo == 0 {
 			// Wait for every member this node hears: a median of part of
 			// them (or a mean of two of three) would follow an outlier.
@@ -67,30 +67,43 @@ func (e *Engine) alignLocked(now int64) {
 // for both sides' filters to refill with samples of the new clock.
 const alignHoldOff = 500 * time.Millisecond
 
+// sampleSpan is how far back an offset estimate looks: less than
+// alignHoldOff, so that a peer's estimate no longer holds samples from
+// before this node's last correction when alignment resumes, whatever the
+// rate of its frames (a frame every tick under load, a heartbeat every
+// Heartbeat when idle).
+const sampleSpan = 400 * time.Millisecond
+
 // offsetFilter keeps the last few samples of a peer's clock offset as seen
 // through its frames: asOf − local now, which is the offset minus the
 // frame's delay. Their maximum is the sample with the least delay, the best
 // estimate of the offset itself.
 type offsetFilter struct {
 	samples [8]int64
+	at      [8]int64 // local time of each sample
 	n       int
 	next    int
 }
 
-func (f *offsetFilter) add(d int64) {
-	f.samples[f.next] = d
+func (f *offsetFilter) add(d, now int64) {
+	f.samples[f.next], f.at[f.next] = d, now
 	f.next = (f.next + 1) % len(f.samples)
 	f.n = min(f.n+1, len(f.samples))
 }
 
-// estimate returns the offset once enough samples are in.
-func (f *offsetFilter) estimate() (int64, bool) {
-	if f.n < 4 {
-		return 0, false
+// estimate returns the offset at local time now once enough samples of
+// the last sampleSpan are in.
+func (f *offsetFilter) estimate(now int64) (int64, bool) {
+	var best int64
+	k := 0
+	for i := range f.n {
+		if now-f.at[i] > int64(sampleSpan) {
+			continue
+		}
+		if k == 0 || f.samples[i] > best {
+			best = f.samples[i]
+		}
+		k++
 	}
-	best := f.samples[0]
-	for _, v := range f.samples[1:f.n] {
-		best = max(best, v)
-	}
-	return best, true
+	return best, k >= 3
 }

@@ -21,6 +21,9 @@ const (
 	DefaultMaxLeaseFraction = 0.1
 	DefaultAlignDeadband    = 10 * time.Millisecond
 	DefaultQuotaValidity    = time.Second
+	DefaultHeartbeat        = 100 * time.Millisecond
+	DefaultFullMeshUpTo     = 12
+	DefaultSyncHops         = 3
 	// HorizonMargin is how many slots beyond a key's window and demand
 	// period the store keeps for it.
 	HorizonMargin = 10
@@ -82,6 +85,26 @@ type Config struct {
 	// share the cluster may have reclaimed. At least twice RefreshEvery
 	// ticks.
 	QuotaValidity time.Duration
+	// Heartbeat is how often a peer this node has nothing new for still
+	// gets a frame, so that it hears this node (and its acknowledgements)
+	// (default 200 ms). A tick sends a peer a frame only when it carries
+	// counts, quota registers or relayed states the peer has not had, or
+	// a heartbeat is due: an idle cluster exchanges a few frames a second,
+	// not one per peer and tick. 0 to DeadAfter/4 (a peer says it misses a
+	// member after DeadAfter/2 without a frame); below the sync interval it
+	// means every tick.
+	Heartbeat time.Duration
+	// FullMeshUpTo is the largest number of reachable nodes (this one
+	// included) that sync as a full mesh, every node sending every peer
+	// its frames (default 12). Larger clusters sync over an overlay: a
+	// node sends frames to about SyncHops·(N^(1/SyncHops) − 1) peers and
+	// relays to them the changes of others (design.md §7, "Sync
+	// overlay"). Negative: always the overlay; 1 to 1000 otherwise.
+	FullMeshUpTo int
+	// SyncHops is how many hops of the overlay a change takes at most to
+	// reach every node (default 3), 1 to 6. More hops, fewer peers per
+	// node and older views.
+	SyncHops int
 	// UnsafeIgnoreShare makes the engine admit up to the whole limit as if
 	// it were alone: a deliberately broken node, for the fault suite to
 	// prove that its checkers catch over-admission. Never in production.
@@ -129,6 +152,15 @@ func (c Config) withDefaults() Config {
 		// At least twice the refresh period, so that a slower sync
 		// interval needs no setting of its own.
 		c.QuotaValidity = max(DefaultQuotaValidity, 2*time.Duration(c.RefreshEvery)*c.SyncInterval)
+	}
+	if c.FullMeshUpTo == 0 {
+		c.FullMeshUpTo = DefaultFullMeshUpTo
+	}
+	if c.SyncHops == 0 {
+		c.SyncHops = DefaultSyncHops
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = min(DefaultHeartbeat, c.DeadAfter/4)
 	}
 	if c.AlignDeadband == 0 {
 		c.AlignDeadband = DefaultAlignDeadband
@@ -187,6 +219,12 @@ func (c Config) Validate() error {
 		return bad("max lease fraction %v: use (0, 1]", d.MaxLeaseFraction)
 	case d.QuotaValidity < 2*time.Duration(d.RefreshEvery)*d.SyncInterval:
 		return bad("quota validity %v is below twice the refresh period (%d ticks of %v): quotas would expire between refreshes", d.QuotaValidity, d.RefreshEvery, d.SyncInterval)
+	case d.Heartbeat < 0 || d.Heartbeat > d.DeadAfter/4:
+		return bad("heartbeat %v: use up to a quarter of dead after (%v), or peers would count this node as missing between heartbeats", d.Heartbeat, d.DeadAfter)
+	case d.FullMeshUpTo > 1000:
+		return bad("full mesh up to %d nodes: use at most 1000, or a negative value for the overlay at every size", d.FullMeshUpTo)
+	case d.SyncHops < 1 || d.SyncHops > 6:
+		return bad("sync hops %d: use 1 to 6", d.SyncHops)
 	case d.AlignDeadband > time.Second:
 		return bad("align deadband %v: use up to 1s, or a negative value to turn alignment off", d.AlignDeadband)
 	}

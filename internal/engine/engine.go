@@ -56,6 +56,7 @@ type Engine struct {
 	alignHold    int64 // no realignment before this local time
 	slots        []crdt.SlotCounts
 	relayScratch []crdt.OriginID
+	ov           overlay // overlay.go
 	counters     Counters
 	byRule       map[string]*RuleCounts // rules.go
 	// Resets (reset.go): the table's resets already applied, the floor of

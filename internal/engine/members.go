@@ -150,11 +150,19 @@ func (e *Engine) currentOriginsLocked() map[string]crdt.OriginInfo {
 func (e *Engine) missAfter() int64 { return int64(e.cfg.DeadAfter) / 2 }
 
 // missesLocked lists the members this node has had no frame from for
-// missAfter, in ID order; nil when it hears them all.
+// missAfter, in ID order; nil when it hears them all. Over the sync
+// overlay, where most members are heard through others, a member is
+// missed when it was not heard at all, directly or relayed.
 func (e *Engine) missesLocked(now int64) []string {
 	var out []string
+	relayed := e.ov.on
 	for _, id := range e.memberIDs {
-		if now-e.members[id].direct > e.missAfter() {
+		m := e.members[id]
+		last := m.direct
+		if relayed {
+			last = max(m.direct, m.heard)
+		}
+		if now-last > e.missAfter() {
 			out = append(out, id)
 		}
 	}

@@ -12,6 +12,10 @@ import (
 type peer struct {
 	outSeq uint64 // last frame sequence sent on the current stream
 	inSeq  uint64 // last frame sequence accepted on the current stream
+	// lastOut is the local time of the last tick that sent it a frame;
+	// sentAny says there was one.
+	lastOut int64
+	sentAny bool
 }
 
 // PeerUp tells the engine a new sync stream with node is up: both sides
@@ -110,7 +114,7 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 	if st := s.Delta.Origins; len(st) > 0 {
 		for i := range st {
 			if st[i].ID == s.Delta.From {
-				m.offsets.add(st[i].AsOf - now)
+				m.offsets.add(st[i].AsOf-now, now)
 				break
 			}
 		}

@@ -5,6 +5,8 @@
 package engine
 
 import (
+	"slices"
+
 	"github.com/quotamesh/quotamesh/crdt"
 	"github.com/quotamesh/quotamesh/internal/wire"
 )
@@ -22,6 +24,7 @@ type Ready struct {
 	Stats TickStats
 
 	tick uint64 // the Tick that made it, checked by Advance
+	at   int64  // its local time
 }
 
 // Outbox is one peer's frames of a tick.
@@ -78,7 +81,7 @@ func (e *Engine) Tick(now int64) Ready {
 	}
 	e.beat.Store(max(e.beat.Load(), now))
 	e.expireLeases(now)
-	rd := Ready{tick: e.ticks}
+	rd := Ready{tick: e.ticks, at: now}
 	e.reg.Drain(func(key string) {
 		w, rule, ok := e.reg.Lookup(key)
 		if !ok {
@@ -134,25 +137,49 @@ func (e *Engine) Tick(now int64) Ready {
 	e.store.SetOwnAsOf(now)
 	e.store.Tick()
 
+	ov := e.overlayLocked()
 	misses := e.missesLocked(now)
 	for _, id := range e.memberIDs {
 		p := e.peers[id]
 		if p == nil {
 			continue // no stream: the transport will tell us when there is
 		}
+		var rs *crdt.RelaySet
+		if ov.on {
+			nb := ov.peers[id]
+			if nb != nil {
+				rs = nb.set
+			} else if m := e.members[id]; m.reachable && !slices.Contains(misses, id) && !slices.Contains(m.misses, e.cfg.Node) {
+				// Not a neighbour: it hears this node through them. A
+				// member this node cannot reach, misses, or that misses
+				// it, gets frames directly, as in a full mesh: that is how
+				// it becomes reachable, and how a path the overlay lost
+				// is bridged (design.md §7).
+				continue
+			}
+		}
 		ob := Outbox{Node: id, stream: p}
 		ack := e.store.AckFor(id)
-		echo, _ := e.members[id].offsets.estimate()
+		echo, _ := e.members[id].offsets.estimate(now)
 		frame := func(d crdt.Delta) {
 			seq := p.outSeq + uint64(len(ob.Frames)) + 1
 			ob.Frames = append(ob.Frames, &wire.Sync{Seq: seq, Ack: ack, Offset: echo, Delta: d, Misses: misses})
 		}
-		for _, d := range e.store.DeltaFor(id, now) {
+		parts := e.store.DeltaForRelaying(id, now, rs)
+		relay := e.relayOriginsLocked(id)
+		if len(relay) == 0 && len(misses) == 0 && len(parts) == 1 && quiet(&parts[0]) &&
+			p.sentAny && now-p.lastOut < int64(e.cfg.Heartbeat) {
+			// Nothing the peer has not had but this node's asOf, and its
+			// last frame is recent: no frame this tick (design.md §6).
+			rd.Stats.Quiet++
+			continue
+		}
+		for _, d := range parts {
 			frame(d)
 		}
 		// Relays go after the delta: a peer that did not get every part of
 		// it does not get them either (Advance counts a prefix).
-		if relay := e.relayOriginsLocked(id); len(relay) > 0 {
+		if len(relay) > 0 {
 			ob.relay = true
 			parts := e.store.RelayFor(id, now, relay)
 			for _, d := range parts {
@@ -190,6 +217,9 @@ func (e *Engine) Advance(rd Ready) TickStats {
 		deltas := len(ob.Frames) - ob.Relays
 		if e.peers[ob.Node] == ob.stream {
 			ob.stream.outSeq += uint64(sent)
+			if sent > 0 {
+				ob.stream.lastOut, ob.stream.sentAny = rd.at, true
+			}
 		}
 		// The store's state for the peer is as Tick left it, or was reset
 		// or acknowledged since; in the latter cases these are no-ops, as
@@ -213,6 +243,15 @@ type TickStats struct {
 	Recomputed int // quotas recomputed
 	Frames     int // frames sent (as Advance was told), relays included
 	Relayed    int // of which relays of members a peer misses
+	Quiet      int // peers sent nothing: no news for them and no heartbeat due
+}
+
+// quiet reports whether d is a normal delta carrying nothing but its
+// sender's own state: a heartbeat.
+// Relayed states without counts (liveness of idle origins) ride along
+// with the next frame that goes anyway.
+func quiet(d *crdt.Delta) bool {
+	return !d.Full && d.Parts <= 1 && len(d.Entries) == 0 && len(d.Quotas) == 0
 }
 
 // mirrorLocked copies the slots of ks's window that may have changed since

@@ -49,6 +49,7 @@ func TestAdvanceCountsAPrefix(t *testing.T) {
 	rd.Send(func(string, *wire.Sync) error { return nil })
 	e.Advance(rd)
 
+	e.AllowN(t0+50*ms, "k:0", 1) // news for b: a frame goes
 	rd = e.Tick(t0 + 60*ms)
 	if f := rd.Peers[0].Frames; f[0].Delta.Full || f[0].Seq != uint64(len(first)+1) {
 		t.Errorf("third tick: full %v, Seq %d; want a normal delta numbered %d", f[0].Delta.Full, f[0].Seq, len(first)+1)
