@@ -7,15 +7,19 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/internal/clock"
+	"github.com/quotamesh/quotamesh/internal/lease"
 	"github.com/rs/zerolog"
 )
 
 // Defaults for options not given.
 const (
-	// DefaultLeaseTTL is the longest the SDK uses a lease (the node's own
-	// default, engine.DefaultLeaseTTL). A key is decided from leases once
-	// its calls per TTL reach 4 (40/s at this TTL).
-	DefaultLeaseTTL = 100 * time.Millisecond
+	// DefaultLeaseTTL is the longest the SDK uses a lease (the node may
+	// grant shorter). A key is decided from leases once its calls per TTL
+	// reach 4 (80/s at this TTL). Half a slot: a lease's used tokens are
+	// counted in the slot its settlement reaches the node in, and a TTL of
+	// a whole slot (100 ms) made most settlements cross a slot edge, which
+	// held 3-8 % of a saturated key's room idle (design.md §10).
+	DefaultLeaseTTL = lease.DefaultTTL
 	// DefaultRequestTimeout bounds one round trip: a strict decision, a
 	// first lease, a renewal. A call gives up with quotamesh.ErrUnavailable
 	// when it passes, or earlier when its context ends.

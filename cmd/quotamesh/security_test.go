@@ -263,7 +263,11 @@ func TestOutsideIn(t *testing.T) {
 		// and certificate, and the SDK with this CA and the other's
 		// certificate: each fails at once, naming a certificate.
 		code, _, stderr, took := o.cli("limit", "list", "--addr", n3.Addr, "--certs", other)
-		if code != 1 || !strings.Contains(stderr, "certificate") || took > 2*time.Second {
+		bound := 2 * time.Second
+		if raceEnabled {
+			bound = 6 * time.Second // a race-instrumented CLI process starts slowly
+		}
+		if code != 1 || !strings.Contains(stderr, "certificate") || took > bound {
 			t.Errorf("CLI with another cluster's certs: exit %d after %v: %s", code, took, stderr)
 		}
 		for _, s := range []struct{ ca, cert string }{{other, other}, {lc.CertDir, other}} {
@@ -297,7 +301,7 @@ func TestOutsideIn(t *testing.T) {
 		var refused, accepted int
 		start := time.Now()
 		var wg sync.WaitGroup
-		for range 4 {
+		for range 8 {
 			wg.Go(func() {
 				for end := start.Add(3 * time.Second); time.Now().Before(end); {
 					// A socket per dial (quic-go reads a socket given to
@@ -324,7 +328,15 @@ func TestOutsideIn(t *testing.T) {
 		elapsed := time.Since(start)
 		after := o.metric(n2, "quotamesh_transport_handshakes_refused_total", `reason="rate_limited"`)
 		t.Logf("storm from one address for %v: %d accepted, %d refused", elapsed, accepted, refused)
-		if limit := 40 + 20*elapsed.Seconds() + 5; refused == 0 || float64(accepted) > limit || after-before < float64(refused) {
+		limit := 40 + 20*elapsed.Seconds() + 5
+		if float64(accepted+refused) <= limit {
+			// The machine could not dial faster than the node allows:
+			// nothing to refuse. The accepted count is still bounded.
+			t.Logf("the storm reached only %d attempts (the allowance is %.0f): refusals not judged", accepted+refused, limit)
+		} else if refused == 0 {
+			t.Errorf("a storm of %d attempts from one address for %v: none refused", accepted+refused, elapsed)
+		}
+		if float64(accepted) > limit || after-before < float64(refused) {
 			t.Errorf("a storm from one address for %v: %d handshakes accepted (at most %.0f allowed), %d refused, %v refusals counted by the node",
 				elapsed, accepted, limit, refused, after-before)
 		}
@@ -373,7 +385,9 @@ func TestOutsideIn(t *testing.T) {
 			}
 		}
 		time.Sleep(300 * time.Millisecond) // applied on every node
-		c, err := o.sdk(ctx, lc.CertDir, lc.CertDir, "app", []string{n1.Addr}, client.WithNodeID("n1"), client.WithStrict())
+		// A generous request timeout: this is about budgets, not latency.
+		c, err := o.sdk(ctx, lc.CertDir, lc.CertDir, "app", []string{n1.Addr}, client.WithNodeID("n1"), client.WithStrict(),
+			client.WithRequestTimeout(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}

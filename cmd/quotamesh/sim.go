@@ -123,7 +123,7 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 	f.Float64Var(&c.Client.Loss, "client-loss", 0, "with --clients: probability that a message needs a retransmission")
 	f.BoolVar(&c.Client.Strict, "strict", false, "with --clients: one round trip per decision instead of leases")
 	f.BoolVar(&c.Client.Nearest, "nearest", false, "with --clients: every client sends every key to its own node, not the key's home")
-	f.DurationVar(&c.Client.Lease.TTL, "lease-ttl", 0, "with --clients: the SDK's lease TTL (default 100ms)")
+	f.DurationVar(&c.Client.Lease.TTL, "lease-ttl", 0, "with --clients: the SDK's lease TTL (default 50ms)")
 	f.DurationVar(&c.Duration, "duration", 60*time.Second, "simulated length of the load")
 	f.DurationVar(&c.Warmup, "warmup", time.Second, "simulated time the nodes sync before the load starts")
 	f.DurationVar(&c.Sync, "sync", 20*time.Millisecond, "sync interval")

@@ -39,7 +39,7 @@ import (
 
 // Defaults for zero Config fields.
 const (
-	DefaultTTL         = 100 * time.Millisecond
+	DefaultTTL         = 50 * time.Millisecond
 	DefaultWarmTokens  = 4
 	DefaultColdTokens  = 1
 	DefaultMaxDeny     = 20 * time.Millisecond
@@ -51,8 +51,8 @@ const (
 // Config tunes the lease logic. The zero value of every field means its
 // default.
 type Config struct {
-	// TTL is how long the SDK asks to use a lease (default 100 ms); the node
-	// may grant shorter. Longer leases mean fewer requests for warm keys and,
+	// TTL is how long the SDK asks to use a lease (default 50 ms: half a
+	// slot, see client.DefaultLeaseTTL); the node may grant shorter. Longer leases mean fewer requests for warm keys and,
 	// when a key's demand stops, room held idle for longer.
 	TTL time.Duration
 	// WarmTokens: a key whose calls per TTL reach this many asks for leases
