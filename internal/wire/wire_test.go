@@ -403,7 +403,6 @@ func TestDecodeErrors(t *testing.T) {
 		{"sync parts beyond MaxParts", raw(with(syncFields(), 9, crdt.MaxParts+1)...), ErrMalformed, "delta parts"},
 		{"sync full with basis", raw(with(syncFields(), 6, 3)...), ErrMalformed, "basis gap 3 in a full state"},
 		{"sync normal without basis", raw(with(with(syncFields(), 7, 0), 6, 9)...), ErrMalformed, "leaves no basis"},
-		{"sync normal with two origins", raw(with(with(with(syncFields(), 7, 0), 5, 2), 6, 1)...), ErrMalformed, "sender's origin only"},
 		{"origins claim 4 billion", raw(with(syncFields(), 10, rawBytes{0xdd, 0xff, 0xff, 0xff, 0xff})...), ErrTooLarge, "4294967295 values"},
 		{"origins claim more than fit", raw(with(syncFields(), 10, rawBytes{0xdc, 0x27, 0x10})...), ErrMalformed, "cannot fit"},
 		{"origin state of 3 values", raw(with(syncFields(), 10, []any{[]any{"b", 7, t0}})...), ErrMalformed, "not 4"},
@@ -427,6 +426,13 @@ func TestDecodeErrors(t *testing.T) {
 		{"count negative", raw(with(syncFields(), 12, []any{[]any{"k", 0, e, -200, 1}})...), ErrMalformed, "-200 is negative"},
 		{"admitted above offered", raw(with(syncFields(), 12, []any{[]any{"k", 0, e, 2, 1}})...), ErrMalformed, "exceeds offered"},
 		{"body over 1 MiB", make([]byte, MaxFrame+1), ErrTooLarge, "body of"},
+	}
+	// A normal delta may carry other origins' counts: a node relays them
+	// above the full-mesh size (design.md §7, "Sync traffic").
+	if m, err := Decode(raw(with(with(with(syncFields(), 7, 0), 5, 2), 6, 1)...)); err != nil {
+		t.Errorf("a normal delta relaying a second origin: %v; want it decoded", err)
+	} else if s, ok := m.(*Sync); !ok || len(s.Delta.Origins) != 2 {
+		t.Errorf("a normal delta relaying a second origin decoded as %+v", m)
 	}
 	for i, tt := range tests {
 		m, err := Decode(tt.body)
