@@ -441,7 +441,9 @@ func TestCrashedPeerIsResetByItsSuccessor(t *testing.T) {
 	b.fn.Block(a.t.Addr())
 	b.close()
 	if !a.h.isUp("b") {
-		t.Fatalf("a saw b's close despite the block")
+		// A packet of b's already on its way (a busy machine delays the
+		// block's effect): the scenario did not happen, nothing to judge.
+		t.Skip("a saw b's close before the block took effect; the crash was not silent")
 	}
 	start := time.Now()
 	b2 := startNodeAt(t, ca, "b", addr, func(c *Config) { c.Certificate = b.cfg.Certificate })
