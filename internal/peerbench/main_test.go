@@ -107,8 +107,12 @@ func TestQuickRunBothSystems(t *testing.T) {
 					checkRow(t, r)
 				}
 			}
-			if n != 1 {
-				t.Errorf("%s: %d %s rows, want 1", sys, n, name)
+			want := 1
+			if kind == runner.KindSaturation {
+				want = 2 // within the P99 target, and answered in full
+			}
+			if n != want {
+				t.Errorf("%s: %d %s rows, want %d", sys, n, name, want)
 			}
 		}
 	}

@@ -21,16 +21,17 @@ const (
 // Systems lists them in the order a run measures them.
 var Systems = []string{QuotaMeshLeases, QuotaMeshStrict, Gubernator}
 
-// Workers per node, as `quotamesh bench` uses them: a lease decision
-// rarely waits, so a small pool takes each tick's arrivals in turn
-// (accuracy runs), or the generator makes the calls itself (runs at a
-// fixed rate); a round trip per decision (strict, Gubernator, and the
-// many-key runs, where most keys are too thin for a lease) needs many
-// calls in flight.
+// Workers per node. The loads that score decisions (one key, many keys)
+// give every request a worker of its own from a pool, as a service gives
+// each request a goroutine, whatever the system: a decision that waits
+// (a round trip, a lease on its way) then holds up only its own request.
+// The fixed-rate loads measure latency; there the generator makes lease
+// decisions itself, one after another, as `quotamesh bench` does: handing
+// each to another goroutine adds a wake-up per decision that costs more
+// than the decision, and no service pays it.
 const (
-	LeaseWorkers     = 8
+	Workers          = 64
 	LeaseRateWorkers = 0
-	RoundTripWorkers = 64
 )
 
 // ErrInvalid reports bad options; the error names the flag.
@@ -88,7 +89,7 @@ func DefaultOptions() Options {
 		Keys: []int{1_000, 10_000, 100_000}, KeyDists: []string{"uniform", "zipf"}, ZipfExponent: 1,
 		KeysRate: 3000, KeysLimit: "10/s", KeysDuration: 10 * time.Second,
 		Rates: []float64{1000, 5000, 10_000}, RateDuration: 5 * time.Second, FastLimit: "1000000000/s",
-		SatStart: 5000, SatStep: 1.5, SatSteps: 12, SatDuration: 3 * time.Second, P99Target: 5 * time.Millisecond,
+		SatStart: 1000, SatStep: 1.5, SatSteps: 15, SatDuration: 3 * time.Second, P99Target: 5 * time.Millisecond,
 		Settle: time.Second, Seed: 1, Repo: "../..",
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/peerbench/peer"
+	"github.com/quotamesh/quotamesh/internal/peerbench/score"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -50,15 +51,18 @@ func (p Plan) rules() []limits.Rule {
 // table to stdout.
 func Run(ctx context.Context, p Plan, stdout, stderr io.Writer) error {
 	env, rows, err := Measure(ctx, p, stderr)
-	if err != nil {
-		return err
+	if len(rows) > 0 {
+		if werr := WriteTable(stdout, env, rows, p.Markdown); werr != nil {
+			return errors.Join(err, werr)
+		}
 	}
-	return WriteTable(stdout, env, rows, p.Markdown)
+	return err
 }
 
 // Measure measures every system of p, printing a line per row to stderr
 // as it is measured, and returns the rows and where and when they were
-// measured.
+// measured. On error it returns what was measured before, and the
+// error.
 func Measure(ctx context.Context, p Plan, stderr io.Writer) (*Env, []Row, error) {
 	env := startEnv(p)
 	var rows []Row
@@ -66,18 +70,24 @@ func Measure(ctx context.Context, p Plan, stderr io.Writer) (*Env, []Row, error)
 		rows = append(rows, r)
 		fmt.Fprintln(stderr, r.progress())
 	}
+	// A system that fails (a process died, a start timed out) ends its
+	// own runs, not the other system's: the rows measured so far are kept
+	// and the error is returned with them.
+	var errs []error
 	if p.has(QuotaMeshLeases, QuotaMeshStrict) {
 		if err := runQuotaMesh(ctx, p, env, progress, stderr); err != nil {
-			return nil, nil, err
+			fmt.Fprintf(stderr, "peerbench: quotamesh: %v\n", err)
+			errs = append(errs, err)
 		}
 	}
-	if p.has(Gubernator) {
+	if p.has(Gubernator) && ctx.Err() == nil {
 		if err := runGubernator(ctx, p, progress, stderr); err != nil {
-			return nil, nil, err
+			fmt.Fprintf(stderr, "peerbench: gubernator: %v\n", err)
+			errs = append(errs, err)
 		}
 	}
 	env.finish()
-	return env, rows, nil
+	return env, rows, errors.Join(errs...)
 }
 
 func runQuotaMesh(ctx context.Context, p Plan, env *Env, progress func(Row), stderr io.Writer) (err error) {
@@ -108,7 +118,7 @@ func runQuotaMesh(ctx context.Context, p Plan, env *Env, progress func(Row), std
 		if !p.has(sys) {
 			continue
 		}
-		lims, names, err := q.Dial(ctx, sys == QuotaMeshStrict, 2*RoundTripWorkers)
+		lims, names, err := q.Dial(ctx, sys == QuotaMeshStrict, 2*Workers)
 		if err != nil {
 			return err
 		}
@@ -191,11 +201,13 @@ func runCases(ctx context.Context, p Plan, t target, progress func(Row)) error {
 		progress(r)
 	}
 	if p.SatSteps > 0 {
-		r, err := saturation(ctx, p, t, fmt.Sprintf("sat%d", next()))
+		rs, err := saturation(ctx, p, t, fmt.Sprintf("sat%d", next()))
 		if err != nil {
 			return err
 		}
-		progress(r)
+		for _, r := range rs {
+			progress(r)
+		}
 	}
 	return nil
 }
@@ -209,6 +221,26 @@ func settle(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+// primeRecorders makes one call through each recorder, recorded outside
+// the load; a call the cluster could not answer in time is tried again
+// for up to 10 s.
+func primeRecorders(ctx context.Context, recs []*score.Recorder) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for i, r := range recs {
+		for {
+			err := r.Prime(ctx)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, quotamesh.ErrUnavailable) || ctx.Err() != nil {
+				return fmt.Errorf("peerbench: first call through node %d: %w", i, err)
+			}
+		}
+	}
+	return nil
 }
 
 // prime makes one call through each limiter, so that each holds its

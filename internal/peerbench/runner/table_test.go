@@ -19,25 +19,27 @@ func TestSaturatedSteps(t *testing.T) {
 	failing := func(rate float64) Step { return Step{Rate: rate, Achieved: rate, P99us: 1000, Failed: 1} }
 	unsent := func(rate float64) Step { return Step{Rate: rate, Achieved: rate, P99us: 1000, Unsent: 3} }
 	steps := []struct {
-		steps           []Step
-		best, firstFail int
+		steps          []Step
+		within, keptUp int
 	}{
-		{[]Step{ok(1000), ok(1500), slow(2250)}, 1, 2},
-		{[]Step{ok(1000), ok(1500)}, 1, -1},
+		{[]Step{ok(1000), ok(1500), slow(2250), behind(3375)}, 1, 2},
+		{[]Step{ok(1000), ok(1500)}, 1, 1},
 		{[]Step{slow(1000)}, -1, 0},
-		{[]Step{ok(1000), behind(1500)}, 0, 1},
-		{[]Step{ok(1000), failing(1500)}, 0, 1},
-		{[]Step{ok(1000), unsent(1500)}, 0, 1},
-		// A step at exactly the target passes.
-		{[]Step{{Rate: 1000, Achieved: 1000, P99us: 5000}}, 0, -1},
-		// The best is the highest achieved among passing steps, not the last.
-		{[]Step{{Rate: 1000, Achieved: 1000, P99us: 100}, {Rate: 1500, Achieved: 1450, P99us: 100}, {Rate: 2250, Achieved: 2140, P99us: 100}}, 2, -1},
+		{[]Step{behind(1000)}, -1, -1},
+		{[]Step{ok(1000), behind(1500)}, 0, 0},
+		{[]Step{ok(1000), failing(1500)}, 0, 0},
+		{[]Step{ok(1000), unsent(1500)}, 0, 0},
+		// A step at exactly the target passes; 95 % answered keeps up.
+		{[]Step{{Rate: 1000, Achieved: 950, P99us: 5000}}, 0, 0},
+		// The best is the highest achieved, not the last step.
+		{[]Step{{Rate: 1000, Achieved: 1000, P99us: 100}, {Rate: 1500, Achieved: 1450, P99us: 100}, {Rate: 2250, Achieved: 2140, P99us: 100}}, 2, 2},
+		{[]Step{slow(1000), ok(1500)}, 1, 1},
 		{nil, -1, -1},
 	}
 	for i, st := range steps {
-		best, fail := Saturated(st.steps, target)
-		if best != st.best || fail != st.firstFail {
-			t.Errorf("step %d: Saturated(%+v) = %d, %d, want %d, %d", i, st.steps, best, fail, st.best, st.firstFail)
+		within, kept := Saturated(st.steps, target)
+		if within != st.within || kept != st.keptUp {
+			t.Errorf("step %d: Saturated(%+v) = %d, %d, want %d, %d", i, st.steps, within, kept, st.within, st.keptUp)
 		}
 	}
 }
@@ -147,19 +149,19 @@ func TestWriteTable(t *testing.T) {
 
 func TestWorkers(t *testing.T) {
 	for _, st := range []struct {
-		system          string
-		fixed, manyKeys bool
-		n               int
-		batch           bool
+		system string
+		fixed  bool
+		n      int
+		batch  bool
 	}{
-		{QuotaMeshLeases, false, false, LeaseWorkers, true},
-		{QuotaMeshLeases, true, false, LeaseRateWorkers, true},
-		{QuotaMeshLeases, false, true, RoundTripWorkers, false},
-		{QuotaMeshStrict, true, false, RoundTripWorkers, false},
-		{Gubernator, false, false, RoundTripWorkers, false},
+		{QuotaMeshLeases, false, Workers, false},
+		{QuotaMeshLeases, true, LeaseRateWorkers, true},
+		{QuotaMeshStrict, true, Workers, false},
+		{QuotaMeshStrict, false, Workers, false},
+		{Gubernator, true, Workers, false},
 	} {
-		if n, b := workers(st.system, st.fixed, st.manyKeys); n != st.n || b != st.batch {
-			t.Errorf("workers(%s, fixed rate %v, many keys %v) = %d, %v; want %d, %v", st.system, st.fixed, st.manyKeys, n, b, st.n, st.batch)
+		if n, b := workers(st.system, st.fixed); n != st.n || b != st.batch {
+			t.Errorf("workers(%s, fixed rate %v) = %d, %v; want %d, %v", st.system, st.fixed, n, b, st.n, st.batch)
 		}
 	}
 }

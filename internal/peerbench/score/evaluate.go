@@ -113,15 +113,15 @@ type keyScratch struct {
 }
 
 // score computes one key's figures from its records (modified: sorted by
-// start).
+// intended time).
 func (ks *keyScratch) score(kr []Record, rate limits.Rate, base int64) keyScore {
 	var s keyScore
-	slices.SortFunc(kr, func(a, b Record) int { return cmp.Compare(a.Start, b.Start) })
+	slices.SortFunc(kr, func(a, b Record) int { return cmp.Compare(a.Intended, b.Intended) })
 	ks.starts, ks.admits = ks.starts[:0], ks.admits[:0]
 	w := int64(rate.Window)
 	lo := 0
 	for i, r := range kr {
-		ks.starts = append(ks.starts, time.Duration(r.Start))
+		ks.starts = append(ks.starts, time.Duration(r.Intended))
 		switch r.Outcome {
 		case Admitted:
 			s.admitted++
@@ -133,8 +133,9 @@ func (ks *keyScratch) score(kr []Record, rate limits.Rate, base int64) keyScore 
 		default:
 			s.pending++
 		}
-		// Offered in (start − window, start], this request included.
-		for kr[lo].Start <= r.Start-w {
+		// Offered in (intended − window, intended], this request
+		// included.
+		for kr[lo].Intended <= r.Intended-w {
 			lo++
 		}
 		if int64(i-lo+1) <= rate.Count {

@@ -6,7 +6,7 @@
 //
 // The ideal is internal/accuracy's (one exact sliding window of the
 // limit's slots per key, its slot edges on the wall clock as the nodes'
-// are), fed each request at the time its call began. The repository's
+// are), fed each request at its intended time. The repository's
 // internal/accuracy is growing a per-key evaluation of its own; once it is
 // on main this package should keep only the Recorder and use it.
 package score
@@ -30,33 +30,76 @@ const (
 	Failed
 )
 
-// Record is one request as the Recorder saw it. Start and Done are
-// nanoseconds since the recorder's base time.
+// Record is one request as the Recorder saw it. Times are nanoseconds
+// since the recorder's base time: Intended is when the load generator
+// meant to send it, Start when its call began, Done when it returned.
 type Record struct {
-	Start, Done int64
-	Key         uint32
-	Outcome     Outcome
+	Intended, Start, Done int64
+	Key                   uint32
+	Outcome               Outcome
 }
 
 // Recorder is a quotamesh.Limiter that sends each call, under the key
 // the next entry of its key sequence names (the key it is called with is
 // ignored), to another limiter, and records what became of it. It is safe
 // for concurrent use; Records may be read once no call is in progress.
+//
+// Its i-th call is taken for the i-th arrival of the load it is given:
+// internal/loadgen hands a node's arrivals to its workers in order, and a
+// call begins only after its arrival was handed over, so when i calls have
+// begun, i arrivals were due. Calls that begin in another order than their
+// arrivals (two workers woken together, or one held up in the middle of a
+// batch) swap intended times among themselves; each key's requests and the
+// ideal's admissions are then the same, and the latencies are loadgen's.
 type Recorder struct {
-	inner   quotamesh.Limiter
-	names   []string
-	seq     []uint32
-	base    time.Time
-	next    atomic.Uint64
-	recs    []Record
-	dropped atomic.Int64
+	inner    quotamesh.Limiter
+	names    []string
+	seq      []uint32
+	arrivals []time.Duration
+	base     time.Time
+	loadAt   time.Duration // the load's start, from base
+	next     atomic.Uint64
+	recs     []Record
+	primes   []Record
+	dropped  atomic.Int64
 }
 
-// NewRecorder records up to capacity calls to inner, made under
-// names[seq[i mod len(seq)]] for the i-th call, with times from base.
-// Every entry of seq must index names.
-func NewRecorder(inner quotamesh.Limiter, names []string, seq []uint32, base time.Time, capacity int) *Recorder {
-	return &Recorder{inner: inner, names: names, seq: seq, base: base, recs: make([]Record, capacity)}
+// NewRecorder records calls to inner for the load whose arrivals (from
+// its start, in order) are given: the i-th call is made under
+// names[seq[i mod len(seq)]] and recorded as arrivals[i]; calls beyond the
+// arrivals are counted as dropped. Times are from base. Every entry of
+// seq must index names.
+func NewRecorder(inner quotamesh.Limiter, names []string, seq []uint32, arrivals []time.Duration, base time.Time) *Recorder {
+	return &Recorder{inner: inner, names: names, seq: seq, arrivals: arrivals, base: base,
+		recs: make([]Record, len(arrivals))}
+}
+
+// StartLoad says when the load started (its arrivals are from then). It
+// must be called before the load's first call, from the goroutine that
+// starts the load.
+func (r *Recorder) StartLoad(at time.Time) { r.loadAt = at.Sub(r.base) }
+
+// Prime makes one call under the sequence's first key, outside the load
+// (not taken for an arrival), and records it with its start as its
+// intended time. Prime calls must not overlap the load's.
+func (r *Recorder) Prime(ctx context.Context) error {
+	k := r.seq[0]
+	start := time.Since(r.base)
+	d, err := r.inner.Allow(ctx, r.names[k])
+	r.primes = append(r.primes, Record{Intended: int64(start), Start: int64(start), Done: int64(time.Since(r.base)), Key: k,
+		Outcome: outcome(d, err)})
+	return err
+}
+
+// outcome is what a call's answer means.
+func outcome(d quotamesh.Decision, err error) Outcome {
+	switch {
+	case err != nil:
+		return Failed
+	case d.Allowed:
+		return Admitted
+	}
+	return Denied
 }
 
 // Allow is AllowN(ctx, key, 1).
@@ -71,17 +114,9 @@ func (r *Recorder) AllowN(ctx context.Context, _ string, n int64) (quotamesh.Dec
 	k := r.seq[i%uint64(len(r.seq))]
 	start := time.Since(r.base)
 	d, err := r.inner.AllowN(ctx, r.names[k], n)
-	rec := Record{Start: int64(start), Done: int64(time.Since(r.base)), Key: k}
-	switch {
-	case err != nil:
-		rec.Outcome = Failed
-	case d.Allowed:
-		rec.Outcome = Admitted
-	default:
-		rec.Outcome = Denied
-	}
 	if i < uint64(len(r.recs)) {
-		r.recs[i] = rec
+		r.recs[i] = Record{Intended: int64(r.loadAt + r.arrivals[i]), Start: int64(start), Done: int64(time.Since(r.base)),
+			Key: k, Outcome: outcome(d, err)}
 	} else {
 		r.dropped.Add(1)
 	}
@@ -91,13 +126,13 @@ func (r *Recorder) AllowN(ctx context.Context, _ string, n int64) (quotamesh.Dec
 // Close does nothing: the recorder does not own the limiter it calls.
 func (r *Recorder) Close() error { return nil }
 
-// Records are the calls recorded, in the order they began; Dropped counts
-// those beyond the capacity, not recorded.
+// Records are the calls recorded: the prime calls, then the load's in
+// the order they began.
 func (r *Recorder) Records() []Record {
-	return r.recs[:min(r.next.Load(), uint64(len(r.recs)))]
+	return append(append([]Record(nil), r.primes...), r.recs[:min(r.next.Load(), uint64(len(r.recs)))]...)
 }
 
-// Dropped counts calls made beyond the recorder's capacity.
+// Dropped counts the load's calls beyond its arrivals, not recorded.
 func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
 
 // Base is the recorder's base time: every Record's times are from it.

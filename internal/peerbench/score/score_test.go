@@ -27,7 +27,7 @@ func evenly(key uint32, n, admitted int, start, gap time.Duration) []Record {
 		if i < admitted {
 			o = Admitted
 		}
-		out = append(out, Record{Start: t, Done: t, Key: key, Outcome: o})
+		out = append(out, Record{Intended: t, Start: t, Done: t, Key: key, Outcome: o})
 	}
 	return out
 }
@@ -116,29 +116,42 @@ func (a *allowFirst) AllowN(_ context.Context, key string, _ int64) (quotamesh.D
 func (a *allowFirst) Close() error { return nil }
 
 func TestRecorder(t *testing.T) {
-	inner := &allowFirst{n: 2}
+	inner := &allowFirst{n: 3}
 	names := []string{"a", "b", "bad"}
-	r := NewRecorder(inner, names, []uint32{0, 1, 2, 1}, time.Now(), 5)
+	ms := time.Millisecond
+	arrivals := []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 40 * ms}
+	base := time.Now()
+	r := NewRecorder(inner, names, []uint32{0, 1, 2, 1}, arrivals, base)
+	if err := r.Prime(context.Background()); err != nil {
+		t.Fatalf("Prime: %v", err)
+	}
+	r.StartLoad(base.Add(time.Second))
 	for range 6 {
 		_, err := r.Allow(context.Background(), "ignored")
 		if err != nil && !errors.Is(err, quotamesh.ErrUnavailable) {
 			t.Fatalf("Allow: %v", err)
 		}
 	}
-	if got, want := inner.keys, []string{"a", "b", "bad", "b", "a", "b"}; !equal(got, want) {
+	if got, want := inner.keys, []string{"a", "a", "b", "bad", "b", "a", "b"}; !equal(got, want) {
 		t.Fatalf("keys called %q, want %q", got, want)
 	}
 	recs := r.Records()
 	want := []struct {
-		key uint32
-		o   Outcome
-	}{{0, Admitted}, {1, Admitted}, {2, Failed}, {1, Denied}, {0, Denied}}
+		key      uint32
+		o        Outcome
+		intended time.Duration
+	}{{0, Admitted, -1}, {0, Admitted, time.Second}, {1, Admitted, time.Second + 10*ms}, {2, Failed, time.Second + 20*ms},
+		{1, Denied, time.Second + 30*ms}, {0, Denied, time.Second + 40*ms}}
 	if len(recs) != len(want) || r.Dropped() != 1 {
 		t.Fatalf("%d records, %d dropped; want %d and 1", len(recs), r.Dropped(), len(want))
 	}
 	for i, w := range want {
-		if recs[i].Key != w.key || recs[i].Outcome != w.o || recs[i].Done < recs[i].Start {
-			t.Errorf("record %d = %+v, want key %d outcome %d, done after start", i, recs[i], w.key, w.o)
+		rec := recs[i]
+		if w.intended < 0 { // the prime call: intended when it began
+			w.intended = time.Duration(rec.Start)
+		}
+		if rec.Key != w.key || rec.Outcome != w.o || rec.Intended != int64(w.intended) || rec.Done < rec.Start {
+			t.Errorf("record %d = %+v, want key %d, outcome %d, intended %v, done after start", i, rec, w.key, w.o, w.intended)
 		}
 	}
 }
