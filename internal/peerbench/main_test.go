@@ -29,13 +29,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m,
-		// The SDK's shared coarse clock and quic-go's and gRPC's
-		// process-wide helpers outlive the clients that used them.
-		goleak.IgnoreTopFunction("github.com/quotamesh/quotamesh/internal/clock.(*Coarse).run"),
-		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 func TestParseFlags(t *testing.T) {

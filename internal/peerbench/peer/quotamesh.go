@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/quotamesh/quotamesh"
@@ -216,12 +215,3 @@ func (q *QuotaMesh) Died() error { return q.lc.Died() }
 
 // Stop stops the nodes and removes their directory.
 func (q *QuotaMesh) Stop() error { return q.lc.Stop(stopTimeout) }
-
-// Logs names the nodes' log files, for errors.
-func (q *QuotaMesh) Logs() string {
-	var out []string
-	for _, n := range q.lc.Nodes {
-		out = append(out, n.LogPath())
-	}
-	return strings.Join(out, ", ")
-}
