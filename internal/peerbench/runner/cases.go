@@ -8,9 +8,8 @@ import (
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/cputime"
 	"github.com/quotamesh/quotamesh/internal/loadgen"
-	"github.com/quotamesh/quotamesh/internal/pattern"
-	"github.com/quotamesh/quotamesh/internal/peerbench/keys"
 	"github.com/quotamesh/quotamesh/internal/peerbench/score"
+	"github.com/quotamesh/quotamesh/internal/workload"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -35,7 +34,10 @@ func workers(system string, fixedRate bool) (int, bool) {
 // and returns the report with the CPU time of this process and of t's
 // processes during it, in seconds per 100k decisions answered.
 func measure(ctx context.Context, t target, lims []quotamesh.Limiter, spec loadgen.Spec, recs []*score.Recorder) (loadgen.Report, error) {
-	ctx, cancel := context.WithTimeout(ctx, spec.Load.Duration+spec.MaxLag+runSlack)
+	if err := spec.Workload.Validate(); err != nil {
+		return loadgen.Report{}, fmt.Errorf("peerbench: %s: %s load: %w", t.system, spec.Name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, spec.Workload.Duration+spec.MaxLag+runSlack)
 	defer cancel()
 	pids := t.pids()
 	c0 := cputime.Read(pids)
@@ -52,7 +54,7 @@ func measure(ctx context.Context, t target, lims []quotamesh.Limiter, spec loadg
 		return rep, fmt.Errorf("peerbench: %s: %w", t.system, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("peerbench: %s: %s load stopped after %s: %w", t.system, spec.Load.Pattern, rep.Elapsed, context.Cause(ctx))
+		return rep, fmt.Errorf("peerbench: %s: %s load stopped after %s: %w", t.system, spec.Name, rep.Elapsed, context.Cause(ctx))
 	}
 	rep.ClientCPUPer100k, rep.NodesCPUPer100k = -1, -1
 	if rep.Answered > 0 {
@@ -72,39 +74,38 @@ func rowFrom(t target, rep loadgen.Report, d time.Duration) Row {
 		Failed: rep.Errors, Unsent: rep.Unsent}
 }
 
-// expected is about how many arrivals node i has in load, with room to
-// spare: a recorder's capacity.
-func expected(load pattern.Load, i int) int {
-	const step = 100 * time.Millisecond
-	n := 0.0
-	for t := time.Duration(0); t < load.Duration; t += step {
-		n += load.Rate(i, t) * step.Seconds()
+// recorders wraps each of t's limiters in a recorder of the workload's
+// keys, for the arrivals loadgen will offer it: node i's, drawn from the
+// same workload (and seed) as loadgen draws them, with their keys in
+// their order.
+func recorders(t target, spec loadgen.Spec) ([]*score.Recorder, []quotamesh.Limiter, error) {
+	ws := spec.Workload.WithDefaults()
+	ws.Nodes = len(t.lims)
+	gen, err := workload.NewGenerator(ws)
+	if err != nil {
+		return nil, nil, fmt.Errorf("peerbench: %s: %s load: %w", t.system, spec.Name, err)
 	}
-	return int(n*1.2) + 1024
-}
-
-// recorders wraps each of t's limiters in a recorder of the keys names,
-// node i drawing them in the order seqs[i] gives, for the arrivals
-// loadgen will offer it (the same seeds).
-func recorders(t target, spec loadgen.Spec, names []string, seqs [][]uint32) ([]*score.Recorder, []quotamesh.Limiter) {
+	arrivals := make([][]time.Duration, len(t.lims))
+	seqs := make([][]uint32, len(t.lims))
+	for a, ok := gen.Next(); ok; a, ok = gen.Next() {
+		arrivals[a.Node] = append(arrivals[a.Node], a.At)
+		seqs[a.Node] = append(seqs[a.Node], uint32(a.Key))
+	}
+	names := make([]string, ws.Keys)
+	for i := range names {
+		names[i] = ws.KeyName(i)
+	}
 	recs := make([]*score.Recorder, len(t.lims))
 	lims := make([]quotamesh.Limiter, len(t.lims))
 	base := time.Now()
 	for i, l := range t.lims {
-		recs[i] = score.NewRecorder(l, names, seqs[i], arrivals(spec, i), base)
+		if len(seqs[i]) == 0 {
+			seqs[i] = []uint32{0} // no arrivals: only a prime call names a key
+		}
+		recs[i] = score.NewRecorder(l, names, seqs[i], arrivals[i], base)
 		lims[i] = recs[i]
 	}
-	return recs, lims
-}
-
-// arrivals are node i's arrivals under spec, as loadgen.Run draws them.
-func arrivals(spec loadgen.Spec, i int) []time.Duration {
-	a := pattern.NewArrivals(spec.Load, i, spec.Arrivals, spec.Seed+uint64(i))
-	out := make([]time.Duration, 0, expected(spec.Load, i))
-	for t, ok := a.Next(); ok; t, ok = a.Next() {
-		out = append(out, t)
-	}
-	return out
+	return recs, lims, nil
 }
 
 // evaluate scores every recorder's records together.
@@ -121,21 +122,21 @@ func evaluate(recs []*score.Recorder, nkeys int, rate limits.Rate) (*score.Resul
 }
 
 // accuracyRun offers pat at Multiplier × limit on one key of its own.
-func accuracyRun(ctx context.Context, p Plan, t target, pat pattern.Name, seq int) (Row, error) {
+func accuracyRun(ctx context.Context, p Plan, t target, pat workload.Pattern, seq int) (Row, error) {
 	if err := settle(ctx, p.Settle); err != nil {
 		return Row{}, err
 	}
-	key := fmt.Sprintf("one:%s-%s-%d", pat, t.system, seq)
-	load := pattern.Load{Pattern: pat, Nodes: len(t.lims), Limit: p.limit.PerSecond(), Multiplier: p.Multiplier,
-		Duration: p.Duration}.WithDefaults()
-	seqs := make([][]uint32, len(t.lims))
-	for i := range seqs {
-		seqs[i] = []uint32{0}
-	}
+	key := fmt.Sprintf("one:%s-%s-%d", pat.Name, t.system, seq)
+	ws := workload.Spec{Nodes: len(t.lims), Rule: key, Limit: p.limit, Multiplier: p.Multiplier,
+		Arrivals: p.arrivals, Duration: p.Duration, Seed: p.Seed}
+	pat.Apply(&ws, 0)
 	n, batch := workers(t.system, false)
-	spec := loadgen.Spec{Load: load, Arrivals: p.arrivals, Seed: p.Seed, Key: key, Limit: p.limit, Workers: n,
+	spec := loadgen.Spec{Workload: ws.WithDefaults(), Name: pat.Name, Workers: n,
 		MaxLag: loadgen.DefaultMaxLag, Tick: tick, Batch: batch}
-	recs, lims := recorders(t, spec, []string{key}, seqs)
+	recs, lims, err := recorders(t, spec)
+	if err != nil {
+		return Row{}, err
+	}
 	// The first calls go through the recorders: the ideal sees them too.
 	if err := primeRecorders(ctx, recs); err != nil {
 		return Row{}, err
@@ -144,8 +145,8 @@ func accuracyRun(ctx context.Context, p Plan, t target, pat pattern.Name, seq in
 	if err != nil {
 		return Row{}, err
 	}
-	r := rowFrom(t, rep, load.Duration)
-	r.Case = fmt.Sprintf("%s, 1 key, %gx %s", pat, p.Multiplier, p.limit)
+	r := rowFrom(t, rep, p.Duration)
+	r.Case = fmt.Sprintf("%s, 1 key, %gx %s", pat.Name, p.Multiplier, p.limit)
 	r.Kind = KindAccuracy
 	if r.Score, err = evaluate(recs, 1, p.limit); err != nil {
 		return Row{}, err
@@ -155,33 +156,29 @@ func accuracyRun(ctx context.Context, p Plan, t target, pat pattern.Name, seq in
 
 // keysRun offers KeysRate requests per second over n keys of dist, each
 // under the per-key rule, split evenly over the nodes.
-func keysRun(ctx context.Context, p Plan, t target, dist keys.Dist, n, seq int) (Row, error) {
+func keysRun(ctx context.Context, p Plan, t target, dist string, n, seq int) (Row, error) {
 	if err := settle(ctx, p.Settle); err != nil {
 		return Row{}, err
 	}
-	names := make([]string, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("user:r%dk%d", seq, i)
-	}
-	load := pattern.Load{Pattern: pattern.Uniform, Nodes: len(t.lims), Limit: p.KeysRate, Multiplier: 1,
-		Duration: p.KeysDuration}.WithDefaults()
-	spec := keys.Spec{N: n, Dist: dist, S: p.ZipfExponent}
-	seqs := make([][]uint32, len(t.lims))
-	for i := range seqs {
-		// The same draws for every system.
-		seqs[i] = keys.Sequence(spec, min(expected(load, i), 1<<20), p.Seed*1000+uint64(i))
-	}
+	// Keys user:r<seq>k0 to user:r<seq>k<n-1>, drawn the same for every
+	// system (the same seed).
+	ws := workload.Spec{Nodes: len(t.lims), Rule: fmt.Sprintf("user:r%dk*", seq), Keys: n, Limit: p.keysLimit,
+		Zipf: dist == distZipf, ZipfExponent: p.ZipfExponent, Rate: p.KeysRate, Arrivals: p.arrivals,
+		Duration: p.KeysDuration, Seed: p.Seed}
 	w, batch := workers(t.system, false)
-	ls := loadgen.Spec{Load: load, Arrivals: p.arrivals, Seed: p.Seed, Key: names[0], Limit: p.keysLimit, Workers: w,
+	ls := loadgen.Spec{Workload: ws.WithDefaults(), Name: "uniform", Workers: w,
 		MaxLag: loadgen.DefaultMaxLag, Tick: tick, Batch: batch}
-	recs, lims := recorders(t, ls, names, seqs)
+	recs, lims, err := recorders(t, ls)
+	if err != nil {
+		return Row{}, err
+	}
 	rep, err := measure(ctx, t, lims, ls, recs)
 	if err != nil {
 		return Row{}, err
 	}
-	r := rowFrom(t, rep, load.Duration)
-	desc := string(dist)
-	if dist == keys.Zipf {
+	r := rowFrom(t, rep, p.KeysDuration)
+	desc := dist
+	if dist == distZipf {
 		desc = fmt.Sprintf("zipf %g", p.ZipfExponent)
 	}
 	r.Case = fmt.Sprintf("%s keys (%s), %s/s, %s each", count(float64(n)), desc, count(p.KeysRate), p.keysLimit)
@@ -202,9 +199,10 @@ func rateRun(ctx context.Context, p Plan, t target, rate float64, d time.Duratio
 	if err := prime(ctx, t.lims, key); err != nil {
 		return Row{}, loadgen.Report{}, err
 	}
-	load := pattern.Load{Pattern: pattern.Uniform, Nodes: len(t.lims), Limit: rate, Multiplier: 1, Duration: d}.WithDefaults()
+	ws := workload.Spec{Nodes: len(t.lims), Rule: key, Limit: p.fastLimit, Rate: rate, Arrivals: p.arrivals,
+		Duration: d, Seed: p.Seed}
 	n, batch := workers(t.system, true)
-	spec := loadgen.Spec{Load: load, Arrivals: p.arrivals, Seed: p.Seed, Key: key, Limit: p.fastLimit, Workers: n,
+	spec := loadgen.Spec{Workload: ws.WithDefaults(), Name: "uniform", Workers: n,
 		MaxLag: loadgen.DefaultMaxLag, Tick: tick, Batch: batch}
 	rep, err := measure(ctx, t, t.lims, spec, nil)
 	if err != nil {

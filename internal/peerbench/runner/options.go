@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
-	"github.com/quotamesh/quotamesh/internal/pattern"
-	"github.com/quotamesh/quotamesh/internal/peerbench/keys"
+	"github.com/quotamesh/quotamesh/internal/workload"
 	"github.com/quotamesh/quotamesh/limits"
 )
 
@@ -109,13 +109,22 @@ func (o Options) Quick() Options {
 // Plan is validated options with their parsed forms.
 type Plan struct {
 	Options
-	patterns  []pattern.Name
-	arrivals  pattern.Arrival
+	patterns  []workload.Pattern
+	arrivals  workload.Process
 	limit     limits.Rate
 	keysLimit limits.Rate
 	fastLimit limits.Rate
-	dists     []keys.Dist
+	dists     []string
 }
+
+// onePatterns are the one-key demand patterns a run offers.
+var onePatterns = []string{"uniform", "skew90", "burst", "rotate", "ramp"}
+
+// Key popularities of the many-key runs.
+const (
+	distUniform = "uniform"
+	distZipf    = "zipf"
+)
 
 func bad(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
@@ -135,14 +144,17 @@ func (o Options) Validate() (Plan, error) {
 		}
 	}
 	for _, s := range o.Patterns {
-		n, err := pattern.Parse(s)
+		if !slices.Contains(onePatterns, s) {
+			return p, bad("--patterns: %q: use some of %v", s, onePatterns)
+		}
+		n, err := workload.ParsePattern(s)
 		if err != nil {
 			return p, fmt.Errorf("%w: --patterns: %w", ErrInvalid, err)
 		}
 		p.patterns = append(p.patterns, n)
 	}
 	var err error
-	if p.arrivals, err = pattern.ParseArrival(o.Arrivals); err != nil {
+	if p.arrivals, err = workload.ParseArrival(o.Arrivals); err != nil {
 		return p, fmt.Errorf("%w: --arrivals: %w", ErrInvalid, err)
 	}
 	for _, r := range []struct {
@@ -154,13 +166,22 @@ func (o Options) Validate() (Plan, error) {
 		}
 	}
 	for _, d := range o.KeyDists {
-		kd, err := keys.ParseDist(d)
-		if err != nil {
-			return p, fmt.Errorf("%w: --key-dists: %w", ErrInvalid, err)
+		if d != distUniform && d != distZipf {
+			return p, bad("--key-dists: %q: use uniform or zipf", d)
 		}
-		p.dists = append(p.dists, kd)
+		p.dists = append(p.dists, d)
 		for _, n := range o.Keys {
-			if err := (keys.Spec{N: n, Dist: kd, S: o.ZipfExponent}).Validate(); err != nil {
+			// Zero keys and a zero exponent would take the workload's
+			// defaults: refuse them here.
+			ws := workload.Spec{Nodes: 1, Rule: userPattern, Keys: n, Limit: p.keysLimit, Zipf: d == distZipf,
+				ZipfExponent: o.ZipfExponent, Duration: time.Second}
+			err := ws.Validate()
+			if n < 1 {
+				err = fmt.Errorf("%w: keys %d, want 1 to %d", workload.ErrInvalid, n, workload.MaxKeys)
+			} else if d == distZipf && o.ZipfExponent == 0 {
+				err = fmt.Errorf("%w: zipf exponent 0, want more than 0 and at most 10", workload.ErrInvalid)
+			}
+			if err != nil {
 				return p, fmt.Errorf("%w: --keys %d, --zipf %v: %w", ErrInvalid, n, o.ZipfExponent, err)
 			}
 		}

@@ -6,9 +6,11 @@
 //
 // The ideal is internal/accuracy's (one exact sliding window of the
 // limit's slots per key, its slot edges on the wall clock as the nodes'
-// are), fed each request at its intended time. The repository's
-// internal/accuracy is growing a per-key evaluation of its own; once it is
-// on main this package should keep only the Recorder and use it.
+// are), fed each request at its intended time. internal/loadgen scores
+// every key too (accuracy.Evaluate), but its error is |Σ admitted − Σ
+// ideal| over the keys, with no split into admitted below and above each
+// key's ideal, and it cannot see the calls made before the load (Prime);
+// the table needs both, so the benchmark keeps this scoring.
 package score
 
 import (
