@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"time"
 
@@ -207,6 +208,16 @@ func allNemeses(d time.Duration) map[string]nemesis {
 		m[n.name] = n
 	}
 	return m
+}
+
+// nemesisNames returns the names of all, sorted.
+func nemesisNames(all map[string]nemesis) []string {
+	names := make([]string, 0, len(all))
+	for n := range all {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // restartReady restarts n and waits until the cluster is ready.
