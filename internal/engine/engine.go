@@ -65,6 +65,10 @@ type Engine struct {
 	// it is within QuotaValidity (live).
 	beat   atomic.Int64
 	leases leases
+	// stallBeat is the beat of the last stall noticed (a call finding the
+	// engine not live), and wokeAt the local time it was noticed: frames
+	// sent before it waited out the stall in the socket (peers.go).
+	stallBeat, wokeAt int64
 }
 
 // keyState is what the engine keeps for a key that has a local window:

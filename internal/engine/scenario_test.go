@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -378,6 +379,7 @@ func (s *scenario) deliverOrDrop(d *directive, deliver bool) string {
 	var kept []frame
 	n := 0
 	var errs []string
+	stale := map[string]int{} // refused as stale, by link: one line each
 	for _, f := range slices.Clone(s.queue) {
 		if !match(f) || deliver && s.paused[f.to] {
 			kept = append(kept, f)
@@ -385,9 +387,22 @@ func (s *scenario) deliverOrDrop(d *directive, deliver bool) string {
 		}
 		n++
 		if deliver {
-			if err := s.deliver(f); err != nil {
+			err := s.deliver(f)
+			switch {
+			case errors.Is(err, ErrStaleFrame):
+				link := f.from + "→" + f.to
+				if stale[link] == 0 {
+					errs = append(errs, link)
+				}
+				stale[link]++
+			case err != nil:
 				errs = append(errs, fmt.Sprintf("%s→%s: %v", f.from, f.to, err))
 			}
+		}
+	}
+	for i, e := range errs {
+		if k := stale[e]; k > 0 {
+			errs[i] = fmt.Sprintf("%s: %d refused: %v", e, k, ErrStaleFrame)
 		}
 	}
 	s.queue = kept

@@ -72,15 +72,6 @@ type Restart struct {
 	Node     int
 }
 
-// Pause stops Node at At for For (SIGSTOP, a long GC pause): it neither
-// ticks nor handles frames, and the requests sent to it wait. When it
-// resumes, the requests are handled first, before its first tick (the
-// worst order: its quotas are as old as the pause).
-type Pause struct {
-	At, For time.Duration
-	Node    int
-}
-
 // Config is one simulated run.
 type Config struct {
 	// Nodes is the cluster size, 1 to 1000.
@@ -143,8 +134,11 @@ type Config struct {
 	Cuts []Cut
 	// Restarts kill and restart nodes during the run.
 	Restarts []Restart
-	// Pauses stop nodes during the run.
-	Pauses []Pause
+	// Pauses stop nodes during the run; IdleTimeout and Reconnect say what
+	// the streams to a paused node do (pause.go).
+	Pauses      []Pause
+	IdleTimeout time.Duration
+	Reconnect   time.Duration
 	// Policy is the partition policy.
 	Policy share.Policy
 	// Seed makes the run reproducible; default 1.
@@ -183,6 +177,12 @@ func (c Config) withDefaults() Config {
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Reconnect == 0 {
+		c.Reconnect = DefaultReconnect
+	}
 	return c
 }
 
@@ -202,6 +202,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: first frame %v, use 0 to 10s", ErrInvalid, d.FirstFrame)
 	case d.RTO < 0 || d.RTO > 10*time.Second:
 		return fmt.Errorf("%w: rto %v, use 0 to 10s", ErrInvalid, d.RTO)
+	case d.IdleTimeout > time.Minute || d.Reconnect < 0 || d.Reconnect > time.Minute:
+		return fmt.Errorf("%w: idle timeout %v, reconnect %v: use up to 1m (a negative idle timeout: never)", ErrInvalid, d.IdleTimeout, d.Reconnect)
 	case d.Skew < 0 || d.Skew > time.Hour:
 		return fmt.Errorf("%w: skew %v, use 0 to 1h", ErrInvalid, d.Skew)
 	case d.Duration <= 0 || d.Duration > 24*time.Hour:
@@ -366,6 +368,11 @@ type link struct {
 	up       bool
 	lastAt   time.Duration // delivery time of the last frame queued, to keep order
 	streamID uint64        // frames of an older stream are dropped on delivery
+	// The ends of a stream to a paused node close apart (pause.go):
+	// fromClosed, the sender closed its end (it sends nothing more; frames
+	// it sent before still arrive); toClosed, the receiver did (frames
+	// arriving are dropped).
+	fromClosed, toClosed bool
 }
 
 type sim struct {
@@ -502,8 +509,12 @@ func (s *sim) nodeTime(n *node) int64 {
 func (s *sim) handle(ev event) {
 	if ev.kind == evDeliver || ev.kind == evToNode {
 		if n := s.nodes[ev.node]; n.pausedTo > s.now {
-			// The process is stopped: the frame waits for it.
+			// The process is stopped: the frame or request waits for it
+			// (pause.go says in which order they are handled).
 			ev.at = n.pausedTo
+			if ev.kind == evToNode {
+				ev.at += afterWakeTick
+			}
 			s.q.push(ev)
 			return
 		}
@@ -513,24 +524,11 @@ func (s *sim) handle(ev event) {
 		s.nextArrival()
 		s.arrive(ev.node, int(ev.key))
 	case evTick:
-		n := s.nodes[ev.node]
 		s.q.push(event{at: s.now + s.cfg.Sync, kind: evTick, node: ev.node})
-		if n.down || n.pausedTo > s.now {
-			return
-		}
-		// As the node does: the tick returns its frames, they are sent,
-		// and the engine is told what went out.
-		rd := n.eng.Tick(s.nodeTime(n))
-		rd.Send(func(to string, m *wire.Sync) error {
-			return s.send(ev.node, s.index(to), m)
-		})
-		n.eng.Advance(rd)
-		if s.now%time.Second < s.cfg.Sync {
-			n.eng.Housekeep(s.nodeTime(n))
-		}
+		s.tick(ev.node)
 	case evDeliver:
 		l := s.links[ev.from][ev.node]
-		if !l.up || l.streamID != ev.stream {
+		if !l.up || l.streamID != ev.stream || l.toClosed {
 			return // the stream broke while the frame was in flight
 		}
 		n := s.nodes[ev.node]
@@ -548,18 +546,8 @@ func (s *sim) handle(ev event) {
 		s.updateLinks()
 	case evClock:
 		s.nodes[ev.node].offset = ev.offset
-	case evPause:
-		n := s.nodes[ev.node]
-		n.pausedTo = s.now + ev.offset
-		s.q.push(event{at: n.pausedTo, kind: evResume, node: ev.node})
-	case evResume:
-		// Handle the requests that waited before anything else.
-		n := s.nodes[ev.node]
-		delayed := n.delayed
-		n.delayed = nil
-		for _, rec := range delayed {
-			s.serve(ev.node, rec)
-		}
+	case evPause, evResume, evIdleClose, evReconnect, evWakeTick, evServeDelayed:
+		s.handlePause(ev)
 	case evKill:
 		s.nodes[ev.node].down = true
 		s.updateLinks()
@@ -631,15 +619,10 @@ func (s *sim) updateLinks() {
 			up := s.connected(i, j)
 			switch {
 			case up && !l.up:
-				l.up = true
-				l.streamID++
-				l.lastAt = s.now
-				s.nodes[i].eng.PeerUp(s.nodes[j].id)
-				self := s.nodes[i].eng.Self()
-				s.enqueue(i, j, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "sim"}, s.cfg.RTT)
-				l.lastAt = max(l.lastAt, s.now+s.cfg.FirstFrame)
+				s.openStream(i, j)
 			case !up && l.up:
 				l.up = false
+				l.fromClosed, l.toClosed = false, false
 				if !s.nodes[i].down {
 					s.nodes[i].eng.PeerDown(s.nodes[j].id)
 				}
@@ -648,10 +631,41 @@ func (s *sim) updateLinks() {
 	}
 }
 
+// tick runs node i's sync interval, as the node does: the tick returns its
+// frames, they are sent, and the engine is told what went out.
+func (s *sim) tick(i int) {
+	n := s.nodes[i]
+	if n.down || n.pausedTo > s.now {
+		return
+	}
+	rd := n.eng.Tick(s.nodeTime(n))
+	rd.Send(func(to string, m *wire.Sync) error {
+		return s.send(i, s.index(to), m)
+	})
+	n.eng.Advance(rd)
+	if s.now%time.Second < s.cfg.Sync {
+		n.eng.Housekeep(s.nodeTime(n))
+	}
+}
+
+// openStream starts a new stream from i to j: i's engine is told, and a
+// hello leads it.
+func (s *sim) openStream(i, j int) {
+	l := s.links[i][j]
+	l.up = true
+	l.fromClosed, l.toClosed = false, false
+	l.streamID++
+	l.lastAt = s.now
+	s.nodes[i].eng.PeerUp(s.nodes[j].id)
+	self := s.nodes[i].eng.Self()
+	s.enqueue(i, j, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "sim"}, s.cfg.RTT)
+	l.lastAt = max(l.lastAt, s.now+s.cfg.FirstFrame)
+}
+
 // send queues a frame from a tick; it fails (as a closed stream would) when
-// the link is down.
+// the link is down or its sender closed it.
 func (s *sim) send(from, to int, m *wire.Sync) error {
-	if !s.links[from][to].up {
+	if l := s.links[from][to]; !l.up || l.fromClosed {
 		return errLinkDown
 	}
 	s.enqueue(from, to, s.copySync(m), 0)
