@@ -38,6 +38,7 @@ import (
 //	cut a-c                                 cuts one link (both ways)
 //	heal                                    every cut link comes back: a new stream
 //	                                        each way, starting with a hello
+//	members on=a,b nodes=a,b                the engines in on apply a membership
 //	pause c / resume c                      a stopped process: no ticks, no frames
 //	                                        handled, no requests offered
 //	offer node=a n=50 [key=k]               n requests now; prints the admitted
@@ -132,6 +133,17 @@ func (s *scenario) do(d *directive) string {
 		return ""
 	case "heal":
 		return s.heal()
+	case "members":
+		// members on=a,b nodes=a,b: the engines listed in on get the
+		// membership nodes (a Raft configuration change they applied).
+		ids := strings.Split(d.arg("nodes", ""), ",")
+		for _, id := range strings.Split(d.arg("on", ""), ",") {
+			if s.eng[id] == nil {
+				s.t.Fatalf("%s: members on unknown node %q", d.pos, id)
+			}
+			s.eng[id].SetMembers(ids, s.nodeTime(id, s.now))
+		}
+		return ""
 	case "pause", "resume":
 		for _, id := range d.words {
 			s.paused[id] = name == "pause"
