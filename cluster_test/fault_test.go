@@ -71,8 +71,9 @@ func assertVerdicts(t *testing.T, res runResult) {
 // The forms' schedules (-nemeses replaces them).
 var (
 	shortSchedule = []string{"isolate-one", "kill-9", "pause", "clock-bump"}
-	longSchedule  = []string{"partition-halves", "isolate-one", "bridge", "majorities-ring", "kill-9", "pause",
-		"clock-bump", "clock-strobe", "loss-10pct", "delay", "leader-kill", "rolling-restart"}
+	longSchedule  = []string{"partition-halves", "isolate-one", "bridge", "majorities-ring", "one-way", "flapping-link",
+		"kill-9", "replaced-host", "pause", "clock-bump", "clock-strobe", "loss-10pct", "delay", "slow-disk",
+		"leader-kill", "leave-join", "rolling-restart"}
 )
 
 // TestFaultShort is the default run: 3 nodes, isolate-one, kill -9, pause
