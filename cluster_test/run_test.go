@@ -186,7 +186,9 @@ func run(t *testing.T, sc scenario) runResult {
 	// A schedule shorter than a minute (one nemesis chosen with -nemeses)
 	// goes on under load until a whole minute of it can be checked, so
 	// that the 1-minute verdicts have a window that overlaps each fault.
+	tail := 24 * time.Hour // when the load went on only to fill a minute
 	if rest := h.bucketStart(from) + minRun - time.Duration(h.now()); rest > 0 {
+		tail = time.Duration(h.now())
 		t.Logf("load goes on %v, for a whole minute of checked load", rest.Round(time.Second))
 		time.Sleep(rest)
 	}
@@ -247,6 +249,7 @@ func run(t *testing.T, sc scenario) runResult {
 	p := boundParams{Limit: float64(sc.Limit), Window: time.Second}
 	for _, ld := range loads {
 		bc := newBoundChecker(ld.log, p, faults, from, to)
+		bc.tail = tail
 		verdicts = append(verdicts, bc.baseline(), bc.minute())
 		verdicts = append(verdicts, bc.perFault(end)...)
 	}
