@@ -36,11 +36,18 @@ var knownProductFailures = map[string]string{
 	"bridge":           "1.09–1.40×L in the first seconds of the cut, before the bridge node relays",
 	"majorities-ring":  "the first two seconds of the ring cut (1.12–1.29×L on 5 nodes)",
 	"kill-9":           "1.15×L once on 3 nodes and once on 5 (1.00–1.06×L in the other runs)",
-	"pause":            "a node resumed after SIGSTOP: 1.00–1.66×L on 3 nodes, 1.05–1.25×L on 5",
 	"loss-10pct":       "10 % loss: 1.01–1.34×L across runs",
 	"delay":            "50 ms delay: 1.03–1.07×L",
 	"leader-kill":      "the restarted leader rejoining: 1.01–1.07×L",
 	"rolling-restart":  "each node rejoining after kill -9 in quick succession: 1.01–1.23×L",
+	// Measured 2026-12-07 (short form, -nemeses, netns, 3 nodes, load
+	// average 11–16): QUIC holds the link's frames during each cut, the
+	// loss case of design.md §7 with τ the cut (docs/faults.md).
+	"flapping-link": "1.10–1.17×L strict, 1.05–1.10×L with leases, on 3 nodes",
+	// Its cut is an isolate-one, whose first seconds break the bound as
+	// above (1.08–1.10×L before the removal); the removal itself no longer
+	// adds (it did: 1.33×L, testdata/leave.txt in internal/engine).
+	"leave-join": "the first second of its cut, as isolate-one: up to 1.10×L",
 }
 
 // baseName strips the round suffix (#2) from a fault name.
