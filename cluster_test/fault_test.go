@@ -93,7 +93,7 @@ func TestFaultShort(t *testing.T) {
 	all := allNemeses(8 * time.Second)
 	res := run(t, scenario{
 		Nodes: 3, Limit: shortLimit, Seed: seed(), Settle: 4 * time.Second, Recover: 7 * time.Second,
-		Nemeses: schedule(all, shortSchedule),
+		Nemeses: schedule(all, shortSchedule), FillMinute: *flagNemeses != "",
 	})
 	assertVerdicts(t, res)
 }
@@ -108,7 +108,7 @@ func TestFaultLong(t *testing.T) {
 		t.Run(fmt.Sprintf("%dnodes", nodes), func(t *testing.T) {
 			ns := schedule(allNemeses(10*time.Second), longSchedule)
 			res := run(t, scenario{Nodes: nodes, Limit: shortLimit, Seed: seed(), Rounds: *flagRounds, Docker: true,
-				Settle: 5 * time.Second, Recover: 8 * time.Second, Nemeses: ns})
+				Settle: 5 * time.Second, Recover: 8 * time.Second, Nemeses: ns, FillMinute: *flagNemeses != ""})
 			assertVerdicts(t, res)
 		})
 	}

@@ -28,6 +28,10 @@ type scenario struct {
 	Settle  time.Duration // load before the first fault
 	Recover time.Duration // after each heal before the next fault
 	Seed    uint64
+	// FillMinute keeps the load going after a schedule shorter than a
+	// minute until a whole minute of it is checked (runs of nemeses chosen
+	// with -nemeses), so that the 1-minute verdicts have a window.
+	FillMinute bool
 	// Modes are the SDK decision modes whose loads run, at the same time,
 	// each on its own key with the limit (default: the -mode flag's).
 	Modes []string
@@ -187,7 +191,7 @@ func run(t *testing.T, sc scenario) runResult {
 	// goes on under load until a whole minute of it can be checked, so
 	// that the 1-minute verdicts have a window that overlaps each fault.
 	tail := 24 * time.Hour // when the load went on only to fill a minute
-	if rest := h.bucketStart(from) + minRun - time.Duration(h.now()); rest > 0 {
+	if rest := h.bucketStart(from) + minRun - time.Duration(h.now()); sc.FillMinute && rest > 0 {
 		tail = time.Duration(h.now())
 		t.Logf("load goes on %v, for a whole minute of checked load", rest.Round(time.Second))
 		time.Sleep(rest)
