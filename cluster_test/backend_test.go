@@ -27,6 +27,9 @@ type Backend interface {
 	Command(i int, argv []string) *exec.Cmd
 	// Cut drops every packet between hosts a and b, both ways.
 	Cut(c *Cluster, a, b int) error
+	// CutOneWay drops every packet from host a to host b, and none from b
+	// to a.
+	CutOneWay(c *Cluster, a, b int) error
 	// Loss drops each packet arriving at host i from its peers with
 	// probability p.
 	Loss(c *Cluster, i int, p float64) error
@@ -102,6 +105,10 @@ func (*processBackend) Cut(c *Cluster, a, b int) error {
 		return err
 	}
 	return c.faultNet(b, "block="+c.nodes[a].Addr)
+}
+
+func (*processBackend) CutOneWay(c *Cluster, a, b int) error {
+	return c.faultNet(a, "block_out="+c.nodes[b].Addr)
 }
 
 func (*processBackend) Loss(c *Cluster, i int, p float64) error {
@@ -225,6 +232,10 @@ func (b *netnsBackend) ipt(i int, args ...string) error {
 
 func (b *netnsBackend) Cut(c *Cluster, x, y int) error { return iptablesCut(b.ipt, c, x, y) }
 
+func (b *netnsBackend) CutOneWay(c *Cluster, x, y int) error {
+	return iptablesCutOneWay(b.ipt, c, x, y)
+}
+
 // Loss drops packets from peers (not from the host's SDK clients) at
 // random, in both directions of node i's links.
 func (b *netnsBackend) Loss(c *Cluster, i int, p float64) error { return iptablesLoss(b.ipt, c, i, p) }
@@ -273,6 +284,15 @@ func iptablesCut(ipt func(i int, args ...string) error, c *Cluster, x, y int) er
 		}
 	}
 	return nil
+}
+
+// iptablesCutOneWay drops every packet from host x to host y, with a rule
+// on each side (x's OUTPUT, y's INPUT), and none from y to x.
+func iptablesCutOneWay(ipt func(i int, args ...string) error, c *Cluster, x, y int) error {
+	if err := ipt(x, "-A", "OUTPUT", "-d", c.nodes[y].IP, "-j", "DROP"); err != nil {
+		return err
+	}
+	return ipt(y, "-A", "INPUT", "-s", c.nodes[x].IP, "-j", "DROP")
 }
 
 // iptablesLoss drops packets between host i and each of its peers (not

@@ -233,13 +233,22 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 	return c.lc.WaitRunningReady(ctx)
 }
 
-// dial returns an SDK client connected to node i only, in strict mode:
-// every decision is the node's, taken between the call's invoke and its
-// completion, so the history places it without the lease TTL's (and the
-// test process' scheduling) uncertainty.
-func (c *Cluster) dial(ctx context.Context, i int) (*client.Client, error) {
-	return client.Dial(ctx, []string{c.nodes[i].Addr}, client.WithStrict(),
-		client.WithCA(c.lc.Certs.CA.Pool()), client.WithCertificate(c.tlsCert), client.WithNodeID(c.nodes[i].ID))
+// dial returns an SDK client connected to node i only, in mode: strict
+// (every decision is the node's, taken between the call's invoke and its
+// completion) or lease (the SDK's default: leases of the node's room,
+// decided in the SDK during the call). Either way every node decides the
+// load offered to it, so a fault on one node is one on its part of the
+// load.
+func (c *Cluster) dial(ctx context.Context, i int, mode string) (*client.Client, error) {
+	opts := []client.Option{client.WithCA(c.lc.Certs.CA.Pool()), client.WithCertificate(c.tlsCert), client.WithNodeID(c.nodes[i].ID)}
+	switch mode {
+	case modeStrict:
+		opts = append(opts, client.WithStrict())
+	case modeLease:
+	default:
+		return nil, fmt.Errorf("decision mode %q: use %s or %s", mode, modeStrict, modeLease)
+	}
+	return client.Dial(ctx, []string{c.nodes[i].Addr}, opts...)
 }
 
 // setLimitEverywhere sets rule through some node, retrying while Raft

@@ -188,6 +188,19 @@ func (b *dockerBackend) ipt(i int, args ...string) error {
 
 func (b *dockerBackend) Cut(c *Cluster, x, y int) error { return iptablesCut(b.ipt, c, x, y) }
 
+func (b *dockerBackend) CutOneWay(c *Cluster, x, y int) error {
+	return iptablesCutOneWay(b.ipt, c, x, y)
+}
+
+// Wipe empties node i's data volume (its container is gone: killed and
+// removed): a replaced host keeping its name.
+func (b *dockerBackend) Wipe(i int) error {
+	if err := sh("docker", "volume", "rm", "-f", b.volumes[i]); err != nil {
+		return err
+	}
+	return sh("docker", "volume", "create", b.volumes[i])
+}
+
 func (b *dockerBackend) Loss(c *Cluster, i int, p float64) error { return iptablesLoss(b.ipt, c, i, p) }
 
 func (b *dockerBackend) Heal(c *Cluster) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,11 +36,18 @@ var knownProductFailures = map[string]string{
 	"bridge":           "1.09–1.40×L in the first seconds of the cut, before the bridge node relays",
 	"majorities-ring":  "the first two seconds of the ring cut (1.12–1.29×L on 5 nodes)",
 	"kill-9":           "1.15×L once on 3 nodes and once on 5 (1.00–1.06×L in the other runs)",
-	"pause":            "a node resumed after SIGSTOP: 1.00–1.66×L on 3 nodes, 1.05–1.25×L on 5",
 	"loss-10pct":       "10 % loss: 1.01–1.34×L across runs",
 	"delay":            "50 ms delay: 1.03–1.07×L",
 	"leader-kill":      "the restarted leader rejoining: 1.01–1.07×L",
 	"rolling-restart":  "each node rejoining after kill -9 in quick succession: 1.01–1.23×L",
+	// Measured 2026-12-07 (short form, -nemeses, netns, 3 nodes, load
+	// average 11–16): QUIC holds the link's frames during each cut, the
+	// loss case of design.md §7 with τ the cut (docs/faults.md).
+	"flapping-link": "1.10–1.17×L strict, 1.05–1.10×L with leases, on 3 nodes",
+	// Its cut is an isolate-one, whose first seconds break the bound as
+	// above (1.08–1.10×L before the removal); the removal itself no longer
+	// adds (it did: 1.33×L, testdata/leave.txt in internal/engine).
+	"leave-join": "the first second of its cut, as isolate-one: up to 1.10×L",
 }
 
 // baseName strips the round suffix (#2) from a fault name.
@@ -67,6 +75,14 @@ func assertVerdicts(t *testing.T, res runResult) {
 	t.Logf("report: %s", res.Dir)
 }
 
+// The forms' schedules (-nemeses replaces them).
+var (
+	shortSchedule = []string{"isolate-one", "kill-9", "pause", "clock-bump"}
+	longSchedule  = []string{"partition-halves", "isolate-one", "bridge", "majorities-ring", "one-way", "flapping-link",
+		"kill-9", "replaced-host", "pause", "clock-bump", "clock-strobe", "loss-10pct", "delay", "slow-disk",
+		"leader-kill", "leave-join", "rolling-restart"}
+)
+
 // TestFaultShort is the default run: 3 nodes, isolate-one, kill -9, pause
 // and a clock bump, every checker. Every verdict must pass except the
 // bounds of knownProductFailures, which are reported.
@@ -77,7 +93,7 @@ func TestFaultShort(t *testing.T) {
 	all := allNemeses(8 * time.Second)
 	res := run(t, scenario{
 		Nodes: 3, Limit: shortLimit, Seed: seed(), Settle: 4 * time.Second, Recover: 7 * time.Second,
-		Nemeses: []nemesis{all["isolate-one"], all["kill-9"], all["pause"], all["clock-bump"]},
+		Nemeses: schedule(all, shortSchedule), FillMinute: *flagNemeses != "",
 	})
 	assertVerdicts(t, res)
 }
@@ -87,17 +103,12 @@ func TestFaultLong(t *testing.T) {
 	if !*flagLong {
 		t.Skip("long form: go test -tags fault -timeout 90m ./cluster_test/ -run TestFaultLong -long")
 	}
-	order := []string{"partition-halves", "isolate-one", "bridge", "majorities-ring", "kill-9", "pause",
-		"clock-bump", "clock-strobe", "loss-10pct", "delay", "leader-kill", "rolling-restart"}
-	for _, nodes := range []int{3, 5} {
+	for _, n := range splitList(*flagNodes) {
+		nodes, _ := strconv.Atoi(n) // checkFlags checked it
 		t.Run(fmt.Sprintf("%dnodes", nodes), func(t *testing.T) {
-			all := allNemeses(10 * time.Second)
-			var ns []nemesis
-			for _, name := range order {
-				ns = append(ns, all[name])
-			}
+			ns := schedule(allNemeses(10*time.Second), longSchedule)
 			res := run(t, scenario{Nodes: nodes, Limit: shortLimit, Seed: seed(), Rounds: *flagRounds, Docker: true,
-				Settle: 5 * time.Second, Recover: 8 * time.Second, Nemeses: ns})
+				Settle: 5 * time.Second, Recover: 8 * time.Second, Nemeses: ns, FillMinute: *flagNemeses != ""})
 			assertVerdicts(t, res)
 		})
 	}
@@ -118,8 +129,14 @@ func TestSelfTestIgnoreShare(t *testing.T) {
 		Extra:   map[int][]string{2: {"--unsafe-ignore-share"}},
 		Nemeses: []nemesis{iso},
 	})
-	if len(res.failed("bound-fault")) == 0 {
-		t.Errorf("the per-fault bound checker passed a cluster with a node ignoring its share; verdicts in %s", res.Dir)
+	for _, mode := range flagModes() {
+		flagged := false
+		for _, v := range res.failed("bound-fault") {
+			flagged = flagged || v.Mode == mode
+		}
+		if !flagged {
+			t.Errorf("the per-fault bound checker passed a cluster with a node ignoring its share, %s load; verdicts in %s", mode, res.Dir)
+		}
 	}
 }
 
@@ -173,6 +190,7 @@ func TestSelfTestPorcupine(t *testing.T) {
 // breaks both.
 func TestSelfTestBoundCheckers(t *testing.T) {
 	h := newHistory([]string{"n1"})
+	d := h.newLog(modeStrict, "k")
 	const buckets = 1600 // 160 s
 	for b := range buckets {
 		n := int64(30) // the limit, 300 per 1 s
@@ -182,15 +200,15 @@ func TestSelfTestBoundCheckers(t *testing.T) {
 		case b >= 950:
 			n = 40 // 1.33×L from 95 s to the end, over fault b
 		}
-		h.counts[0][b].admitted.Store(n)
-		h.counts[0][b].exact.Store(n)
+		d.counts[0][b].admitted.Store(n)
+		d.counts[0][b].exact.Store(n)
 	}
-	h.last.Store(buckets - 1)
+	d.last.Store(buckets - 1)
 	faults := []faultWindow{
 		{Name: "a", Bound: boundNormal, Start: 20 * time.Second, End: 30 * time.Second},
 		{Name: "b", Bound: boundNormal, Start: 100 * time.Second, End: 110 * time.Second},
 	}
-	bc := newBoundChecker(h, boundParams{Limit: 300, Window: time.Second}, faults, 0, buckets)
+	bc := newBoundChecker(d, boundParams{Limit: 300, Window: time.Second}, faults, 0, buckets)
 	got := map[string]bool{}
 	for _, v := range bc.perFault(160 * time.Second) {
 		got[v.Fault+" "+v.Checker] = v.Pass

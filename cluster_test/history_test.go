@@ -46,19 +46,34 @@ type decisionCounts struct {
 // buckets: it happened somewhere in buckets [from, to].
 type span struct{ from, to int }
 
-// History records a run: register operations and events as Ops, and
-// decisions as per-node counts per 100 ms bucket. A strict decision is
-// taken by the node somewhere between its invoke and its completion, so an
-// admission is only known to lie in a window if both do: the bound checker
-// counts exact admissions (both in one bucket) and spans (both in the
-// window), which never over-counts, whatever the test process' scheduling.
+// History records a run: register operations and events as Ops, and each
+// load's decisions (a decisionLog per decision mode) as per-node counts per
+// 100 ms bucket.
 type History struct {
 	zero      time.Time
 	zeroEpoch int64 // Unix epoch of the bucket holding zero
 	nodes     []string
 
-	mu  sync.Mutex
-	ops []Op
+	mu   sync.Mutex
+	ops  []Op
+	logs []*decisionLog
+}
+
+// decisionLog is one load's decisions (one key, one decision mode), per node
+// and 100 ms bucket. Each admission is placed where the call that got it
+// was decided, which lies between the call's invoke and its completion in
+// both modes: in strict mode the node decides during the round trip; in
+// lease mode the SDK takes a token of a lease during the call (the node
+// reserved it at grant, before, and counts it at settlement, after: the
+// promise is about uses, design.md §10), or, without a usable lease, the
+// node decides during the round trip. So an admission is only known to lie
+// in a window if both its invoke and its completion do: the bound checker
+// counts exact admissions (both in one bucket) and spans (both in the
+// window), which never over-counts, whatever the test process' scheduling.
+type decisionLog struct {
+	h    *History
+	mode string // strict or lease
+	key  string
 
 	counts [][]decisionCounts // [node][bucket]
 	spanMu sync.Mutex
@@ -70,11 +85,20 @@ type History struct {
 func newHistory(nodes []string) *History {
 	h := &History{zero: time.Now(), nodes: nodes}
 	h.zeroEpoch = h.zero.UnixNano() / int64(bucketWidth)
-	h.counts = make([][]decisionCounts, len(nodes))
-	for i := range h.counts {
-		h.counts[i] = make([]decisionCounts, maxBuckets)
-	}
 	return h
+}
+
+// newLog adds the decision log of one load.
+func (h *History) newLog(mode, key string) *decisionLog {
+	d := &decisionLog{h: h, mode: mode, key: key}
+	d.counts = make([][]decisionCounts, len(h.nodes))
+	for i := range d.counts {
+		d.counts[i] = make([]decisionCounts, maxBuckets)
+	}
+	h.mu.Lock()
+	h.logs = append(h.logs, d)
+	h.mu.Unlock()
+	return d
 }
 
 // now is the run time.
@@ -91,27 +115,27 @@ func (h *History) bucketStart(b int) time.Duration {
 	return time.Duration((h.zeroEpoch+int64(b))*int64(bucketWidth) - h.zero.UnixNano())
 }
 
-func (h *History) decided(node int, invoke, complete time.Time, admitted bool, err error) {
-	b := h.bucket(invoke)
-	c := &h.counts[node][b]
+func (d *decisionLog) decided(node int, invoke, complete time.Time, admitted bool, err error) {
+	b := d.h.bucket(invoke)
+	c := &d.counts[node][b]
 	switch {
 	case err != nil:
 		c.failed.Add(1)
 	case admitted:
 		c.admitted.Add(1)
-		if e := h.bucket(complete); e == b {
+		if e := d.h.bucket(complete); e == b {
 			c.exact.Add(1)
 		} else {
-			h.spanMu.Lock()
-			h.spans = append(h.spans, span{b, e})
-			h.spanMu.Unlock()
+			d.spanMu.Lock()
+			d.spans = append(d.spans, span{b, e})
+			d.spanMu.Unlock()
 		}
 	default:
 		c.denied.Add(1)
 	}
 	for {
-		l := h.last.Load()
-		if int64(b) <= l || h.last.CompareAndSwap(l, int64(b)) {
+		l := d.last.Load()
+		if int64(b) <= l || d.last.CompareAndSwap(l, int64(b)) {
 			return
 		}
 	}
@@ -137,13 +161,13 @@ func (h *History) Ops() []Op {
 
 // admittedSeries returns per node the admitted count of every bucket up to
 // the last one touched.
-func (h *History) admittedSeries() [][]int64 {
-	n := int(h.last.Load()) + 1
-	out := make([][]int64, len(h.nodes))
+func (d *decisionLog) admittedSeries() [][]int64 {
+	n := int(d.last.Load()) + 1
+	out := make([][]int64, len(d.counts))
 	for i := range out {
 		out[i] = make([]int64, n)
 		for b := range n {
-			out[i][b] = h.counts[i][b].admitted.Load()
+			out[i][b] = d.counts[i][b].admitted.Load()
 		}
 	}
 	return out
@@ -151,32 +175,32 @@ func (h *History) admittedSeries() [][]int64 {
 
 // exactTotals returns the cluster's exact admissions per bucket and the
 // spans, up to the last bucket touched.
-func (h *History) exactTotals() ([]int64, []span) {
-	n := int(h.last.Load()) + 1
+func (d *decisionLog) exactTotals() ([]int64, []span) {
+	n := int(d.last.Load()) + 1
 	out := make([]int64, n)
-	for i := range h.nodes {
+	for i := range d.counts {
 		for b := range n {
-			out[b] += h.counts[i][b].exact.Load()
+			out[b] += d.counts[i][b].exact.Load()
 		}
 	}
-	h.spanMu.Lock()
-	defer h.spanMu.Unlock()
-	return out, append([]span(nil), h.spans...)
+	d.spanMu.Lock()
+	defer d.spanMu.Unlock()
+	return out, append([]span(nil), d.spans...)
 }
 
 // failedTotal is how many decisions ended in an error (unknown outcome).
-func (h *History) failedTotal() int64 {
+func (d *decisionLog) failedTotal() int64 {
 	var s int64
-	for i := range h.nodes {
-		for b := range int(h.last.Load()) + 1 {
-			s += h.counts[i][b].failed.Load()
+	for i := range d.counts {
+		for b := range int(d.last.Load()) + 1 {
+			s += d.counts[i][b].failed.Load()
 		}
 	}
 	return s
 }
 
 // write stores the history as JSON lines: every Op, then one decisions
-// line per node and bucket that saw any.
+// line per load, node and bucket that saw any.
 func (h *History) write(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -192,23 +216,30 @@ func (h *History) write(path string) error {
 	}
 	type decisions struct {
 		Type     string `json:"type"`
+		Mode     string `json:"mode"`
+		Key      string `json:"key"`
 		Node     string `json:"node"`
 		Start    int64  `json:"start"` // run time of the bucket's start
 		Admitted int64  `json:"admitted"`
 		Denied   int64  `json:"denied"`
 		Failed   int64  `json:"failed"`
 	}
-	last := int(h.last.Load())
-	for b := 0; b <= last; b++ {
-		for i, id := range h.nodes {
-			c := &h.counts[i][b]
-			d := decisions{"decisions", id, int64(h.bucketStart(b)), c.admitted.Load(), c.denied.Load(), c.failed.Load()}
-			if d.Admitted+d.Denied+d.Failed == 0 {
-				continue
-			}
-			if err := enc.Encode(d); err != nil {
-				f.Close()
-				return fmt.Errorf("history: %w", err)
+	h.mu.Lock()
+	logs := append([]*decisionLog(nil), h.logs...)
+	h.mu.Unlock()
+	for _, dl := range logs {
+		last := int(dl.last.Load())
+		for b := 0; b <= last; b++ {
+			for i, id := range h.nodes {
+				c := &dl.counts[i][b]
+				d := decisions{"decisions", dl.mode, dl.key, id, int64(h.bucketStart(b)), c.admitted.Load(), c.denied.Load(), c.failed.Load()}
+				if d.Admitted+d.Denied+d.Failed == 0 {
+					continue
+				}
+				if err := enc.Encode(d); err != nil {
+					f.Close()
+					return fmt.Errorf("history: %w", err)
+				}
 			}
 		}
 	}

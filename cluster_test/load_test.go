@@ -16,7 +16,6 @@ import (
 
 // Load parameters.
 const (
-	loadKey        = "fault.load"
 	loadTick       = 10 * time.Millisecond // the generator's step
 	loadWorkers    = 32                    // goroutines calling Allow per node
 	loadQueue      = 256                   // requests waiting for a worker per node
@@ -29,13 +28,38 @@ const (
 // registerKeys are the keys whose limit is a register (never loaded).
 var registerKeys = []string{"fault.reg.a", "fault.reg.b"}
 
-// loader drives decisions through one SDK client per node, open-loop at a
-// fixed rate per node, and register operations (set and get of a key's
-// limit, through Raft) from registerProcs processes.
+// Decision modes of the SDK the load goes through.
+const (
+	// modeStrict: every decision is a round trip to the node
+	// (client.WithStrict).
+	modeStrict = "strict"
+	// modeLease: the SDK's default, deciding locally from leases of the
+	// node's room (design.md §10).
+	modeLease = "lease"
+)
+
+// loadKeys are the keys loaded in each mode: every mode has its own key
+// and limit, so that the loads of a run are checked independently.
+var loadKeys = map[string]string{modeStrict: "fault.load", modeLease: "fault.lease"}
+
+// load is the load of one decision mode: one SDK client per node, each
+// connected to its node only (client.WithNodeID), so that every node
+// decides a part of the key in both modes.
+type load struct {
+	mode    string
+	key     string
+	clients []*client.Client
+	log     *decisionLog
+}
+
+// loader drives each load's decisions open-loop at a fixed rate per node,
+// and register operations (set and get of a key's limit, through Raft) from
+// registerProcs processes through the first load's clients.
 type loader struct {
 	h       *History
-	clients []*client.Client
-	perNode float64 // requests per second offered to each node
+	loads   []*load
+	clients []*client.Client // for the registers
+	perNode float64          // requests per second offered to each node, in each load
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -43,15 +67,17 @@ type loader struct {
 	mu   sync.Mutex
 }
 
-func startLoader(h *History, clients []*client.Client, perNode float64) *loader {
-	l := &loader{h: h, clients: clients, perNode: perNode, stop: make(chan struct{}), seq: 1000}
-	for i := range clients {
-		q := make(chan time.Time, loadQueue)
-		l.wg.Add(1)
-		go l.generate(i, q)
-		for range loadWorkers {
+func startLoader(h *History, loads []*load, perNode float64) *loader {
+	l := &loader{h: h, loads: loads, clients: loads[0].clients, perNode: perNode, stop: make(chan struct{}), seq: 1000}
+	for _, ld := range loads {
+		for i := range ld.clients {
+			q := make(chan time.Time, loadQueue)
 			l.wg.Add(1)
-			go l.work(i, q)
+			go l.generate(ld, q)
+			for range loadWorkers {
+				l.wg.Add(1)
+				go l.work(ld, i, q)
+			}
 		}
 	}
 	for p := range registerProcs {
@@ -69,7 +95,7 @@ func (l *loader) close() {
 
 // generate places perNode requests per second on q, open-loop: a request
 // that finds the queue full is shed (counted), never delayed.
-func (l *loader) generate(i int, q chan<- time.Time) {
+func (l *loader) generate(ld *load, q chan<- time.Time) {
 	defer l.wg.Done()
 	defer close(q)
 	t := time.NewTicker(loadTick)
@@ -86,21 +112,21 @@ func (l *loader) generate(i int, q chan<- time.Time) {
 				select {
 				case q <- now:
 				default:
-					l.h.shed.Add(1)
+					ld.log.shed.Add(1)
 				}
 			}
 		}
 	}
 }
 
-func (l *loader) work(i int, q <-chan time.Time) {
+func (l *loader) work(ld *load, i int, q <-chan time.Time) {
 	defer l.wg.Done()
 	for range q {
 		ctx, cancel := context.WithTimeout(context.Background(), allowTimeout)
 		at := time.Now()
-		d, err := l.clients[i].Allow(ctx, loadKey)
+		d, err := ld.clients[i].Allow(ctx, ld.key)
 		cancel()
-		l.h.decided(i, at, time.Now(), err == nil && d.Allowed, err)
+		ld.log.decided(i, at, time.Now(), err == nil && d.Allowed, err)
 	}
 }
 

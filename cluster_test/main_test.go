@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,64 @@ var (
 	flagRounds  = flag.Int("rounds", 2, "rounds of the nemesis schedule in the long form")
 	flagReports = flag.String("reports", "", "directory for run reports (default cluster_test/reports)")
 	flagKeep    = flag.Bool("keep", false, "keep node data directories after the run")
+	flagMode    = flag.String("mode", "both", "SDK decision mode of the load: strict, lease, or both (two loads at once, each on its own key)")
+	flagNemeses = flag.String("nemeses", "", "comma-separated nemeses to run instead of the form's schedule (e.g. pause or bridge,flapping-link)")
+	flagNodes   = flag.String("nodes", "3,5", "comma-separated cluster sizes of the long form")
 )
+
+// flagModes returns the decision modes -mode names.
+func flagModes() []string {
+	if *flagMode == "both" {
+		return []string{modeStrict, modeLease}
+	}
+	return []string{*flagMode}
+}
+
+// checkFlags reports a flag value the suite cannot run.
+func checkFlags() error {
+	switch *flagMode {
+	case modeStrict, modeLease, "both":
+	default:
+		return fmt.Errorf("-mode %q: use strict, lease or both", *flagMode)
+	}
+	all := allNemeses(time.Second)
+	for _, name := range splitList(*flagNemeses) {
+		if _, ok := all[name]; !ok {
+			return fmt.Errorf("-nemeses: no nemesis %q (have %s)", name, strings.Join(nemesisNames(all), ", "))
+		}
+	}
+	for _, n := range splitList(*flagNodes) {
+		if v, err := strconv.Atoi(n); err != nil || v < 1 || v > 9 {
+			return fmt.Errorf("-nodes: %q is not a cluster size from 1 to 9", n)
+		}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// schedule returns the nemeses named by -nemeses, or those of def, from
+// all, in order.
+func schedule(all map[string]nemesis, def []string) []nemesis {
+	names := splitList(*flagNemeses)
+	if len(names) == 0 {
+		names = def
+	}
+	out := make([]nemesis, 0, len(names))
+	for _, n := range names {
+		out = append(out, all[n])
+	}
+	return out
+}
 
 // suite holds what TestMain prepares once: the binary.
 var suite struct {
@@ -46,6 +104,10 @@ func envOr(k, def string) string {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if err := checkFlags(); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster_test:", err)
+		os.Exit(2)
+	}
 	code, err := prepare()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cluster_test:", err)

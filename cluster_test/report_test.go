@@ -12,14 +12,15 @@ import (
 // timelineSVG draws admitted per second (the last K slots' admissions) per
 // node and for the cluster, against the limit and the normal bound, with
 // the fault windows shaded. Buckets before from are drawn but greyed.
-func timelineSVG(h *History, faults []faultWindow, limit float64, p boundParams, from, to int) string {
+func timelineSVG(d *decisionLog, faults []faultWindow, limit float64, p boundParams, from, to int) string {
+	h := d.h
 	const (
 		width, height    = 1200.0, 420.0
 		left, right, top = 60.0, 20.0, 30.0
 		bottom           = 50.0
 		plotW, plotH     = width - left - right, height - top - bottom
 	)
-	series := h.admittedSeries()
+	series := d.admittedSeries()
 	k := int(p.Window / bucketWidth)
 	n := min(to, len(series[0]))
 	if n <= k {
@@ -89,7 +90,7 @@ func timelineSVG(h *History, faults []faultWindow, limit float64, p boundParams,
 		fmt.Fprintf(&b, `<rect x="%.1f" y="10" width="12" height="3" fill="%s"/><text x="%.1f" y="16">%s</text>`+"\n", lx, colors[i%len(colors)], lx+16, id)
 		lx += 50
 	}
-	fmt.Fprintf(&b, `<rect x="%.1f" y="10" width="12" height="3" fill="#000"/><text x="%.1f" y="16">cluster admitted per %v</text>`+"\n", lx, lx+16, p.Window)
+	fmt.Fprintf(&b, `<rect x="%.1f" y="10" width="12" height="3" fill="#000"/><text x="%.1f" y="16">cluster admitted per %v (%s)</text>`+"\n", lx, lx+16, p.Window, d.mode)
 	lx += 170
 	fmt.Fprintf(&b, `<text x="%.1f" y="16" fill="#d93025">- - limit %.0f, ··· normal bound %.2f×</text>`+"\n", lx, limit, p.factor(boundNormal))
 	lx += 230

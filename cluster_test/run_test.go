@@ -21,19 +21,29 @@ import (
 // scenario is one run: a cluster, a load and a nemesis schedule.
 type scenario struct {
 	Nodes   int
-	Limit   int64 // per second, on loadKey
+	Limit   int64 // per second, on each load's key
 	Extra   map[int][]string
 	Nemeses []nemesis     // in order, each applied once per round
 	Rounds  int           // rounds of the schedule (at least 1)
 	Settle  time.Duration // load before the first fault
 	Recover time.Duration // after each heal before the next fault
 	Seed    uint64
+	// FillMinute keeps the load going after a schedule shorter than a
+	// minute until a whole minute of it is checked (runs of nemeses chosen
+	// with -nemeses), so that the 1-minute verdicts have a window.
+	FillMinute bool
+	// Modes are the SDK decision modes whose loads run, at the same time,
+	// each on its own key with the limit (default: the -mode flag's).
+	Modes []string
 	// Docker lets -backend auto choose docker (the long form).
 	Docker bool
 }
 
 // warmup is how long the load runs before the checked history starts.
 const warmup = 8 * time.Second
+
+// minRun is the least checked load of a run: a minute and a bucket.
+const minRun = time.Minute + bucketWidth
 
 // runResult is what a run produced.
 type runResult struct {
@@ -71,23 +81,33 @@ func run(t *testing.T, sc scenario) runResult {
 	if err := c.waitReady(90 * time.Second); err != nil {
 		t.Fatalf("cluster: %v", err)
 	}
-	clients := make([]*client.Client, sc.Nodes)
-	for i := range clients {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		clients[i], err = c.dial(ctx, i)
-		cancel()
-		if err != nil {
-			t.Fatalf("dial %s: %v", ids[i], err)
-		}
-		cl := clients[i]
-		t.Cleanup(func() { _ = cl.Close() }) // before the cluster stops (LIFO)
+	modes := sc.Modes
+	if len(modes) == 0 {
+		modes = flagModes()
 	}
-	rule := limits.Rule{Pattern: loadKey, Rate: limits.Rate{Count: sc.Limit, Window: time.Second}}
-	if err := c.setLimitEverywhere(clients, rule, 60*time.Second); err != nil {
-		t.Fatalf("limit: %v", err)
+	var loads []*load
+	for _, mode := range modes {
+		ld := &load{mode: mode, key: loadKeys[mode], clients: make([]*client.Client, sc.Nodes), log: h.newLog(mode, loadKeys[mode])}
+		for i := range ld.clients {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ld.clients[i], err = c.dial(ctx, i, mode)
+			cancel()
+			if err != nil {
+				t.Fatalf("dial %s (%s): %v", ids[i], mode, err)
+			}
+			cl := ld.clients[i]
+			t.Cleanup(func() { _ = cl.Close() }) // before the cluster stops (LIFO)
+		}
+		loads = append(loads, ld)
+	}
+	for _, ld := range loads {
+		rule := limits.Rule{Pattern: ld.key, Rate: limits.Rate{Count: sc.Limit, Window: time.Second}}
+		if err := c.setLimitEverywhere(ld.clients, rule, 60*time.Second); err != nil {
+			t.Fatalf("limit: %v", err)
+		}
 	}
 	offered := 2 * float64(sc.Limit)
-	l := startLoader(h, clients, offered/float64(sc.Nodes))
+	l := startLoader(h, loads, offered/float64(sc.Nodes))
 	loaderStopped := false
 	stopLoader := func() {
 		if !loaderStopped {
@@ -96,7 +116,9 @@ func run(t *testing.T, sc scenario) runResult {
 		}
 	}
 	t.Cleanup(stopLoader)
-	h.event("load", "", fmt.Sprintf("%.0f/s offered against %v, %.0f/s per node", offered, rule.Rate, offered/float64(sc.Nodes)))
+	for _, ld := range loads {
+		h.event("load", "", fmt.Sprintf("%s: %.0f/s offered against %d/s on %s, %.0f/s per node", ld.mode, offered, sc.Limit, ld.key, offered/float64(sc.Nodes)))
+	}
 
 	// The load's start is a demand shift of 2L/s on every node at once,
 	// which design.md §7 bounds only transiently (ε_W ≤ ρτ(1−1/N)): the
@@ -150,7 +172,7 @@ func run(t *testing.T, sc scenario) runResult {
 			h.add(Op{Type: "fault", Name: name, Detail: detail, Invoke: int64(fw.Start), Complete: int64(fw.End), Error: fw.Err})
 			faults = append(faults, fw)
 			healed := time.Now()
-			took, cerr := c.converge(float64(sc.Limit), convergeWithin)
+			took, cerr := c.converge(loads, float64(sc.Limit), convergeWithin)
 			cv := Verdict{Checker: "converge", Fault: name, Promise: fmt.Sprintf("after heal every node serves, unfenced, hears every member and has the same estimate (±%.0f%% of L) within %v", convergeTol*100, convergeWithin)}
 			if fw.Err != "" {
 				cv.Detail = "nemesis failed: " + fw.Err
@@ -165,6 +187,15 @@ func run(t *testing.T, sc scenario) runResult {
 			}
 		}
 	}
+	// A schedule shorter than a minute (one nemesis chosen with -nemeses)
+	// goes on under load until a whole minute of it can be checked, so
+	// that the 1-minute verdicts have a window that overlaps each fault.
+	tail := 24 * time.Hour // when the load went on only to fill a minute
+	if rest := h.bucketStart(from) + minRun - time.Duration(h.now()); sc.FillMinute && rest > 0 {
+		tail = time.Duration(h.now())
+		t.Logf("load goes on %v, for a whole minute of checked load", rest.Round(time.Second))
+		time.Sleep(rest)
+	}
 	to := h.bucket(time.Now())
 	end := time.Duration(h.now())
 	stopLoader()
@@ -174,7 +205,7 @@ func run(t *testing.T, sc scenario) runResult {
 	if err := c.waitReady(30 * time.Second); err != nil {
 		t.Logf("before final reads: %v", err)
 	}
-	for i := range clients {
+	for i := range sc.Nodes {
 		for _, key := range registerKeys {
 			l.get(finalProcess+i, i, key)
 		}
@@ -218,11 +249,14 @@ func run(t *testing.T, sc scenario) runResult {
 	leak.Detail = strings.Join(figs, "; ")
 	verdicts = append(verdicts, leak)
 
-	// Bounds, linearizability, lost changes.
-	p := boundParams{Limit: float64(sc.Limit), Window: time.Second, LeaseSlack: 0} // strict clients: no lease is held, the node's window decides
-	bc := newBoundChecker(h, p, faults, from, to)
-	verdicts = append(verdicts, bc.baseline(), bc.minute())
-	verdicts = append(verdicts, bc.perFault(end)...)
+	// Bounds (per load), linearizability, lost changes.
+	p := boundParams{Limit: float64(sc.Limit), Window: time.Second}
+	for _, ld := range loads {
+		bc := newBoundChecker(ld.log, p, faults, from, to)
+		bc.tail = tail
+		verdicts = append(verdicts, bc.baseline(), bc.minute())
+		verdicts = append(verdicts, bc.perFault(end)...)
+	}
 	ops := h.Ops()
 	verdicts = append(verdicts, checkLinearizable(ops, filepath.Join(dir, "linearizability.html")), checkNoLostChange(ops))
 
@@ -237,14 +271,17 @@ func run(t *testing.T, sc scenario) runResult {
 }
 
 // converge waits until every running node serves unfenced, hears every
-// member, and the nodes' estimates of loadKey's window count (the sum of
-// their per-node views) agree within convergeTol of the limit.
-func (c *Cluster) converge(limit float64, within time.Duration) (time.Duration, error) {
+// member, and the nodes' estimates of each load key's window count (the sum
+// of their per-node views) agree within convergeTol of the limit.
+func (c *Cluster) converge(loads []*load, limit float64, within time.Duration) (time.Duration, error) {
 	start := time.Now()
 	var why string
 	for time.Since(start) < within {
 		why = ""
-		lo, hi := math.Inf(1), math.Inf(-1)
+		lo, hi := make([]float64, len(loads)), make([]float64, len(loads))
+		for k := range loads {
+			lo[k], hi[k] = math.Inf(1), math.Inf(-1)
+		}
 		for i, n := range c.nodes {
 			if !n.Running() {
 				why = n.ID + " not running"
@@ -264,23 +301,27 @@ func (c *Cluster) converge(limit float64, within time.Duration) (time.Duration, 
 					why = fmt.Sprintf("%s does not hear %s", n.ID, m.ID)
 				}
 			}
-			var est float64
-			found := false
-			for _, k := range st.TopKeys {
-				if k.Key == loadKey {
-					found = true
-					for _, v := range k.PerNode {
-						est += float64(v)
+			for k, ld := range loads {
+				var est float64
+				found := false
+				for _, tk := range st.TopKeys {
+					if tk.Key == ld.key {
+						found = true
+						for _, v := range tk.PerNode {
+							est += float64(v)
+						}
 					}
 				}
+				if !found {
+					why = fmt.Sprintf("%s does not list %s", n.ID, ld.key)
+				}
+				lo[k], hi[k] = math.Min(lo[k], est), math.Max(hi[k], est)
 			}
-			if !found {
-				why = fmt.Sprintf("%s does not list %s", n.ID, loadKey)
-			}
-			lo, hi = math.Min(lo, est), math.Max(hi, est)
 		}
-		if why == "" && hi-lo > convergeTol*limit {
-			why = fmt.Sprintf("estimates differ: %.0f to %.0f", lo, hi)
+		for k, ld := range loads {
+			if why == "" && hi[k]-lo[k] > convergeTol*limit {
+				why = fmt.Sprintf("estimates of %s differ: %.0f to %.0f", ld.key, lo[k], hi[k])
+			}
 		}
 		if why == "" {
 			return time.Since(start), nil
@@ -290,15 +331,25 @@ func (c *Cluster) converge(limit float64, within time.Duration) (time.Duration, 
 	return 0, fmt.Errorf("not converged %v after heal: %s", within, why)
 }
 
-// writeReport writes history.jsonl, verdicts.json, verdicts.txt and
-// timeline.svg into dir.
+// writeReport writes history.jsonl, verdicts.json, verdicts.txt and a
+// timeline-<mode>.svg per load into dir.
 func writeReport(dir string, h *History, sc scenario, res runResult, faults []faultWindow, p boundParams, from, to int) error {
 	if err := h.write(filepath.Join(dir, "history.jsonl")); err != nil {
 		return err
 	}
+	type loadDoc struct {
+		Mode   string `json:"mode"`
+		Key    string `json:"key"`
+		Shed   int64  `json:"shed"`
+		Failed int64  `json:"failed_decisions"`
+	}
+	var loads []loadDoc
+	for _, d := range h.logs {
+		loads = append(loads, loadDoc{d.mode, d.key, d.shed.Load(), d.failedTotal()})
+	}
 	doc := map[string]any{
 		"backend": res.Backend, "nodes": sc.Nodes, "limit_per_sec": sc.Limit, "offered_per_sec": 2 * sc.Limit,
-		"seed": sc.Seed, "shed": h.shed.Load(), "failed_decisions": h.failedTotal(), "faults": faults, "verdicts": res.Verdicts,
+		"seed": sc.Seed, "loads": loads, "faults": faults, "verdicts": res.Verdicts,
 		"bound_1s_normal": p.factor(boundNormal), "bound_1s_clock": p.factor(boundClock),
 	}
 	b, err := json.MarshalIndent(doc, "", "  ")
@@ -309,8 +360,10 @@ func writeReport(dir string, h *History, sc scenario, res runResult, faults []fa
 		return fmt.Errorf("verdicts: %w", err)
 	}
 	var txt strings.Builder
-	fmt.Fprintf(&txt, "backend %s, %d nodes, limit %d/s, offered %d/s, seed %d; %d requests shed by the generator, %d decisions failed (unknown outcome, not counted)\n",
-		res.Backend, sc.Nodes, sc.Limit, 2*sc.Limit, sc.Seed, h.shed.Load(), h.failedTotal())
+	fmt.Fprintf(&txt, "backend %s, %d nodes, limit %d/s, offered %d/s per load, seed %d\n", res.Backend, sc.Nodes, sc.Limit, 2*sc.Limit, sc.Seed)
+	for _, l := range loads {
+		fmt.Fprintf(&txt, "load %-6s on %s: %d requests shed by the generator, %d decisions failed (unknown outcome, not counted)\n", l.Mode, l.Key, l.Shed, l.Failed)
+	}
 	for _, f := range faults {
 		fmt.Fprintf(&txt, "fault %-20s %8v–%-8v %s %s\n", f.Name, f.Start.Round(time.Millisecond), f.End.Round(time.Millisecond), f.Detail, f.Err)
 	}
@@ -320,9 +373,11 @@ func writeReport(dir string, h *History, sc scenario, res runResult, faults []fa
 	if err := os.WriteFile(filepath.Join(dir, "verdicts.txt"), []byte(txt.String()), 0o644); err != nil {
 		return fmt.Errorf("verdicts: %w", err)
 	}
-	svg := timelineSVG(h, faults, float64(sc.Limit), p, from, to)
-	if err := os.WriteFile(filepath.Join(dir, "timeline.svg"), []byte(svg), 0o644); err != nil {
-		return fmt.Errorf("timeline: %w", err)
+	for _, d := range h.logs {
+		svg := timelineSVG(d, faults, float64(sc.Limit), p, from, to)
+		if err := os.WriteFile(filepath.Join(dir, "timeline-"+d.mode+".svg"), []byte(svg), 0o644); err != nil {
+			return fmt.Errorf("timeline: %w", err)
+		}
 	}
 	return nil
 }

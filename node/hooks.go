@@ -1,6 +1,9 @@
 package node
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // skewControl is the fault layer's hold on node time (nodehook.Offset): the
 // skew, mirrored in the clock-skew metric.
@@ -19,3 +22,11 @@ func (n *Node) closeFault() {
 		_ = n.fault.Close()
 	}
 }
+
+// diskDelay is the fault layer's slow disk (nodehook.Delay): how long every
+// write to the Raft log and stable store waits first.
+type diskDelay struct{ d atomic.Int64 }
+
+func (d *diskDelay) SetDelay(v time.Duration) { d.d.Store(int64(max(v, 0))) }
+
+func (d *diskDelay) Delay() time.Duration { return time.Duration(d.d.Load()) }

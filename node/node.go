@@ -238,9 +238,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.skew = clock.NewSkewed(n.clk)
 
 	pc := cfg.PacketConn
+	var disk *diskDelay // the fault layer's slow disk, nil without it
 	if hooks.Fault != nil {
+		disk = &diskDelay{}
 		if n.fault, err = hooks.Fault(nodehook.Target{
-			PacketConn: pc, Listen: cfg.Listen, Clock: skewControl{n}, Log: n.adminLog, Seed: uint64(n.clk.Precise()),
+			PacketConn: pc, Listen: cfg.Listen, Clock: skewControl{n}, Disk: disk, Log: n.adminLog, Seed: uint64(n.clk.Precise()),
 		}); err != nil {
 			return nil, fmt.Errorf("quotamesh/node: attaching the fault layer on %s: %w", cfg.Listen, err)
 		}
@@ -315,6 +317,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Forwarder: &forwarder{layer: n.fwdLayer, timeout: consensus.DefaultRPCTimeout},
 		Logger:    base,
 		OnChange:  n.onTableChange,
+	}
+	if disk != nil {
+		ccfg.LogDelay = disk.Delay
 	}
 	if rt := hooks.RaftTimeouts; rt.HeartbeatTimeout > 0 {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = rt.HeartbeatTimeout, rt.ElectionTimeout, rt.LeaderLeaseTimeout

@@ -129,6 +129,8 @@ func engineReason(err error) string {
 		return "sender"
 	case errors.Is(err, engine.ErrWrongCluster):
 		return "cluster"
+	case errors.Is(err, engine.ErrStaleFrame):
+		return "stale"
 	}
 	return "invalid"
 }

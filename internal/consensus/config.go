@@ -184,6 +184,11 @@ type Config struct {
 	// the state machine's goroutine: it must return quickly and must not call
 	// back into the Store.
 	OnChange func(t *limits.Table, index uint64)
+
+	// LogDelay, if set, is how long each write to the Raft log and stable
+	// store waits before it is made: a slow disk, for the fault suite only
+	// (the node sets it when a test attaches the fault layer).
+	LogDelay func() time.Duration
 }
 
 // withDefaults fills zero fields with their defaults and copies slices.

@@ -157,7 +157,14 @@ func Open(cfg Config) (*Store, error) {
 	}
 
 	f := newFSM(zl, cfg.OnChange)
-	r, err := newRaft(rc, f, w, snaps, trans)
+	var logs interface {
+		raft.LogStore
+		raft.StableStore
+	} = w
+	if cfg.LogDelay != nil {
+		logs = slowLog{w, cfg.LogDelay}
+	}
+	r, err := newRaft(rc, f, logs, snaps, trans)
 	if err != nil {
 		if hasState {
 			err = fmt.Errorf("%w: starting Raft from %s: %w", ErrDataDir, cfg.DataDir, err)
@@ -202,7 +209,10 @@ func Open(cfg Config) (*Store, error) {
 // started no goroutine at that point, so recovering leaves nothing running.
 // checkState should have reported any such entry already: this is the net
 // under it.
-func newRaft(rc *raft.Config, f raft.FSM, w *wal.WAL, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+func newRaft(rc *raft.Config, f raft.FSM, w interface {
+	raft.LogStore
+	raft.StableStore
+}, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r, err = nil, fmt.Errorf("raft panicked reading its state: %v", p)

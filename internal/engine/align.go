@@ -91,6 +91,16 @@ func (f *offsetFilter) add(d, now int64) {
 	f.n = min(f.n+1, len(f.samples))
 }
 
+// estimateAsOfLast returns the estimate as it stood when the newest sample
+// came in: for a frame that waited out a stall, whose samples since are
+// none or stale.
+func (f *offsetFilter) estimateAsOfLast() (int64, bool) {
+	if f.n == 0 {
+		return 0, false
+	}
+	return f.estimate(f.at[(f.next+len(f.at)-1)%len(f.at)])
+}
+
 // estimate returns the offset at local time now once enough samples of
 // the last sampleSpan are in.
 func (f *offsetFilter) estimate(now int64) (int64, bool) {

@@ -29,6 +29,8 @@ type Engine struct {
 	started       int64
 	members       map[string]*member // current members other than this node
 	memberIDs     []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
+	departed      map[string]*member // members the configuration removed, reserved until ReclaimAfter after last heard (members.go)
+	departedIDs   []string           // their IDs, sorted
 	nMembers      int                // members, this node included
 	peers         map[string]*peer   // sync stream state, by node ID
 	keys          map[string]*keyState
@@ -72,6 +74,10 @@ type Engine struct {
 	// it is within QuotaValidity (live).
 	beat   atomic.Int64
 	leases leases
+	// stallBeat is the beat of the last stall noticed (a call finding the
+	// engine not live), and wokeAt the local time it was noticed: frames
+	// sent before it waited out the stall in the socket (peers.go).
+	stallBeat, wokeAt int64
 }
 
 // keyState is what the engine keeps for a key that has a local window:
@@ -139,6 +145,7 @@ func New(cfg Config, table *limits.Table, members []string, now int64) (*Engine,
 		self:       crdt.OriginID{Node: cfg.Node, Incarnation: cfg.Incarnation},
 		started:    now,
 		members:    make(map[string]*member),
+		departed:   make(map[string]*member),
 		peers:      make(map[string]*peer),
 		keys:       make(map[string]*keyState),
 		rng:        rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),

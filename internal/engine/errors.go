@@ -18,6 +18,12 @@ var (
 	ErrWrongSender = errors.New("quotamesh/engine: delta from another sender")
 	// ErrWrongCluster reports a Hello from a node of another cluster.
 	ErrWrongCluster = errors.New("quotamesh/engine: peer of another cluster")
+	// ErrStaleFrame reports a frame its sender sent before this node
+	// resumed from a stall longer than QuotaValidity (a paused process): it
+	// waited in the socket, and its counts and quotas are as old as the
+	// stall. It is dropped unmerged: it is no sign that the sender is alive
+	// now (design.md §7, "Resuming").
+	ErrStaleFrame = errors.New("quotamesh/engine: frame from before this node resumed")
 	// ErrInvalidRequest reports a lease request with a negative count.
 	ErrInvalidRequest = errors.New("quotamesh/engine: invalid request")
 )

@@ -48,17 +48,36 @@ func (e *Engine) setMembersLocked(ids []string, now int64) {
 			next[id] = m
 			continue
 		}
+		if m, ok := e.departed[id]; ok {
+			// Back before its reservation was given up: it keeps it.
+			delete(e.departed, id)
+			next[id] = m
+			continue
+		}
 		next[id] = &member{id: id, heard: now, direct: now}
 	}
-	for id := range e.members {
-		if _, ok := next[id]; !ok {
-			for _, ks := range e.keys {
-				if ks.sh != nil {
-					ks.sh.share.Forget(id)
-				}
-			}
+	for id, m := range e.members {
+		if _, ok := next[id]; ok {
+			continue
 		}
+		if m.incarnation == 0 {
+			e.forgetLocked(id) // never heard: it holds nothing
+			continue
+		}
+		// A member the configuration removed may not know it yet (a node
+		// cut off from the majority that removed it): it admits under its
+		// share until it fences itself, FenceAfter after it last heard a
+		// majority. So its reservation is held, as an unreachable member's,
+		// until ReclaimAfter after it was last heard here (design.md §7,
+		// "Membership changes").
+		m.reachable = false
+		e.departed[id] = m
 	}
+	e.departedIDs = e.departedIDs[:0]
+	for id := range e.departed {
+		e.departedIDs = append(e.departedIDs, id)
+	}
+	slices.Sort(e.departedIDs)
 	e.members = next
 	e.nMembers = len(next) + 1
 	e.memberIDs = e.memberIDs[:0]
@@ -120,7 +139,31 @@ func (e *Engine) evaluateMembersLocked(now int64) bool {
 			m.reclaimed, changed = rc, true
 		}
 	}
+	// A departed member's reservation is given up once it cannot be
+	// admitting any more: ReclaimAfter after it was last heard (it fenced
+	// itself FenceAfter after it last heard a majority, which was no later),
+	// or at once under the available policy, which reserves nothing.
+	kept := e.departedIDs[:0]
+	for _, id := range e.departedIDs {
+		if m := e.departed[id]; e.cfg.Policy == share.Conservative && now-m.heard <= int64(e.cfg.ReclaimAfter) {
+			kept = append(kept, id)
+			continue
+		}
+		delete(e.departed, id)
+		e.forgetLocked(id)
+		changed = true
+	}
+	e.departedIDs = kept
 	return changed
+}
+
+// forgetLocked forgets what the keys remember of node id (its shares).
+func (e *Engine) forgetLocked(id string) {
+	for _, ks := range e.keys {
+		if ks.sh != nil {
+			ks.sh.share.Forget(id)
+		}
+	}
 }
 
 // currentOriginsLocked returns, for every member heard of, the store's

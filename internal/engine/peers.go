@@ -4,6 +4,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/quotamesh/quotamesh/internal/wire"
 )
@@ -86,6 +87,13 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 		e.counters.FramesRejected["sender"]++
 		return fmt.Errorf("%w: frame on %q's stream carries a delta from %q", ErrWrongSender, from, s.Delta.From.Node)
 	}
+	if !e.live(now) {
+		e.noteStallLocked(now)
+	}
+	if ago, stale := e.sentBeforeWakeLocked(m, s); stale {
+		e.counters.FramesRejected["stale"]++
+		return fmt.Errorf("%w: %q sent frame %d %v before this node resumed", ErrStaleFrame, from, s.Seq, time.Duration(ago))
+	}
 	p := e.peers[from]
 	if p == nil {
 		p = &peer{}
@@ -132,3 +140,47 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 	}
 	return nil
 }
+
+// noteStallLocked records, once per stall, that the engine found itself not
+// live at now: it did not tick for QuotaValidity (a paused process, a
+// stalled loop), and has just resumed.
+func (e *Engine) noteStallLocked(now int64) {
+	if b := e.beat.Load(); b != e.stallBeat {
+		e.stallBeat, e.wokeAt = b, now
+	}
+}
+
+// sentBeforeWakeLocked reports whether frame s of member m was sent more
+// than staleSlack before this node noticed its last stall, and how long
+// before: a frame that waited in the socket while the process was stopped.
+// Its counts and quotas are as old as the stall, and merging it would make
+// its sender reachable as if heard now: a resumed node took its peers for
+// reachable, holding nothing (their views slid empty, their registers as
+// they were when the stall began), stayed unfenced, and admitted up to
+// half the limit on top of what its peers, which had reclaimed its share,
+// admitted; the frames' clock samples also moved its clock by seconds
+// (design.md §7, "Resuming"). When the frame was sent comes from the
+// sender's own asOf less the offset filter's estimate (its clock's offset
+// less the least delay), as filtered before the stall; without an
+// estimate nothing is stale.
+func (e *Engine) sentBeforeWakeLocked(m *member, s *wire.Sync) (int64, bool) {
+	if e.wokeAt == 0 {
+		return 0, false
+	}
+	est, ok := m.offsets.estimateAsOfLast()
+	if !ok {
+		return 0, false
+	}
+	for i := range s.Delta.Origins {
+		if st := &s.Delta.Origins[i]; st.ID == s.Delta.From {
+			ago := e.wokeAt - (st.AsOf - est)
+			return ago, ago > e.staleSlack()
+		}
+	}
+	return 0, false
+}
+
+// staleSlack is how long before a resume a frame may have been sent and
+// still be merged: half of DeadAfter (missAfter). Frames that recent carry
+// state younger than any reclaim, which waits ReclaimAfter.
+func (e *Engine) staleSlack() int64 { return e.missAfter() }

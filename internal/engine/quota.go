@@ -46,6 +46,10 @@ func (e *Engine) quotaInputLocked(now int64, ks *keyState) quotaInput {
 			m.seen = e.stamp
 			q.member = true
 			q.shared = q.shared || (m.reachable && (v.Admitted > 0 || v.Demand > 0 || v.Quota > 0))
+		} else if m, ok := e.departed[info.ID.Node]; ok && m.incarnation == info.ID.Incarnation {
+			o.Member = true // unreachable, reserved (members.go)
+			m.seen = e.stamp
+			q.member = true
 		}
 		origins = append(origins, o)
 	})
@@ -59,6 +63,11 @@ func (e *Engine) quotaInputLocked(now int64, ks *keyState) quotaInput {
 			if m.reachable {
 				q.unknown++
 			}
+		}
+	}
+	for _, id := range e.departedIDs {
+		if e.departed[id].seen != e.stamp {
+			origins = append(origins, share.Origin{Node: id, Member: true})
 		}
 	}
 	q.in.Origins = origins

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -37,6 +38,7 @@ import (
 //	cut a-c                                 cuts one link (both ways)
 //	heal                                    every cut link comes back: a new stream
 //	                                        each way, starting with a hello
+//	members on=a,b nodes=a,b                the engines in on apply a membership
 //	pause c / resume c                      a stopped process: no ticks, no frames
 //	                                        handled, no requests offered
 //	offer node=a n=50 [key=k]               n requests now; prints the admitted
@@ -131,6 +133,17 @@ func (s *scenario) do(d *directive) string {
 		return ""
 	case "heal":
 		return s.heal()
+	case "members":
+		// members on=a,b nodes=a,b: the engines listed in on get the
+		// membership nodes (a Raft configuration change they applied).
+		ids := strings.Split(d.arg("nodes", ""), ",")
+		for _, id := range strings.Split(d.arg("on", ""), ",") {
+			if s.eng[id] == nil {
+				s.t.Fatalf("%s: members on unknown node %q", d.pos, id)
+			}
+			s.eng[id].SetMembers(ids, s.nodeTime(id, s.now))
+		}
+		return ""
 	case "pause", "resume":
 		for _, id := range d.words {
 			s.paused[id] = name == "pause"
@@ -378,6 +391,7 @@ func (s *scenario) deliverOrDrop(d *directive, deliver bool) string {
 	var kept []frame
 	n := 0
 	var errs []string
+	stale := map[string]int{} // refused as stale, by link: one line each
 	for _, f := range slices.Clone(s.queue) {
 		if !match(f) || deliver && s.paused[f.to] {
 			kept = append(kept, f)
@@ -385,9 +399,22 @@ func (s *scenario) deliverOrDrop(d *directive, deliver bool) string {
 		}
 		n++
 		if deliver {
-			if err := s.deliver(f); err != nil {
+			err := s.deliver(f)
+			switch {
+			case errors.Is(err, ErrStaleFrame):
+				link := f.from + "→" + f.to
+				if stale[link] == 0 {
+					errs = append(errs, link)
+				}
+				stale[link]++
+			case err != nil:
 				errs = append(errs, fmt.Sprintf("%s→%s: %v", f.from, f.to, err))
 			}
+		}
+	}
+	for i, e := range errs {
+		if k := stale[e]; k > 0 {
+			errs[i] = fmt.Sprintf("%s: %d refused: %v", e, k, ErrStaleFrame)
 		}
 	}
 	s.queue = kept

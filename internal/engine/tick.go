@@ -74,12 +74,18 @@ func (e *Engine) Tick(now int64) Ready {
 		panic("quotamesh/engine: Tick before Advance of the previous tick's Ready")
 	}
 	e.ticks++
-	if !e.live(now) {
+	stalled := !e.live(now)
+	if stalled {
 		// Back from a pause or a stall: every quota is as old as that;
-		// recompute them all before anything is admitted under them.
+		// recompute them all before anything is admitted under them, and
+		// only then say the quotas are live again (requests are decided
+		// without the engine's lock, so a beat stored first would let them
+		// admit under the old quotas while this tick recomputes them).
+		e.noteStallLocked(now)
 		e.markAllDirtyLocked()
+	} else {
+		e.beat.Store(max(e.beat.Load(), now))
 	}
-	e.beat.Store(max(e.beat.Load(), now))
 	e.expireLeases(now)
 	rd := Ready{tick: e.ticks, at: now}
 	e.reg.Drain(func(key string) {
@@ -132,6 +138,9 @@ func (e *Engine) Tick(now int64) Ready {
 	}
 	clear(e.dirty)
 	e.dirty = e.dirty[:0]
+	if stalled {
+		e.beat.Store(max(e.beat.Load(), now))
+	}
 	// Close the interval after the quotas are announced, so they leave with
 	// this tick's deltas.
 	e.store.SetOwnAsOf(now)

@@ -36,6 +36,8 @@ var _ nodehook.Fault = Attach
 //	                    it (node time moves by it at once, backwards too)
 //	/debug/fault/net    GET reads the socket's faults and counters; POST
 //	                    changes them (see serveNet)
+//	/debug/fault/disk   GET reads the Raft log's write delay; POST
+//	                    ?delay=100ms sets it (a slow disk; 0 heals it)
 func Attach(t nodehook.Target) (nodehook.Attached, error) {
 	var a nodehook.Attached
 	fc, _ := t.PacketConn.(*faultnet.Conn)
@@ -46,10 +48,11 @@ func Attach(t nodehook.Target) (nodehook.Attached, error) {
 		}
 		fc, a.PacketConn, a.Close = c, c, c.Close
 	}
-	l := &layer{conn: fc, clock: t.Clock, log: t.Log}
+	l := &layer{conn: fc, clock: t.Clock, disk: t.Disk, log: t.Log}
 	a.Routes = map[string]http.Handler{
 		"/debug/fault/clock": http.HandlerFunc(l.serveClock),
 		"/debug/fault/net":   http.HandlerFunc(l.serveNet),
+		"/debug/fault/disk":  http.HandlerFunc(l.serveDisk),
 	}
 	return a, nil
 }
@@ -58,7 +61,30 @@ func Attach(t nodehook.Target) (nodehook.Attached, error) {
 type layer struct {
 	conn  *faultnet.Conn // nil when the node's socket is not a faultnet.Conn
 	clock nodehook.Offset
+	disk  nodehook.Delay // nil when the node gave none
 	log   zerolog.Logger
+}
+
+// serveDisk reads (GET) or sets (POST ?delay=100ms) how long each write to
+// the node's Raft log and stable store waits (a slow disk; 0 heals it).
+func (l *layer) serveDisk(w http.ResponseWriter, r *http.Request) {
+	if l.disk == nil {
+		http.Error(w, "this node has no slow-disk control", http.StatusNotImplemented)
+		return
+	}
+	if r.Method == http.MethodPost {
+		d, err := time.ParseDuration(r.URL.Query().Get("delay"))
+		if err != nil || d < 0 || d > time.Minute {
+			http.Error(w, fmt.Sprintf("delay %q: want a duration from 0 to 1m", r.URL.Query().Get("delay")), http.StatusBadRequest)
+			return
+		}
+		l.disk.SetDelay(d)
+		l.log.Warn().Dur("delay", d).Str("remote", r.RemoteAddr).Msg("FAULT: Raft log writes delayed")
+	} else if r.Method != http.MethodGet {
+		http.Error(w, "use GET or POST", http.StatusMethodNotAllowed)
+		return
+	}
+	writeJSON(w, map[string]any{"delay_ns": l.disk.Delay(), "delay": l.disk.Delay().String()})
 }
 
 // serveClock reads (GET) or sets (POST ?offset=250ms) the clock offset.
@@ -87,9 +113,10 @@ type netState struct {
 // serveNet reads (GET) or changes (POST) the faults on the node's socket.
 // POST parameters, applied in this order: heal=1 removes every fault and
 // block; drop (0 to 1), delay, jitter, reorder (0 to 1) and reorder_delay
-// replace the faults when any is given (missing ones are zero); block and
-// unblock take comma-separated host:port addresses (partitions: datagrams
-// to and from them are discarded).
+// replace the faults when any is given (missing ones are zero); block,
+// block_out and unblock take comma-separated host:port addresses
+// (partitions: block discards datagrams to and from them, block_out only
+// those to them).
 func (l *layer) serveNet(w http.ResponseWriter, r *http.Request) {
 	fc := l.conn
 	if fc == nil {
@@ -147,7 +174,7 @@ func applyFaults(fc *faultnet.Conn, r *http.Request) error {
 	for _, op := range []struct {
 		name string
 		fn   func(...net.Addr)
-	}{{"block", fc.Block}, {"unblock", fc.Unblock}} {
+	}{{"block", fc.Block}, {"block_out", fc.BlockOut}, {"unblock", fc.Unblock}} {
 		s := q.Get(op.name)
 		if s == "" {
 			continue

@@ -32,7 +32,8 @@ func do(t *testing.T, a nodehook.Attached, method, target string) (int, string) 
 
 func TestAttachOpensAndControlsASocket(t *testing.T) {
 	skew := clock.NewSkewed(clock.NewManual(0))
-	a, err := Attach(nodehook.Target{Listen: "127.0.0.1:0", Clock: skew, Log: zerolog.Nop(), Seed: 1})
+	disk := &delay{}
+	a, err := Attach(nodehook.Target{Listen: "127.0.0.1:0", Clock: skew, Disk: disk, Log: zerolog.Nop(), Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +56,12 @@ func TestAttachOpensAndControlsASocket(t *testing.T) {
 		{"POST", "/debug/fault/net?drop=2", 400, "Drop 2"},
 		{"POST", "/debug/fault/net?jitter=often", 400, "jitter"},
 		{"POST", "/debug/fault/net?heal=1", 200, `"Drop": 0`},
+		{"POST", "/debug/fault/net?block_out=127.0.0.1:9", 200, `"BlockedOut"`},
+		{"POST", "/debug/fault/net?block_out=nowhere", 400, "block_out address"},
+		{"POST", "/debug/fault/disk?delay=80ms", 200, `"delay": "80ms"`},
+		{"GET", "/debug/fault/disk", 200, `"delay": "80ms"`},
+		{"POST", "/debug/fault/disk?delay=-1s", 400, "delay"},
+		{"POST", "/debug/fault/disk?delay=slow", 400, "delay"},
 	}
 	for i, s := range steps {
 		code, body := do(t, a, s.method, s.target)
@@ -68,7 +75,16 @@ func TestAttachOpensAndControlsASocket(t *testing.T) {
 	if f := fc.Faults(); f.Drop != 0 || f.Delay != 0 {
 		t.Errorf("faults after heal: %+v, want none", f)
 	}
+	if got, want := disk.Delay(), 80*time.Millisecond; got != want {
+		t.Errorf("disk delay %v, want %v", got, want)
+	}
 }
+
+// delay is a nodehook.Delay.
+type delay struct{ d time.Duration }
+
+func (d *delay) SetDelay(v time.Duration) { d.d = v }
+func (d *delay) Delay() time.Duration     { return d.d }
 
 func TestAttachKeepsAGivenSocket(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -85,5 +101,8 @@ func TestAttachKeepsAGivenSocket(t *testing.T) {
 	}
 	if code, _ := do(t, a, "GET", "/debug/fault/net"); code != http.StatusNotImplemented {
 		t.Errorf("/debug/fault/net on a plain socket: %d, want 501", code)
+	}
+	if code, _ := do(t, a, "GET", "/debug/fault/disk"); code != http.StatusNotImplemented {
+		t.Errorf("/debug/fault/disk without a disk control: %d, want 501", code)
 	}
 }

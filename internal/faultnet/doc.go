@@ -12,8 +12,8 @@
 //     Faults.Reorder held back by a further Faults.ReorderDelay so that later
 //     datagrams overtake it. Block partitions an address in both directions:
 //     datagrams to it are discarded on WriteTo and datagrams from it are
-//     discarded on ReadFrom. Wrap both ends of a link to fault both
-//     directions.
+//     discarded on ReadFrom; BlockOut discards only those to it (a one-way
+//     partition). Wrap both ends of a link to fault both directions.
 //   - Faults can be changed at any time from any goroutine (SetFaults, Block,
 //     Unblock, Heal); a change applies to datagrams written after it.
 //     Datagrams already in the delay queue keep their schedule, except that a

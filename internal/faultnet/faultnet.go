@@ -74,19 +74,28 @@ type Stats struct {
 	BlockedIn  uint64 // discarded on ReadFrom by Block
 }
 
+// blockDir is which directions of an address's traffic a block discards.
+type blockDir uint8
+
+const (
+	blockOut  blockDir = 1 << iota // datagrams to the address
+	blockIn                        // datagrams from it
+	blockBoth = blockOut | blockIn
+)
+
 // state is an immutable snapshot of the configured faults; a nil *state
 // means no fault and no block, the fast path.
 type state struct {
 	faults  Faults
-	blocked map[string]struct{}
+	blocked map[string]blockDir
 }
 
-func (s *state) isBlocked(addr net.Addr) bool {
+// isBlocked reports whether traffic with addr in direction d is discarded.
+func (s *state) isBlocked(addr net.Addr, d blockDir) bool {
 	if len(s.blocked) == 0 || addr == nil {
 		return false
 	}
-	_, ok := s.blocked[addr.String()]
-	return ok
+	return s.blocked[addr.String()]&d != 0
 }
 
 // Conn is a net.PacketConn that applies Faults to what it writes and Block to
@@ -98,7 +107,7 @@ type Conn struct {
 
 	mu     sync.Mutex // guards the fields below and every store to state
 	faults Faults
-	block  map[string]struct{}
+	block  map[string]blockDir
 	rng    *rand.Rand
 	queue  delayQueue
 	seq    uint64
@@ -122,7 +131,7 @@ var _ net.PacketConn = (*Conn)(nil)
 func Wrap(pc net.PacketConn, seed uint64) *Conn {
 	c := &Conn{
 		pc:    pc,
-		block: map[string]struct{}{},
+		block: map[string]blockDir{},
 		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -169,7 +178,19 @@ func (c *Conn) Block(addrs ...net.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range addrs {
-		c.block[a.String()] = struct{}{}
+		c.block[a.String()] = blockBoth
+	}
+	c.publishLocked()
+}
+
+// BlockOut discards datagrams to each address from now on, and lets those
+// from it through (a one-way partition: the address hears nothing from this
+// Conn). A later Block of the same address blocks both ways.
+func (c *Conn) BlockOut(addrs ...net.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		c.block[a.String()] |= blockOut
 	}
 	c.publishLocked()
 }
@@ -200,9 +221,9 @@ func (c *Conn) publishLocked() {
 		c.state.Store(nil)
 		return
 	}
-	blocked := make(map[string]struct{}, len(c.block))
-	for a := range c.block {
-		blocked[a] = struct{}{}
+	blocked := make(map[string]blockDir, len(c.block))
+	for a, d := range c.block {
+		blocked[a] = d
 	}
 	c.state.Store(&state{faults: c.faults, blocked: blocked})
 }
@@ -227,7 +248,7 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		if s := c.state.Load(); s != nil && s.isBlocked(addr) {
+		if s := c.state.Load(); s != nil && s.isBlocked(addr, blockIn) {
 			c.blockedIn.Add(1)
 			continue
 		}
@@ -242,7 +263,7 @@ func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if s == nil {
 		return c.pc.WriteTo(b, addr)
 	}
-	if s.isBlocked(addr) {
+	if s.isBlocked(addr, blockOut) {
 		c.blockedOut.Add(1)
 		return len(b), nil
 	}
@@ -316,7 +337,7 @@ func (c *Conn) run() {
 		c.mu.Unlock()
 		s := c.state.Load()
 		for i := range due {
-			if s != nil && s.isBlocked(due[i].addr) {
+			if s != nil && s.isBlocked(due[i].addr, blockOut) {
 				c.blockedOut.Add(1)
 			} else {
 				// A failed write is a lost datagram, which is what this

@@ -273,6 +273,20 @@ func TestBlockBothDirections(t *testing.T) {
 	if got, ok := recv(b); !ok || got != "again" {
 		t.Errorf("after Unblock: got %q, %v, want \"again\"", got, ok)
 	}
+
+	// One way: a's datagrams to b are discarded, b's to a arrive.
+	a.BlockOut(b.LocalAddr())
+	_, _ = a.WriteTo([]byte("out"), b.LocalAddr())
+	if got, ok := recv(b); ok {
+		t.Errorf("a blocks its datagrams to b: b still received %q", got)
+	}
+	_, _ = b.WriteTo([]byte("in"), a.LocalAddr())
+	if got, ok := recv(a); !ok || got != "in" {
+		t.Errorf("a blocks only its datagrams to b: a got %q, %v from b, want \"in\"", got, ok)
+	}
+	if s := a.Stats(); s.BlockedOut != 2 || s.BlockedIn != 1 {
+		t.Errorf("Stats() = %+v, want BlockedOut 2 and BlockedIn 1", s)
+	}
 }
 
 func TestBlockAppliesToQueuedDatagrams(t *testing.T) {

@@ -62,6 +62,9 @@ type Target struct {
 	Listen     string
 	// Clock is the node's test-only clock offset.
 	Clock Offset
+	// Disk delays the node's writes to its Raft log and stable store (a
+	// slow disk).
+	Disk Delay
 	// Log is the node's admin logger.
 	Log zerolog.Logger
 	// Seed is for the randomness of a socket the layer opens.
@@ -73,6 +76,12 @@ type Target struct {
 type Offset interface {
 	SetOffset(time.Duration)
 	Offset() time.Duration
+}
+
+// Delay is a delay the fault layer sets and the node applies.
+type Delay interface {
+	SetDelay(time.Duration)
+	Delay() time.Duration
 }
 
 // Attached is the fault layer on one node.

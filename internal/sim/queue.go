@@ -9,19 +9,23 @@ import (
 type eventKind uint8
 
 const (
-	evArrival    eventKind = iota // a request arrives at node
-	evTick                        // node's sync interval
-	evDeliver                     // a frame from from reaches node
-	evLinks                       // a partition starts or ends
-	evClock                       // node's clock offset changes
-	evKill                        // node dies (kill -9)
-	evRevive                      // node starts again as a new incarnation
-	evPause                       // node stops for offset
-	evResume                      // node goes on
-	evClientTick                  // client node's housekeeping tick
-	evClientPoke                  // client node's key looks urgent
-	evToNode                      // a client's request reaches node
-	evToClient                    // a node's answer reaches a client
+	evArrival      eventKind = iota // a request arrives at node
+	evTick                          // node's sync interval
+	evDeliver                       // a frame from from reaches node
+	evLinks                         // a partition starts or ends
+	evClock                         // node's clock offset changes
+	evKill                          // node dies (kill -9)
+	evRevive                        // node starts again as a new incarnation
+	evPause                         // node stops for offset
+	evResume                        // node goes on
+	evIdleClose                     // node's peers close their streams to it (it is paused)
+	evReconnect                     // new streams replace node's old ones (it resumed)
+	evWakeTick                      // the tick a resumed node's ticker fires at once (not periodic)
+	evServeDelayed                  // the requests that waited for a resumed node
+	evClientTick                    // client node's housekeeping tick
+	evClientPoke                    // client node's key looks urgent
+	evToNode                        // a client's request reaches node
+	evToClient                      // a node's answer reaches a client
 )
 
 type event struct {

@@ -32,7 +32,7 @@ func (s *sim) arrive(i, key int) {
 	}
 	rec := s.record(i, key)
 	if n.pausedTo > s.now {
-		n.delayed = append(n.delayed, rec) // waits for the process, handled first when it resumes
+		n.delayed = append(n.delayed, rec) // waits for the process (pause.go)
 		return
 	}
 	s.serve(i, rec)

@@ -72,15 +72,6 @@ type Restart struct {
 	Node     int
 }
 
-// Pause stops Node at At for For (SIGSTOP, a long GC pause): it neither
-// ticks nor handles frames, and the requests sent to it wait. When it
-// resumes, the requests are handled first, before its first tick (the
-// worst order: its quotas are as old as the pause).
-type Pause struct {
-	At, For time.Duration
-	Node    int
-}
-
 // Config is one simulated run.
 type Config struct {
 	// Nodes is the cluster size, 1 to 1000.
@@ -143,9 +134,12 @@ type Config struct {
 	Cuts []Cut
 	// Restarts kill and restart nodes during the run.
 	Restarts []Restart
-	// Pauses stop nodes during the run.
-	Pauses []Pause
-	// Resets reset the key during the run (reset.go).
+	// Pauses stop nodes during the run; IdleTimeout and Reconnect say what
+	// the streams to a paused node do (pause.go).
+	Pauses      []Pause
+	IdleTimeout time.Duration
+	Reconnect   time.Duration
+	// Resets reset every key of the workload during the run (reset.go).
 	Resets []Reset
 	// Policy is the partition policy.
 	Policy share.Policy
@@ -185,6 +179,12 @@ func (c Config) withDefaults() Config {
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Reconnect == 0 {
+		c.Reconnect = DefaultReconnect
+	}
 	return c
 }
 
@@ -204,6 +204,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: first frame %v, use 0 to 10s", ErrInvalid, d.FirstFrame)
 	case d.RTO < 0 || d.RTO > 10*time.Second:
 		return fmt.Errorf("%w: rto %v, use 0 to 10s", ErrInvalid, d.RTO)
+	case d.IdleTimeout > time.Minute || d.Reconnect < 0 || d.Reconnect > time.Minute:
+		return fmt.Errorf("%w: idle timeout %v, reconnect %v: use up to 1m (a negative idle timeout: never)", ErrInvalid, d.IdleTimeout, d.Reconnect)
 	case d.Skew < 0 || d.Skew > time.Hour:
 		return fmt.Errorf("%w: skew %v, use 0 to 1h", ErrInvalid, d.Skew)
 	case d.Duration <= 0 || d.Duration > 24*time.Hour:
@@ -373,6 +375,11 @@ type link struct {
 	up       bool
 	lastAt   time.Duration // delivery time of the last frame queued, to keep order
 	streamID uint64        // frames of an older stream are dropped on delivery
+	// The ends of a stream to a paused node close apart (pause.go):
+	// fromClosed, the sender closed its end (it sends nothing more; frames
+	// it sent before still arrive); toClosed, the receiver did (frames
+	// arriving are dropped).
+	fromClosed, toClosed bool
 }
 
 type sim struct {
@@ -512,8 +519,12 @@ func (s *sim) nodeTime(n *node) int64 {
 func (s *sim) handle(ev event) {
 	if ev.kind == evDeliver || ev.kind == evToNode {
 		if n := s.nodes[ev.node]; n.pausedTo > s.now {
-			// The process is stopped: the frame waits for it.
+			// The process is stopped: the frame or request waits for it
+			// (pause.go says in which order they are handled).
 			ev.at = n.pausedTo
+			if ev.kind == evToNode {
+				ev.at += afterWakeTick
+			}
 			s.q.push(ev)
 			return
 		}
@@ -523,24 +534,11 @@ func (s *sim) handle(ev event) {
 		s.nextArrival()
 		s.arrive(ev.node, int(ev.key))
 	case evTick:
-		n := s.nodes[ev.node]
 		s.q.push(event{at: s.now + s.cfg.Sync, kind: evTick, node: ev.node})
-		if n.down || n.pausedTo > s.now {
-			return
-		}
-		// As the node does: the tick returns its frames, they are sent,
-		// and the engine is told what went out.
-		rd := n.eng.Tick(s.nodeTime(n))
-		rd.Send(func(to string, m *wire.Sync) error {
-			return s.send(ev.node, s.index(to), m)
-		})
-		n.eng.Advance(rd)
-		if s.now%time.Second < s.cfg.Sync {
-			n.eng.Housekeep(s.nodeTime(n))
-		}
+		s.tick(ev.node)
 	case evDeliver:
 		l := s.links[ev.from][ev.node]
-		if !l.up || l.streamID != ev.stream {
+		if !l.up || l.streamID != ev.stream || l.toClosed {
 			return // the stream broke while the frame was in flight
 		}
 		n := s.nodes[ev.node]
@@ -558,18 +556,8 @@ func (s *sim) handle(ev event) {
 		s.updateLinks()
 	case evClock:
 		s.nodes[ev.node].offset = ev.offset
-	case evPause:
-		n := s.nodes[ev.node]
-		n.pausedTo = s.now + ev.offset
-		s.q.push(event{at: n.pausedTo, kind: evResume, node: ev.node})
-	case evResume:
-		// Handle the requests that waited before anything else.
-		n := s.nodes[ev.node]
-		delayed := n.delayed
-		n.delayed = nil
-		for _, rec := range delayed {
-			s.serve(ev.node, rec)
-		}
+	case evPause, evResume, evIdleClose, evReconnect, evWakeTick, evServeDelayed:
+		s.handlePause(ev)
 	case evKill:
 		s.nodes[ev.node].down = true
 		s.updateLinks()
@@ -596,124 +584,4 @@ func (s *sim) index(id string) int {
 	var i int
 	fmt.Sscanf(id, "n%d", &i)
 	return i
-}
-
-// connected reports whether from and to may exchange frames now.
-func (s *sim) connected(from, to int) bool {
-	if s.nodes[from].down || s.nodes[to].down {
-		return false
-	}
-	for _, p := range s.cfg.Partitions {
-		if s.now < s.cfg.Warmup+p.Start || s.now >= s.cfg.Warmup+p.End {
-			continue
-		}
-		if group(p, from) != group(p, to) {
-			return false
-		}
-	}
-	for _, c := range s.cfg.Cuts {
-		if s.now < s.cfg.Warmup+c.Start || s.now >= s.cfg.Warmup+c.End {
-			continue
-		}
-		if slices.Contains(c.A, from) && slices.Contains(c.B, to) || slices.Contains(c.B, from) && slices.Contains(c.A, to) {
-			return false
-		}
-	}
-	return true
-}
-
-func group(p Partition, n int) int {
-	for g, members := range p.Groups {
-		if slices.Contains(members, n) {
-			return g
-		}
-	}
-	return len(p.Groups)
-}
-
-// updateLinks opens streams that became possible and breaks those that did
-// not survive a partition change. A new stream starts with a hello each way.
-func (s *sim) updateLinks() {
-	for i := range s.nodes {
-		for j := range s.nodes {
-			if i == j {
-				continue
-			}
-			l := s.links[i][j]
-			up := s.connected(i, j)
-			switch {
-			case up && !l.up:
-				l.up = true
-				l.streamID++
-				l.lastAt = s.now
-				s.nodes[i].eng.PeerUp(s.nodes[j].id)
-				self := s.nodes[i].eng.Self()
-				s.enqueue(i, j, &wire.Hello{ClusterID: "quotamesh", Node: self.Node, Incarnation: self.Incarnation, Addr: "sim"}, s.cfg.RTT)
-				l.lastAt = max(l.lastAt, s.now+s.cfg.FirstFrame)
-			case !up && l.up:
-				l.up = false
-				if !s.nodes[i].down {
-					s.nodes[i].eng.PeerDown(s.nodes[j].id)
-				}
-			}
-		}
-	}
-}
-
-// send queues a frame from a tick; it fails (as a closed stream would) when
-// the link is down.
-func (s *sim) send(from, to int, m *wire.Sync) error {
-	if !s.links[from][to].up {
-		return errLinkDown
-	}
-	s.enqueue(from, to, s.copySync(m), 0)
-	return nil
-}
-
-var errLinkDown = errors.New("link down")
-
-func (s *sim) enqueue(from, to int, m wire.Message, extra time.Duration) {
-	l := s.links[from][to]
-	delay := s.cfg.RTT/2 + extra
-	if s.cfg.Jitter > 0 {
-		delay += time.Duration(s.rng.Int64N(int64(s.cfg.Jitter)))
-	}
-	rto := s.cfg.RTO
-	if rto == 0 {
-		rto = 3*s.cfg.RTT + time.Millisecond
-	}
-	for s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss && rto < 10*time.Second {
-		delay += rto
-		rto *= 2
-	}
-	at := max(s.now+delay, l.lastAt)
-	l.lastAt = at
-	s.res.Frames++
-	if s.cfg.Encode {
-		var err error
-		s.buf, err = s.enc.Append(s.buf[:0], m)
-		if err == nil {
-			s.res.Bytes += int64(len(s.buf))
-			m, _ = s.dec.Decode(s.buf[frameHeader(s.buf):])
-		}
-	}
-	s.q.push(event{at: at, kind: evDeliver, from: from, node: to, msg: m, stream: l.streamID})
-}
-
-// frameHeader is the length of the uvarint length prefix Append writes.
-func frameHeader(b []byte) int {
-	for i, c := range b {
-		if c < 0x80 {
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// copySync copies the parts of a frame the store may reuse after the tick.
-func (s *sim) copySync(m *wire.Sync) *wire.Sync {
-	c := *m
-	c.Delta.Origins = slices.Clone(m.Delta.Origins)
-	c.Delta.Entries = slices.Clone(m.Delta.Entries)
-	return &c
 }
