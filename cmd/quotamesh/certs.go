@@ -38,33 +38,6 @@ and membership) or decide (decisions and reads only).`,
 	return cmd
 }
 
-// clientSpec is a client certificate to issue: NAME=ROLE.
-type clientSpec struct {
-	name string
-	role certs.Role
-}
-
-// parseClients reads --clients NAME=ROLE,...; a name without a role is
-// refused, so that nobody gets admin by accident.
-func parseClients(specs []string) ([]clientSpec, error) {
-	var out []clientSpec
-	for _, s := range specs {
-		name, role, ok := strings.Cut(s, "=")
-		if !ok {
-			return nil, usagef("--clients %q: give each client a role, NAME=admin or NAME=decide (e.g. %s=decide)", s, s)
-		}
-		if err := certs.ValidateClientName(name); err != nil {
-			return nil, usagef("--clients %q: %v", s, err)
-		}
-		r, err := certs.ParseRole(role)
-		if err != nil {
-			return nil, usagef("--clients %q: %v", s, err)
-		}
-		out = append(out, clientSpec{name, r})
-	}
-	return out, nil
-}
-
 func newCertsInitCmd() *cobra.Command {
 	var (
 		dir, name            string
@@ -105,33 +78,13 @@ them with 'quotamesh certs issue' and SIGHUP the nodes (docs/operations.md,
 			if validity > caValidity {
 				return usagef("--validity %v is longer than --ca-validity %v: a certificate cannot outlive its CA", validity, caValidity)
 			}
-			specs, err := parseClients(clients)
-			if err != nil {
-				return err
-			}
-			for _, id := range nodes {
-				if err := certs.ValidateNodeID(id); err != nil {
-					return usagef("--nodes: %v", err)
-				}
-			}
-			ca, err := certs.NewCA(name, caValidity)
+			specs, err := certs.ParseClientSpecs(clients)
 			if err != nil {
 				return usageError{err}
 			}
-			set := certs.NewSet(ca)
-			for _, id := range nodes {
-				b, err := ca.IssueNode(id, hosts, validity)
-				if err != nil {
-					return usageError{fmt.Errorf("node %q: %w", id, err)}
-				}
-				set.Nodes[id] = b
-			}
-			for _, c := range specs {
-				b, err := ca.IssueClient(c.name, c.role, validity)
-				if err != nil {
-					return usageError{fmt.Errorf("client %q: %w", c.name, err)}
-				}
-				set.Clients[c.name] = b
+			set, err := certs.NewDevSet(name, nodes, hosts, specs, validity, caValidity)
+			if err != nil {
+				return usageError{err}
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return fmt.Errorf("create %s: %w", dir, err)
@@ -141,7 +94,7 @@ them with 'quotamesh certs issue' and SIGHUP the nodes (docs/operations.md,
 			}
 			roles := make([]string, len(specs))
 			for i, c := range specs {
-				roles[i] = c.name + "=" + c.role.String()
+				roles[i] = c.Name + "=" + c.Role.String()
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote a CA, %d node and %d client certificates (%s) to %s (hosts %s; valid %v, the CA %v)\n",
 				len(nodes), len(specs), strings.Join(roles, ","), dir, strings.Join(hosts, ","), validity, caValidity)
@@ -281,23 +234,9 @@ func newCertsShowCmd() *cobra.Command {
 					return usageError{fmt.Errorf("%s: %w", path, err)}
 				}
 				for _, c := range all {
-					ident, role := "CA", "-"
-					if !c.IsCA {
-						id, err := certs.IdentityOf(c)
-						if err != nil {
-							return fmt.Errorf("%s: %w", path, err)
-						}
-						ident = id.String()
-						if id.Kind == certs.KindClient {
-							role = id.Role.String()
-							if id.Role == certs.RoleNone {
-								role = "none (decide-only)"
-							}
-						}
-					}
-					left := c.NotAfter.Sub(now).Round(time.Hour).String()
-					if now.After(c.NotAfter) {
-						left = "EXPIRED"
+					ident, role, left, err := certs.Describe(c, now)
+					if err != nil {
+						return fmt.Errorf("%s: %w", path, err)
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", filepath.Base(path), ident, role, c.Issuer.CommonName,
 						c.NotAfter.UTC().Format(time.RFC3339), left)

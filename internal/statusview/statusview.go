@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/node"
 )
 
@@ -167,4 +168,38 @@ func printShadow(out io.Writer, st *node.Status, views map[string]*node.Status) 
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Pattern, r.Rate, strings.Join(by, ", "))
 	}
 	_ = tw.Flush()
+}
+
+// KeyStats writes a key's stats (quotamesh key show) as a few lines and a
+// table.
+func KeyStats(w io.Writer, st quotamesh.KeyStats) error {
+	rule := "no rule (unlimited: the node's unknown_keys setting decides)"
+	if !st.Unlimited {
+		rule = "rule " + st.Rule + " " + st.Limit.String()
+		if st.Shadow {
+			rule += " (shadow)"
+		}
+	}
+	fmt.Fprintf(w, "key %s  %s  as node %s sees it at %s\n", st.Key, rule, st.Node, st.At.Format("15:04:05.000"))
+	if !st.Unlimited {
+		fmt.Fprintf(w, "window: %d admitted of %d, %d left; node %s's quota %d, %d left\n",
+			st.Admitted, st.Limit.Count, st.Remaining, st.Node, st.Quota, st.LocalRemaining)
+	}
+	if !st.ResetAt.IsZero() {
+		fmt.Fprintf(w, "reset: counted afresh from %s\n", st.ResetAt.Format("15:04:05.000 MST"))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADMITTED/S\tOFFERED/S\tIN WINDOW\tAGE")
+	for _, n := range st.Nodes {
+		name, age := n.Node, fmt.Sprint(n.Age.Round(time.Millisecond))
+		switch {
+		case n.Self:
+			name, age = name+" (this node)", "-"
+		case !n.Member:
+			name += fmt.Sprintf(" (#%x, gone)", n.Incarnation)
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%d\t%s\n", name, n.Admitted, n.Offered, n.InWindow, age)
+	}
+	fmt.Fprintf(tw, "cluster\t%.1f\t%.1f\t%d\toldest %s\n", st.Cluster.Admitted, st.Cluster.Offered, st.Admitted, st.OldestView.Round(time.Millisecond))
+	return tw.Flush()
 }
