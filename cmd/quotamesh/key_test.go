@@ -161,12 +161,12 @@ func TestKeysOutsideIn(t *testing.T) {
 	})
 
 	t.Run("reset of a full key", func(t *testing.T) {
-		// fill calls every node until a round admits nothing twice in a
-		// row: room a node holds but does not use moves to the others
+		// fill calls every node until a round admits nothing three times
+		// in a row: room a node holds but does not use moves to the others
 		// within a few sync intervals.
 		fill := func() int {
 			total, idle := 0, 0
-			for round := 0; round < 30 && idle < 2; round++ {
+			for round := 0; round < 40 && idle < 3; round++ {
 				got := 0
 				for _, c := range callers {
 					for range 100 {
@@ -185,11 +185,19 @@ func TestKeysOutsideIn(t *testing.T) {
 				} else {
 					idle = 0
 				}
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(150 * time.Millisecond)
 			}
 			return total
 		}
 		before := fill()
+		// A busy machine slows the room's moves between nodes: fill once
+		// more if any node still has some.
+		for _, c := range callers {
+			if d, _ := c.Allow(ctx, "full"); d.Allowed {
+				before += 1 + fill()
+				break
+			}
+		}
 		if before < 57 || before > 60 {
 			t.Fatalf("filled the 10 s window with %d, want about the limit of 60", before)
 		}
