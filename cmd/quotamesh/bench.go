@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -132,12 +131,7 @@ func newBenchEchoCmd() *cobra.Command {
 		Hidden: true,
 		Short:  "The TCP request/response server of 'bench --tcp-baseline' (internal)",
 		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := net.SplitHostPort(listen); err != nil {
-				return usageError{fmt.Errorf("--listen %q: want host:port: %v", listen, err)}
-			}
-			return tcpecho.Serve(cmd.Context(), listen)
-		},
+		RunE:   func(cmd *cobra.Command, _ []string) error { return tcpecho.Serve(cmd.Context(), listen) },
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "TCP host:port to answer on")
 	return cmd

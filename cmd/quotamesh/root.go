@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/quotamesh/quotamesh/internal/serveconfig"
+	"github.com/quotamesh/quotamesh/internal/tcpecho"
 )
 
 // usageError marks errors in how a command was called (exit code 2).
@@ -23,7 +24,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 func isUsage(err error) bool {
 	var u usageError
-	return errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") ||
+	return errors.As(err, &u) || errors.Is(err, tcpecho.ErrAddr) || strings.HasPrefix(err.Error(), "unknown command") ||
 		strings.HasPrefix(err.Error(), "unknown flag") || strings.HasPrefix(err.Error(), "unknown shorthand") ||
 		strings.Contains(err.Error(), "invalid argument") || strings.Contains(err.Error(), "flag needs an argument") ||
 		strings.HasPrefix(err.Error(), "accepts ") || strings.HasPrefix(err.Error(), "requires ")

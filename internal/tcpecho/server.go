@@ -3,16 +3,24 @@ package tcpecho
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
 )
 
+// ErrAddr marks a listen address that is not host:port.
+var ErrAddr = errors.New("tcpecho: bad address")
+
 // Serve answers every request frame on every connection to addr with a
 // frame carrying the same ID, until ctx ends; then it closes the listener
 // and every connection, waits for their goroutines and returns nil.
+// An addr that is not host:port is ErrAddr.
 func Serve(ctx context.Context, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%w: --listen %q: want host:port: %w", ErrAddr, addr, err)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("tcpecho: %w", err)
