@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/util/teststorage"
 )
 
 const rulesFile = "../prometheus/quotamesh-alerts.yaml"
@@ -71,10 +70,10 @@ var appearsLater = []string{"quotamesh_transport_handshakes_refused_total"}
 // built from this repository) with the RLS and HTTP listeners, sets
 // limits with 'quotamesh limit apply' (a shadow rule among them), sends
 // HTTP decisions that are admitted, denied and shadowed, scrapes every
-// node's /metrics three times into a Prometheus TSDB, then runs every
-// query of the Grafana dashboard and every alert expression through
-// Prometheus' PromQL engine: each must run, each metric it names must be
-// one the node exports, and every dashboard panel must show data.
+// node's /metrics three times into an in-memory store (memStore), then
+// runs every query of the Grafana dashboard and every alert expression
+// through Prometheus' PromQL engine: each must run, each metric it names
+// must be one the node exports, and every dashboard panel must show data.
 func TestQueriesAgainstANode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and starts three nodes")
@@ -136,7 +135,7 @@ func TestQueriesAgainstANode(t *testing.T) {
 		}
 	}
 
-	db := teststorage.New(t)
+	db := newMemStore()
 	base := time.Now().Truncate(time.Minute)
 	present := map[string]bool{}
 	for round := range scrapes {
@@ -248,14 +247,13 @@ func mentions(targets []struct {
 // loadScrape parses a text exposition and appends every sample at ts,
 // with job="quotamesh" and the instance as Prometheus would add them, and
 // up=1.
-func loadScrape(t *testing.T, db *teststorage.TestStorage, text, instance string, ts time.Time, present map[string]bool) {
+func loadScrape(t *testing.T, db *memStore, text, instance string, ts time.Time, present map[string]bool) {
 	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
 	if err != nil {
 		t.Fatalf("parsing the scrape: %v", err)
 	}
-	app := db.Appender(context.Background())
 	ms := ts.UnixMilli()
 	add := func(name string, m *dto.Metric, extra map[string]string, v float64) {
 		b := labels.NewBuilder(labels.EmptyLabels())
@@ -268,7 +266,7 @@ func loadScrape(t *testing.T, db *teststorage.TestStorage, text, instance string
 		for k, v := range extra {
 			b.Set(k, v)
 		}
-		if _, err := app.Append(0, b.Labels(), ms, v); err != nil {
+		if err := db.Append(b.Labels(), ms, v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -302,9 +300,6 @@ func loadScrape(t *testing.T, db *teststorage.TestStorage, text, instance string
 		}
 	}
 	add("up", &dto.Metric{}, nil, 1)
-	if err := app.Commit(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // buildQuotamesh builds the binary of this repository (or uses
