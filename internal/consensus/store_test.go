@@ -80,7 +80,7 @@ func TestBadRulesRefusedBeforeProposing(t *testing.T) {
 	if _, err := lead.store.Set(ctx, rule("a", "1/s")); err != nil {
 		t.Fatal(err)
 	}
-	before := lead.store.raft.LastIndex()
+	before, term := lead.store.raft.LastIndex(), lead.store.raft.CurrentTerm()
 
 	for _, tc := range []struct {
 		name  string
@@ -145,7 +145,12 @@ func TestBadRulesRefusedBeforeProposing(t *testing.T) {
 		t.Errorf("HandleForward(garbage) response = %+v, %v; want ErrBadRequest", resp, derr)
 	}
 
-	if after := lead.store.raft.LastIndex(); after != before {
+	switch after := lead.store.raft.LastIndex(); {
+	case lead.store.raft.CurrentTerm() != term:
+		// An election on a busy machine appends its own entry: the index
+		// says nothing then. The refusals above were still checked.
+		t.Logf("the term changed during the test (an election); the log index is not judged")
+	case after != before:
 		t.Errorf("leader's last log index went from %d to %d: a bad rule was proposed", before, after)
 	}
 }
