@@ -340,12 +340,8 @@ func (w *Window) Refund(now, grantedAt, n int64) int64 {
 	if n <= 0 {
 		return 0
 	}
-	e, g := EpochOf(now), EpochOf(grantedAt)
-	w.lock()
-	if e > w.open.Load() {
-		w.rollLocked(e)
-	}
-	w.settleLocked()
+	g := EpochOf(grantedAt)
+	w.lockAt(now)
 	o, k := w.open.Load(), int64(w.k)
 	var m int64
 	switch {
@@ -366,6 +362,17 @@ func (w *Window) Refund(now, grantedAt, n int64) int64 {
 	}
 	w.unlock()
 	return m
+}
+
+// lockAt takes the window's lock at node time now: rolled forward to now's
+// slot if it has begun, with the counts that arrived ahead settled in.
+func (w *Window) lockAt(now int64) {
+	e := EpochOf(now)
+	w.lock()
+	if e > w.open.Load() {
+		w.rollLocked(e)
+	}
+	w.settleLocked()
 }
 
 // Reset empties the window: every slot, the open slot's counters and the
@@ -390,19 +397,15 @@ func (w *Window) Reset() {
 // whose epoch is below floor, at node time now: their admitted counts drop
 // to zero and leave the total, so the window admits again as if they had
 // never happened (a reset of the key, design.md §8). Offered counts (the
-// demand estimate, offered rates) and reservations are left alone. The open slot is never cleared: call it once the slot of
-// floor has begun (now's epoch at or after floor), and every admission of
-// that slot and later ones stays counted, whenever the call comes. The
-// admitted rates CurrentQPS reads drop with them (they read what the
-// window counts). It returns the admissions forgotten. Like Refund it may wait for a roll in
+// demand estimate, offered rates) and reservations are left alone. The
+// open slot is never cleared: call it once the slot of floor has begun
+// (now's epoch at or after floor), and every admission of that slot and
+// later ones stays counted, whenever the call comes. The admitted rates
+// CurrentQPS reads drop with them (they read what the window counts). It
+// returns the admissions forgotten. Like Refund it may wait for a roll in
 // progress; an admission recorded concurrently into the open slot is kept.
 func (w *Window) ClearBefore(now, floor int64) int64 {
-	e := EpochOf(now)
-	w.lock()
-	if e > w.open.Load() {
-		w.rollLocked(e)
-	}
-	w.settleLocked()
+	w.lockAt(now)
 	o, k := w.open.Load(), int64(w.k)
 	var cleared int64
 	for x := max(o-k+1, o-int64(w.r)+1); x < min(floor, o); x++ {
