@@ -19,17 +19,19 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/internal/accuracy"
 )
 
-// Outcome is what became of one request.
-type Outcome uint8
+// Outcome is what became of one request: the bench's and the simulator's
+// outcomes (accuracy.Outcome), so one vocabulary serves all three.
+type Outcome = accuracy.Outcome
 
 // The outcomes. Pending: never decided (the run ended first).
 const (
-	Pending Outcome = iota
-	Admitted
-	Denied
-	Failed
+	Pending  = accuracy.Pending
+	Admitted = accuracy.Admitted
+	Denied   = accuracy.Denied
+	Failed   = accuracy.Failed
 )
 
 // Record is one request as the Recorder saw it. Times are nanoseconds
