@@ -88,6 +88,7 @@ type faultWindow struct {
 type boundParams struct {
 	Limit  float64       // L per window
 	Window time.Duration // W
+	Nodes  int           // N, the members the load is spread over evenly
 }
 
 // factor returns the bound on the admitted count of K consecutive slots, as
@@ -96,9 +97,17 @@ func (p boundParams) factor(k boundKind) float64 {
 	f := 1 + epsPhi + bucketSlack
 	if k == boundClock {
 		// e_clock: at most one slot's worth of room moved between nodes
-		// per window, L/(K-1) (design.md §7, error bound).
+		// per window, L/(K-1) (design.md §7, error bound), or what a
+		// node's own clock stepping forward by θ expires of its own
+		// slots early, its admissions in θ (design.md §7, clock steps):
+		// with the load spread evenly its share is L/N per window, so
+		// L·θ/(N·W). The larger of the two.
 		kSlots := float64(p.Window / bucketWidth)
-		f += 1 / (kSlots - 1)
+		step := 1 / (kSlots - 1)
+		if p.Nodes > 0 {
+			step = max(step, float64(clockStep)/float64(p.Window)/float64(p.Nodes))
+		}
+		f += step
 	}
 	return f
 }

@@ -138,7 +138,7 @@ func allNemeses(d time.Duration) map[string]nemesis {
 		}},
 		{name: "clock-bump", bound: boundClock, duration: d, start: func(c *Cluster, target int, rng *rand.Rand) (string, func() error, error) {
 			i := pick(c, target, rng)
-			off := 500 * time.Millisecond
+			off := clockStep
 			if rng.IntN(2) == 0 {
 				off = -off
 			}
@@ -154,7 +154,7 @@ func allNemeses(d time.Duration) map[string]nemesis {
 				var errs []error
 				t := time.NewTicker(time.Second)
 				defer t.Stop()
-				off := 500 * time.Millisecond
+				off := clockStep
 				for {
 					errs = append(errs, c.clockOffset(i, off))
 					off = -off
@@ -342,6 +342,9 @@ const (
 	// unreachable there, and before FenceAfter (3 s), so that the node
 	// itself is not fenced yet.
 	leaveAfter = 1500 * time.Millisecond
+	// clockStep is how far the clock nemeses step a node's clock, either
+	// way; the clock bound depends on it (checker_test.go, factor).
+	clockStep = 500 * time.Millisecond
 )
 
 // index returns n's index, -1 for nil.

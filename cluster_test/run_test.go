@@ -250,7 +250,7 @@ func run(t *testing.T, sc scenario) runResult {
 	verdicts = append(verdicts, leak)
 
 	// Bounds (per load), linearizability, lost changes.
-	p := boundParams{Limit: float64(sc.Limit), Window: time.Second}
+	p := boundParams{Limit: float64(sc.Limit), Window: time.Second, Nodes: sc.Nodes}
 	for _, ld := range loads {
 		bc := newBoundChecker(ld.log, p, faults, from, to)
 		bc.tail = tail
