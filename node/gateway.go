@@ -50,14 +50,18 @@ type GatewayConfig struct {
 	// limit override INVALID_ARGUMENT. By default the override is ignored
 	// and the cluster's rule decides.
 	RLSRefuseOverride bool
-	// RouteHome sends each decision of both APIs to its key's home node
-	// (as the SDK routes), instead of deciding it on this node
-	// (gatewayroute.go).
-	RouteHome bool
+	// Route says where both APIs decide (gatewayroute.go): RouteThin
+	// (the default, ""), RouteLocal or RouteHome.
+	Route GatewayRoute
 }
 
-// validate reports bad listen addresses.
+// validate reports bad listen addresses and routes.
 func (g GatewayConfig) validate(bad func(string, ...any)) {
+	switch g.Route {
+	case "", RouteThin, RouteLocal, RouteHome:
+	default:
+		bad("Gateway.Route %q: use %q, %q or %q", g.Route, RouteThin, RouteLocal, RouteHome)
+	}
 	for _, l := range []struct{ name, addr string }{{"Gateway.RLSListen", g.RLSListen}, {"Gateway.HTTPListen", g.HTTPListen}} {
 		if l.addr == "" {
 			continue
@@ -75,11 +79,12 @@ type gateways struct {
 	rlsLn  net.Listener
 	httpLn net.Listener
 	cas    *x509.CertPool
-	home   *homeRouter // RouteHome's client to the peers
+	home   *homeRouter // the client to the peers, for RouteHome and RouteThin
 
 	requests  *prometheus.CounterVec // {api, outcome}
 	decisions *prometheus.CounterVec // {api, rule, result}
 	overrides prometheus.Counter
+	routed    *prometheus.CounterVec // {outcome}: decisions sent to a key's home
 	reg       prometheus.Registerer
 
 	rulesMu sync.Mutex
@@ -91,6 +96,7 @@ const (
 	metricAPIRequests  = "quotamesh_api_requests_total"
 	metricAPIDecisions = "quotamesh_api_decisions_total"
 	metricRLSOverrides = "quotamesh_rls_limit_overrides_total"
+	metricAPIRouted    = "quotamesh_api_routed_total"
 )
 
 func newGateways(reg prometheus.Registerer, cas *x509.CertPool) (*gateways, error) {
@@ -102,6 +108,8 @@ func newGateways(reg prometheus.Registerer, cas *x509.CertPool) (*gateways, erro
 			Help: "Keys decided through the RLS (one per descriptor) and HTTP APIs, by API, the governing rule's pattern (\"\" for none) and result (allowed, denied, unmatched, error)."}, []string{"api", "rule", "result"}),
 		overrides: prometheus.NewCounter(prometheus.CounterOpts{Name: metricRLSOverrides,
 			Help: "RLS requests that carried a limit override, which the cluster's rules overrule."}),
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricAPIRouted,
+			Help: "Decisions of the RLS and HTTP APIs sent to their key's home node, by outcome (home: the home or a member after it answered; fallback: none could, and this node decided)."}, []string{"outcome"}),
 		reg:   reg,
 		rules: map[string]bool{},
 	}
@@ -117,7 +125,7 @@ func newGateways(reg prometheus.Registerer, cas *x509.CertPool) (*gateways, erro
 }
 
 func (g *gateways) collectors() []prometheus.Collector {
-	return []prometheus.Collector{g.requests, g.decisions, g.overrides}
+	return []prometheus.Collector{g.requests, g.decisions, g.overrides, g.routed}
 }
 
 func (g *gateways) unregister() {
@@ -334,10 +342,10 @@ type apiDecider struct {
 func (a apiDecider) Decide(ctx context.Context, key string, k int64) (quotamesh.Decision, string, error) {
 	var d quotamesh.Decision
 	var err error
-	if a.n.cfg.Gateway.RouteHome {
-		d, err = a.n.decideAtHome(ctx, key, k)
-	} else {
+	if a.n.cfg.Gateway.Route == RouteLocal {
 		d, err = a.n.AllowN(ctx, key, k)
+	} else {
+		d, err = a.n.decideAtHome(ctx, key, k, a.n.cfg.Gateway.Route == RouteHome)
 	}
 	rule, result := "", "allowed"
 	switch {

@@ -149,12 +149,19 @@ func TestGateways(t *testing.T) {
 	}
 }
 
-// TestGatewayRouteHome: with RouteHome, a decision asked of one node is
-// made at the key's home node; the node's client to its peers closes with
-// the node.
+// TestGatewayRouteHome: with RouteHome, and with the default RouteThin
+// for a key nobody has used (thin), a decision asked of one node is made
+// at the key's home node; the node's client to its peers closes with the
+// node.
 func TestGatewayRouteHome(t *testing.T) {
+	for _, r := range []GatewayRoute{RouteHome, ""} {
+		t.Run(string(r)+"_", func(t *testing.T) { testGatewayRoute(t, r) })
+	}
+}
+
+func testGatewayRoute(t *testing.T, r GatewayRoute) {
 	c := newCluster(t, 3, func(cfg *Config) {
-		cfg.Gateway = GatewayConfig{HTTPListen: "127.0.0.1:0", RouteHome: true}
+		cfg.Gateway = GatewayConfig{HTTPListen: "127.0.0.1:0", Route: r}
 	})
 	c.startAll()
 	c.waitReady(15 * time.Second)

@@ -15,15 +15,36 @@ import (
 	"github.com/quotamesh/quotamesh/internal/route"
 )
 
-// With GatewayConfig.RouteHome, the decision APIs send each key to its
-// home node (package route, as the SDK does) instead of deciding it here:
-// one more round trip for the keys homed elsewhere, for the exactness of
-// one node deciding all of a key. The node reaches its peers through an
-// SDK client in strict mode, dialled on first use with the node's own
-// certificate, which routes by the members and fails over as the SDK
-// does. Off by default: design.md §11 measures both.
+// GatewayRoute says where the decision APIs decide a key (design.md §11,
+// "Decide here, or at the key's home?").
+type GatewayRoute string
 
-// homeRouter is the node's client to its peers for RouteHome.
+const (
+	// RouteThin (the default) sends a key whose demand is thin over the
+	// members to its home node, and decides a thick one here: a thin key
+	// spread over the nodes is decided exactly at the cost of one more
+	// round trip, while a hot key costs no hop and no single node's CPU.
+	// Thin is fewer than engine.ThickPerMember requests per member per
+	// slot in the key's offered rate as this node's views see it
+	// (design.md §7, "Thin demand per node"); a key nobody has used yet is
+	// thin.
+	RouteThin GatewayRoute = "thin"
+	// RouteLocal decides every key on the node called: no hop, and the
+	// thin-demand loss of design.md §7 for keys spread thinly.
+	RouteLocal GatewayRoute = "local"
+	// RouteHome sends every key to its home: one more round trip for the
+	// keys homed elsewhere, however hot.
+	RouteHome GatewayRoute = "home"
+)
+
+// The decision APIs send a key to its home node (package route, as the
+// SDK does) through an SDK client in strict mode, dialled on first use
+// with the node's own certificate, which routes by the members and fails
+// over as the SDK does. When no other member can be reached, or the home
+// and the members after it do not answer, the node decides here.
+
+// homeRouter is the node's client to its peers, for RouteHome and
+// RouteThin.
 type homeRouter struct {
 	cert tls.Certificate
 
@@ -44,18 +65,28 @@ type routeTable struct {
 const homeDialTimeout = 5 * time.Second
 
 // decideAtHome decides at key's home node: here if this node is the home
-// (or no membership is known), else through the client.
-func (n *Node) decideAtHome(ctx context.Context, key string, k int64) (quotamesh.Decision, error) {
+// (or no membership is known, or, unless always, the key is thick), else
+// through the client, and here again if the client cannot get an answer.
+func (n *Node) decideAtHome(ctx context.Context, key string, k int64, always bool) (quotamesh.Decision, error) {
+	if n.state.Load() != stateServing {
+		return n.AllowN(ctx, key, k) // the refusal, with its reason
+	}
 	home, ok := n.homeOf(key)
-	if !ok || home == n.cfg.ID {
+	if !ok || home == n.cfg.ID || (!always && !n.eng.Thin(n.now(), key)) {
 		return n.AllowN(ctx, key, k)
 	}
 	c, err := n.homeClient(ctx)
 	if err != nil {
-		// Deciding here is what the node would do without RouteHome.
+		// Deciding here is what the node would do without routing.
 		return n.AllowN(ctx, key, k)
 	}
-	return c.AllowN(ctx, key, k)
+	d, err := c.AllowN(ctx, key, k)
+	if errors.Is(err, quotamesh.ErrUnavailable) && ctx.Err() == nil {
+		n.gw.routed.WithLabelValues("fallback").Inc()
+		return n.AllowN(ctx, key, k)
+	}
+	n.gw.routed.WithLabelValues("home").Inc()
+	return d, err
 }
 
 // homeOf is key's home among the current members.

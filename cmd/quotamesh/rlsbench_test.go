@@ -21,7 +21,7 @@ import (
 // round trip to the key's home node), in the same run: closed loop from
 // QM_RLS_BENCH_WORKERS goroutines (default 64) over 1,000 keys, each path
 // for QM_RLS_BENCH_SECONDS (default 5), alternating twice; the nodes'
-// --gateway-route is QM_RLS_BENCH_ROUTE (default local). It runs only with
+// --gateway-route is QM_RLS_BENCH_ROUTE (default thin, the product's). It runs only with
 // QM_RLS_BENCH=1:
 //
 //	QM_RLS_BENCH=1 go test -run TestRLSThroughput -v ./cmd/quotamesh/
@@ -32,7 +32,7 @@ func TestRLSThroughput(t *testing.T) {
 	workers, secs := envInt("QM_RLS_BENCH_WORKERS", 64), envInt("QM_RLS_BENCH_SECONDS", 5)
 	route := os.Getenv("QM_RLS_BENCH_ROUTE")
 	if route == "" {
-		route = "local"
+		route = "thin"
 	}
 	c := startRLSCluster(t, 51, "--gateway-route", route)
 	c.setLimits(t,

@@ -30,8 +30,10 @@ func loadClientCerts(dir, name string) (tls.Certificate, *x509.CertPool, error) 
 	return b.TLSCertificate(), set.CA.Pool(), nil
 }
 
-// dialNodes connects one SDK client to each address; names are the nodes'
-// IDs as the clients see them. Clients made before an error are returned
+// dialNodes connects one SDK client to each address; names are the
+// addresses, which say beside which node each client's requests were
+// placed (a client reaches every member, so the node it reports being
+// connected to says nothing of that). Clients made before an error are returned
 // too, for the caller to close.
 func dialNodes(ctx context.Context, addrs []string, r Plan, cert tls.Certificate, pool *x509.CertPool) ([]*client.Client, []string, error) {
 	opts := []client.Option{client.WithCA(pool), client.WithCertificate(cert), client.WithLeaseTTL(r.LeaseTTL),
@@ -51,7 +53,7 @@ func dialNodes(ctx context.Context, addrs []string, r Plan, cert tls.Certificate
 			return out, nil, fmt.Errorf("bench: connect to %s: %w", a, err)
 		}
 		out = append(out, c)
-		names = append(names, c.Node())
+		names = append(names, a)
 	}
 	return out, names, nil
 }

@@ -97,6 +97,7 @@ type keyState struct {
 	gone       bool       // removed from Engine.keys and keyList
 	shared     bool       // another member used the key at the last computation
 	young      bool       // its window was made within a grace period (Engine.young)
+	announced  uint32     // quota last recorded in the store (0: none, or withdrawn)
 }
 
 // sharedKey is the part of a key's state that only keys another member
@@ -107,9 +108,7 @@ type sharedKey struct {
 	// saturate at 2^32−1.
 	lastShare                float32
 	lastOthers, lastReserved uint32
-	announced                uint32 // quota last recorded in the store
-	sharedAt                 int32  // its place in Engine.shared while shared
-	announcedAny             bool   // a register was announced once: later changes must follow
+	sharedAt                 int32 // its place in Engine.shared while shared
 }
 
 // seenSlots are the last two slots mirrored: the newer at epoch, the older
@@ -362,9 +361,9 @@ func (e *Engine) removeKeyLocked(ks *keyState) {
 	e.keyList[len(e.keyList)-1] = nil
 	e.keyList = e.keyList[:len(e.keyList)-1]
 	e.setShared(ks, false)
-	if sh := ks.sh; sh != nil && sh.announcedAny && sh.announced != 0 {
+	if ks.announced != 0 {
 		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(e.lastNow.Load()), 0); err == nil {
-			sh.announced = 0
+			ks.announced = 0
 		}
 	}
 }

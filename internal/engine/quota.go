@@ -126,14 +126,16 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	ks.w.SetQuota(out.Quota)
 	// Announce the quota when it changes: peers count it as held by this
 	// node (design.md §7) until it changes again. A node alone with a key
-	// announces nothing (nobody else decides it, and a key's single
-	// decider is the common case: SDKs send a key to its home); once
-	// another member uses the key, every change goes out, so that what
-	// each holds is known before anyone hands out the same room.
+	// announces too: its quota is then the whole limit, which changes
+	// only with the rule, so that costs one register for the key's life
+	// (and a zero when it is forgotten), and a peer that starts deciding
+	// the key (a decision API cut off from the key's home, a caller that
+	// does not route) counts the room as held from its first decision,
+	// even while its view of this node has gone stale.
 	quota := uint32(min(max(out.Quota, 0), limits.MaxCount)) // as SetQuota clamps it
-	if sh := ks.sh; sh != nil && (q.shared || sh.announcedAny) && quota != sh.announced {
+	if quota != ks.announced {
 		if err := e.store.RecordOwnQuota(ks.key, window.EpochOf(now), quota); err == nil {
-			sh.announced, sh.announcedAny = quota, true
+			ks.announced = quota
 		}
 	}
 }

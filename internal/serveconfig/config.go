@@ -72,7 +72,7 @@ type Options struct {
 	Pprof                 bool    `yaml:"pprof" flag:"pprof" usage:"serve /debug/pprof on the admin listener (profiles show memory contents to whoever reaches it)"`
 	RLSUnmatched          string  `yaml:"rls_unmatched" flag:"rls-unmatched" usage:"RLS answer for descriptors no rule matches: ok or over_limit"`
 	RLSLimitOverride      string  `yaml:"rls_limit_override" flag:"rls-limit-override" usage:"RLS requests carrying a limit override: ignore (the cluster's rule decides) or refuse (INVALID_ARGUMENT)"`
-	GatewayRoute          string  `yaml:"gateway_route" flag:"gateway-route" usage:"where the RLS and HTTP APIs decide: local (the node called) or home (the key's home node, one more hop)"`
+	GatewayRoute          string  `yaml:"gateway_route" flag:"gateway-route" usage:"where the RLS and HTTP APIs decide: thin (a key whose demand is thin over the nodes at its home node, one more hop; a thick one on the node called), local (always the node called) or home (always the key's home node)"`
 
 	LogLevel  string `yaml:"log_level" flag:"log-level" usage:"trace, debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" flag:"log-format" usage:"auto (console on a terminal, json otherwise), json or console"`
@@ -96,7 +96,7 @@ func Defaults() Options {
 		MaxVoters: d.MaxVoters, LogLevel: d.LogLevel, LogFormat: LogAuto, Pprof: !d.DisablePprof,
 		MaxClientConns: transport.DefaultMaxClientConns, HandshakeRate: transport.DefaultHandshakeRate,
 		HandshakeBurst: transport.DefaultHandshakeBurst,
-		RLSUnmatched:   "ok", RLSLimitOverride: "ignore", GatewayRoute: "local",
+		RLSUnmatched:   "ok", RLSLimitOverride: "ignore", GatewayRoute: "thin",
 	}
 }
 
@@ -368,8 +368,13 @@ func (o *Options) gatewayOptions(c *node.Config, cf *File, fs *pflag.FlagSet) er
 	if c.Gateway.RLSRefuseOverride, err = either(o.RLSLimitOverride, "ignore", "refuse", cf.At("rls_limit_override", fs, "rls-limit-override")); err != nil {
 		return err
 	}
-	c.Gateway.RouteHome, err = either(o.GatewayRoute, "local", "home", cf.At("gateway_route", fs, "gateway-route"))
-	return err
+	switch r := node.GatewayRoute(o.GatewayRoute); r {
+	case node.RouteThin, node.RouteLocal, node.RouteHome:
+		c.Gateway.Route = r
+	default:
+		return fmt.Errorf("%w: %s: %q: use thin, local or home", ErrConfig, cf.At("gateway_route", fs, "gateway-route"), o.GatewayRoute)
+	}
+	return nil
 }
 
 // either reads a two-valued option: false for no, true for yes; where

@@ -26,6 +26,7 @@ const (
 	evClientPoke                    // client node's key looks urgent
 	evToNode                        // a client's request reaches node
 	evToClient                      // a node's answer reaches a client
+	evForward                       // a request node from sent to its key's home reaches it (key: the request's record)
 )
 
 type event struct {

@@ -57,8 +57,58 @@ func (s *sim) keyName(i int) string {
 	return s.work.KeyName(i)
 }
 
-// serve decides request rec at node i now, as an embedded node does.
+// Route is where a node decides a request (Config.Route).
+type Route string
+
+// The routes.
+const (
+	RouteLocal Route = "local"
+	RouteHome  Route = "home"
+	RouteThin  Route = "thin"
+)
+
+// serve decides request rec at node i now, or sends it to its key's home
+// as Config.Route says.
 func (s *sim) serve(i int, rec int32) {
+	n := s.nodes[i]
+	if n.down {
+		return
+	}
+	if s.cfg.Route != RouteLocal {
+		name := s.keyName(int(s.log.At(int(rec)).Key))
+		if h := s.homeOf(name); h != i && s.links[i][h].up && (s.cfg.Route == RouteHome || n.eng.Thin(s.nodeTime(n), name)) {
+			d := s.cfg.RTT / 2
+			if s.cfg.Jitter > 0 {
+				d += time.Duration(s.rng.Int64N(int64(s.cfg.Jitter)))
+			}
+			s.q.push(event{at: s.now + d, kind: evForward, node: h, from: i, key: rec})
+			s.res.Routed++
+			return
+		}
+	}
+	s.decide(i, rec)
+}
+
+// homeOf is the node index of key's home among all members, as the
+// decision APIs route (their SDK client fails over when the home cannot
+// be reached; serve sends nothing over a link that is down).
+func (s *sim) homeOf(key string) int {
+	id, _ := s.routes.Home(key)
+	return s.nodeIndex(id)
+}
+
+// forwarded decides request rec, which node from sent, at its key's home
+// h; if h died meanwhile, from decides it (the SDK's failover).
+func (s *sim) forwarded(from, h int, rec int32) {
+	if s.nodes[h].down {
+		s.decide(from, rec)
+		return
+	}
+	s.decide(h, rec)
+}
+
+// decide decides request rec at node i now, as an embedded node does.
+func (s *sim) decide(i int, rec int32) {
 	n := s.nodes[i]
 	if n.down {
 		return

@@ -95,6 +95,13 @@ type Config struct {
 	Clients int
 	// Client tunes the SDK clients.
 	Client ClientConfig
+	// Route says, with no clients, where a node decides a request: Local
+	// (as an embedded node's AllowN: always itself), Home (the key's home,
+	// one link's round trip away, as the decision APIs with
+	// --gateway-route home) or Thin (the default, as the decision APIs by
+	// default: the home while the key's demand is thin over the members,
+	// itself once it is thick, engine.Engine.Thin).
+	Route Route
 	// Duration of the run; default 60 s. Every time in a Config (partitions,
 	// restarts, clock steps) counts from the start of the load.
 	Duration time.Duration
@@ -179,6 +186,9 @@ func (c Config) withDefaults() Config {
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
+	if c.Route == "" {
+		c.Route = RouteThin
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
@@ -253,6 +263,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: clock step %d names node %d of %d", ErrInvalid, i, s.Node, d.Nodes)
 		}
 	}
+	if d.Route != RouteLocal && d.Route != RouteHome && d.Route != RouteThin {
+		return fmt.Errorf("%w: route %q, use local, home or thin", ErrInvalid, d.Route)
+	}
 	if d.Clients < 0 || d.Clients > maxClients {
 		return fmt.Errorf("%w: clients %d per node, use 0 to %d", ErrInvalid, d.Clients, maxClients)
 	}
@@ -322,6 +335,9 @@ type Result struct {
 	ClientRequests int64 `json:"client_requests,omitempty"`
 	LeaseRequests  int64 `json:"lease_requests,omitempty"`
 	LocalDecisions int64 `json:"local_decisions,omitempty"`
+	// Routed counts the requests nodes sent to their key's home
+	// (Config.Route).
+	Routed int64 `json:"routed,omitempty"`
 	// Workload describes the offered load.
 	Workload string `json:"workload"`
 	// IdealMaxWindowRatio is max_window_ratio of the ideal's admissions.
@@ -517,12 +533,12 @@ func (s *sim) nodeTime(n *node) int64 {
 }
 
 func (s *sim) handle(ev event) {
-	if ev.kind == evDeliver || ev.kind == evToNode {
+	if ev.kind == evDeliver || ev.kind == evToNode || ev.kind == evForward {
 		if n := s.nodes[ev.node]; n.pausedTo > s.now {
 			// The process is stopped: the frame or request waits for it
 			// (pause.go says in which order they are handled).
 			ev.at = n.pausedTo
-			if ev.kind == evToNode {
+			if ev.kind == evToNode || ev.kind == evForward {
 				ev.at += afterWakeTick
 			}
 			s.q.push(ev)
@@ -563,6 +579,8 @@ func (s *sim) handle(ev event) {
 		s.updateLinks()
 	case evResetCommit, evResetApply:
 		s.handleReset(ev)
+	case evForward:
+		s.forwarded(ev.from, ev.node, ev.key)
 	default:
 		s.handleClient(ev)
 	case evRevive:
