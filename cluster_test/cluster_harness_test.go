@@ -49,6 +49,12 @@ type Cluster struct {
 
 	crashMu sync.Mutex
 	crashes []string // unexpected exits
+
+	// keys are the loads' keys (the reset nemeses reset them); resets the
+	// resets the nemeses took since the run loop last took them
+	// (reset_test.go). Both are used from the run's goroutine only.
+	keys   []string
+	resets []*resetRecord
 }
 
 // newCluster sets up the hosts, writes certificates and starts every node

@@ -34,6 +34,9 @@ type Op struct {
 	Index    uint64 `json:"index,omitempty"` // set: Raft index
 	Name     string `json:"name,omitempty"`  // event and fault
 	Detail   string `json:"detail,omitempty"`
+	// Floor is a reset's floor in run time (ns): the slot edge from which
+	// every node counts the pattern's admissions again (ResetResult.At).
+	Floor int64 `json:"floor,omitempty"`
 }
 
 // decisionCounts are one node's decisions in one bucket, by invoke time;
@@ -43,8 +46,9 @@ type decisionCounts struct {
 }
 
 // span is an admission whose invoke and completion fell in different
-// buckets: it happened somewhere in buckets [from, to].
-type span struct{ from, to int }
+// buckets: it happened somewhere in buckets [from, to], on node (the
+// index of the node whose client made the call).
+type span struct{ node, from, to int }
 
 // History records a run: register operations and events as Ops, and each
 // load's decisions (a decisionLog per decision mode) as per-node counts per
@@ -127,7 +131,7 @@ func (d *decisionLog) decided(node int, invoke, complete time.Time, admitted boo
 			c.exact.Add(1)
 		} else {
 			d.spanMu.Lock()
-			d.spans = append(d.spans, span{b, e})
+			d.spans = append(d.spans, span{node, b, e})
 			d.spanMu.Unlock()
 		}
 	default:

@@ -315,6 +315,7 @@ func allNemeses(d time.Duration) map[string]nemesis {
 			return "every node killed with SIGKILL and restarted in turn", func() error { return nil }, nil
 		}},
 	}
+	ns = append(ns, resetNemeses(d)...) // reset_test.go
 	m := map[string]nemesis{}
 	for _, n := range ns {
 		n.target = -1

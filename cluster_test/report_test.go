@@ -54,6 +54,12 @@ func timelineSVG(d *decisionLog, faults []faultWindow, limit float64, p boundPar
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#f4c7c3" opacity="0.6"/>`+"\n", x0, top, max(x(f.End.Seconds())-x0, 1), plotH)
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#fce8b2" opacity="0.6"/>`+"\n", x(f.End.Seconds()), top, x1-x(f.End.Seconds()), plotH)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" transform="rotate(-90 %.1f %.1f)" fill="#a50e0e">%s</text>`+"\n", x0+10, top+plotH-4, x0+10, top+plotH-4, html.EscapeString(f.Name))
+		for _, r := range f.Resets { // the reset's floor, where windows start counting afresh
+			if r.matches(d.key) {
+				xf := x(r.Floor.Seconds())
+				fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#9334e6" stroke-dasharray="4,2"/><text x="%.1f" y="%.1f" fill="#9334e6">floor</text>`+"\n", xf, xf, top, top+plotH, xf+3, top+12)
+			}
+		}
 	}
 	if from > 0 {
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#eeeeee"/>`+"\n", left, top, x(h.bucketStart(from).Seconds())-left, plotH)

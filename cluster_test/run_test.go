@@ -99,6 +99,7 @@ func run(t *testing.T, sc scenario) runResult {
 			t.Cleanup(func() { _ = cl.Close() }) // before the cluster stops (LIFO)
 		}
 		loads = append(loads, ld)
+		c.keys = append(c.keys, ld.key)
 	}
 	for _, ld := range loads {
 		rule := limits.Rule{Pattern: ld.key, Rate: limits.Rate{Count: sc.Limit, Window: time.Second}}
@@ -182,6 +183,11 @@ func run(t *testing.T, sc scenario) runResult {
 				cv.Pass, cv.Detail = true, fmt.Sprintf("converged %v after heal", took.Round(10*time.Millisecond))
 			}
 			verdicts = append(verdicts, cv)
+			// The resets the nemesis took, once the node that missed them
+			// has reported their floor (or the watch gave up), for the
+			// checkers; faults is the fault windows' only copy.
+			faults[len(faults)-1].Resets = c.takeResets()
+			verdicts = append(verdicts, rejoinVerdicts(faults[len(faults)-1])...)
 			if rest := sc.Recover - time.Since(healed); rest > 0 {
 				time.Sleep(rest)
 			}
@@ -366,6 +372,9 @@ func writeReport(dir string, h *History, sc scenario, res runResult, faults []fa
 	}
 	for _, f := range faults {
 		fmt.Fprintf(&txt, "fault %-20s %8v–%-8v %s %s\n", f.Name, f.Start.Round(time.Millisecond), f.End.Round(time.Millisecond), f.Detail, f.Err)
+		for _, r := range f.Resets {
+			fmt.Fprintf(&txt, "      %s\n", r)
+		}
 	}
 	for _, v := range res.Verdicts {
 		fmt.Fprintln(&txt, v.String())
