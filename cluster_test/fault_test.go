@@ -75,12 +75,14 @@ func assertVerdicts(t *testing.T, res runResult) {
 	t.Logf("report: %s", res.Dir)
 }
 
-// The forms' schedules (-nemeses replaces them).
+// The forms' schedules (-nemeses replaces them). The reset nemeses are in
+// the long form only: each adds a fault's time and its recovery to CI's
+// short form.
 var (
 	shortSchedule = []string{"isolate-one", "kill-9", "pause", "clock-bump"}
 	longSchedule  = []string{"partition-halves", "isolate-one", "bridge", "majorities-ring", "one-way", "flapping-link",
 		"kill-9", "replaced-host", "pause", "clock-bump", "clock-strobe", "loss-10pct", "delay", "slow-disk",
-		"leader-kill", "leave-join", "rolling-restart"}
+		"leader-kill", "leave-join", "reset-partition", "reset-kill", "rolling-restart"}
 )
 
 // TestFaultShort is the default run: 3 nodes, isolate-one, kill -9, pause
