@@ -277,13 +277,17 @@ func (c *Cluster) floorSince(i int, pattern string, since time.Time) (time.Time,
 
 // watchFloor marks that node away came back now and starts watching it
 // until it reports rec's floor for every load key the reset matches, or
-// resetApplyWait has passed; takeResets waits for the watch. The watch
-// runs beside the convergence check instead of in the heal, so that the
-// fault ends (and convergence is timed from) the heal itself.
+// resetApplyWait has passed. The watch runs beside the convergence check
+// instead of in the heal, so that the fault ends (and convergence is timed
+// from) the heal itself.
 func (c *Cluster) watchFloor(away int, rec *resetRecord) {
 	rec.Back = time.Duration(c.hist.now())
 	rec.watched = make(chan struct{})
-	go func() { // owned by the run: takeResets waits for it
+	done := rec.watched
+	// takeResets waits for the watch; so does the test's cleanup, before
+	// the nodes are stopped, should the run end before it takes them.
+	c.t.Cleanup(func() { <-done })
+	go func() { // owned by the run (above)
 		defer close(rec.watched)
 		deadline := time.Now().Add(resetApplyWait)
 		for {
