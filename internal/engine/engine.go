@@ -81,9 +81,9 @@ type Engine struct {
 }
 
 // keyState is what the engine keeps for a key that has a local window:
-// what every key needs, 80 bytes. What only a key that other members use
-// needs (its remembered shares, its announced register, its place in the
-// refresh list) sits behind sh, allocated the first time a member's view of
+// what every key needs (its announced register included), 80 bytes. What
+// only a key that other members use needs (its remembered shares, its
+// place in the refresh list) sits behind sh, allocated the first time a member's view of
 // the key appears: most keys of a large key space are decided by one node
 // alone and never pay for it.
 type keyState struct {

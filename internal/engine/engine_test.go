@@ -471,7 +471,7 @@ func TestNewKeySplitGivesTheHomeItsLimit(t *testing.T) {
 }
 
 // TestSharedStateOnlyForSharedKeys: a key this node decides alone keeps no
-// shared state (no remembered shares, no register); once another member's
+// shared state (no remembered shares); once another member's
 // view of it arrives it gets one, and keeps it.
 func TestSharedStateOnlyForSharedKeys(t *testing.T) {
 	n := newNet(t, table(t, "user:*", "100/s"), Config{}, "a", "b", "c")
