@@ -20,14 +20,13 @@ import (
 type GatewayRoute string
 
 const (
-	// RouteThin (the default) sends a key whose demand is thin over the
-	// members to its home node, and decides a thick one here: a thin key
-	// spread over the nodes is decided exactly at the cost of one more
-	// round trip, while a hot key costs no hop and no single node's CPU.
-	// Thin is fewer than engine.ThickPerMember requests per member per
-	// slot in the key's offered rate as this node's views see it
-	// (design.md §7, "Thin demand per node"); a key nobody has used yet is
-	// thin.
+	// RouteThin (the default) sends a thin key to its home node and
+	// decides any other here: a thin key spread over the nodes is decided
+	// exactly at the cost of one more round trip, while a hot key costs no
+	// hop and no single node's CPU. Thin is a limit and an offered rate
+	// (as this node's views see it) both under engine.ThickPerMember
+	// requests per member per slot (engine.Engine.Thin; design.md §7,
+	// "Thin demand per node", and §11).
 	RouteThin GatewayRoute = "thin"
 	// RouteLocal decides every key on the node called: no hop, and the
 	// thin-demand loss of design.md §7 for keys spread thinly.

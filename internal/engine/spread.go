@@ -8,14 +8,15 @@ import (
 	"github.com/quotamesh/quotamesh/crdt"
 )
 
-// ThickPerMember is the offered requests per slot per member from which a
-// key spread evenly over the members is decided well by every node on its
+// ThickPerMember is the requests per slot per member from which a key
+// spread evenly over the members is decided well by every node on its
 // own: room a node's slot edge frees is then taken by its own next request
 // within a tick or two, as it would be by the cluster's. Below it, room
 // handed to a node waits for that node's next request, and nodes that
-// decide alone admit less than the limit (the simulator, Poisson arrivals:
-// 2 requests per member per slot lose 6–7 %, 6.7 lose about 1 %, 10 none
-// measurable), so such a key is best decided at its home.
+// decide alone admit less than the limit (the simulator, Poisson arrivals
+// at twice the limit: 2 requests per member per slot lose 6–7 %, 6.7 lose
+// about 1 %, 10 none measurable), so such a key is best decided at its
+// home.
 const ThickPerMember = 10
 
 // Demand returns key's offered requests per slot over the last DemandSlots
@@ -47,10 +48,20 @@ func (e *Engine) demandLocked(now int64, key string) (perSlot float64, members i
 	return float64(offered) / float64(e.cfg.DemandSlots), members
 }
 
-// Thin reports whether key's demand, spread evenly over the reachable
-// members, would give each fewer than ThickPerMember requests per slot: a
-// key a node should send to its home rather than decide itself, when it
-// can. A key nobody has used is thin.
+// Thin reports whether key is one a node should send to its home rather
+// than decide itself, when it can: a key with a rule whose limit, spread
+// evenly over the reachable members, gives each fewer than ThickPerMember
+// requests per slot, and whose demand (Demand) does too. The loss of
+// deciding where requests land appears only when a key's demand reaches
+// its limit, so a key whose limit is thick is never thin (a demand at its
+// limit is then thick too), and it is decided where it lands from its
+// first request, with no move from its home to every node once its demand
+// shows (that move cost a new hot key a third of a second of its limit,
+// while the home's share still held the demand it had been sent). A key
+// with a thin limit and thick demand (one user far over a per-user limit)
+// is decided where it lands too: room is then taken as soon as it frees,
+// and its load does not all fall on one node. A key no rule governs is
+// never thin (nothing to decide), and a key nobody has used has no demand.
 //
 // A node that is not live (no tick within QuotaValidity), or that resumed
 // from a stall less than DeadAfter ago, reads every key as thick: its
@@ -62,6 +73,10 @@ func (e *Engine) Thin(now int64, key string) bool {
 	if !e.live(now) {
 		return false
 	}
+	rule, ok := e.reg.Table().Lookup(key)
+	if !ok {
+		return false
+	}
 	e.seeTime(now)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -69,5 +84,7 @@ func (e *Engine) Thin(now int64, key string) bool {
 		return false
 	}
 	perSlot, members := e.demandLocked(now, key)
-	return perSlot < ThickPerMember*float64(members)
+	thick := ThickPerMember * float64(members)
+	limitPerSlot := float64(rule.Rate.Count) / float64(rule.Rate.Slots())
+	return limitPerSlot < thick && perSlot < thick
 }

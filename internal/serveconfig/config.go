@@ -72,7 +72,7 @@ type Options struct {
 	Pprof                 bool    `yaml:"pprof" flag:"pprof" usage:"serve /debug/pprof on the admin listener (profiles show memory contents to whoever reaches it)"`
 	RLSUnmatched          string  `yaml:"rls_unmatched" flag:"rls-unmatched" usage:"RLS answer for descriptors no rule matches: ok or over_limit"`
 	RLSLimitOverride      string  `yaml:"rls_limit_override" flag:"rls-limit-override" usage:"RLS requests carrying a limit override: ignore (the cluster's rule decides) or refuse (INVALID_ARGUMENT)"`
-	GatewayRoute          string  `yaml:"gateway_route" flag:"gateway-route" usage:"where the RLS and HTTP APIs decide: thin (a key whose demand is thin over the nodes at its home node, one more hop; a thick one on the node called), local (always the node called) or home (always the key's home node)"`
+	GatewayRoute          string  `yaml:"gateway_route" flag:"gateway-route" usage:"where the RLS and HTTP APIs decide: thin (a key whose limit and demand are thin over the nodes at its home node, one more hop; any other on the node called), local (always the node called) or home (always the key's home node)"`
 
 	LogLevel  string `yaml:"log_level" flag:"log-level" usage:"trace, debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" flag:"log-format" usage:"auto (console on a terminal, json otherwise), json or console"`

@@ -99,8 +99,8 @@ type Config struct {
 	// (as an embedded node's AllowN: always itself), Home (the key's home,
 	// one link's round trip away, as the decision APIs with
 	// --gateway-route home) or Thin (the default, as the decision APIs by
-	// default: the home while the key's demand is thin over the members,
-	// itself once it is thick, engine.Engine.Thin).
+	// default: the home for a key whose limit and demand are thin over the
+	// members, itself for any other, engine.Engine.Thin).
 	Route Route
 	// Duration of the run; default 60 s. Every time in a Config (partitions,
 	// restarts, clock steps) counts from the start of the load.
