@@ -105,11 +105,19 @@ func (e *Engine) computeQuotaLocked(now int64, ks *keyState) {
 	// the headroom (N× the limit in the key's first second). Until a view
 	// could have arrived (one grace period), take at most a split of the
 	// limit that every node computes alike and that sums to it: the key's
-	// home (among the reachable members) takes what the others' even parts
-	// leave, which is the whole limit when it is below the number of nodes,
-	// so the node SDKs send the key to is never left with nothing.
+	// home (among the reachable members) takes half and what the others'
+	// even parts of the other half leave, every other node an even part of
+	// that half. SDKs and the decision APIs send a new key to its home, so
+	// the home is where its first requests are: an even split left it 2 of
+	// a 10/s limit with 5 nodes (1 with 10) in the key's first 90 ms, while
+	// an embedded node deciding a key homed elsewhere still gets a part
+	// whenever the limit is at least twice the other members.
 	if q.unknown > 0 && ks.young && now-e.young[ks] < int64(e.cfg.Store.Grace) {
-		part := count / q.reachable
+		half := count / 2
+		part := int64(0)
+		if q.reachable > 1 {
+			part = half / (q.reachable - 1)
+		}
 		if home, _ := e.reachableRouteLocked().Home(ks.key); home == e.cfg.Node {
 			part = count - (q.reachable-1)*part
 		}
