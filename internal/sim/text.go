@@ -11,7 +11,15 @@ import (
 // WriteText writes r, the result of running c, for people, as the sim
 // command prints it; took is how long the run took.
 func (r Result) WriteText(out io.Writer, c Config, took time.Duration) {
-	who := "decided by the nodes"
+	route := c.Route
+	if route == "" {
+		route = RouteThin
+	}
+	who := fmt.Sprintf("decided by the nodes (route %s: %s)", route, map[Route]string{
+		RouteLocal: "each decides what lands on it, as an embedded node",
+		RouteHome:  "every key at its home, one link away",
+		RouteThin:  "thin keys at their home, as the decision APIs by default",
+	}[route])
 	if c.Clients > 0 {
 		mode, to := "leases", "keys to their home node"
 		if c.Client.Strict {
@@ -33,6 +41,9 @@ func (r Result) WriteText(out io.Writer, c Config, took time.Duration) {
 	}
 	fmt.Fprintf(out, "largest window / limit:        %.3f (the ideal's: %.3f)\n", r.MaxWindowRatio, r.IdealMaxWindowRatio)
 	r.PerKey.WriteText(out)
+	if c.Clients == 0 && route != RouteLocal {
+		fmt.Fprintf(out, "requests sent to their key's home: %d\n", r.Routed)
+	}
 	if c.Clients > 0 {
 		fmt.Fprintf(out, "client requests %d (lease requests %d), calls decided in the SDK %d, failed %d\n",
 			r.ClientRequests, r.LeaseRequests, r.LocalDecisions, r.Failed)
