@@ -39,13 +39,6 @@ func TestResetHoldsTheBound(t *testing.T) {
 		for _, p := range []pattern.Name{pattern.Uniform, pattern.Skew90} {
 			t.Run(fmt.Sprintf("%s/%s", name, p), func(t *testing.T) {
 				c.Nodes, c.Pattern, c.Duration = 3, p, 10*time.Second
-				// Every node decides where the requests land from the
-				// start: the refill after the floor depends on what each
-				// held before it, and with Route Thin the key, thin in
-				// its first half second, starts at its home (the same
-				// bounds hold; the late node refills 870 of 1000 in the
-				// half second instead of 1000).
-				c.Route = RouteLocal
 				r := run(t, c)
 				if len(r.ResetFloors) != 1 {
 					t.Fatalf("reset floors %v, want one", r.ResetFloors)
