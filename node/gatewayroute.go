@@ -5,14 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/client"
-	"github.com/quotamesh/quotamesh/internal/route"
 )
 
 // GatewayRoute says where the decision APIs decide a key (design.md §11,
@@ -50,14 +48,6 @@ type homeRouter struct {
 	mu     sync.Mutex // serialises dialling and closing
 	c      atomic.Pointer[client.Client]
 	closed bool
-
-	table atomic.Pointer[routeTable]
-}
-
-// routeTable is the route table of one membership.
-type routeTable struct {
-	ids []string
-	t   *route.Table
 }
 
 // homeDialTimeout bounds dialling the peers on first use.
@@ -88,21 +78,15 @@ func (n *Node) decideAtHome(ctx context.Context, key string, k int64, always boo
 	return d, err
 }
 
-// homeOf is key's home among the current members.
+// homeOf is key's home among the current members: the table made when
+// the membership was applied (peers.go), so a decision costs no copy of
+// the members.
 func (n *Node) homeOf(key string) (string, bool) {
-	h := n.gw.home
-	ms := n.membership()
-	ids := make([]string, len(ms))
-	for i, m := range ms {
-		ids[i] = m.ID
+	rt := n.routes.Load()
+	if rt == nil {
+		return "", false
 	}
-	slices.Sort(ids)
-	rt := h.table.Load()
-	if rt == nil || !slices.Equal(rt.ids, ids) {
-		rt = &routeTable{ids: ids, t: route.New(ids...)}
-		h.table.Store(rt)
-	}
-	return rt.t.Home(key)
+	return rt.Home(key)
 }
 
 // homeClient returns the client to the peers, dialling it on first use.

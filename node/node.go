@@ -26,6 +26,7 @@ import (
 	"github.com/quotamesh/quotamesh/internal/engine"
 	"github.com/quotamesh/quotamesh/internal/lograte"
 	"github.com/quotamesh/quotamesh/internal/nodehook"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/limits"
 	"github.com/quotamesh/quotamesh/transport"
 )
@@ -114,8 +115,12 @@ type Node struct {
 	membersMu   sync.Mutex
 	members     []consensus.Member // latest membership applied
 	memberAddrs map[string]string
-	isMember    atomic.Bool
-	caughtUp    atomic.Bool // the table caught up with the leader once (catchUpLoop)
+	// routes is the rendezvous table of the latest membership, where the
+	// decision APIs find a key's home (gatewayroute.go); nil until the
+	// first membership is applied.
+	routes   atomic.Pointer[route.Table]
+	isMember atomic.Bool
+	caughtUp atomic.Bool // the table caught up with the leader once (catchUpLoop)
 
 	rates rateTracker
 

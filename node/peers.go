@@ -10,6 +10,7 @@ import (
 
 	"github.com/quotamesh/quotamesh/internal/consensus"
 	"github.com/quotamesh/quotamesh/internal/engine"
+	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/transport"
 )
@@ -272,6 +273,7 @@ func (n *Node) applyMembership() {
 	n.members = ms
 	n.memberAddrs = addrs
 	n.membersMu.Unlock()
+	n.routes.Store(route.New(ids...))
 	if !changed {
 		return
 	}
