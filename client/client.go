@@ -59,7 +59,8 @@ type Client struct {
 	startedHK   atomic.Bool // Dial started the housekeeper
 
 	// Keys (keys.go).
-	keys     sync.Map // string -> *keyEntry
+	filter   *lease.Filter // counts the calls of keys without state; nil in strict mode
+	keys     sync.Map      // string -> *keyEntry
 	nkeys    atomic.Int64
 	urgentMu sync.Mutex
 	urgent   []*keyEntry   // keys to look at now
@@ -70,6 +71,7 @@ type Client struct {
 	batches, requests, timeouts, failovers   atomic.Int64
 	overloads                                atomic.Int64 // calls answered by the overload policy
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
+	leasesAsked                              atomic.Int64
 }
 
 // Dial connects to the cluster through the nodes at addrs (UDP host:port):
@@ -99,6 +101,9 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		slots:     make(chan struct{}, cfg.maxInFlight),
 		changed:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
+	}
+	if !cfg.strict && cfg.maxKeys > 0 {
+		c.filter = lease.NewFilter(c.leaseCfg, 0)
 	}
 	c.stopCtx, c.stopFn = context.WithCancel(context.Background())
 	c.clk = cfg.clock
@@ -187,12 +192,18 @@ func (c *Client) AllowN(ctx context.Context, key string, n int64) (quotamesh.Dec
 	if err := limits.ValidateKey(key); err != nil {
 		return quotamesh.Decision{}, fmt.Errorf("quotamesh/client: %w", err)
 	}
-	if !c.cfg.strict && c.cfg.maxKeys > 0 {
-		if ke := c.entry(key, c.clk.Now()); ke != nil {
-			return c.overloaded(c.allowLease(ctx, ke, n))
+	h := route.Hash(key)
+	if c.filter != nil {
+		// A key without state gets it once its calls here could fill a
+		// lease (lease.Filter); until then each call is a decision by its
+		// home node, exactly as in strict mode.
+		if now := c.clk.Now(); c.filter.Note(now, h, n) {
+			if ke := c.entry(key, h, now); ke != nil {
+				return c.overloaded(c.allowLease(ctx, ke, n))
+			}
 		}
 	}
-	return c.overloaded(c.decide(ctx, key, n))
+	return c.overloaded(c.decide(ctx, key, h, n))
 }
 
 // overloaded applies the overload policy to a call that failed with
@@ -210,9 +221,10 @@ func (c *Client) overloaded(d quotamesh.Decision, err error) (quotamesh.Decision
 	return quotamesh.Decision{}, err
 }
 
-// decide asks key's home node to decide n requests: one round trip.
-func (c *Client) decide(ctx context.Context, key string, n int64) (quotamesh.Decision, error) {
-	cl := &call{req: wire.ClientRequest{Op: wire.OpDecide, Key: key, N: n}, h: route.Hash(key)}
+// decide asks key's home node to decide n requests: one round trip. h is
+// the key's route.Hash.
+func (c *Client) decide(ctx context.Context, key string, h uint64, n int64) (quotamesh.Decision, error) {
+	cl := &call{req: wire.ClientRequest{Op: wire.OpDecide, Key: key, N: n}, h: h}
 	if err := c.roundTrip(ctx, cl); err != nil {
 		return quotamesh.Decision{}, err
 	}
@@ -302,6 +314,9 @@ type Stats struct {
 	// included); TokensGranted the lease tokens they brought; Settlements
 	// the leases settled with the node that granted them.
 	LeaseRequests, TokensGranted, Settlements int64
+	// LeasesAsked counts requests sent that asked for a lease (a renewal,
+	// or a lease riding on a decision).
+	LeasesAsked int64
 	// Overloads counts calls answered by the overload policy because every
 	// place in flight stayed taken.
 	Overloads int64
@@ -321,6 +336,7 @@ func (c *Client) Stats() Stats {
 		LeaseRequests: c.leaseRequests.Load(),
 		TokensGranted: c.tokensGranted.Load(),
 		Settlements:   c.tokensBack.Load(),
+		LeasesAsked:   c.leasesAsked.Load(),
 		Overloads:     c.overloads.Load(),
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/quotamesh/quotamesh"
 	"github.com/quotamesh/quotamesh/internal/lease"
-	"github.com/quotamesh/quotamesh/internal/route"
 	"github.com/quotamesh/quotamesh/internal/wire"
 	"github.com/quotamesh/quotamesh/limits"
 )
@@ -33,16 +32,18 @@ type keyEntry struct {
 	gone bool // forgotten: callers look the key up again
 }
 
-// entry returns key's state, creating it unless MaxKeys keys are held (nil
-// then: the call is decided by the node without lease state).
-func (c *Client) entry(key string, now int64) *keyEntry {
+// entry returns key's state (h is its route.Hash), creating it warm, for a
+// key whose calls just reached a lease's worth (lease.Filter), unless
+// MaxKeys keys are held (nil then: the call is decided by the node without
+// lease state).
+func (c *Client) entry(key string, h uint64, now int64) *keyEntry {
 	if v, ok := c.keys.Load(key); ok {
 		return v.(*keyEntry)
 	}
 	if c.nkeys.Load() >= int64(c.cfg.maxKeys) {
 		return nil
 	}
-	ke := &keyEntry{key: strings.Clone(key), h: route.Hash(key), k: lease.NewKey(c.leaseCfg, now)}
+	ke := &keyEntry{key: strings.Clone(key), h: h, k: lease.NewWarmKey(c.leaseCfg, now)}
 	v, loaded := c.keys.LoadOrStore(ke.key, ke)
 	if !loaded {
 		c.nkeys.Add(1)
@@ -97,6 +98,9 @@ func (c *Client) allowLease(ctx context.Context, ke *keyEntry, n int64) (quotame
 
 // leaseCall builds the call for req, a request of ke's lease logic.
 func (c *Client) leaseCall(ke *keyEntry, op wire.Op, req lease.Request) *call {
+	if req.Want > 0 {
+		c.leasesAsked.Add(1)
+	}
 	return &call{
 		req: wire.ClientRequest{Op: op, Key: ke.key, N: req.N, Want: req.Want, Offered: req.Offered,
 			SettleID: req.Settle.ID, SettleUsed: req.Settle.Used},

@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +31,38 @@ func TestColdKeyIsDecidedByTheNode(t *testing.T) {
 	}
 	if got := srv.wanted.Load(); got != 0 {
 		t.Errorf("%d requests asked for a lease for a cold key", got)
+	}
+	if st := c.Stats(); st.Keys != 0 || st.LeasesAsked != 0 {
+		t.Errorf("a cold key holds state: %d keys, %d leases asked", st.Keys, st.LeasesAsked)
+	}
+}
+
+// Many keys called once each, as per-user keys are, leave no state in the
+// SDK: each call is one round trip, no lease asked, nothing to sweep.
+func TestManyColdKeysHoldNoState(t *testing.T) {
+	ca := newTestCA(t)
+	srv := newTestServer(t, ca, "n1", rule("user:*", "10/s"))
+	c := dialT(t, ca, []string{srv.addr()})
+	ctx := ctxT(t, 10*time.Second)
+	const keys = 2000
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := g; i < keys; i += 16 {
+				if d, err := c.Allow(ctx, fmt.Sprintf("user:%d", i)); err != nil || !d.Allowed {
+					t.Errorf("user:%d: %+v, %v", i, d, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := c.Stats()
+	if st.Keys != 0 || st.LeasesAsked != 0 || srv.wanted.Load() != 0 {
+		t.Errorf("%d cold keys left %d keys with state, %d leases asked", keys, st.Keys, st.LeasesAsked)
+	}
+	if got := srv.decides.Load(); got != keys {
+		t.Errorf("the node decided %d calls, want %d", got, keys)
 	}
 }
 
@@ -125,8 +158,9 @@ func TestLeasesNeverExceedTheWindow(t *testing.T) {
 	}
 }
 
-// Calls denied for want of room are denied locally for the RetryAfter the
-// node gave, and reported to the node as offered demand.
+// Calls of a key with state (called often enough here to fill a lease)
+// that are denied for want of room are denied locally for the RetryAfter
+// the node gave, and reported to the node as offered demand.
 func TestDenialIsLocalAndReported(t *testing.T) {
 	ca := newTestCA(t)
 	srv := newTestServer(t, ca, "n1", rule("k", "3/min"))
@@ -137,7 +171,17 @@ func TestDenialIsLocalAndReported(t *testing.T) {
 			t.Fatalf("within the limit: %+v, %v", d, err)
 		}
 	}
-	d, err := c.Allow(ctx, "k")
+	var d quotamesh.Decision
+	var err error
+	for i := 0; c.Stats().Keys == 0; i++ {
+		if i == 1000 {
+			t.Fatalf("1000 calls in a row did not give the key state")
+		}
+		if d, err = c.Allow(ctx, "k"); err != nil || d.Allowed {
+			t.Fatalf("over the limit: %+v, %v; want denied", d, err)
+		}
+	}
+	d, err = c.Allow(ctx, "k")
 	denied := time.Now()
 	if err != nil || d.Allowed || d.RetryAfter <= 0 {
 		t.Fatalf("over the limit: %+v, %v; want denied with a RetryAfter", d, err)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
+	"github.com/quotamesh/quotamesh/client"
 	"github.com/quotamesh/quotamesh/internal/cputime"
 	"github.com/quotamesh/quotamesh/internal/loadgen"
 	"github.com/quotamesh/quotamesh/internal/localcluster"
@@ -183,15 +184,36 @@ func measure(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 	if nodes != nil {
 		pids = nodes.Pids()
 	}
+	st0 := sdkStats(limiters)
 	cpu0 := cputime.Read(pids)
 	rep := loadgen.Run(ctx, limiters, names, spec)
 	d := cputime.Read(pids).Since(cpu0)
+	st := sdkStats(limiters)
 	if rep.Answered > 0 {
 		per := float64(rep.Answered) / 100_000
 		rep.ClientCPUPer100k = d.Self.Seconds() / per
 		rep.NodesCPUPer100k = d.Others.Seconds() / per
+		rep.SDK = &loadgen.SDKTraffic{
+			RequestsPerDecision:      float64(st.Requests-st0.Requests) / float64(rep.Answered),
+			LeaseRequestsPerDecision: float64(st.LeasesAsked-st0.LeasesAsked) / float64(rep.Answered),
+			KeysWithState:            st.Keys,
+		}
 	}
 	return rep
+}
+
+// sdkStats sums the counters of the limiters that are SDK clients.
+func sdkStats(limiters []quotamesh.Limiter) client.Stats {
+	var sum client.Stats
+	for _, l := range limiters {
+		if c, ok := l.(*client.Client); ok {
+			st := c.Stats()
+			sum.Requests += st.Requests
+			sum.LeasesAsked += st.LeasesAsked
+			sum.Keys += st.Keys
+		}
+	}
+	return sum
 }
 
 // orDied returns the death of a process of g, which explains err better,

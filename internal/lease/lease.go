@@ -10,6 +10,11 @@
 //     lease: every call is a decision by the key's home node, one round
 //     trip, exact. A key becomes *warm* once its calls per lease TTL reach
 //     Config.WarmTokens, and cold again below Config.ColdTokens (hysteresis).
+//   - A cold key has no state at all: its calls are counted in a Filter,
+//     a fixed-size sketch, until they reach WarmTokens in one TTL; then it
+//     gets a Key (NewWarmKey), which it keeps until it has been cold, or
+//     without calls, for Config.ForgetAfter. So the default mode costs what
+//     strict mode costs on keys a lease would not pay for.
 //   - A warm key's decisions ask for a lease alongside (Request.Want): the
 //     lease rides on the answer, so a call without a usable lease costs one
 //     round trip at most, never a wait for a lease and then a decision.
@@ -243,12 +248,24 @@ type Key struct {
 	reported   int64 // denied, as last reported in Offered
 	owed       []Settle
 	lastActive int64 // clock time some use was last seen
+	coldSince  int64 // clock time the key last became cold (or was created cold)
 }
 
 // NewKey returns the state of a key first seen at now.
 func NewKey(cfg Config, now int64) *Key {
-	k := &Key{cfg: cfg.WithDefaults(), rateAt: now, lastActive: now}
+	k := &Key{cfg: cfg.WithDefaults(), rateAt: now, lastActive: now, coldSince: now}
 	k.lastCall.Store(now)
+	return k
+}
+
+// NewWarmKey returns the state of a key whose calls just reached
+// WarmTokens in one TTL (Filter.Note): warm from its first call (which
+// asks for a lease alongside its decision), its rate estimate starting at
+// WarmTokens per TTL.
+func NewWarmKey(cfg Config, now int64) *Key {
+	k := NewKey(cfg, now)
+	k.warm = true
+	k.rate = k.cfg.WarmTokens / k.cfg.TTL.Seconds()
 	return k
 }
 
@@ -297,8 +314,10 @@ func (k *Key) Decide(now, n int64, node string) Request {
 // without a call waiting: a renewal of a warm key's lease that is three
 // quarters used or half through its TTL, a settlement of a lease that
 // expired, a report of local denials, or nothing (an empty Request). forget
-// reports that the key holds and owes nothing and saw no call for
-// ForgetAfter: its state can be dropped.
+// reports that the key holds and owes nothing and either saw no call for
+// ForgetAfter or has been cold for ForgetAfter: its state can be dropped
+// (a cold key's calls are decisions by its home node with or without
+// state; Filter gives it state again if it warms up).
 func (k *Key) Plan(now int64, node string) (r Request, forget bool) {
 	k.updateRate(now)
 	l := k.cur.Load()
@@ -316,7 +335,8 @@ func (k *Key) Plan(now int64, node string) (r Request, forget bool) {
 	r.Settle = k.takeOwed(node)
 	r.Offered = k.offered()
 	if r.Empty() && l == nil && len(k.owed) == 0 && !k.renewing &&
-		now-max(k.lastActive, k.lastCall.Load()) >= int64(k.cfg.ForgetAfter) {
+		(now-max(k.lastActive, k.lastCall.Load()) >= int64(k.cfg.ForgetAfter) ||
+			!k.warm && now-k.coldSince >= int64(k.cfg.ForgetAfter)) {
 		return Request{}, true
 	}
 	return r, false
@@ -483,6 +503,7 @@ func (k *Key) updateRate(now int64) {
 		k.warm = true
 	case k.warm && perTTL < k.cfg.ColdTokens:
 		k.warm = false
+		k.coldSince = now
 	}
 }
 

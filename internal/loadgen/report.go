@@ -63,6 +63,9 @@ type Report struct {
 	NodesCPUPer100k  float64 `json:"nodes_cpu_s_per_100k,omitempty"`
 	// Answered counts decisions (admitted or denied).
 	Answered int64 `json:"answered"`
+	// SDK is what the SDK clients sent for those decisions (zero when the
+	// limiters are not SDK clients).
+	SDK *SDKTraffic `json:"sdk,omitempty"`
 	// Errors counts calls that returned an error (no decision).
 	Errors int64 `json:"errors"`
 	// FirstError is the first error a call returned, if any.
@@ -76,6 +79,18 @@ type Report struct {
 	TCPBaseline *Report `json:"tcp_baseline,omitempty"`
 	// Elapsed is the wall time of the load, to the last answer.
 	Elapsed string `json:"elapsed"`
+}
+
+// SDKTraffic is what the SDK clients sent during a load, per decision
+// answered, and the keys they held state for at its end.
+type SDKTraffic struct {
+	// RequestsPerDecision counts every request sent (decisions, lease
+	// requests, settlements, reports); LeaseRequestsPerDecision those that
+	// asked for a lease.
+	RequestsPerDecision      float64 `json:"requests_per_decision"`
+	LeaseRequestsPerDecision float64 `json:"lease_requests_per_decision"`
+	// KeysWithState is the keys holding lease state, over the clients.
+	KeysWithState int64 `json:"keys_with_state"`
 }
 
 // summarize merges the nodes' results and the log's accuracy into a

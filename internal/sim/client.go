@@ -98,8 +98,9 @@ type sdk struct {
 	idx      int // among all clients
 	node     int // the node it sits beside: its arrivals are that node's
 	keys     map[int32]*sdkKey
-	all      []*sdkKey // every key with state, in creation order
-	live     []*sdkKey // keys the housekeeper looks at every tick
+	filter   *lease.Filter // counts calls of keys without state (client.Client.filter)
+	all      []*sdkKey     // every key with state, in creation order
+	live     []*sdkKey     // keys the housekeeper looks at every tick
 	lastFull int64
 	links    []clientLink // per node
 }
@@ -141,7 +142,8 @@ func (s *sim) startClients() {
 	tick := s.clientTick()
 	for i := range s.cfg.Nodes {
 		for range s.cfg.Clients {
-			c := &sdk{idx: len(s.clients), node: i, keys: map[int32]*sdkKey{}, links: make([]clientLink, s.cfg.Nodes)}
+			c := &sdk{idx: len(s.clients), node: i, keys: map[int32]*sdkKey{}, links: make([]clientLink, s.cfg.Nodes),
+				filter: lease.NewFilter(s.cfg.Client.Lease, 0)}
 			s.clients = append(s.clients, c)
 			s.q.push(event{at: time.Duration(s.crng.Int64N(int64(tick))), kind: evClientTick, node: c.idx})
 		}
@@ -179,17 +181,19 @@ func (s *sim) nodeIndex(id string) int {
 	return i
 }
 
-// entry returns c's state of key, creating it unless MaxKeys keys hold
-// state (nil then).
+// entry returns c's state of key: the state it has, or new warm state once
+// the key's calls here could fill a lease (lease.Filter) unless MaxKeys
+// keys hold state; nil otherwise (client.Client.AllowN).
 func (s *sim) entry(c *sdk, key int32, now int64) *sdkKey {
 	if ke := c.keys[key]; ke != nil {
 		return ke
 	}
-	if len(c.keys) >= s.cfg.Client.MaxKeys {
+	name := s.keyName(int(key))
+	h := route.Hash(name)
+	if !c.filter.Note(now, h, 1) || len(c.keys) >= s.cfg.Client.MaxKeys {
 		return nil
 	}
-	name := s.keyName(int(key))
-	ke := &sdkKey{id: key, name: name, h: route.Hash(name), k: lease.NewKey(s.cfg.Client.Lease, now)}
+	ke := &sdkKey{id: key, name: name, h: h, k: lease.NewWarmKey(s.cfg.Client.Lease, now)}
 	c.keys[key] = ke
 	c.all = append(c.all, ke)
 	return ke
