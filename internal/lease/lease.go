@@ -45,6 +45,7 @@ import (
 // Defaults for zero Config fields.
 const (
 	DefaultTTL         = 50 * time.Millisecond
+	DefaultHorizon     = 10 * time.Millisecond
 	DefaultWarmTokens  = 4
 	DefaultColdTokens  = 1
 	DefaultMaxDeny     = 20 * time.Millisecond
@@ -60,6 +61,15 @@ type Config struct {
 	// slot, see client.DefaultLeaseTTL); the node may grant shorter. Longer leases mean fewer requests for warm keys and,
 	// when a key's demand stops, room held idle for longer.
 	TTL time.Duration
+	// Horizon sizes a lease: the calls one Horizon brings at the key's
+	// estimated rate, at least WarmTokens (default 10 ms; the TTL when
+	// that is shorter). A lease sized for its whole TTL held up to a TTL
+	// of calls at a client whose demand had just moved elsewhere, idle
+	// while other clients were denied: with the hot node moving every
+	// 200 ms that cost 2.5-3 % of the limit. A shorter TTL fixes that too,
+	// but raises the rate a key needs for a lease to pay (WarmTokens per
+	// TTL).
+	Horizon time.Duration
 	// WarmTokens: a key whose calls per TTL reach this many asks for leases
 	// (default 4). ColdTokens: a warm key whose calls per TTL fall below
 	// this stops (default 1). ColdTokens must be below WarmTokens.
@@ -78,6 +88,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
+	}
+	if c.Horizon == 0 {
+		c.Horizon = DefaultHorizon
 	}
 	if c.WarmTokens == 0 {
 		c.WarmTokens = DefaultWarmTokens
@@ -107,6 +120,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.TTL < time.Millisecond || c.TTL > time.Minute:
 		return fmt.Errorf("lease TTL %v out of range [1ms, 1m]", c.TTL)
+	case c.Horizon < time.Millisecond || c.Horizon > time.Minute:
+		return fmt.Errorf("lease horizon %v out of range [1ms, 1m]", c.Horizon)
 	case c.WarmTokens <= 0 || math.IsNaN(c.WarmTokens) || math.IsInf(c.WarmTokens, 0):
 		return fmt.Errorf("lease warm tokens %v must be positive", c.WarmTokens)
 	case !(c.ColdTokens > 0 && c.ColdTokens < c.WarmTokens):
@@ -507,9 +522,9 @@ func (k *Key) updateRate(now int64) {
 	}
 }
 
-// want is the size of the next lease: the calls one TTL brings at the
-// estimated rate, at least WarmTokens.
+// want is the size of the next lease: the calls one Horizon (at most one
+// TTL) brings at the estimated rate, at least WarmTokens.
 func (k *Key) want() int64 {
-	w := math.Ceil(k.rate * k.cfg.TTL.Seconds())
+	w := math.Ceil(k.rate * min(k.cfg.Horizon, k.cfg.TTL).Seconds())
 	return int64(min(max(w, k.cfg.WarmTokens), float64(limits.MaxCount)))
 }

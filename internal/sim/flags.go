@@ -18,6 +18,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Client.Strict, "strict", false, "with --clients: one round trip per decision instead of leases")
 	fs.BoolVar(&c.Client.Nearest, "nearest", false, "with --clients: every client sends every key to its own node, not the key's home")
 	fs.DurationVar(&c.Client.Lease.TTL, "lease-ttl", 0, "with --clients: the SDK's lease TTL (default 50ms)")
+	fs.DurationVar(&c.Client.Lease.Horizon, "lease-horizon", 0, "with --clients: a lease holds the calls this long brings at the key's rate (default 10ms; the TTL when shorter)")
 	fs.StringVar((*string)(&c.Route), "route", string(RouteThin), "without --clients, where a node decides a request: local (itself, as an embedded node's AllowN), home (the key's home node) or thin (the home for a key whose limit and demand are thin over the nodes, itself for any other: the decision APIs' default)")
 	fs.DurationVar(&c.Duration, "duration", 60*time.Second, "simulated length of the load")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "simulated time the nodes sync before the load starts")
