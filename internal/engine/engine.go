@@ -24,13 +24,13 @@ type Engine struct {
 
 	lastNow atomic.Int64 // newest time passed to any method, for OnCreate
 
-	mu            sync.Mutex // guards everything below
-	store         *crdt.Store
-	started       int64
-	members       map[string]*member // current members other than this node
-	memberIDs     []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
-	memberList    []*member          // the members in memberIDs' order
-	nReachable    int                // members counted reachable at the last walk (walkMembersLocked)
+	mu         sync.Mutex // guards everything below
+	store      *crdt.Store
+	started    int64
+	members    map[string]*member // current members other than this node
+	memberIDs  []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
+	memberList []*member          // the members in memberIDs' order
+	nReachable int                // members counted reachable at the last walk (walkMembersLocked)
 	// Membership evaluation (members.go): the next time a walk over the
 	// members is due, and whether one is due now (evalNow) or must read
 	// every origin of the store first (readOrigins).
@@ -50,7 +50,7 @@ type Engine struct {
 	// (member.onMissedBy), for syncTargetsLocked.
 	missedBy []*member
 	// targets is syncTargetsLocked's scratch.
-	targets []string
+	targets       []string
 	departed      map[string]*member // members the configuration removed, reserved until ReclaimAfter after last heard (members.go)
 	departedIDs   []string           // their IDs, sorted
 	nMembers      int                // members, this node included
