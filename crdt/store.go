@@ -53,7 +53,8 @@ type Store struct {
 
 	// heardLog holds the origins whose asOf or heardAt changed since the
 	// last DrainHeard, each once (origin.heardQueued).
-	heardLog []*origin
+	heardLog    []*origin
+	newsScratch []*origin // addRelayed's
 
 	relay     relayLog  // what was merged, for relaying deltas (relaylog.go)
 	relaySets uint64    // RelaySets made
