@@ -55,6 +55,7 @@ type Store struct {
 	// last DrainHeard, each once (origin.heardQueued).
 	heardLog    []*origin
 	newsScratch []*origin // addRelayed's
+	marks       uint64    // the last builder.mark
 
 	relay     relayLog  // what was merged, for relaying deltas (relaylog.go)
 	relaySets uint64    // RelaySets made
@@ -87,6 +88,10 @@ type origin struct {
 	idx        uint32 // its index in Store.byIdx
 	// heardQueued says it is on Store.heardLog.
 	heardQueued bool
+	// mark is the stamp of the delta part being built that holds it, at
+	// index markAt of the part's origins (builder.mark).
+	mark   uint64
+	markAt int
 }
 
 // keyState holds every origin's slots for one key. Its series are held by
