@@ -58,16 +58,15 @@ const (
 	wakeReads = 20
 )
 
-// Coarse is a clock read with one atomic load. Its zero value is not usable;
+// Coarse is a clock read with an atomic load or two. Its zero value is not usable;
 // call NewCoarse, and Close when done.
 type Coarse struct {
 	now atomic.Int64
 	_   [56]byte // readers' stores below stay off the line every reader loads
-	// touched says a reader read since the last refresh (while refreshing);
-	// idle that the clock is idle, and idleReads counts the reads since the
-	// goroutine last woke while it is.
-	touched    atomic.Bool
-	idle       atomic.Bool
+	// state holds stTouched, a reader read since the last refresh (while
+	// refreshing), and stIdle, the clock is idle; idleReads counts the
+	// reads since the goroutine last woke while it is.
+	state      atomic.Uint32
 	idleReads  atomic.Int64
 	_          [48]byte
 	wall0      int64
@@ -119,19 +118,19 @@ func (c *Coarse) run() {
 		case <-t.C:
 		}
 		c.refresh()
-		if c.idle.Load() {
+		if c.state.Load()&stIdle != 0 {
 			if c.idleReads.Swap(0) >= wakeReads {
 				// Read again: refresh from now on, and count the window
 				// as read so that it does not go idle at once.
 				busy()
-				c.idle.Store(false)
+				c.state.Store(0)
 				t.Reset(c.resolution)
 				continue
 			}
 			t.Reset(IdleResolution)
 			continue
 		}
-		read := c.touched.Swap(false)
+		read := c.state.Swap(0)&stTouched != 0
 		if recent[at] != read {
 			if read {
 				touched++
@@ -143,7 +142,7 @@ func (c *Coarse) run() {
 		at = (at + 1) % idleWindow
 		if touched < idleTouched {
 			c.idleReads.Store(0)
-			c.idle.Store(true)
+			c.state.Store(stIdle)
 			t.Reset(IdleResolution)
 			continue
 		}
@@ -168,22 +167,31 @@ func (c *Coarse) advance(t int64) int64 {
 	}
 }
 
-// Now returns the node time of the last refresh: one atomic load, and a
-// store once per refresh period at most. While the clock is idle it reads
+// Now returns the node time of the last refresh: two atomic loads, and a
+// compare-and-swap once per refresh period at most. While the clock is idle it reads
 // the monotonic clock instead.
 func (c *Coarse) Now() int64 {
-	if c.idle.Load() {
+	st := c.state.Load()
+	if st == stTouched {
+		return c.now.Load()
+	}
+	if st&stIdle != 0 {
 		c.idleReads.Add(1)
 		return c.advance(c.Precise())
 	}
-	if !c.touched.Load() {
-		c.touched.Store(true)
-	}
+	// Not a store: the goroutine may have made the clock idle since.
+	c.state.CompareAndSwap(0, stTouched)
 	return c.now.Load()
 }
 
 // Idle reports whether the clock is idle (see the package comment).
-func (c *Coarse) Idle() bool { return c.idle.Load() }
+func (c *Coarse) Idle() bool { return c.state.Load()&stIdle != 0 }
+
+// Coarse.state bits.
+const (
+	stTouched = 1 << iota
+	stIdle
+)
 
 // Precise returns node time read now, at the cost of a monotonic clock read.
 func (c *Coarse) Precise() int64 { return c.wall0 + int64(time.Since(c.start)) }
