@@ -264,12 +264,12 @@ type builder struct {
 	cur      Delta
 	size     int
 	lastKey  string
-	stamp    map[*origin]int // origin -> index in cur.Origins
+	mark     uint64 // the current part's stamp on its origins (origin.mark)
 	included map[*origin]bool
 }
 
 func (s *Store) newBuilder(now int64, full bool, basis uint64) *builder {
-	b := &builder{s: s, now: now, full: full, basis: basis, stamp: make(map[*origin]int, 4)}
+	b := &builder{s: s, now: now, full: full, basis: basis}
 	if full {
 		b.included = make(map[*origin]bool, len(s.origins))
 	}
@@ -287,8 +287,11 @@ func (b *builder) state(o *origin) OriginState {
 func (b *builder) start() {
 	s := b.s
 	b.cur = Delta{From: s.self, Seq: s.last, Basis: b.basis, Full: b.full, Origins: []OriginState{b.state(s.own)}}
-	clear(b.stamp)
-	b.stamp[s.own] = 0
+	// A new stamp: origins stamped for an earlier part, or by an earlier
+	// builder (one builds at a time), are not in this part.
+	s.marks++
+	b.mark = s.marks
+	s.own.mark, s.own.markAt = b.mark, 0
 	b.size = sizeHeaderBound + len(s.self.Node) + sizeOriginBound + len(s.self.Node)
 	b.lastKey = ""
 }
@@ -306,7 +309,7 @@ func (b *builder) flush() {
 // cost is what adding an entry of o for key to the current part adds.
 func (b *builder) cost(o *origin, key string) int {
 	c := sizeEntryBound
-	if _, ok := b.stamp[o]; !ok {
+	if o.mark != b.mark {
 		c += sizeOriginBound + len(o.id.Node)
 	}
 	if key != b.lastKey {
@@ -316,12 +319,12 @@ func (b *builder) cost(o *origin, key string) int {
 }
 
 func (b *builder) addOrigin(o *origin) int {
-	if i, ok := b.stamp[o]; ok {
-		return i
+	if o.mark == b.mark {
+		return o.markAt
 	}
 	b.cur.Origins = append(b.cur.Origins, b.state(o))
 	i := len(b.cur.Origins) - 1
-	b.stamp[o] = i
+	o.mark, o.markAt = b.mark, i
 	if b.included != nil {
 		b.included[o] = true
 	}
@@ -330,19 +333,19 @@ func (b *builder) addOrigin(o *origin) int {
 
 func (b *builder) add(o *origin, key string, epoch int64, v uint64) {
 	c := b.cost(o, key)
-	_, has := b.stamp[o]
+	has := o.mark == b.mark
 	if len(b.cur.Entries) > 0 && (len(b.cur.Entries) >= b.s.cfg.MaxEntriesPerDelta ||
 		b.size+c > b.s.cfg.MaxDeltaBytes ||
 		!has && len(b.cur.Origins) >= MaxDeltaOrigins) {
 		b.flush()
 		c = b.cost(o, key)
-		_, has = b.stamp[o]
+		has = o.mark == b.mark
 	}
 	if !has {
 		b.addOrigin(o)
 	}
 	b.cur.Entries = append(b.cur.Entries, Entry{
-		Origin: b.stamp[o], Key: key, Epoch: epoch,
+		Origin: o.markAt, Key: key, Epoch: epoch,
 		Admitted: uint32(v >> 32), Offered: uint32(v),
 	})
 	b.size += c
@@ -352,7 +355,7 @@ func (b *builder) add(o *origin, key string, epoch int64, v uint64) {
 // addQuota adds o's quota register for key.
 func (b *builder) addQuota(o *origin, key string, epoch int64, seq uint64, quota uint32) {
 	c := sizeQuotaBound + len(key)
-	_, has := b.stamp[o]
+	has := o.mark == b.mark
 	if !has {
 		c += sizeOriginBound + len(o.id.Node)
 	}
@@ -367,7 +370,7 @@ func (b *builder) addQuota(o *origin, key string, epoch int64, seq uint64, quota
 
 // addBare adds an origin without entries (full states carry every origin).
 func (b *builder) addBare(o *origin) {
-	if _, has := b.stamp[o]; has {
+	if o.mark == b.mark {
 		return
 	}
 	c := sizeOriginBound + len(o.id.Node)

@@ -11,6 +11,11 @@ package crdt
 // a log of what it merged in the last DeltaIntervals intervals for that,
 // once EnableRelaying was called.
 
+import (
+	"cmp"
+	"slices"
+)
+
 // relayRec says that in one interval, the slots lo to hi of one origin's
 // series of a key changed (merged), and whether its quota register did.
 type relayRec struct {
@@ -25,6 +30,10 @@ type relayRec struct {
 type relayLog struct {
 	on   bool
 	ring [][]relayRec
+	// news holds, by interval like ring, the origins whose asOf advanced
+	// in it (origin.newsSeq), so that a relaying delta finds them without
+	// reading every origin.
+	news [][]*origin
 }
 
 // RelaySet names the origins (by node ID, every incarnation) whose changes
@@ -65,6 +74,15 @@ func (s *Store) EnableRelaying() {
 	}
 	s.relay.on = true
 	s.relay.ring = make([][]relayRec, s.cfg.DeltaIntervals+1)
+	s.relay.news = make([][]*origin, s.cfg.DeltaIntervals+1)
+	for _, o := range s.byIdx {
+		// News noted before: those of the intervals a delta may still be
+		// built on.
+		if o != nil && !o.self && o.newsSeq+uint64(s.cfg.DeltaIntervals) > s.last {
+			n := &s.relay.news[o.newsSeq%uint64(len(s.relay.news))]
+			*n = append(*n, o)
+		}
+	}
 }
 
 // Relaying reports whether EnableRelaying was called.
@@ -96,7 +114,17 @@ func (s *Store) logMerged(ks *keyState, o *origin, e int64, quota bool) {
 }
 
 // noteNews records that origin o's asOf advanced in the open interval.
-func (s *Store) noteNews(o *origin) { o.newsSeq = s.last + 1 }
+func (s *Store) noteNews(o *origin) {
+	cur := s.last + 1
+	if o.newsSeq == cur {
+		return
+	}
+	o.newsSeq = cur
+	if s.relay.on {
+		n := &s.relay.news[cur%uint64(len(s.relay.news))]
+		*n = append(*n, o)
+	}
+}
 
 // tickRelay empties the records of the interval that opens.
 func (s *Store) tickRelay() {
@@ -106,6 +134,9 @@ func (s *Store) tickRelay() {
 	r := &s.relay.ring[(s.last+1)%uint64(len(s.relay.ring))]
 	clear(*r)
 	*r = (*r)[:0]
+	n := &s.relay.news[(s.last+1)%uint64(len(s.relay.news))]
+	clear(*n)
+	*n = (*n)[:0]
 }
 
 // DeltaForRelaying is DeltaFor for a peer that this node relays the
@@ -172,9 +203,21 @@ func (s *Store) addRelayed(b *builder, basis uint64, rs *RelaySet) {
 			b.addQuota(o, ks.key, sr.qEpoch, sr.qSeq, sr.quota)
 		}
 	}
-	for _, o := range s.byIdx {
-		if o != nil && !o.self && o.newsSeq > basis && rs.nodes[o.id.Node] {
-			b.addBare(o)
+	// The origins whose asOf advanced since basis (the open interval
+	// included), each at its latest interval, in index order as a walk
+	// over every origin would find them.
+	news := s.newsScratch[:0]
+	for seq := basis + 1; seq <= s.last+1; seq++ {
+		for _, o := range s.relay.news[seq%uint64(len(s.relay.news))] {
+			if o.newsSeq == seq && s.byIdx[o.idx] == o && rs.nodes[o.id.Node] {
+				news = append(news, o)
+			}
 		}
 	}
+	slices.SortFunc(news, func(a, b *origin) int { return cmp.Compare(a.idx, b.idx) })
+	for i, o := range news {
+		b.addBare(o)
+		news[i] = nil
+	}
+	s.newsScratch = news[:0]
 }

@@ -51,6 +51,12 @@ type Store struct {
 	cacheGen  uint64
 	cached    []cachedDelta
 
+	// heardLog holds the origins whose asOf or heardAt changed since the
+	// last DrainHeard, each once (origin.heardQueued).
+	heardLog    []*origin
+	newsScratch []*origin // addRelayed's
+	marks       uint64    // the last builder.mark
+
 	relay     relayLog  // what was merged, for relaying deltas (relaylog.go)
 	relaySets uint64    // RelaySets made
 	relayWith *RelaySet // the set DeltaForRelaying is building with
@@ -80,6 +86,12 @@ type origin struct {
 	newsSeq    uint64 // interval in which its asOf last advanced (relaying deltas)
 	nseries    int    // keys holding slots of this origin
 	idx        uint32 // its index in Store.byIdx
+	// heardQueued says it is on Store.heardLog.
+	heardQueued bool
+	// mark is the stamp of the delta part being built that holds it, at
+	// index markAt of the part's origins (builder.mark).
+	mark   uint64
+	markAt int
 }
 
 // keyState holds every origin's slots for one key. Its series are held by
@@ -282,7 +294,9 @@ func (s *Store) observe(o *origin, st OriginState, now int64, direct bool, fresh
 	case fresh:
 		o.asOf, o.heardAt, o.relayed = st.AsOf, heard, !direct
 		s.noteNews(o)
+		s.noteHeard(o)
 	case st.AsOf > o.asOf:
+		s.noteHeard(o)
 		s.noteNews(o)
 		// A report that lags the estimate the store has been sliding forward
 		// must not pull it back: views that slid past slots must not see them
@@ -292,7 +306,43 @@ func (s *Store) observe(o *origin, st OriginState, now int64, direct bool, fresh
 	case st.AsOf == o.asOf && heard < o.heardAt:
 		// The same asOf known earlier elsewhere: the origin was there by then.
 		o.heardAt, o.relayed = heard, !direct
+		s.noteHeard(o)
 	}
+}
+
+// noteHeard queues o for the next DrainHeard.
+func (s *Store) noteHeard(o *origin) {
+	if !o.heardQueued {
+		o.heardQueued = true
+		s.heardLog = append(s.heardLog, o)
+	}
+}
+
+// DrainHeard calls fn with every origin other than the store's own whose
+// asOf or heardAt changed since the last call, once each, in the order
+// they first changed, and forgets them. A caller that keeps per-origin
+// liveness follows the store this way at a cost per origin merged, instead
+// of reading every origin (Origins) on every tick. fn must not call back
+// into the store.
+func (s *Store) DrainHeard(fn func(OriginInfo)) {
+	for i, o := range s.heardLog {
+		o.heardQueued = false
+		s.heardLog[i] = nil
+		if s.byIdx[o.idx] == o { // not forgotten since
+			fn(o.info())
+		}
+	}
+	s.heardLog = s.heardLog[:0]
+}
+
+// Origin returns what the store knows of origin id, and whether it knows
+// it at all.
+func (s *Store) Origin(id OriginID) (OriginInfo, bool) {
+	o := s.origins[id]
+	if o == nil {
+		return OriginInfo{}, false
+	}
+	return o.info(), true
 }
 
 // SetOwnAsOf records that the store's own counts are complete up to node

@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +22,7 @@ func newSimCmd() *cobra.Command {
 		pol                       string
 		asJSON                    bool
 		partition, pause, restart string
+		cpuProfile                string
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -100,6 +104,17 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 			if err := c.Validate(); err != nil {
 				return usageError{err}
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			start := time.Now()
 			r, err := sim.Run(c)
 			if err != nil {
@@ -123,5 +138,6 @@ per_node and per_key (and more), as 'quotamesh bench --json' does.`,
 	f.StringVar(&pause, "pause", "", "a pause AT:FOR:NODE, e.g. 10s:3s:0")
 	f.StringVar(&restart, "restart", "", "a kill -9 and restart AT:DOWN:NODE, e.g. 10s:2s:1")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }

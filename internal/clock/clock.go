@@ -14,6 +14,14 @@
 // moves node time, which therefore never goes backwards. Skewed adds an offset
 // that only tests set, to play clock skew in the fault suite.
 //
+// An idle process should not pay a thousand wake-ups a second for a clock
+// nobody reads: when readers touched fewer than a tenth of the last hundred
+// refreshes, the clock goes idle. Its goroutine then wakes every
+// IdleResolution only, and Now reads the monotonic clock itself (the cost
+// of time.Now, still no lock and no channel) until readers come back often
+// enough, when refreshing resumes. Readings never go backwards across the
+// switch.
+//
 // Shared hands out one Coarse for the whole process, reference counted: the
 // goroutine starts with the first Acquire and stops, and is waited for, with
 // the last Release. It is the package's one piece of global state, kept
@@ -37,10 +45,30 @@ type Source interface {
 // otherwise.
 const DefaultResolution = time.Millisecond
 
-// Coarse is a clock read with one atomic load. Its zero value is not usable;
+// IdleResolution is how often an idle Coarse clock's goroutine wakes to see
+// whether it is read again.
+const IdleResolution = 50 * time.Millisecond
+
+const (
+	// idleWindow refreshes are looked at to decide that the clock is idle:
+	// fewer than idleTouched of them read by anyone.
+	idleWindow  = 100
+	idleTouched = 10
+	// wakeReads reads within one IdleResolution end idleness (400/s).
+	wakeReads = 20
+)
+
+// Coarse is a clock read with an atomic load or two. Its zero value is not usable;
 // call NewCoarse, and Close when done.
 type Coarse struct {
-	now        atomic.Int64
+	now atomic.Int64
+	_   [56]byte // readers' stores below stay off the line every reader loads
+	// state holds stTouched, a reader read since the last refresh (while
+	// refreshing), and stIdle, the clock is idle; idleReads counts the
+	// reads since the goroutine last woke while it is.
+	state      atomic.Uint32
+	idleReads  atomic.Int64
+	_          [48]byte
 	wall0      int64
 	start      time.Time
 	resolution time.Duration
@@ -72,24 +100,98 @@ func NewCoarse(resolution time.Duration) *Coarse {
 
 func (c *Coarse) run() {
 	defer close(c.done)
-	t := time.NewTicker(c.resolution)
+	t := time.NewTimer(c.resolution)
 	defer t.Stop()
+	var recent [idleWindow]bool // which of the last refreshes were read
+	at, touched := 0, 0
+	busy := func() { // count the whole window as read
+		for i := range recent {
+			recent[i] = true
+		}
+		touched = idleWindow
+	}
+	busy() // a new clock is not idle before a window has passed
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
-			c.refresh()
+		}
+		c.refresh()
+		if c.state.Load()&stIdle != 0 {
+			if c.idleReads.Swap(0) >= wakeReads {
+				// Read again: refresh from now on, and count the window
+				// as read so that it does not go idle at once.
+				busy()
+				c.state.Store(0)
+				t.Reset(c.resolution)
+				continue
+			}
+			t.Reset(IdleResolution)
+			continue
+		}
+		read := c.state.Swap(0)&stTouched != 0
+		if recent[at] != read {
+			if read {
+				touched++
+			} else {
+				touched--
+			}
+			recent[at] = read
+		}
+		at = (at + 1) % idleWindow
+		if touched < idleTouched {
+			c.idleReads.Store(0)
+			c.state.Store(stIdle)
+			t.Reset(IdleResolution)
+			continue
+		}
+		t.Reset(c.resolution)
+	}
+}
+
+// refresh moves the reading to the monotonic clock's, never back (an idle
+// clock's readers may have moved it further).
+func (c *Coarse) refresh() { c.advance(c.Precise()) }
+
+// advance raises the reading to t and returns the reading.
+func (c *Coarse) advance(t int64) int64 {
+	for {
+		cur := c.now.Load()
+		if t <= cur {
+			return cur
+		}
+		if c.now.CompareAndSwap(cur, t) {
+			return t
 		}
 	}
 }
 
-func (c *Coarse) refresh() {
-	c.now.Store(c.wall0 + int64(time.Since(c.start)))
+// Now returns the node time of the last refresh: two atomic loads, and a
+// compare-and-swap once per refresh period at most. While the clock is idle it reads
+// the monotonic clock instead.
+func (c *Coarse) Now() int64 {
+	st := c.state.Load()
+	if st == stTouched {
+		return c.now.Load()
+	}
+	if st&stIdle != 0 {
+		c.idleReads.Add(1)
+		return c.advance(c.Precise())
+	}
+	// Not a store: the goroutine may have made the clock idle since.
+	c.state.CompareAndSwap(0, stTouched)
+	return c.now.Load()
 }
 
-// Now returns the node time of the last refresh.
-func (c *Coarse) Now() int64 { return c.now.Load() }
+// Idle reports whether the clock is idle (see the package comment).
+func (c *Coarse) Idle() bool { return c.state.Load()&stIdle != 0 }
+
+// Coarse.state bits.
+const (
+	stTouched = 1 << iota
+	stIdle
+)
 
 // Precise returns node time read now, at the cost of a monotonic clock read.
 func (c *Coarse) Precise() int64 { return c.wall0 + int64(time.Since(c.start)) }

@@ -128,3 +128,44 @@ func BenchmarkTimeNow(b *testing.B) {
 		_ = sum
 	})
 }
+
+func TestCoarseGoesIdleAndWakes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := NewCoarse(time.Millisecond)
+		defer c.Close()
+		// Read once every 20 ms (a sync loop's ticks): idle within a
+		// window of refreshes.
+		for range 10 {
+			time.Sleep(20 * time.Millisecond)
+			c.Now()
+		}
+		synctest.Wait()
+		if !c.Idle() {
+			t.Fatal("after 200 ms read every 20 ms: Idle() = false, want true")
+		}
+		// Idle, a reading is exact and never goes back.
+		prev := c.Now()
+		time.Sleep(7 * time.Millisecond)
+		if got, want := c.Now(), prev+int64(7*time.Millisecond); got != want {
+			t.Errorf("idle: Now() = %d, want %d (exact)", got, want)
+		}
+		// Read every 100 µs: refreshing again within an idle period or two.
+		for range 2000 {
+			time.Sleep(100 * time.Microsecond)
+			if now := c.Now(); now < prev {
+				t.Fatalf("Now() = %d went back from %d", now, prev)
+			} else {
+				prev = now
+			}
+		}
+		synctest.Wait()
+		if c.Idle() {
+			t.Fatal("after 200 ms read every 100 µs: Idle() = true, want false")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if lag := c.Precise() - c.Now(); lag < 0 || lag > int64(c.Resolution()) {
+			t.Errorf("Precise()-Now() = %v, want within [0, %v]", time.Duration(lag), c.Resolution())
+		}
+	})
+}

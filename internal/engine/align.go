@@ -29,10 +29,21 @@ func (e *Engine) alignLocked(now int64) {
 	}
 	offs := e.alignScratch[:0]
 	offs = append(offs, 0)
-	for _, id := range e.memberIDs {
-		m := e.members[id]
-		if !m.reachable || now-m.direct > int64(e.cfg.DeadAfter) {
-			continue // only heard through a relay: no clock samples
+	// Only members heard directly give samples: over the sync overlay the
+	// neighbours, not every member. The order does not matter (a median).
+	direct := e.direct[:0]
+	for _, m := range e.direct {
+		if now-m.direct > int64(e.cfg.DeadAfter) {
+			m.inDirect = false // back on its next frame
+			continue
+		}
+		direct = append(direct, m)
+	}
+	clear(e.direct[len(direct):])
+	e.direct = direct
+	for _, m := range direct {
+		if !m.reachable {
+			continue
 		}
 		o, ok := m.offsets.estimate(now)
 		if !ok || m.echo == 0 {

@@ -24,11 +24,33 @@ type Engine struct {
 
 	lastNow atomic.Int64 // newest time passed to any method, for OnCreate
 
-	mu            sync.Mutex // guards everything below
-	store         *crdt.Store
-	started       int64
-	members       map[string]*member // current members other than this node
-	memberIDs     []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
+	mu         sync.Mutex // guards everything below
+	store      *crdt.Store
+	started    int64
+	members    map[string]*member // current members other than this node
+	memberIDs  []string           // their IDs, sorted: every walk is in this order, so runs are reproducible
+	memberList []*member          // the members in memberIDs' order
+	nReachable int                // members counted reachable at the last walk (walkMembersLocked)
+	// Membership evaluation (members.go): the next time a walk over the
+	// members is due, and whether one is due now (evalNow) or must read
+	// every origin of the store first (readOrigins).
+	evalAt               int64
+	evalNow, readOrigins bool
+	// The members this node misses (missesLocked), kept until missAt or
+	// until missNow says they may have changed; missRelayed is the overlay
+	// state they were made for.
+	missList             []string
+	missAt               int64
+	missNow, missRelayed bool
+	// direct holds the members that sent a frame (member.inDirect), for
+	// clock alignment, which takes samples only from them; members not
+	// heard directly for DeadAfter leave it.
+	direct []*member
+	// missedBy holds the members whose last frame said they miss this node
+	// (member.onMissedBy), for syncTargetsLocked.
+	missedBy []*member
+	// targets is syncTargetsLocked's scratch.
+	targets       []string
 	departed      map[string]*member // members the configuration removed, reserved until ReclaimAfter after last heard (members.go)
 	departedIDs   []string           // their IDs, sorted
 	nMembers      int                // members, this node included

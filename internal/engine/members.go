@@ -5,6 +5,7 @@
 package engine
 
 import (
+	"math"
 	"slices"
 
 	"github.com/quotamesh/quotamesh/crdt"
@@ -23,6 +24,10 @@ type member struct {
 	misses      []string     // the members it said it misses in its last frame (wire.Sync.Misses)
 	reachable   bool
 	reclaimed   bool
+	missed      bool // on Engine.missList: this node misses it
+	missesMe    bool // misses holds this node
+	inDirect    bool // on Engine.direct
+	onMissedBy  bool // on Engine.missedBy
 }
 
 // SetMembers replaces the membership (node IDs; this node's own may be
@@ -85,6 +90,23 @@ func (e *Engine) setMembersLocked(ids []string, now int64) {
 		e.memberIDs = append(e.memberIDs, id)
 	}
 	slices.Sort(e.memberIDs)
+	e.memberList = e.memberList[:0]
+	for _, id := range e.memberIDs {
+		e.memberList = append(e.memberList, next[id])
+	}
+	direct := e.direct[:0]
+	for _, m := range e.direct {
+		if next[m.id] == m {
+			direct = append(direct, m)
+		} else {
+			m.inDirect = false
+		}
+	}
+	clear(e.direct[len(direct):])
+	e.direct = direct
+	// New members may be in the store already (relayed before they were
+	// members): the next evaluation reads every origin once.
+	e.readOrigins, e.evalNow, e.missNow = true, true, true
 }
 
 // Members returns the node IDs of the membership, this node included, sorted.
@@ -101,18 +123,74 @@ func (e *Engine) Members() []string {
 
 // evaluateMembersLocked updates reachability, majority, fencing and
 // reclaiming at now, and reports whether any of them changed.
+//
+// Its cost follows what changed, not the members (design.md §7, "Sync
+// traffic"): the heard times come from the origins the store merged since
+// the last tick (crdt.Store.DrainHeard), and the walk over every member
+// runs only when one could change: a member heard that was not reachable,
+// a new incarnation, a new membership, or the first deadline (a reachable
+// member's DeadAfter, an unreachable one's ReclaimAfter) passed. Heard
+// times only grow, so a deadline computed at the last walk is never later
+// than the real one. Quorum and fencing, which move with time alone, are
+// checked on every tick from the count of reachable members.
 func (e *Engine) evaluateMembersLocked(now int64) bool {
-	current := e.currentOriginsLocked()
+	if e.readOrigins {
+		e.readOrigins = false
+		e.store.DrainHeard(func(crdt.OriginInfo) {})
+		for id, o := range e.currentOriginsLocked() {
+			e.heardLocked(e.members[id], o)
+		}
+	} else {
+		e.store.DrainHeard(func(o crdt.OriginInfo) {
+			if m := e.members[o.ID.Node]; m != nil {
+				e.heardLocked(m, o)
+			}
+		})
+	}
+	if e.evalNow || now >= e.evalAt {
+		return e.walkMembersLocked(now)
+	}
+	return e.quorumLocked(now, e.nReachable+1)
+}
+
+// heardLocked folds what the store knows of one of m's origins into m: its
+// newest heard time, and its incarnation if none is known yet. Origins of
+// other incarnations are not m.
+func (e *Engine) heardLocked(m *member, o crdt.OriginInfo) {
+	if m.incarnation != 0 && o.ID.Incarnation != m.incarnation {
+		return
+	}
+	if m.incarnation == 0 {
+		m.incarnation = o.ID.Incarnation
+		e.evalNow = true
+	}
+	e.noteHeardLocked(m, o.HeardAt)
+}
+
+// noteHeardLocked raises m's heard time to at, scheduling what that can
+// change: a member not reachable may become so, a missed one no longer.
+func (e *Engine) noteHeardLocked(m *member, at int64) {
+	if at <= m.heard {
+		return
+	}
+	m.heard = at
+	if !m.reachable {
+		e.evalNow = true
+	}
+	if m.missed {
+		e.missNow = true
+	}
+}
+
+// walkMembersLocked is evaluateMembersLocked's walk over every member; it
+// sets the next deadline.
+func (e *Engine) walkMembersLocked(now int64) bool {
+	e.evalNow = false
+	next := int64(math.MaxInt64)
+	conservative := e.cfg.Policy == share.Conservative
 	changed := false
 	reachable := 1 // this node
-	for _, id := range e.memberIDs {
-		m := e.members[id]
-		if o, ok := current[id]; ok {
-			m.heard = max(m.heard, o.HeardAt)
-			if m.incarnation == 0 {
-				m.incarnation = o.ID.Incarnation
-			}
-		}
+	for _, m := range e.memberList {
 		r := now-m.heard <= int64(e.cfg.DeadAfter) && m.incarnation != 0
 		if r != m.reachable {
 			m.reachable, changed = r, true
@@ -120,23 +198,24 @@ func (e *Engine) evaluateMembersLocked(now int64) bool {
 		}
 		if r {
 			reachable++
+			next = min(next, m.heard+int64(e.cfg.DeadAfter)+1)
 		}
 	}
+	e.nReachable = reachable - 1
 	// Only a strict majority may reclaim an unreachable member's share, so
 	// only a strict minority must fence itself: in an even split (2 of 4)
 	// neither side reclaims and both keep their frozen shares.
 	majority := 2*reachable > e.nMembers
-	if 2*reachable >= e.nMembers {
-		e.lastQuorum = now
+	if e.quorumLocked(now, reachable) {
+		changed = true
 	}
-	fenced := e.cfg.Policy == share.Conservative && now-e.lastQuorum > int64(e.cfg.FenceAfter)
-	if fenced != e.fenced {
-		e.fenced, changed = fenced, true
-	}
-	for _, m := range e.members {
-		rc := e.cfg.Policy == share.Conservative && majority && !m.reachable && now-m.heard > int64(e.cfg.ReclaimAfter)
+	for _, m := range e.memberList {
+		rc := conservative && majority && !m.reachable && now-m.heard > int64(e.cfg.ReclaimAfter)
 		if rc != m.reclaimed {
 			m.reclaimed, changed = rc, true
+		}
+		if conservative && !m.reachable && !rc {
+			next = min(next, m.heard+int64(e.cfg.ReclaimAfter)+1)
 		}
 	}
 	// A departed member's reservation is given up once it cannot be
@@ -145,8 +224,9 @@ func (e *Engine) evaluateMembersLocked(now int64) bool {
 	// or at once under the available policy, which reserves nothing.
 	kept := e.departedIDs[:0]
 	for _, id := range e.departedIDs {
-		if m := e.departed[id]; e.cfg.Policy == share.Conservative && now-m.heard <= int64(e.cfg.ReclaimAfter) {
+		if m := e.departed[id]; conservative && now-m.heard <= int64(e.cfg.ReclaimAfter) {
 			kept = append(kept, id)
+			next = min(next, m.heard+int64(e.cfg.ReclaimAfter)+1)
 			continue
 		}
 		delete(e.departed, id)
@@ -154,7 +234,23 @@ func (e *Engine) evaluateMembersLocked(now int64) bool {
 		changed = true
 	}
 	e.departedIDs = kept
+	e.evalAt = next
 	return changed
+}
+
+// quorumLocked records at now whether this node, hearing reachable members
+// (itself included), is outside a strict minority, and fences it when it
+// has been in one for FenceAfter; it reports whether fencing changed.
+func (e *Engine) quorumLocked(now int64, reachable int) bool {
+	if 2*reachable >= e.nMembers {
+		e.lastQuorum = now
+	}
+	fenced := e.cfg.Policy == share.Conservative && now-e.lastQuorum > int64(e.cfg.FenceAfter)
+	if fenced != e.fenced {
+		e.fenced = fenced
+		return true
+	}
+	return false
 }
 
 // forgetLocked forgets what the keys remember of node id (its shares).
@@ -196,19 +292,31 @@ func (e *Engine) missAfter() int64 { return int64(e.cfg.DeadAfter) / 2 }
 // missAfter, in ID order; nil when it hears them all. Over the sync
 // overlay, where most members are heard through others, a member is
 // missed when it was not heard at all, directly or relayed.
+//
+// The list is kept from tick to tick and made again only when it can have
+// changed: a missed member heard, the overlay switched on or off, a new
+// membership, or the first member's missAfter passed. The slice returned
+// is never modified (frames hold it).
 func (e *Engine) missesLocked(now int64) []string {
-	var out []string
 	relayed := e.ov.on
-	for _, id := range e.memberIDs {
-		m := e.members[id]
+	if !e.missNow && relayed == e.missRelayed && now < e.missAt {
+		return e.missList
+	}
+	var out []string
+	next := int64(math.MaxInt64)
+	for _, m := range e.memberList {
 		last := m.direct
 		if relayed {
 			last = max(m.direct, m.heard)
 		}
-		if now-last > e.missAfter() {
-			out = append(out, id)
+		m.missed = now-last > e.missAfter()
+		if m.missed {
+			out = append(out, m.id)
+		} else {
+			next = min(next, last+e.missAfter()+1)
 		}
 	}
+	e.missList, e.missAt, e.missNow, e.missRelayed = out, next, false, relayed
 	return out
 }
 

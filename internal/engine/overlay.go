@@ -32,6 +32,7 @@ type overlay struct {
 	gen   uint64 // reachGen it was built for
 	on    bool   // more than FullMeshUpTo nodes: frames go to neighbours only
 	peers map[string]*relayTo
+	ids   []string // the keys of peers, sorted
 }
 
 // relayTo is one neighbour's part of the overlay.
@@ -49,13 +50,13 @@ func (e *Engine) overlayLocked() *overlay {
 	}
 	ov.built, ov.gen = true, e.reachGen
 	nodes := []string{e.cfg.Node}
-	for _, id := range e.memberIDs {
-		if e.members[id].reachable {
-			nodes = append(nodes, id)
+	for _, m := range e.memberList {
+		if m.reachable {
+			nodes = append(nodes, m.id)
 		}
 	}
 	prev := ov.peers
-	ov.peers = nil
+	ov.peers, ov.ids = nil, nil
 	ov.on = len(nodes) > e.cfg.FullMeshUpTo
 	if !ov.on {
 		return ov
@@ -77,12 +78,14 @@ func (e *Engine) overlayLocked() *overlay {
 			byKey[key] = rs
 		}
 		ov.peers[peer] = &relayTo{set: rs, key: key}
+		ov.ids = append(ov.ids, peer)
 		if old := prev[peer]; old == nil || old.key != key {
 			// It may lack what was merged of its new origins before: a
 			// full state first.
 			e.store.Resend(peer)
 		}
 	}
+	slices.Sort(ov.ids)
 	return ov
 }
 

@@ -4,8 +4,10 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/quotamesh/quotamesh/crdt"
 	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
@@ -57,6 +59,12 @@ func (e *Engine) Hello(now int64, from string, h *wire.Hello) error {
 	if m.incarnation != h.Incarnation {
 		m.incarnation = h.Incarnation
 		e.store.ResetPeer(from)
+		// What the store may have heard of the new incarnation already
+		// (relayed) counts from now on; the membership is evaluated again.
+		if o, ok := e.store.Origin(crdt.OriginID{Node: from, Incarnation: h.Incarnation}); ok {
+			e.noteHeardLocked(m, o.HeardAt)
+		}
+		e.evalNow = true
 	}
 	if p := e.peers[from]; p != nil {
 		p.inSeq = 0
@@ -115,10 +123,25 @@ func (e *Engine) Receive(now int64, from string, s *wire.Sync) error {
 		// restarted and its stream is new; restart the protocol.
 		m.incarnation = inc
 		e.store.ResetPeer(from)
+		e.evalNow = true
 	}
-	m.heard = max(m.heard, now)
-	m.direct = max(m.direct, now)
+	e.noteHeardLocked(m, now)
+	if now > m.direct {
+		m.direct = now
+		if m.missed {
+			e.missNow = true
+		}
+	}
+	if !m.inDirect {
+		m.inDirect = true
+		e.direct = append(e.direct, m)
+	}
 	m.misses = append(m.misses[:0], s.Misses...)
+	m.missesMe = slices.Contains(m.misses, e.cfg.Node)
+	if m.missesMe && !m.onMissedBy {
+		m.onMissedBy = true
+		e.missedBy = append(e.missedBy, m)
+	}
 	if st := s.Delta.Origins; len(st) > 0 {
 		for i := range st {
 			if st[i].ID == s.Delta.From {

@@ -53,13 +53,10 @@ func (e *Engine) quotaInputLocked(now int64, ks *keyState) quotaInput {
 		}
 		origins = append(origins, o)
 	})
-	for _, id := range e.memberIDs {
-		m := e.members[id]
-		if m.reachable {
-			q.reachable++
-		}
+	q.reachable += int64(e.nReachable)
+	for _, m := range e.memberList {
 		if m.seen != e.stamp {
-			origins = append(origins, share.Origin{Node: id, Member: true, Reachable: m.reachable, Reclaimed: m.reclaimed})
+			origins = append(origins, share.Origin{Node: m.id, Member: true, Reachable: m.reachable, Reclaimed: m.reclaimed})
 			if m.reachable {
 				q.unknown++
 			}
@@ -155,9 +152,9 @@ func (e *Engine) reachableRouteLocked() *route.Table {
 		return e.reachRoute
 	}
 	ids := []string{e.cfg.Node}
-	for _, id := range e.memberIDs {
-		if e.members[id].reachable {
-			ids = append(ids, id)
+	for _, m := range e.memberList {
+		if m.reachable {
+			ids = append(ids, m.id)
 		}
 	}
 	e.reachRoute, e.reachRouteGen = route.New(ids...), e.reachGen

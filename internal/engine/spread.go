@@ -39,12 +39,7 @@ func (e *Engine) demandLocked(now int64, key string) (perSlot float64, members i
 	e.store.Recent(key, e.cfg.DemandSlots, 0, now, func(_ crdt.OriginInfo, r crdt.Recent) {
 		offered += r.Offered
 	})
-	members = 1
-	for _, id := range e.memberIDs {
-		if e.members[id].reachable {
-			members++
-		}
-	}
+	members = 1 + e.nReachable
 	return float64(offered) / float64(e.cfg.DemandSlots), members
 }
 

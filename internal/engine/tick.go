@@ -148,7 +148,7 @@ func (e *Engine) Tick(now int64) Ready {
 
 	ov := e.overlayLocked()
 	misses := e.missesLocked(now)
-	for _, id := range e.memberIDs {
+	for _, id := range e.syncTargetsLocked(ov, misses) {
 		p := e.peers[id]
 		if p == nil {
 			continue // no stream: the transport will tell us when there is
@@ -200,6 +200,45 @@ func (e *Engine) Tick(now int64) Ready {
 	}
 	e.unadvanced = rd.tick
 	return rd
+}
+
+// syncTargetsLocked returns, in ID order, the members a tick may send
+// frames to: every member as a full mesh, or over the overlay its
+// neighbours and the members that get frames directly (not reachable,
+// missed, or missing this node; see Tick). Over the overlay its cost
+// follows the neighbours and those exceptions, not the members.
+func (e *Engine) syncTargetsLocked(ov *overlay, misses []string) []string {
+	if !ov.on {
+		return e.memberIDs
+	}
+	ids := append(e.targets[:0], ov.ids...)
+	ids = append(ids, misses...)
+	extra := false
+	if e.nReachable < len(e.memberList) {
+		extra = true
+		for _, m := range e.memberList {
+			if !m.reachable {
+				ids = append(ids, m.id)
+			}
+		}
+	}
+	missedBy := e.missedBy[:0]
+	for _, m := range e.missedBy {
+		if m.missesMe && e.members[m.id] == m {
+			missedBy = append(missedBy, m)
+			ids, extra = append(ids, m.id), true
+		} else {
+			m.onMissedBy = false
+		}
+	}
+	clear(e.missedBy[len(missedBy):])
+	e.missedBy = missedBy
+	if len(misses) > 0 || extra {
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+	}
+	e.targets = ids
+	return ids
 }
 
 // Advance records what the caller sent of rd, the Ready the last Tick
