@@ -134,18 +134,25 @@ func (e *Engine) Members() []string {
 // than the real one. Quorum and fencing, which move with time alone, are
 // checked on every tick from the count of reachable members.
 func (e *Engine) evaluateMembersLocked(now int64) bool {
+	if !e.readOrigins {
+		e.store.DrainHeard(func(o crdt.OriginInfo) {
+			switch m := e.members[o.ID.Node]; {
+			case m == nil:
+			case m.incarnation == 0:
+				// Which incarnation is the member's: the most recently
+				// heard of all its origins, read below.
+				e.readOrigins = true
+			default:
+				e.heardLocked(m, o)
+			}
+		})
+	}
 	if e.readOrigins {
 		e.readOrigins = false
 		e.store.DrainHeard(func(crdt.OriginInfo) {})
 		for id, o := range e.currentOriginsLocked() {
 			e.heardLocked(e.members[id], o)
 		}
-	} else {
-		e.store.DrainHeard(func(o crdt.OriginInfo) {
-			if m := e.members[o.ID.Node]; m != nil {
-				e.heardLocked(m, o)
-			}
-		})
 	}
 	if e.evalNow || now >= e.evalAt {
 		return e.walkMembersLocked(now)
