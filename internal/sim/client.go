@@ -181,15 +181,10 @@ func (s *sim) nodeIndex(id string) int {
 	return i
 }
 
-// entry returns c's state of key: the state it has, or new warm state once
-// the key's calls here could fill a lease (lease.Filter) unless MaxKeys
-// keys hold state; nil otherwise (client.Client.AllowN).
-func (s *sim) entry(c *sdk, key int32, now int64) *sdkKey {
-	if ke := c.keys[key]; ke != nil {
-		return ke
-	}
-	name := s.keyName(int(key))
-	h := route.Hash(name)
+// entry returns c's new warm state of key (named name, hashed h) once the
+// key's calls here could fill a lease (lease.Filter) unless MaxKeys keys
+// hold state; nil otherwise (client.Client.AllowN).
+func (s *sim) entry(c *sdk, key int32, name string, h uint64, now int64) *sdkKey {
 	if !c.filter.Note(now, h, 1) || len(c.keys) >= s.cfg.Client.MaxKeys {
 		return nil
 	}
@@ -203,14 +198,17 @@ func (s *sim) entry(c *sdk, key int32, now int64) *sdkKey {
 // a lease, denied locally, or sent to the key's node (client.AllowN).
 func (s *sim) clientCall(c *sdk, key int, rec int32) {
 	now := s.clientNow()
-	var ke *sdkKey
-	if !s.cfg.Client.Strict {
-		ke = s.entry(c, int32(key), now)
-	}
+	ke := c.keys[int32(key)] // none in strict mode
 	if ke == nil {
 		name := s.keyName(key)
-		s.clientSend(c, s.clientHome(c, name, route.Hash(name)), &clientMsg{keyID: int32(key), rec: rec, req: lease.Request{N: 1}})
-		return
+		h := route.Hash(name)
+		if !s.cfg.Client.Strict {
+			ke = s.entry(c, int32(key), name, h, now)
+		}
+		if ke == nil {
+			s.clientSend(c, s.clientHome(c, name, h), &clientMsg{keyID: int32(key), rec: rec, req: lease.Request{N: 1}})
+			return
+		}
 	}
 	v, left, _ := ke.k.Take(now, 1)
 	switch v {
