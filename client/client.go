@@ -72,6 +72,7 @@ type Client struct {
 	overloads                                atomic.Int64 // calls answered by the overload policy
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 	leasesAsked                              atomic.Int64
+	nodeDecisions                            atomic.Int64
 }
 
 // Dial connects to the cluster through the nodes at addrs (UDP host:port):
@@ -225,6 +226,7 @@ func (c *Client) overloaded(d quotamesh.Decision, err error) (quotamesh.Decision
 // the key's route.Hash.
 func (c *Client) decide(ctx context.Context, key string, h uint64, n int64) (quotamesh.Decision, error) {
 	cl := &call{req: wire.ClientRequest{Op: wire.OpDecide, Key: key, N: n}, h: h}
+	c.nodeDecisions.Add(1)
 	if err := c.roundTrip(ctx, cl); err != nil {
 		return quotamesh.Decision{}, err
 	}
@@ -317,6 +319,9 @@ type Stats struct {
 	// LeasesAsked counts requests sent that asked for a lease (a renewal,
 	// or a lease riding on a decision).
 	LeasesAsked int64
+	// NodeDecisions counts calls sent to a node to decide (every call in
+	// strict mode; in the lease mode, the calls of keys without a lease).
+	NodeDecisions int64
 	// Overloads counts calls answered by the overload policy because every
 	// place in flight stayed taken.
 	Overloads int64
@@ -337,6 +342,7 @@ func (c *Client) Stats() Stats {
 		TokensGranted: c.tokensGranted.Load(),
 		Settlements:   c.tokensBack.Load(),
 		LeasesAsked:   c.leasesAsked.Load(),
+		NodeDecisions: c.nodeDecisions.Load(),
 		Overloads:     c.overloads.Load(),
 	}
 }

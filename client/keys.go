@@ -27,9 +27,10 @@ type keyEntry struct {
 	listed atomic.Bool // on the housekeeper's list of live keys
 	queued atomic.Bool // on the urgent list
 
-	mu   sync.Mutex
-	k    *lease.Key
-	gone bool // forgotten: callers look the key up again
+	mu      sync.Mutex
+	k       *lease.Key
+	gone    bool          // forgotten: callers look the key up again
+	renewed chan struct{} // closed when the lease request out is answered; nil if nobody waits
 }
 
 // entry returns key's state (h is its route.Hash), creating it warm, for a
@@ -76,6 +77,9 @@ func (c *Client) allowLease(ctx context.Context, ke *keyEntry, n int64) (quotame
 	if l != nil && l.Limit.Count > 0 && n > l.Limit.Count {
 		return quotamesh.Decision{RetryAfter: retryNever, Limit: l.Limit}, exceedsErr(ke.key, n, l.Limit)
 	}
+	if d, ok, err := c.awaitRenewal(ctx, ke, n); ok || err != nil {
+		return d, err
+	}
 	home := ""
 	if hl := c.pick(ke.h, ""); hl != nil {
 		home = hl.id
@@ -88,12 +92,64 @@ func (c *Client) allowLease(ctx context.Context, ke *keyEntry, n int64) (quotame
 	req := ke.k.Decide(now, n, home)
 	ke.mu.Unlock()
 	cl := c.leaseCall(ke, wire.OpDecide, req)
+	c.nodeDecisions.Add(1)
 	err := c.roundTrip(ctx, cl)
 	c.applyTo(ke, cl, req, err)
 	if err != nil {
 		return quotamesh.Decision{}, err
 	}
 	return decisionOf(&cl.reply), codeErr(cl.reply.Code, cl.reply.Message)
+}
+
+// awaitRenewal waits, for a call its lease could not serve, for the
+// answer to the lease request ke has out, and then takes the call from the
+// new lease (ok) or denies it as that answer says (ok); if the new lease
+// is already empty and another request for one is out, it waits for that
+// too, for at most the request timeout in all. A lease request out is
+// already on its way, so waiting for it costs less than the round trip of
+// a decision of its own, and a burst that empties a lease makes one
+// request, not one per call. Not ok: no lease request is out; the call
+// goes to the node as a decision (which asks for the next lease).
+func (c *Client) awaitRenewal(ctx context.Context, ke *keyEntry, n int64) (quotamesh.Decision, bool, error) {
+	var t *time.Timer
+	for {
+		ke.mu.Lock()
+		if ke.gone || !ke.k.Renewing() {
+			ke.mu.Unlock()
+			return quotamesh.Decision{}, false, nil
+		}
+		if ke.renewed == nil {
+			ke.renewed = make(chan struct{})
+		}
+		ch := ke.renewed
+		ke.mu.Unlock()
+		if t == nil {
+			t = time.NewTimer(c.cfg.requestTimeout)
+			defer t.Stop()
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return quotamesh.Decision{}, false, nil
+		case <-ctx.Done():
+			return quotamesh.Decision{}, false, fmt.Errorf("quotamesh/client: waiting for the lease of %q: %w", ke.key, ctx.Err())
+		}
+		v, left, retry := ke.k.Take(c.clk.Now(), n)
+		l := ke.k.Current()
+		switch v {
+		case lease.Admit:
+			if l != nil {
+				return quotamesh.Decision{Allowed: true, Remaining: left, Limit: l.Limit}, true, nil
+			}
+			return quotamesh.Decision{Allowed: true, Remaining: left}, true, nil
+		case lease.Deny:
+			d := quotamesh.Decision{RetryAfter: retry}
+			if l != nil {
+				d.Limit = l.Limit
+			}
+			return d, true, nil
+		}
+	}
 }
 
 // leaseCall builds the call for req, a request of ke's lease logic.
@@ -126,6 +182,10 @@ func (c *Client) applyTo(ke *keyEntry, cl *call, req lease.Request, err error) {
 	ke.mu.Lock()
 	ke.k.Apply(now, cl.sentAt.Load(), req, rep)
 	live := !ke.k.Idle() || ke.k.Warm()
+	if req.Want > 0 && ke.renewed != nil {
+		close(ke.renewed) // the calls waiting for this lease take from it
+		ke.renewed = nil
+	}
 	ke.mu.Unlock()
 	if live {
 		c.listLive(ke)
@@ -136,7 +196,7 @@ func (c *Client) applyTo(ke *keyEntry, cl *call, req lease.Request, err error) {
 func leaseReply(cl *call, req lease.Request) *lease.Reply {
 	r := &cl.reply
 	rep := &lease.Reply{Node: cl.node, Allowed: r.Allowed, LeaseID: r.LeaseID, Granted: r.Granted, TTL: r.TTL,
-		RetryAfter: r.RetryAfter, Limit: r.Limit}
+		RetryAfter: r.RetryAfter, Limit: r.Limit, Remaining: r.Remaining}
 	if r.Code != wire.CodeOK {
 		rep.Granted, rep.LeaseID = 0, 0
 		return rep

@@ -284,3 +284,42 @@ func TestLeaseUnderConcurrency(t *testing.T) {
 		t.Errorf("callers allowed %d of 32000, the node counted %d: want all allowed, counted at least that and at most 15%% more", allowed.Load(), adm)
 	}
 }
+
+// A key far below its limit gets far leases (lease.Config.FarTTL), and
+// calls that find the lease used up while a renewal is out wait for it
+// rather than each going to the node: a burst from many callers costs a
+// few requests per lease, not one per call.
+func TestFarLeasesAndWaitingForRenewalsSaveRequests(t *testing.T) {
+	ca := newTestCA(t)
+	srv := newTestServer(t, ca, "n1", rule("k", "1000000/s"))
+	srv.record.Store(true)
+	c := dialT(t, ca, []string{srv.addr()})
+	ctx := ctxT(t, 10*time.Second)
+	const callers, calls = 16, 2000
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range calls {
+				if d, err := c.Allow(ctx, "k"); err != nil || !d.Allowed {
+					t.Errorf("%+v, %v", d, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := c.Stats()
+	srv.mu.Lock()
+	largest := int64(0)
+	for _, g := range srv.grants {
+		largest = max(largest, g.granted)
+	}
+	srv.mu.Unlock()
+	t.Logf("%d calls: %d requests, %d decided by the node, %d asked for a lease; largest lease %d", callers*calls, st.Requests, st.NodeDecisions, st.LeasesAsked, largest)
+	if largest < 40 {
+		t.Errorf("largest lease %d tokens, want a far lease (at least the 40 a 80/s key's 500 ms brings)", largest)
+	}
+	if st.NodeDecisions > callers*calls/20 {
+		t.Errorf("%d of %d calls decided by the node, want at most 5 %%", st.NodeDecisions, callers*calls)
+	}
+}

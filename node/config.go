@@ -135,7 +135,11 @@ type Config struct {
 	// WhenFull answers a new key while MaxKeys windows exist (default
 	// window.PolicyDeny).
 	WhenFull window.Policy
-	// LeaseTTL is how long an SDK may use a lease (default 100 ms).
+	// LeaseTTL is the longest an SDK may use a lease (default 500 ms): the
+	// SDK uses a lease for its own TTL (50 ms) or, for a key far from its
+	// limit, its far TTL (500 ms), whichever this caps. A lease that is
+	// not settled counts as used when LeaseTTL and a grace of 50-100 ms
+	// have passed.
 	LeaseTTL time.Duration
 	// MaxLeaseFraction caps one lease at this fraction of the key's limit
 	// (default 0.1).

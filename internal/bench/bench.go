@@ -196,6 +196,7 @@ func measure(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 		rep.SDK = &loadgen.SDKTraffic{
 			RequestsPerDecision:      float64(st.Requests-st0.Requests) / float64(rep.Answered),
 			LeaseRequestsPerDecision: float64(st.LeasesAsked-st0.LeasesAsked) / float64(rep.Answered),
+			NodeDecisionsPerDecision: float64(st.NodeDecisions-st0.NodeDecisions) / float64(rep.Answered),
 			KeysWithState:            st.Keys,
 		}
 	}
@@ -210,6 +211,7 @@ func sdkStats(limiters []quotamesh.Limiter) client.Stats {
 			st := c.Stats()
 			sum.Requests += st.Requests
 			sum.LeasesAsked += st.LeasesAsked
+			sum.NodeDecisions += st.NodeDecisions
 			sum.Keys += st.Keys
 		}
 	}

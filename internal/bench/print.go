@@ -41,8 +41,8 @@ func printBench(w io.Writer, r Plan, rep loadgen.Report) {
 		fmt.Fprintf(w, ", %.3f s in the %s", rep.NodesCPUPer100k, nodes)
 	}
 	if rep.SDK != nil {
-		fmt.Fprintf(w, "\nSDK requests per decision: %.3f, of which asking for a lease: %.3f; keys with lease state at the end: %d",
-			rep.SDK.RequestsPerDecision, rep.SDK.LeaseRequestsPerDecision, rep.SDK.KeysWithState)
+		fmt.Fprintf(w, "\nSDK requests per decision: %.3f, of which asking for a lease: %.3f; decided by a node: %.3f; keys with lease state at the end: %d",
+			rep.SDK.RequestsPerDecision, rep.SDK.LeaseRequestsPerDecision, rep.SDK.NodeDecisionsPerDecision, rep.SDK.KeysWithState)
 	}
 	fmt.Fprintf(w, "\nerrors %d, unsent %d, elapsed %s\n\n", rep.Errors, rep.Unsent, rep.Elapsed)
 }

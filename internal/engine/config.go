@@ -17,7 +17,7 @@ const (
 	DefaultReclaimAfter     = 5 * time.Second
 	DefaultDemandSlots      = 5
 	DefaultRefreshEvery     = 10
-	DefaultLeaseTTL         = 100 * time.Millisecond
+	DefaultLeaseTTL         = 500 * time.Millisecond
 	DefaultMaxLeaseFraction = 0.1
 	DefaultAlignDeadband    = 10 * time.Millisecond
 	DefaultQuotaValidity    = time.Second
@@ -71,7 +71,11 @@ type Config struct {
 	// quota recomputed even if nothing it depends on was written (default
 	// 10); keys that changed are recomputed every tick.
 	RefreshEvery int
-	// LeaseTTL is how long an SDK may use a lease (default 100 ms).
+	// LeaseTTL is the longest an SDK may use a lease (default 500 ms): the
+	// SDK uses a lease for its own TTL (50 ms) or, for a key far from its
+	// limit, its far TTL (500 ms), whichever this caps. A lease that is
+	// not settled counts as used when LeaseTTL and a grace of 50-100 ms
+	// have passed.
 	LeaseTTL time.Duration
 	// MaxLeaseFraction caps one lease at this fraction of the key's limit
 	// (default 0.1), at least one token.

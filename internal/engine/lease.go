@@ -163,8 +163,11 @@ func (e *Engine) hold(now int64, client uint64, key string, w *window.Window, n 
 // leaseGrace is how long past its TTL a lease is held for a settlement on
 // its way: the SDK stops using a lease at its TTL counted from when it sent
 // the request, settles it at its next housekeeping tick, and the
-// settlement takes a one-way trip.
-func (e *Engine) leaseGrace() time.Duration { return max(e.cfg.LeaseTTL, 50*time.Millisecond) }
+// settlement takes a one-way trip: the TTL itself for short TTLs, between
+// 50 and 100 ms.
+func (e *Engine) leaseGrace() time.Duration {
+	return min(max(e.cfg.LeaseTTL, 50*time.Millisecond), 100*time.Millisecond)
+}
 
 // settle ends the lease id of client for key: used tokens are counted in
 // the slot of now, the rest freed. An unknown ID (settled already, expired,

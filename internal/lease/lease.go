@@ -52,6 +52,8 @@ const (
 	DefaultMinDeny     = time.Millisecond
 	DefaultForgetAfter = 5 * time.Second
 	DefaultRateWindow  = 200 * time.Millisecond
+	DefaultFarTTL      = 500 * time.Millisecond
+	DefaultFarShare    = 8
 )
 
 // Config tunes the lease logic. The zero value of every field means its
@@ -82,6 +84,21 @@ type Config struct {
 	ForgetAfter time.Duration
 	// RateWindow is the time constant of the rate estimate (default 200 ms).
 	RateWindow time.Duration
+	// FarTTL and FarShare size leases for a key far from its limit: while
+	// the room the node last said it had left for the key (Reply.Remaining)
+	// is at least half the key's limit, the next lease holds up to the
+	// calls one FarTTL brings, but at most 1/FarShare of that room, and is
+	// used for up to FarTTL (defaults 500 ms and 8; the node's lease TTL
+	// caps it). Such a lease can hold idle at most 1/FarShare of room
+	// nobody else was using; as a key's demand rises to its limit the room
+	// falls under half the limit and leases are a Horizon's again. A key at
+	// its limit frees a slot's worth of room at a time, a tenth of its
+	// limit for a 10-slot window, never half: sizing by the room alone
+	// (1/FarShare of whatever was left) cost 4-5 % of a 1000/s key at 10
+	// nodes in the simulator. Far leases save most of the requests of a
+	// client calling a key at hundreds per second far below its limit.
+	FarTTL   time.Duration
+	FarShare float64
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -110,6 +127,12 @@ func (c Config) WithDefaults() Config {
 	if c.RateWindow == 0 {
 		c.RateWindow = DefaultRateWindow
 	}
+	if c.FarTTL == 0 {
+		c.FarTTL = DefaultFarTTL
+	}
+	if c.FarShare == 0 {
+		c.FarShare = DefaultFarShare
+	}
 	return c
 }
 
@@ -132,6 +155,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("lease forget-after %v is shorter than the TTL %v", c.ForgetAfter, c.TTL)
 	case c.RateWindow <= 0:
 		return fmt.Errorf("lease rate window %v must be positive", c.RateWindow)
+	case c.FarTTL < c.TTL || c.FarTTL > c.ForgetAfter:
+		return fmt.Errorf("lease far TTL %v out of range [TTL %v, forget-after %v]", c.FarTTL, c.TTL, c.ForgetAfter)
+	case !(c.FarShare >= 1) || math.IsInf(c.FarShare, 0):
+		return fmt.Errorf("lease far share %v must be at least 1", c.FarShare)
 	}
 	return nil
 }
@@ -175,8 +202,11 @@ type Settle struct {
 type Request struct {
 	// N calls to decide now, all or none; 0 for none.
 	N int64
-	// Want tokens of a new lease; 0 for none.
+	// Want tokens of a new lease; 0 for none. TTL is how long the SDK
+	// will use it (Config.TTL, or Config.FarTTL for a far lease; the
+	// node's TTL caps it). The wire does not carry TTL.
 	Want int64
+	TTL  time.Duration
 	// Offered calls since the last report that the node did not see: those
 	// denied locally (the use of a lease is reported by settling it).
 	Offered int64
@@ -215,6 +245,9 @@ type Reply struct {
 	RetryAfter time.Duration
 	// Limit is the key's rate, zero if unlimited.
 	Limit limits.Rate
+	// Remaining is the room the node had left for the key after this
+	// answer (0 if unknown, denied or unlimited): it sizes far leases.
+	Remaining int64
 }
 
 // Lease is one grant in use. Its fields are fixed but for the tokens left,
@@ -264,6 +297,8 @@ type Key struct {
 	owed       []Settle
 	lastActive int64 // clock time some use was last seen
 	coldSince  int64 // clock time the key last became cold (or was created cold)
+	room       int64 // the room the key's node last said it had left
+	limit      int64 // the key's limit (count per window) in that answer; 0 unknown
 }
 
 // NewKey returns the state of a key first seen at now.
@@ -318,7 +353,7 @@ func (k *Key) Decide(now, n int64, node string) Request {
 	k.updateRate(now)
 	r := Request{N: n, Offered: k.offered()}
 	if k.warm && !k.renewing {
-		r.Want = k.want()
+		r.Want, r.TTL = k.want()
 		k.renewing = true
 	}
 	r.Settle = k.takeOwed(node)
@@ -336,7 +371,10 @@ func (k *Key) Decide(now, n int64, node string) Request {
 func (k *Key) Plan(now int64, node string) (r Request, forget bool) {
 	k.updateRate(now)
 	l := k.cur.Load()
-	if l != nil && now >= l.Expires {
+	if l != nil && (now >= l.Expires || l.tokens.Load() <= 0) {
+		// Expired, or used up: settle it now, so that the node counts its
+		// tokens in the window from about when they were used, not up to a
+		// far lease's TTL later (which denied room that was free).
 		k.retire(l)
 		k.cur.CompareAndSwap(l, nil)
 		l = nil
@@ -344,7 +382,7 @@ func (k *Key) Plan(now int64, node string) (r Request, forget bool) {
 	if k.warm && !k.renewing && k.renewDue(now, l) {
 		// The lease in use stays usable until its successor arrives
 		// (Apply retires it then and owes its node a settlement).
-		r.Want = k.want()
+		r.Want, r.TTL = k.want()
 		k.renewing = true
 	}
 	r.Settle = k.takeOwed(node)
@@ -384,6 +422,7 @@ func (k *Key) Apply(now, sent int64, r Request, rep *Reply) {
 	if rep == nil {
 		return
 	}
+	k.room, k.limit = rep.Remaining, rep.Limit.Count
 	if rep.NoRoom {
 		d := min(max(rep.RetryAfter, k.cfg.MinDeny), k.cfg.MaxDeny)
 		k.denyUntil.Store(max(k.denyUntil.Load(), now+int64(d)))
@@ -393,7 +432,10 @@ func (k *Key) Apply(now, sent int64, r Request, rep *Reply) {
 	if rep.Granted <= 0 {
 		return
 	}
-	ttl := k.cfg.TTL
+	ttl := r.TTL
+	if ttl <= 0 {
+		ttl = k.cfg.TTL
+	}
 	if rep.TTL > 0 {
 		ttl = min(ttl, rep.TTL)
 	}
@@ -522,9 +564,19 @@ func (k *Key) updateRate(now int64) {
 	}
 }
 
-// want is the size of the next lease: the calls one Horizon (at most one
-// TTL) brings at the estimated rate, at least WarmTokens.
-func (k *Key) want() int64 {
-	w := math.Ceil(k.rate * min(k.cfg.Horizon, k.cfg.TTL).Seconds())
-	return int64(min(max(w, k.cfg.WarmTokens), float64(limits.MaxCount)))
+// want is the size of the next lease and how long it will be used: the
+// calls one Horizon (at most one TTL) brings at the estimated rate, at
+// least WarmTokens, used for up to TTL; or, where the node's room is at
+// least half the key's limit (Config.FarTTL), a far lease of up to
+// FarTTL's calls and 1/FarShare of the room, used for up to FarTTL.
+func (k *Key) want() (int64, time.Duration) {
+	near := max(math.Ceil(k.rate*min(k.cfg.Horizon, k.cfg.TTL).Seconds()), k.cfg.WarmTokens)
+	if k.limit <= 0 || k.room*2 < k.limit {
+		return int64(min(near, float64(limits.MaxCount))), k.cfg.TTL
+	}
+	far := min(math.Ceil(k.rate*k.cfg.FarTTL.Seconds()), math.Floor(float64(k.room)/k.cfg.FarShare))
+	if far > near {
+		return int64(min(far, float64(limits.MaxCount))), k.cfg.FarTTL
+	}
+	return int64(min(near, float64(limits.MaxCount))), k.cfg.TTL
 }

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -278,5 +279,78 @@ func TestRequestNoRoom(t *testing.T) {
 		if got := tc.req.NoRoom(tc.allowed, tc.granted, tc.remaining); got != tc.want {
 			t.Errorf("step %d: %+v.NoRoom(%v, %d, %d) = %v, want %v", i, tc.req, tc.allowed, tc.granted, tc.remaining, got, tc.want)
 		}
+	}
+}
+
+// TestFarLeaseFollowsTheRoom: a warm key's lease holds a FarTTL's calls
+// while the node's room is at least half the key's limit, at most
+// 1/FarShare of the room, and is a Horizon's lease otherwise; a far lease
+// is used for FarTTL, capped by the node's TTL.
+func TestFarLeaseFollowsTheRoom(t *testing.T) {
+	steps := []struct {
+		name    string
+		rate    float64 // calls per second
+		room    int64   // the node's Remaining in its last answer
+		limit   int64   // the key's limit in that answer
+		want    int64
+		ttl     time.Duration
+		nodeTTL time.Duration // the node's TTL in the answer granting it
+		usedFor time.Duration // how long the SDK then uses it
+	}{
+		{"no answer yet", 200, 0, 0, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
+		{"room for many far leases", 200, 1_000_000, 1_000_000, 100, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
+		{"the node's TTL caps a far lease", 200, 1_000_000, 1_000_000, 100, DefaultFarTTL, 100 * time.Millisecond, 100 * time.Millisecond},
+		{"an eighth of the room", 200, 400, 800, 50, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
+		{"room under half the limit", 200, 400, 1000, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
+		{"room under eight near leases", 200, 31, 40, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
+		{"a fast key's near lease", 10_000, 799, 1598, 100, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
+		{"a fast key far from its limit", 10_000, 1_000_000, 1_000_000, 5000, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
+		{"denied: no room", 200, 0, 1000, 4, DefaultTTL, 0, DefaultTTL},
+		{"unlimited", 200, 0, 0, 4, DefaultTTL, 0, DefaultTTL},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			k := NewWarmKey(Config{}, 0)
+			k.rate, k.room, k.limit = s.rate, s.room, s.limit
+			w, ttl := k.want()
+			if w != s.want || ttl != s.ttl {
+				t.Fatalf("want() = %d tokens for %v, want %d for %v", w, ttl, s.want, s.ttl)
+			}
+			now := int64(0) // no time has passed: the rate stays as set
+			r := k.Decide(now, 1, "n1")
+			if r.Want != s.want || r.TTL != s.ttl {
+				t.Fatalf("Decide = %+v, want a lease of %d for %v", r, s.want, s.ttl)
+			}
+			k.Apply(now+ms, now, r, &Reply{Node: "n1", Allowed: true, LeaseID: 1, Granted: r.Want, TTL: s.nodeTTL, Limit: rate, Remaining: s.room})
+			l := k.Current()
+			if l == nil || l.Expires != now+int64(s.usedFor) {
+				t.Fatalf("lease %+v, want one used until sent+%v", l, s.usedFor)
+			}
+		})
+	}
+}
+
+// TestFarLeaseShrinksWithTheRoom: the answers' Remaining drives the next
+// lease's size, renewal after renewal, down to a Horizon's lease and back.
+func TestFarLeaseShrinksWithTheRoom(t *testing.T) {
+	now := int64(time.Second)
+	k := NewWarmKey(Config{}, now)
+	k.rate = 1000
+	id, prev := uint64(0), int64(0) // prev: the room the last answer gave
+	for i, room := range []int64{1_000_000, 1_000_000, 2000, 400, 0, 100, 1_000_000} {
+		r := k.Decide(now, 1, "n1")
+		near := max(int64(4), int64(math.Ceil(k.Rate()*0.01)))
+		if top := max(prev/DefaultFarShare, near); r.Want > top {
+			t.Fatalf("step %d: lease of %d after a room of %d, want at most %d", i, r.Want, prev, top)
+		}
+		wantFar := prev*2 >= rate.Count && prev/DefaultFarShare > near
+		if far := r.Want > near; far != (r.TTL == DefaultFarTTL) || far != wantFar {
+			t.Fatalf("step %d: lease of %d for %v after a room of %d (a Horizon's lease: %d)", i, r.Want, r.TTL, prev, near)
+		}
+		prev = room
+		id++
+		k.Apply(now+ms, now, r, &Reply{Node: "n1", Allowed: true, LeaseID: id, Granted: r.Want, TTL: 500 * time.Millisecond, Limit: rate, Remaining: room})
+		k.Release()
+		now += 2 * ms
 	}
 }

@@ -89,6 +89,9 @@ type SDKTraffic struct {
 	// asked for a lease.
 	RequestsPerDecision      float64 `json:"requests_per_decision"`
 	LeaseRequestsPerDecision float64 `json:"lease_requests_per_decision"`
+	// NodeDecisionsPerDecision counts the calls a node decided (the rest
+	// were decided from leases).
+	NodeDecisionsPerDecision float64 `json:"node_decisions_per_decision"`
 	// KeysWithState is the keys holding lease state, over the clients.
 	KeysWithState int64 `json:"keys_with_state"`
 }

@@ -60,7 +60,7 @@ type Options struct {
 	MaxKeys          int           `yaml:"max_keys" flag:"max-keys" usage:"most keys this node tracks; beyond it new keys get the when-full answer"`
 	UnknownKeys      string        `yaml:"unknown_keys" flag:"unknown-keys" usage:"answer for keys no limit matches: allow or deny"`
 	WhenFull         string        `yaml:"when_full" flag:"when-full" usage:"answer for new keys while max-keys are tracked: allow or deny"`
-	LeaseTTL         time.Duration `yaml:"lease_ttl" flag:"lease-ttl" usage:"how long an SDK may use a lease; 1ms to 10s"`
+	LeaseTTL         time.Duration `yaml:"lease_ttl" flag:"lease-ttl" usage:"the longest an SDK may use a lease; 1ms to 10s"`
 	MaxLeaseFraction float64       `yaml:"max_lease_fraction" flag:"max-lease-fraction" usage:"largest lease, as a fraction of the key's limit"`
 	MaxVoters        int           `yaml:"max_voters" flag:"max-voters" usage:"Raft voters (odd, 1 to 7); other members are non-voters"`
 

@@ -117,6 +117,7 @@ type sdkKey struct {
 	k              *lease.Key
 	listed, queued bool
 	gone           bool
+	waiting        []int32 // calls waiting for the lease request out (client.awaitRenewal)
 }
 
 // clientMsg is a request of a client and, once answered, the answer.
@@ -210,6 +211,14 @@ func (s *sim) clientCall(c *sdk, key int, rec int32) {
 			return
 		}
 	}
+	s.takeOrAsk(c, ke, rec, now)
+}
+
+// takeOrAsk decides call rec of client c for ke at now from its lease,
+// denies it locally, has it wait for the lease request out, or sends it
+// to the key's node (client.allowLease, client.awaitRenewal; the client's
+// bound on the wait, its request timeout, is longer than any answer here).
+func (s *sim) takeOrAsk(c *sdk, ke *sdkKey, rec int32, now int64) {
 	v, left, _ := ke.k.Take(now, 1)
 	switch v {
 	case lease.Admit:
@@ -224,6 +233,10 @@ func (s *sim) clientCall(c *sdk, key int, rec int32) {
 	case lease.Deny:
 		s.decided(rec, accuracy.Denied)
 		s.res.LocalDecisions++
+		return
+	}
+	if ke.k.Renewing() {
+		ke.waiting = append(ke.waiting, rec)
 		return
 	}
 	home := s.clientHome(c, ke.name, ke.h)
@@ -310,7 +323,7 @@ func (s *sim) answered(c *sdk, m *clientMsg) {
 	if !m.lost {
 		r := &m.rep
 		rep = &lease.Reply{Node: s.ids[m.node], Allowed: r.Allowed, LeaseID: r.LeaseID, Granted: r.Granted, TTL: r.TTL,
-			RetryAfter: r.RetryAfter, Limit: r.Limit}
+			RetryAfter: r.RetryAfter, Limit: r.Limit, Remaining: r.Remaining}
 		switch {
 		case m.err != nil:
 			rep.Granted, rep.LeaseID = 0, 0
@@ -324,6 +337,13 @@ func (s *sim) answered(c *sdk, m *clientMsg) {
 		ke.k.Apply(now, m.sent, m.req, rep)
 		if !ke.k.Idle() || ke.k.Warm() {
 			s.listLive(c, ke)
+		}
+		if m.req.Want > 0 && len(ke.waiting) > 0 {
+			waiting := ke.waiting
+			ke.waiting = nil
+			for _, rec := range waiting {
+				s.takeOrAsk(c, ke, rec, now)
+			}
 		}
 	}
 	if m.rec < 0 {
