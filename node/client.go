@@ -55,8 +55,9 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 	}
 	defer n.clients.leave()
 	id := c.Identity()
-	conn := n.clientConns.Add(1)                    // names the connection's leases
-	decided := c.Protocol() == transport.ALPNClient // the SDK reads decision times
+	conn := n.clientConns.Add(1) // names the connection's leases
+	// An SDK of the current protocol reads decision times.
+	decided := c.Protocol() == transport.ALPNClient
 	ctx, cancel := context.WithCancel(n.clientCtx)
 	defer cancel()
 	var streams sync.WaitGroup

@@ -144,9 +144,10 @@ type ClientReply struct {
 	Limit limits.Rate
 	// Unlimited reports that no rule matched the key.
 	Unlimited bool
-	// Decided is the node's wall-clock time when it decided an OpDecide
-	// request, in Unix nanoseconds: when the node counted an admission,
-	// so the aligned second (and slot) it fell in. Zero when not carried:
+	// Decided is the node's time when it decided an OpDecide request, in
+	// Unix nanoseconds by the clock its slots follow (the wall clock with
+	// the cluster's alignment): when the node counted an admission, so the
+	// slot and the aligned second it fell in. Zero when not carried:
 	// other replies, and every reply on a connection of the older client
 	// protocol (ALPN quotamesh-client/2), whose SDKs read only the eleven
 	// values before it. Encoded as a twelfth value only when not zero, so
