@@ -36,6 +36,16 @@ type Decision struct {
 	// Unlimited reports that no rule matched the key (the node's unknown-key
 	// policy then decided Allowed).
 	Unlimited bool
+	// Decided is when a node of the cluster decided the call, by that
+	// node's clock (the one its slots follow): set when the SDK asked a
+	// node (strict mode, or a key without a lease) and the node's version
+	// reports it. An admission counts in the node's window at this time,
+	// so it says in which slot, and which second aligned on the wall
+	// clock, the admission fell; the caller's own clock at the answer can
+	// be a round trip later. The zero Time when nothing was asked of a
+	// node: the SDK decided alone from a lease, or the limiter is an
+	// embedded node; the time of the call is then the decision's time.
+	Decided time.Time
 }
 
 // Limiter decides whether requests for a key may proceed. Implementations

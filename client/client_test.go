@@ -357,3 +357,50 @@ func TestOverloadPolicy(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestDecisionCarriesTheNodesTime: a decision a node made carries the
+// node's time of it (the reply's Decided, exactly), between the call and
+// its return on the shared clock; a call the SDK decides alone from a
+// lease carries none.
+func TestDecisionCarriesTheNodesTime(t *testing.T) {
+	ca := newTestCA(t)
+	srv := newTestServer(t, ca, "n1", rule("orders", "5/s"), rule("k", "100000/s"))
+	strict := dialT(t, ca, []string{srv.addr()}, WithStrict())
+	ctx := ctxT(t, 5*time.Second)
+	for i, allowed := range []bool{true, true, true, true, true, false} {
+		before := time.Now()
+		d, err := strict.Allow(ctx, "orders")
+		after := time.Now()
+		if err != nil || d.Allowed != allowed {
+			t.Fatalf("step %d: Allow(orders) = %+v, %v; want allowed %v", i, d, err, allowed)
+		}
+		want := time.Unix(0, srv.lastDecided.Load())
+		if !d.Decided.Equal(want) {
+			t.Errorf("step %d: Decided %v; want the node's %v", i, d.Decided, want)
+		}
+		if d.Decided.Before(before.Truncate(0)) || d.Decided.After(after.Truncate(0)) {
+			t.Errorf("step %d: Decided %v outside the call, %v to %v", i, d.Decided, before, after)
+		}
+	}
+
+	leases := dialT(t, ca, []string{srv.addr()})
+	local := 0
+	for i := range 500 {
+		decides := srv.decides.Load()
+		d, err := leases.Allow(ctx, "k")
+		if err != nil || !d.Allowed {
+			t.Fatalf("call %d: %+v, %v", i, d, err)
+		}
+		switch byNode := srv.decides.Load() > decides; {
+		case byNode && d.Decided.IsZero():
+			t.Errorf("call %d: decided by the node, with no decision time", i)
+		case !byNode && !d.Decided.IsZero():
+			t.Errorf("call %d: decided from a lease, with decision time %v", i, d.Decided)
+		case !byNode:
+			local++
+		}
+	}
+	if local == 0 {
+		t.Error("no call was decided from a lease")
+	}
+}

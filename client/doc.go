@@ -12,17 +12,17 @@
 //
 //   - Keys have a home. Dial dials every address at once, asks the first
 //     node to answer for the membership (mutual TLS, ALPN
-//     quotamesh-client/2), and connects to every member. Each key's
-//     decisions go to its home node, chosen by rendezvous hashing over the
-//     members (package internal/route): every SDK that reaches the same
-//     members sends a key to the same node, so in the common case one node
-//     sees all of a key's demand and decides it as exactly as a lone node
-//     does, however the key's calls are spread over clients. A node the
-//     SDK cannot reach is skipped: its keys go to the next node in their
-//     order, and the nodes that then share a key share its limit by the
-//     cluster's algorithm (design.md §7). WithNearest sends every key to
-//     the nearest node instead (one connection), for clients that must
-//     talk to one node.
+//     quotamesh-client/3, or /2 with an older node), and connects to every
+//     member. Each key's decisions go to its home node, chosen by
+//     rendezvous hashing over the members (package internal/route): every
+//     SDK that reaches the same members sends a key to the same node, so in
+//     the common case one node sees all of a key's demand and decides it as
+//     exactly as a lone node does, however the key's calls are spread over
+//     clients. A node the SDK cannot reach is skipped: its keys go to the
+//     next node in their order, and the nodes that then share a key share
+//     its limit by the cluster's algorithm (design.md §7). WithNearest
+//     sends every key to the nearest node instead (one connection), for
+//     clients that must talk to one node.
 //   - Per connection, all calls share one QUIC connection and one request
 //     stream; a writer goroutine sends whatever callers queued while its
 //     previous write was in flight as one frame, and a reader goroutine

@@ -212,19 +212,24 @@ func leaseReply(cl *call, req lease.Request) *lease.Reply {
 
 // decisionOf is the caller's decision from a reply to a decision; a denial
 // has no Remaining, as quotamesh.Decision documents (the node's figure is
-// for its lease logic).
+// for its lease logic). Decided is the node's decision time, when the
+// reply carries it.
 func decisionOf(r *wire.ClientReply) quotamesh.Decision {
 	remaining := r.Remaining
 	if !r.Allowed {
 		remaining = 0
 	}
-	return quotamesh.Decision{
+	d := quotamesh.Decision{
 		Allowed:    r.Allowed,
 		Remaining:  remaining,
 		RetryAfter: r.RetryAfter,
 		Limit:      r.Limit,
 		Unlimited:  r.Unlimited,
 	}
+	if r.Decided != 0 {
+		d.Decided = time.Unix(0, r.Decided)
+	}
+	return d
 }
 
 // poke asks the housekeeper to look at ke now.

@@ -43,22 +43,23 @@ type testServer struct {
 	record atomic.Bool
 	grants []grantRecord // while record is set
 
-	batches   atomic.Int64 // ClientBatch frames received
-	requests  atomic.Int64 // requests in them
-	leases    atomic.Int64 // OpLease requests
-	decides   atomic.Int64 // OpDecide requests
-	decided   atomic.Int64 // tokens OpDecide requests admitted
-	wanted    atomic.Int64 // requests asking for a lease (Want > 0)
-	granted   atomic.Int64 // lease tokens granted
-	offered   atomic.Int64 // Offered reported
-	settled   atomic.Int64 // settlements (SettleID set)
-	used      atomic.Int64 // SettleUsed reported
-	conns     atomic.Uint64
-	members   atomic.Pointer[[]wire.Member] // AdminMembers' answer; nil: this node alone
-	delay     atomic.Int64                  // nanoseconds to sleep before answering a batch
-	mute      atomic.Bool                   // read but never answer
-	drain     atomic.Bool                   // answer every request with CodeShuttingDown
-	adminHook atomic.Pointer[func(*wire.AdminRequest) *wire.AdminReply]
+	batches     atomic.Int64 // ClientBatch frames received
+	requests    atomic.Int64 // requests in them
+	leases      atomic.Int64 // OpLease requests
+	decides     atomic.Int64 // OpDecide requests
+	decided     atomic.Int64 // tokens OpDecide requests admitted
+	lastDecided atomic.Int64 // the Decided of the latest reply to OpDecide
+	wanted      atomic.Int64 // requests asking for a lease (Want > 0)
+	granted     atomic.Int64 // lease tokens granted
+	offered     atomic.Int64 // Offered reported
+	settled     atomic.Int64 // settlements (SettleID set)
+	used        atomic.Int64 // SettleUsed reported
+	conns       atomic.Uint64
+	members     atomic.Pointer[[]wire.Member] // AdminMembers' answer; nil: this node alone
+	delay       atomic.Int64                  // nanoseconds to sleep before answering a batch
+	mute        atomic.Bool                   // read but never answer
+	drain       atomic.Bool                   // answer every request with CodeShuttingDown
+	adminHook   atomic.Pointer[func(*wire.AdminRequest) *wire.AdminReply]
 
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -309,6 +310,10 @@ func (s *testServer) answer(b *wire.ClientBatch, conn uint64) *wire.ClientReplie
 		r.Allowed, r.LeaseID, r.Granted, r.TTL = g.Allowed, g.LeaseID, g.Granted, g.TTL
 		r.Remaining, r.RetryAfter, r.Limit, r.Unlimited = g.Remaining, g.RetryAfter, g.Limit, g.Unlimited
 		r.Code, r.Message = codeOf(err)
+		if err == nil && q.Op == wire.OpDecide {
+			r.Decided = now // as node/ does on a quotamesh-client/3 connection
+			s.lastDecided.Store(now)
+		}
 		if err == nil && q.N > 0 && g.Allowed {
 			s.decided.Add(q.N)
 		}

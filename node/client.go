@@ -19,7 +19,7 @@ import (
 	"github.com/quotamesh/quotamesh/window"
 )
 
-// The client protocol (ALPN quotamesh-client/2, design.md §10 and §11).
+// The client protocol (ALPN quotamesh-client/3 or /2, design.md §10 and §11).
 // A client opens bidirectional streams on its connection and writes frames
 // on them: ClientBatch (decisions and leases) and AdminRequest. On each
 // stream the node answers every ClientBatch with one ClientReplies frame,
@@ -56,6 +56,8 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 	defer n.clients.leave()
 	id := c.Identity()
 	conn := n.clientConns.Add(1) // names the connection's leases
+	// An SDK of the current protocol reads decision times.
+	decided := c.Protocol() == transport.ALPNClient
 	ctx, cancel := context.WithCancel(n.clientCtx)
 	defer cancel()
 	var streams sync.WaitGroup
@@ -69,7 +71,7 @@ func (h handler) ServeClient(c *transport.ClientConn) {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
-			n.serveStream(ctx, s, id, conn)
+			n.serveStream(ctx, s, id, conn, decided)
 		}()
 	}
 }
@@ -91,8 +93,9 @@ func actionOf(op wire.AdminOp) transport.Action {
 // answered on the reading goroutine, in order; admin operations run on
 // goroutines of their own (at most maxAdminInFlight), so that a Raft write
 // waiting for a leader never stalls the decisions behind it. One writer
-// goroutine writes the replies.
-func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transport.Identity, conn uint64) {
+// goroutine writes the replies. decided: replies to decisions carry the
+// node's decision time.
+func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transport.Identity, conn uint64, decided bool) {
 	out := make(chan []byte, streamQueue)
 	free := make(chan []byte, streamQueue+1)
 	var writer sync.WaitGroup
@@ -135,7 +138,7 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		}
 		switch m := msg.(type) {
 		case *wire.ClientBatch:
-			replies.Items = n.answerBatch(conn, m.Items, replies.Items[:0])
+			replies.Items = n.answerBatch(conn, decided, m.Items, replies.Items[:0])
 			buf := getBuf(free)
 			frame, err := enc.Append(buf, &replies)
 			if errors.Is(err, wire.ErrTooLarge) {
@@ -200,8 +203,9 @@ func (n *Node) writeReplies(s *transport.Stream, out <-chan []byte, free chan<- 
 }
 
 // answerBatch decides every request of a batch at one node time and
-// appends the replies to dst. conn names the client connection.
-func (n *Node) answerBatch(conn uint64, items []wire.ClientRequest, dst []wire.ClientReply) []wire.ClientReply {
+// appends the replies to dst. conn names the client connection; with
+// decided, a reply to a decision carries that time (wire.ClientReply.Decided).
+func (n *Node) answerBatch(conn uint64, decided bool, items []wire.ClientRequest, dst []wire.ClientReply) []wire.ClientReply {
 	state := n.state.Load()
 	now := n.now()
 	for i := range items {
@@ -218,6 +222,9 @@ func (n *Node) answerBatch(conn uint64, items []wire.ClientRequest, dst []wire.C
 			rep.Code, rep.Message = wire.CodeBadRequest, fmt.Sprintf("lease request for key %q with n %d: a lease decides nothing, n must be 0", clip(r.Key), r.N)
 		case r.Op == wire.OpDecide, r.Op == wire.OpLease:
 			n.request(now, conn, r, &rep)
+			if decided && r.Op == wire.OpDecide && rep.Code == wire.CodeOK {
+				rep.Decided = now
+			}
 		default:
 			rep.Code, rep.Message = wire.CodeBadRequest, fmt.Sprintf("unknown op %d", r.Op)
 		}

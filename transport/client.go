@@ -13,18 +13,24 @@ import (
 	"github.com/quotamesh/quotamesh/internal/certs"
 )
 
-// ClientConn is a client connection (ALPN quotamesh-client/2): on a node,
-// what Handler.ServeClient gets; in a client, what DialClient returns.
-// Either end may open streams. Its methods are safe for concurrent use.
+// ClientConn is a client connection (ALPN quotamesh-client/3 or /2): on a
+// node, what Handler.ServeClient gets; in a client, what DialClient
+// returns. Either end may open streams. Its methods are safe for concurrent
+// use.
 type ClientConn struct {
 	qc     *quic.Conn
 	remote Identity
+	proto  string
 	reason atomic.Pointer[error]
 }
 
-func newClientConn(qc *quic.Conn, remote Identity) *ClientConn {
-	return &ClientConn{qc: qc, remote: remote}
+func newClientConn(qc *quic.Conn, remote Identity, proto string) *ClientConn {
+	return &ClientConn{qc: qc, remote: remote, proto: proto}
 }
+
+// Protocol is the client protocol the two ends agreed on: ALPNClient, or
+// ALPNClient2 when one end is older.
+func (c *ClientConn) Protocol() string { return c.proto }
 
 // DialClient connects to the node at addr as a client, verifying the node's
 // certificate against cfg.CAs (and cfg.NodeID and cfg.ServerName when set).
@@ -68,7 +74,7 @@ func DialClient(ctx context.Context, addr string, cfg ClientConfig) (*ClientConn
 		}
 		return nil, dialErr(addr, err)
 	}
-	return newClientConn(qc, nodeIdentityOf(qc)), nil
+	return newClientConn(qc, nodeIdentityOf(qc), qc.ConnectionState().TLS.NegotiatedProtocol), nil
 }
 
 // dialErr names why a dial failed: the node refused the attempt before the

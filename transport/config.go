@@ -14,9 +14,16 @@ import (
 
 // ALPN protocol names. Peers and clients share one UDP port; the ALPN a
 // connection negotiates decides which it is, before any application byte.
+// A client offers ALPNClient and ALPNClient2; a node picks the newest both
+// speak (ClientConn.Protocol), so SDKs and nodes of either version talk.
 const (
-	ALPNPeer   = "quotamesh-peer/1"
-	ALPNClient = "quotamesh-client/2"
+	ALPNPeer = "quotamesh-peer/1"
+	// ALPNClient is the client protocol: replies to decisions carry the
+	// node's decision time (wire.ClientReply.Decided).
+	ALPNClient = "quotamesh-client/3"
+	// ALPNClient2 is the client protocol before decision times: the same
+	// messages, replies without Decided.
+	ALPNClient2 = "quotamesh-client/2"
 )
 
 // Defaults for zero Config fields.

@@ -50,7 +50,7 @@
 //     address; an incoming node must pass Config.AllowPeer. A node never
 //     accepts its own ID from the network.
 //   - Peers and clients share one UDP port and are told apart by ALPN
-//     (quotamesh-peer/1, quotamesh-client/2) before any byte of the
+//     (quotamesh-peer/1, quotamesh-client/3 or /2) before any byte of the
 //     application: a client connection is never a peer and a peer
 //     connection never reaches Handler.ServeClient. Clients must present a
 //     CA-signed certificate, unless ClientPolicy.AllowAnonymous (insecure)

@@ -382,3 +382,48 @@ func TestAllowPeerGatesIncomingNodes(t *testing.T) {
 		t.Errorf("a node AllowPeer refuses came up")
 	}
 }
+
+// TestClientProtocolNegotiation: a client and a node agree on the newest
+// client protocol both speak, so SDKs and nodes of either version talk; a
+// client of the older protocol alone gets it, and the node's ClientConn
+// says which was agreed.
+func TestClientProtocolNegotiation(t *testing.T) {
+	ca := testCA(t)
+	h := &countingHandler{recorder: newRecorder()}
+	protos := make(chan string, 4)
+	h.serve = func(c *ClientConn) { protos <- c.Protocol(); <-c.Done() }
+	a := startNode(t, ca, "a", func(c *Config) { c.Handler = h })
+	cert := clientCert(t, ca, "cli")
+
+	cc, err := DialClient(ctxT(t, 3*time.Second), a.addr(), ClientConfig{Certificate: &cert, CAs: ca.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cc.Protocol(); got != ALPNClient {
+		t.Errorf("DialClient agreed on %q; want %q", got, ALPNClient)
+	}
+	if st, err := cc.OpenStream(ctxT(t, time.Second)); err == nil {
+		_, _ = st.Write([]byte{1})
+	}
+	if got := <-protos; got != ALPNClient {
+		t.Errorf("the node's ClientConn speaks %q; want %q", got, ALPNClient)
+	}
+	_ = cc.Close()
+
+	for i, offer := range [][]string{{ALPNClient2}, {"quotamesh-client/9", ALPNClient2}} {
+		qc, err := rawDial(t, a.addr(), &cert, offer...)
+		if err != nil {
+			t.Fatalf("step %d: a client offering %q: %v", i, offer, err)
+		}
+		if got := qc.ConnectionState().TLS.NegotiatedProtocol; got != ALPNClient2 {
+			t.Errorf("step %d: a client offering %q agreed on %q; want %q", i, offer, got, ALPNClient2)
+		}
+		if st, err := qc.OpenStreamSync(ctxT(t, time.Second)); err == nil {
+			_, _ = st.Write([]byte{1})
+		}
+		if got := <-protos; got != ALPNClient2 {
+			t.Errorf("step %d: the node's ClientConn speaks %q; want %q", i, got, ALPNClient2)
+		}
+		_ = qc.CloseWithError(0, "")
+	}
+}

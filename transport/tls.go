@@ -133,7 +133,7 @@ func (t *Transport) verifyClient(mat *material, chain []*x509.Certificate) (Iden
 func (t *Transport) serverTLS() *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		NextProtos:             []string{ALPNPeer, ALPNClient},
+		NextProtos:             []string{ALPNPeer, ALPNClient, ALPNClient2},
 		SessionTicketsDisabled: true,
 	}
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -157,8 +157,8 @@ func (t *Transport) serverTLS() *tls.Config {
 				_, err := t.verifyPeer(mat, cs.PeerCertificates, x509.ExtKeyUsageClientAuth, "", true)
 				return t.countRefusal("inbound", remote, err)
 			}
-		case slices.Contains(hello.SupportedProtos, ALPNClient):
-			c.NextProtos = []string{ALPNClient}
+		case slices.Contains(hello.SupportedProtos, ALPNClient), slices.Contains(hello.SupportedProtos, ALPNClient2):
+			c.NextProtos = []string{ALPNClient, ALPNClient2} // the newest the client offers
 			c.VerifyConnection = func(cs tls.ConnectionState) error {
 				_, err := t.verifyClient(mat, cs.PeerCertificates)
 				return t.countRefusal("inbound", remote, err)
@@ -191,7 +191,7 @@ func (t *Transport) dialTLS(addr, expect string) *tls.Config {
 func clientTLS(cfg ClientConfig) *tls.Config {
 	tc := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
-		NextProtos:         []string{ALPNClient},
+		NextProtos:         []string{ALPNClient, ALPNClient2},
 		InsecureSkipVerify: true, // verified by VerifyConnection: identities are URI SANs
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			leaf, err := verifyChain(cs.PeerCertificates, cfg.CAs, x509.ExtKeyUsageServerAuth, time.Now())

@@ -224,7 +224,7 @@ func (t *Transport) handleInbound(qc *quic.Conn) {
 			return
 		}
 		t.adopt(qc, id, false, false)
-	case ALPNClient:
+	case ALPNClient, ALPNClient2:
 		var id certs.Identity
 		if len(cs.PeerCertificates) > 0 {
 			id, _ = certs.IdentityOf(cs.PeerCertificates[0]) // verified by verifyClient
@@ -237,7 +237,7 @@ func (t *Transport) handleInbound(qc *quic.Conn) {
 			_ = qc.CloseWithError(codeTooManyClients, fmt.Sprintf("too many client connections (%d)", limit))
 			return
 		}
-		cc := newClientConn(qc, identityOf(id))
+		cc := newClientConn(qc, identityOf(id), cs.NegotiatedProtocol)
 		if !t.spawn(func() { t.serveClient(cc) }) {
 			t.releaseClient()
 			t.untrack(qc)

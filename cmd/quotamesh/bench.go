@@ -52,11 +52,13 @@ Decisions are made in the SDK from leases (the default), or one round trip
 each with --strict. With --prime (the default) each SDK client makes one
 call just before the load, not counted, so the first lease is not waited for
 inside the measured run (one key only). Admissions are counted per key where
-they are decided, in the SDK callers; each key's ideal is what one perfect
-sliding window would admit seeing the key's requests at their intended times.
-The report gives the summed error, every key's (p50, p90, max, the worst key,
-the share within 1 % or 2 requests), requests denied while their key's
-demand was within its limit, and the largest aligned window of one key.
+they are decided, in the SDK callers, at the time they were decided (the
+node's clock for a node's decision, the SDK's for one from a lease); each
+key's ideal is what one perfect sliding window would admit seeing the key's
+requests at their intended times. The report gives the summed error, every
+key's (p50, p90, max, the worst key, the share within 1 % or 2 requests),
+requests denied while their key's demand was within its limit, and the
+largest aligned window of one key, at decision times and at answer times.
 --nearest makes each SDK client send every key to its own node.
 
 --find-max repeats the run from --rate upwards, --find-max-step times higher

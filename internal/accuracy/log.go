@@ -20,13 +20,30 @@ const (
 type Request struct {
 	// At is the intended time, since the run's start.
 	At time.Duration
-	// Done is when it was decided (Admitted or Denied), since the start.
+	// Done is when the harness had its answer (Admitted or Denied), since
+	// the start, by the harness's clock.
 	Done time.Duration
+	// Decided is when it was decided, since the start, by the clock of
+	// whoever decided it: the node's for a decision a node made and
+	// reported (quotamesh.Decision.Decided), the harness's for one the SDK
+	// made alone from a lease. Zero: at Done (a simulator decides at its
+	// one clock). An admission counts at Decided in every window of the
+	// report: it is when the deciding window counted it.
+	Decided time.Duration
 	// Key is the key's number in the workload; Node the node it was offered
 	// at (the SDK client of that node, or the node itself).
 	Key     uint32
 	Node    uint16
 	Outcome Outcome
+}
+
+// DecidedAt is when r was decided, since the start: Decided, or Done when
+// Decided is zero.
+func (r *Request) DecidedAt() time.Duration {
+	if r.Decided != 0 {
+		return r.Decided
+	}
+	return r.Done
 }
 
 const (
@@ -42,7 +59,7 @@ const MaxLog = logChunk * maxLogChunks
 // chunks that never move: one goroutine appends, and a request handed to
 // another goroutine (through a channel, which orders the writes) may have
 // its outcome filled in there while the log grows. Its memory follows the
-// requests (24 bytes each), never the keys.
+// requests (32 bytes each), never the keys.
 type Log struct {
 	chunks [maxLogChunks]*[logChunk]Request
 	n      int

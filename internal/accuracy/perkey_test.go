@@ -143,3 +143,43 @@ func TestEvaluateMatchesIdealPerKey(t *testing.T) {
 		}
 	}
 }
+
+// Admissions count at their decision time: a node that admitted a key's
+// room at the end of one second and again at the start of the next kept
+// each second within the limit, though the answers of the first arrived
+// in the second second. Figures at the answers' times are beside them.
+func TestEvaluateCountsAdmissionsWhenDecided(t *testing.T) {
+	ms := func(v int) time.Duration { return time.Duration(v) * time.Millisecond }
+	l := NewLog()
+	for _, r := range []struct{ at, decided, done int }{
+		{980, 990, 1003}, // decided in second 0, answered in second 1
+		{985, 995, 1004},
+		{1000, 1001, 1002},
+		{1001, 1001, 1005},
+		{2500, 0, 2600}, // no decision time (a lease, the simulator): at Done
+	} {
+		l.Append(Request{At: ms(r.at), Decided: ms(r.decided), Done: ms(r.done), Outcome: Admitted})
+	}
+	res := Evaluate(l, run2(1))
+	pk := res.PerKey
+	if got, want := pk.MaxAlignedRatio, 1.0; got != want {
+		t.Errorf("largest aligned second by decision time = %v; want %v", got, want)
+	}
+	if got, want := pk.MaxAlignedAnswerRatio, 2.0; got != want {
+		t.Errorf("largest aligned second at the answers = %v; want %v", got, want)
+	}
+	if got, want := fmt.Sprint(res.PerSecond), "[2 2 1]"; got != want {
+		t.Errorf("PerSecond = %s; want %s (by decision time)", got, want)
+	}
+	for i, tc := range []struct {
+		r    Request
+		want time.Duration
+	}{
+		{Request{Decided: ms(990), Done: ms(1003)}, ms(990)},
+		{Request{Done: ms(1003)}, ms(1003)},
+	} {
+		if got := tc.r.DecidedAt(); got != tc.want {
+			t.Errorf("step %d: DecidedAt() = %v; want %v", i, got, tc.want)
+		}
+	}
+}

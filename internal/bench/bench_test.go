@@ -104,7 +104,8 @@ func TestPrint(t *testing.T) {
 		PerNode: []accuracy.NodeReport{{Node: "n1", Offered: 20, Admitted: 8}, {Node: "n2", Offered: 10, Admitted: 4}},
 		PerKey: accuracy.KeyReport{Keys: 1, Offered: 1, AbsErrorP50: 2, AbsErrorP90: 2, AbsErrorMax: 2, Within: 1,
 			Worst: accuracy.KeyCounts{Key: "bench", Offered: 30, Admitted: 12, Ideal: 10, Error: 0.2}, UnderLimit: 10, FalseDenials: 1,
-			FalseDenialShare: 0.1, MaxAlignedRatio: 1.2, MaxAlignedKey: "bench", MaxAlignedAt: "3s", IdealMaxAlignedRatio: 1}},
+			FalseDenialShare: 0.1, MaxAlignedRatio: 1.2, MaxAlignedKey: "bench", MaxAlignedAt: "3s", IdealMaxAlignedRatio: 1,
+			MaxAlignedAnswerRatio: 1.3}},
 		IdealMaxWindowRatio: 1.25, Mode: "lease", AchievedRPS: 3, P50us: 10, P99us: 20, P999us: 30, MaxUs: 40,
 		ServiceP50us: 1, ServiceP99us: 2, GenP50us: 5, GenP99us: 6, GenMaxUs: 7, ClientCPUPer100k: 0.5, NodesCPUPer100k: 0.25,
 		Errors: 1, Unsent: 2, Elapsed: "10s"}
@@ -123,7 +124,7 @@ largest window / limit:   1.500 (the ideal's: 1.250)
 per key (1 keys, 1 offered): |admitted − ideal| p50 2, p90 2, max 2 requests; within 1 % or 2 requests of the ideal: 100.0 % of keys
 worst key bench: offered 30, admitted 12, ideal 10 (+20.00 %)
 denied while the key's demand was within its limit: 1 of 10 requests (10.000 %)
-largest aligned window of one key / limit: 1.200 (bench, window from 3s); the ideal's: 1.000
+largest aligned window of one key / limit, at decision times: 1.200 (bench, window from 3s); at answer times: 1.300; the ideal's: 1.000
 answered 3/s; latency from intended send: p50 10 µs, p99 20 µs, p99.9 30 µs, max 40 µs (call alone: p50 1 µs, p99 2 µs)
 generator lateness (part of the latency): p50 5 µs, p99 6 µs, max 7 µs
 CPU per 100k decisions: 0.500 s in this process (SDK and generator), 0.250 s in the nodes

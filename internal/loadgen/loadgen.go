@@ -13,10 +13,14 @@
 //     timer slack on Linux), not a Go timer, which fires up to a millisecond
 //     late; its own lateness is reported beside the latencies.
 //   - Every request goes into an accuracy.Log, and its outcome is filled in
-//     where it is decided, as each call returns; accuracy.Evaluate then
-//     compares every key with its own perfect sliding window, fed the key's
-//     requests at their intended times, with its slot edges on the wall
-//     clock as the nodes' are. Memory follows requests, not keys.
+//     where it is decided, as each call returns, with the time it was
+//     decided: the node's clock when a node decided it (the SDK's
+//     quotamesh.Decision.Decided), the harness's when the SDK decided alone
+//     from a lease. accuracy.Evaluate then compares every key with its own
+//     perfect sliding window, fed the key's requests at their intended
+//     times, with its slot edges on the wall clock as the nodes' are, and
+//     counts each admission in the windows of its decision time. Memory
+//     follows requests, not keys.
 //   - Run returns when every arrival was answered, or when ctx ends, with
 //     what was measured so far; every goroutine it starts has returned.
 package loadgen

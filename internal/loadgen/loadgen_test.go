@@ -159,3 +159,32 @@ func (l *keysSeen) Allow(ctx context.Context, key string) (quotamesh.Decision, e
 	l.mu.Unlock()
 	return l.everyOther.AllowN(ctx, key, 1)
 }
+
+// An admission is timed by whoever decided it: the node's clock when the
+// decision carries it, else the harness's clock at the answer. Both are on
+// the run's scale (since start, whose wall clock reading is the base), so
+// a node's decision just before a second's edge stays in that second
+// though its answer arrives in the next.
+func TestDecidedAt(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0) // a whole second
+	ms := func(v int) time.Duration { return time.Duration(v) * time.Millisecond }
+	for i, tc := range []struct {
+		decided time.Time
+		done    time.Duration
+		want    time.Duration
+	}{
+		{time.Time{}, ms(1003), ms(1003)},                                       // a lease's admission: the SDK's clock at the call
+		{start.Add(ms(998)), ms(1003), ms(998)},                                 // the node's time, in second 0
+		{start.Add(ms(1001)), ms(1003), ms(1001)},                               // in second 1
+		{start.Add(-ms(2)), ms(1), -ms(2)},                                      // before the run's start, by the node's clock
+		{start.Add(ms(1010)), ms(1003), ms(1010)},                               // a node clock ahead of the harness's: its own time
+		{time.Unix(0, start.UnixNano()+5), ms(9), 5},                            // no monotonic reading on either side needed
+		{start.Add(ms(500)).Round(0), ms(700), ms(500)},                         // a decision time stripped of its monotonic reading
+		{start.Add(ms(1500)).In(time.FixedZone("x", 3600)), ms(1501), ms(1500)}, // any location
+	} {
+		d := quotamesh.Decision{Allowed: true, Decided: tc.decided}
+		if got := decidedAt(d, start, tc.done); got != tc.want {
+			t.Errorf("step %d: decidedAt(Decided %v, done %v) = %v; want %v", i, tc.decided, tc.done, got, tc.want)
+		}
+	}
+}

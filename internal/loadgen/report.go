@@ -23,7 +23,8 @@ type Report struct {
 	// edge can hold up to twice the limit, in the ideal as in the cluster.
 	IdealMaxWindowRatio float64 `json:"ideal_max_window_ratio"`
 	// PerSecond is the cluster's admitted count (all keys) in each whole
-	// second of the load, as the SDKs decided it.
+	// second of the load, each admission in the second it was decided in
+	// (the node's time for a node's decision, the SDK's for a lease's).
 	PerSecond []int64 `json:"per_second"`
 	// Mode is "lease" (the SDK decides from leases) or "strict" (a round
 	// trip per decision).

@@ -69,6 +69,7 @@ func (w *worker) call(batch []int32) {
 		d, err := w.lim.Allow(w.ctx, w.keys.name(int(r.Key)))
 		done := time.Since(w.start)
 		r.Done = done
+		r.Decided = decidedAt(d, w.start, done)
 		switch {
 		case err != nil:
 			r.Outcome = accuracy.Failed
@@ -92,6 +93,18 @@ func (w *worker) call(batch []int32) {
 		}
 		picked = done
 	}
+}
+
+// decidedAt is when d was decided, since start: the node's time when a
+// node decided it and said when (d.Decided), else done, the harness's
+// clock at the answer (the SDK decided alone from a lease, at once).
+// start's wall clock reading is the run's base (accuracy.Run.Base), so a
+// node's time and the harness's share one scale.
+func decidedAt(d quotamesh.Decision, start time.Time, done time.Duration) time.Duration {
+	if d.Decided.IsZero() {
+		return done
+	}
+	return time.Duration(d.Decided.UnixNano() - start.UnixNano())
 }
 
 func (w *worker) flush() {

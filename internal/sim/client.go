@@ -130,8 +130,9 @@ type clientMsg struct {
 	req    lease.Request
 	sent   int64 // the client's clock when sent
 	rep    engine.Reply
-	err    error // the node's answer was an error
-	lost   bool  // no answer: the node was down
+	err    error         // the node's answer was an error
+	lost   bool          // no answer: the node was down
+	at     time.Duration // the node's clock when it decided, on the run's scale (the reply's Decided)
 }
 
 // startClients makes Clients clients per node and starts their
@@ -295,8 +296,10 @@ func (s *sim) handleClient(ev event) {
 		if m.key != nil {
 			name = m.key.name
 		}
-		m.rep, m.err = n.eng.Request(s.nodeTime(n), engine.Request{Key: name, Client: uint64(m.client*len(s.nodes) + ev.node + 1),
+		now := s.nodeTime(n)
+		m.rep, m.err = n.eng.Request(now, engine.Request{Key: name, Client: uint64(m.client*len(s.nodes) + ev.node + 1),
 			N: m.req.N, Want: m.req.Want, Offered: m.req.Offered, SettleID: m.req.Settle.ID, SettleUsed: m.req.Settle.Used})
+		m.at = time.Duration(now - base - int64(s.cfg.Warmup))
 		l := &c.links[ev.node]
 		l.toClient = max(s.now+s.clientDelay(), l.toClient)
 		s.q.push(event{at: l.toClient, kind: evToClient, node: c.idx, cm: m})
@@ -354,6 +357,7 @@ func (s *sim) answered(c *sdk, m *clientMsg) {
 		s.decided(m.rec, accuracy.Failed)
 	case m.rep.Allowed:
 		s.decided(m.rec, accuracy.Admitted)
+		s.log.At(int(m.rec)).Decided = m.at // as the SDK reports a node's decision
 	default:
 		s.decided(m.rec, accuracy.Denied)
 	}

@@ -8,7 +8,8 @@ import (
 	"github.com/quotamesh/quotamesh/limits"
 )
 
-// Client message types (ALPN quotamesh-client/1; design.md §10).
+// Client message types (ALPN quotamesh-client/3, and /2 without
+// ClientReply.Decided; design.md §10).
 const (
 	// TypeClientBatch carries requests from a client to a node.
 	TypeClientBatch Type = FirstClientType + iota
@@ -143,6 +144,15 @@ type ClientReply struct {
 	Limit limits.Rate
 	// Unlimited reports that no rule matched the key.
 	Unlimited bool
+	// Decided is the node's time when it decided an OpDecide request, in
+	// Unix nanoseconds by the clock its slots follow (the wall clock with
+	// the cluster's alignment): when the node counted an admission, so the
+	// slot and the aligned second it fell in. Zero when not carried:
+	// other replies, and every reply on a connection of the older client
+	// protocol (ALPN quotamesh-client/2), whose SDKs read only the eleven
+	// values before it. Encoded as a twelfth value only when not zero, so
+	// a reply without it is byte for byte what it was before.
+	Decided int64
 }
 
 // ClientReplies is one frame of replies; 1 to MaxBatch of them.
@@ -260,6 +270,9 @@ func (m *ClientReplies) validate() error {
 		if r.TTL < 0 || r.RetryAfter < 0 {
 			return fmt.Errorf("%w: reply %d: TTL %v and retry-after %v must not be negative", ErrMalformed, i, r.TTL, r.RetryAfter)
 		}
+		if r.Decided < 0 {
+			return fmt.Errorf("%w: reply %d: decided %d; a decision time is a Unix time in nanoseconds, after 1970", ErrMalformed, i, r.Decided)
+		}
 		if err := checkRate(r.Limit, true); err != nil {
 			return fmt.Errorf("%w: reply %d: %w", ErrMalformed, i, err)
 		}
@@ -371,8 +384,12 @@ func (m *ClientReplies) encode(e *Encoder) error {
 		return err
 	}
 	for _, r := range m.Items {
+		n := 11
+		if r.Decided != 0 {
+			n = 12
+		}
 		if err := firstErr(
-			e.enc.EncodeArrayLen(11),
+			e.enc.EncodeArrayLen(n),
 			e.enc.EncodeUint(r.ID),
 			e.enc.EncodeUint(uint64(r.Code)),
 			e.enc.EncodeString(r.Message),
@@ -386,6 +403,11 @@ func (m *ClientReplies) encode(e *Encoder) error {
 			e.enc.EncodeBool(r.Unlimited),
 		); err != nil {
 			return err
+		}
+		if n == 12 {
+			if err := e.enc.EncodeInt(r.Decided); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -557,8 +579,13 @@ func (d *Decoder) clientReplies(m *ClientReplies) error {
 	m.Items = make([]ClientReply, n)
 	for i := range m.Items {
 		r := &m.Items[i]
-		if err := d.fixed("client reply", 11); err != nil {
+		// Eleven values, or twelve with the decision time.
+		k, err := d.arrayLen("client reply", 12, 1)
+		if err != nil {
 			return err
+		}
+		if k != 11 && k != 12 {
+			return fmt.Errorf("%w: client reply has %d values, not 11 or 12", ErrMalformed, k)
 		}
 		if r.ID, err = d.uint("reply id"); err != nil {
 			return err
@@ -594,6 +621,15 @@ func (d *Decoder) clientReplies(m *ClientReplies) error {
 		}
 		if r.Unlimited, err = d.bool("reply unlimited"); err != nil {
 			return err
+		}
+		if k == 12 {
+			if r.Decided, err = d.int("reply decided"); err != nil {
+				return err
+			}
+			if r.Decided <= 0 {
+				// Zero is written by leaving the value out: one encoding each.
+				return fmt.Errorf("%w: reply decided: %d; a decision time is a Unix time in nanoseconds, after 1970", ErrMalformed, r.Decided)
+			}
 		}
 	}
 	return nil

@@ -29,6 +29,7 @@ func seedBodies(f *testing.F) [][]byte {
 			Origins: []crdt.OriginState{{ID: crdt.OriginID{Node: "n1", Incarnation: 1}, AsOf: t0}}}},
 		&ClientBatch{Items: []ClientRequest{{ID: 1, Op: OpDecide, Key: "orders.create", N: 1}, {ID: 2, Op: OpLease, Key: "user:42", Want: 50, Offered: 120, SettleID: 77, SettleUsed: 3}}},
 		&ClientReplies{Items: []ClientReply{{ID: 1, Allowed: true, Remaining: 9, Limit: limits.MustParseRate("10/s")}, {ID: 2, Code: CodeInvalidKey, Message: "bad key", RetryAfter: 5}}},
+		&ClientReplies{Items: []ClientReply{{ID: 3, Allowed: true, Remaining: 4, Limit: limits.MustParseRate("10/s"), Decided: t0 + 99_000_000}, {ID: 4, Decided: 1}}},
 		&AdminRequest{ID: 7, Op: AdminLimitSet, Rule: limits.Rule{Pattern: "user:*", Rate: limits.MustParseRate("10/s")}},
 		&AdminReply{ID: 7, Rules: []limits.Rule{{Pattern: "a", Rate: limits.MustParseRate("1/s")}}, Index: 42, Status: []byte(`{}`)},
 		&AdminReply{ID: 9, Rules: []limits.Rule{{Pattern: "b:*", Rate: limits.MustParseRate("5/s"), Shadow: true}}},

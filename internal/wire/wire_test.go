@@ -151,6 +151,12 @@ func (g gen) clientReplies() *ClientReplies {
 		m.Items[i] = ClientReply{ID: g.u64(), Code: Code(g.r.IntN(int(maxCode) + 1)), Message: g.text(MaxMessageLen), Allowed: g.r.IntN(2) == 0,
 			LeaseID: g.u64(), Granted: g.i64(), TTL: time.Duration(g.r.Int64N(1 << 62)), Remaining: g.i64(),
 			RetryAfter: time.Duration(g.r.Int64N(1 << 62)), Limit: g.rate(), Unlimited: g.r.IntN(2) == 0}
+		switch g.r.IntN(4) {
+		case 0:
+			m.Items[i].Decided = t0 + g.r.Int64N(1e12)
+		case 1:
+			m.Items[i].Decided = []int64{1, math.MaxInt64}[g.r.IntN(2)]
+		}
 	}
 	return m
 }
@@ -322,6 +328,8 @@ func raw(fields ...any) []byte {
 			e.EncodeString(v)
 		case nil:
 			e.EncodeNil()
+		case bool:
+			e.EncodeBool(v)
 		case float64:
 			e.EncodeFloat64(v)
 		case rawBytes:
@@ -665,5 +673,72 @@ func TestNames(t *testing.T) {
 	want := []string{"decide", "lease", "ok", "no_rule", "internal", "limit_set", "status", "leave", "key_show", "key_reset"}
 	if !slices.Equal(got, want) {
 		t.Errorf("names = %q; want the metric labels %q", got, want)
+	}
+}
+
+// TestClientReplyDecided: a reply's decision time is a twelfth value,
+// written only when set, so a reply without it is the eleven values an
+// SDK of the older protocol reads; it costs 9 bytes; a present value must
+// be a positive Unix time in nanoseconds.
+func TestClientReplyDecided(t *testing.T) {
+	base := ClientReply{ID: 7, Allowed: true, Remaining: 9, TTL: 50 * time.Millisecond, Limit: limits.MustParseRate("10/s")}
+	stamped := base
+	stamped.Decided = t0 + 123_456_789
+	old, err := Encode(&ClientReplies{Items: []ClientReply{base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// [version, type, [reply]]: the reply's header is the fifth byte.
+	if got, want := old[4], byte(0x9b); got != want {
+		t.Errorf("reply without a decision time: header %#x; want %#x (11 values, as before)", got, want)
+	}
+	body, err := Encode(&ClientReplies{Items: []ClientReply{stamped}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := body[4], byte(0x9c); got != want {
+		t.Errorf("reply with a decision time: header %#x; want %#x (12 values)", got, want)
+	}
+	if got, want := len(body)-len(old), 9; got != want {
+		t.Errorf("a decision time costs %d bytes; want %d", got, want)
+	}
+	m, err := Decode(body)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got := m.(*ClientReplies).Items[0]; got != stamped {
+		t.Errorf("round trip: got %+v; want %+v", got, stamped)
+	}
+	reply := func(extra ...any) []byte {
+		r := []any{7, 0, "", true, 0, 0, int(50 * time.Millisecond), 9, 0, []any{10, int(time.Second)}, false}
+		return raw(Version, int(TypeClientReplies), []any{append(r, extra...)})
+	}
+	if m, err := Decode(reply()); err != nil || m.(*ClientReplies).Items[0].Decided != 0 {
+		t.Errorf("Decode(11 values) = %+v, %v; want Decided 0", m, err)
+	}
+	if m, err := Decode(reply(t0)); err != nil || m.(*ClientReplies).Items[0].Decided != t0 {
+		t.Errorf("Decode(12 values) = %+v, %v; want Decided %d", m, err, t0)
+	}
+	for i, tt := range []struct {
+		name     string
+		body     []byte
+		want     error
+		mentions string
+	}{
+		{"decided zero", reply(0), ErrMalformed, "reply decided: 0"},
+		{"decided negative", reply(-5), ErrMalformed, "reply decided: -5"},
+		{"decided beyond int64", reply(uint64(math.MaxUint64)), ErrMalformed, "does not fit int64"},
+		{"decided as string", reply("now"), ErrMalformed, "reply decided"},
+		{"decided as nil", reply(nil), ErrMalformed, "reply decided"},
+		{"13 values", reply(t0, 1), ErrTooLarge, "client reply: 13 values"},
+		{"10 values", raw(Version, int(TypeClientReplies), []any{[]any{7, 0, "", true, 0, 0, 0, 9, 0, []any{10, int(time.Second)}}}), ErrMalformed, "not 11 or 12"},
+	} {
+		m, err := Decode(tt.body)
+		if !errors.Is(err, tt.want) || err == nil || !strings.Contains(err.Error(), tt.mentions) {
+			t.Errorf("step %d (%s): Decode = %+v, %v; want %v mentioning %q", i, tt.name, m, err, tt.want, tt.mentions)
+		}
+	}
+	if _, err := Encode(&ClientReplies{Items: []ClientReply{{ID: 1, Decided: -1}}}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Encode(Decided -1) = %v; want ErrMalformed", err)
 	}
 }
