@@ -354,3 +354,35 @@ func TestFarLeaseShrinksWithTheRoom(t *testing.T) {
 		now += 2 * ms
 	}
 }
+
+// TestWarmKeySurvivesAStall: a caller that stops for less than ColdAfter
+// (a busy machine, a pause) finds its key still warm, its first call after
+// the stall asking for a lease; a key slow for ColdAfter goes cold.
+func TestWarmKeySurvivesAStall(t *testing.T) {
+	k := NewKey(Config{}, 0)
+	now := warmUp(t, k, 0)
+	steps := []struct {
+		after time.Duration // since the previous step, no calls
+		warm  bool
+	}{
+		{200 * time.Millisecond, true},  // from 80/s to 30/s: above ColdTokens per TTL (20/s)
+		{400 * time.Millisecond, true},  // 4/s: below, the clock starts
+		{900 * time.Millisecond, true},  // 0.9 s below
+		{200 * time.Millisecond, false}, // 1.1 s below: cold
+	}
+	for i, s := range steps {
+		now += int64(s.after)
+		k.Plan(now, "n1")
+		if k.Warm() != s.warm {
+			t.Fatalf("step %d, %v later: warm %v, want %v (rate %.1f/s)", i, s.after, k.Warm(), s.warm, k.Rate())
+		}
+	}
+	// A call after a stall shorter than ColdAfter asks for a lease.
+	k = NewKey(Config{}, 0)
+	now = warmUp(t, k, 0)
+	k.renewing = false
+	now += int64(500 * time.Millisecond)
+	if r := k.Decide(now, 1, "n1"); r.Want == 0 {
+		t.Fatalf("first call after a 500 ms stall: %+v, want a lease asked", r)
+	}
+}
