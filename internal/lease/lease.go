@@ -11,9 +11,11 @@
 //     trip, exact. A key becomes *warm* once its calls per lease TTL reach
 //     Config.WarmTokens, and cold again below Config.ColdTokens (hysteresis).
 //   - A cold key has no state at all: its calls are counted in a Filter,
-//     a fixed-size sketch, until they reach WarmTokens in one TTL; then it
-//     gets a Key (NewWarmKey), which it keeps until it has been cold, or
-//     without calls, for Config.ForgetAfter. So the default mode costs what
+//     a fixed-size sketch, until they reach half WarmTokens per TTL; then
+//     it gets a Key (NewPromotedKey), which it keeps until it has been
+//     cold, or without calls, for Config.ForgetAfter. A key far from its
+//     limit is warm at a quarter of the rate (its leases hold FarTTL's
+//     calls). So the default mode costs what
 //     strict mode costs on keys a lease would not pay for.
 //   - A warm key's decisions ask for a lease alongside (Request.Want): the
 //     lease rides on the answer, so a call without a usable lease costs one
@@ -322,14 +324,15 @@ func NewKey(cfg Config, now int64) *Key {
 	return k
 }
 
-// NewWarmKey returns the state of a key whose calls just reached
-// WarmTokens in one TTL (Filter.Note): warm from its first call (which
-// asks for a lease alongside its decision), its rate estimate starting at
-// WarmTokens per TTL.
-func NewWarmKey(cfg Config, now int64) *Key {
+// NewPromotedKey returns the state of a key whose calls just reached the
+// Filter's threshold (half WarmTokens per TTL over a RateWindow): its rate
+// estimate starts there, and it is warm, asking for leases, once its rate
+// reaches WarmTokens per TTL, or as soon as an answer shows its node far
+// from the key's limit (Config.FarTTL), where a lease pays at a quarter of
+// that rate.
+func NewPromotedKey(cfg Config, now int64) *Key {
 	k := NewKey(cfg, now)
-	k.warm = true
-	k.rate = k.cfg.WarmTokens / k.cfg.TTL.Seconds()
+	k.rate = k.cfg.WarmTokens / k.cfg.TTL.Seconds() / 2
 	return k
 }
 
@@ -553,7 +556,9 @@ func (k *Key) offered() int64 {
 // updateRate folds the calls since the last update into the rate estimate
 // (an exponential average with time constant RateWindow) and moves the key
 // between cold and warm: warm at WarmTokens per TTL, cold once below
-// ColdTokens per TTL for ColdAfter.
+// ColdTokens per TTL for ColdAfter; for a key far from its limit (far),
+// warm already at twice WarmTokens per FarTTL (16/s by default) and cold
+// below twice ColdTokens per FarTTL (4/s).
 func (k *Key) updateRate(now int64) {
 	dt := now - k.rateAt
 	if dt <= 0 {
@@ -569,13 +574,18 @@ func (k *Key) updateRate(now int64) {
 	alpha := 1 - math.Exp(-float64(dt)/float64(k.cfg.RateWindow))
 	k.rate += alpha * (float64(calls)/secs - k.rate)
 	k.rateAt = now
-	perTTL := k.rate * k.cfg.TTL.Seconds()
+	warmAt, coldAt := k.cfg.WarmTokens/k.cfg.TTL.Seconds(), k.cfg.ColdTokens/k.cfg.TTL.Seconds()
+	if k.far() {
+		// A far lease pays at a lower rate: it holds FarTTL's calls.
+		warmAt = min(warmAt, 2*k.cfg.WarmTokens/k.cfg.FarTTL.Seconds())
+		coldAt = min(coldAt, 2*k.cfg.ColdTokens/k.cfg.FarTTL.Seconds())
+	}
 	switch {
 	case !k.warm:
-		if perTTL >= k.cfg.WarmTokens {
+		if k.rate >= warmAt {
 			k.warm, k.lowSince = true, 0
 		}
-	case perTTL >= k.cfg.ColdTokens:
+	case k.rate >= coldAt:
 		k.lowSince = 0
 	case k.lowSince == 0 && k.cfg.ColdAfter > 0:
 		k.lowSince = now
@@ -584,6 +594,10 @@ func (k *Key) updateRate(now int64) {
 	}
 }
 
+// far reports whether the key's node last said it had at least half the
+// key's limit free: its leases are far leases (Config.FarTTL).
+func (k *Key) far() bool { return k.limit > 0 && k.room*2 >= k.limit }
+
 // want is the size of the next lease and how long it will be used: the
 // calls one Horizon (at most one TTL) brings at the estimated rate, at
 // least WarmTokens, used for up to TTL; or, where the node's room is at
@@ -591,7 +605,7 @@ func (k *Key) updateRate(now int64) {
 // FarTTL's calls and 1/FarShare of the room, used for up to FarTTL.
 func (k *Key) want() (int64, time.Duration) {
 	near := max(math.Ceil(k.rate*min(k.cfg.Horizon, k.cfg.TTL).Seconds()), k.cfg.WarmTokens)
-	if k.limit <= 0 || k.room*2 < k.limit {
+	if !k.far() {
 		return int64(min(near, float64(limits.MaxCount))), k.cfg.TTL
 	}
 	far := min(math.Ceil(k.rate*k.cfg.FarTTL.Seconds()), math.Floor(float64(k.room)/k.cfg.FarShare))
