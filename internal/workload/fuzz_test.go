@@ -44,7 +44,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("placement %q wrote back %q: %v, %v", place, PlacementString(s), f2, err)
 			}
 		}
-		if _, _, err := ParsePopularity(pop); err != nil && !errors.Is(err, ErrInvalid) {
+		if _, _, _, err := ParsePopularity(pop); err != nil && !errors.Is(err, ErrInvalid) {
 			t.Fatalf("ParsePopularity(%q) = %v, not an ErrInvalid", pop, err)
 		}
 		fl := DefaultFlags("user:*")

@@ -44,6 +44,7 @@ type stream struct {
 	pending []time.Duration
 	pos     int
 	next    time.Duration
+	swept   int // under Sweep: the next of the stream's keys
 }
 
 // NewGenerator returns the arrivals of s, which must be valid.
@@ -156,6 +157,14 @@ func (g *Generator) pickKey(st *stream) int {
 	s := &g.s
 	if s.Keys == 1 {
 		return 0
+	}
+	if s.Sweep {
+		// The stream's class of keys (k ≡ node mod Nodes) in turn, so
+		// the streams together call every key once in Keys requests.
+		n, class := min(s.Nodes, s.Keys), classSize(s.Keys, min(s.Nodes, s.Keys), st.node%min(s.Nodes, s.Keys))
+		k := st.node%n + n*st.swept
+		st.swept = (st.swept + 1) % class
+		return k
 	}
 	if s.Placement != Sticky || s.Nodes == 1 {
 		if g.zipf != nil {

@@ -180,22 +180,24 @@ func PlacementString(s Spec) string {
 	return out
 }
 
-// ParsePopularity reads uniform, zipf or zipf:EXPONENT.
-func ParsePopularity(text string) (zipf bool, exponent float64, err error) {
+// ParsePopularity reads uniform, zipf, zipf:EXPONENT or sweep.
+func ParsePopularity(text string) (zipf bool, exponent float64, sweep bool, err error) {
 	name, arg, hasArg := strings.Cut(text, ":")
 	switch {
 	case name == "uniform" && !hasArg:
-		return false, 0, nil
+		return false, 0, false, nil
+	case name == "sweep" && !hasArg:
+		return false, 0, true, nil
 	case name == "zipf" && !hasArg:
-		return true, DefaultZipf, nil
+		return true, DefaultZipf, false, nil
 	case name == "zipf":
 		e, err := strconv.ParseFloat(arg, 64)
 		if err != nil || !(e > 0 && e <= 10) {
-			return false, 0, bad("popularity %q: exponent %q, want more than 0 and at most 10", text, arg)
+			return false, 0, false, bad("popularity %q: exponent %q, want more than 0 and at most 10", text, arg)
 		}
-		return true, e, nil
+		return true, e, false, nil
 	}
-	return false, 0, bad("popularity %q, use uniform, zipf or zipf:EXPONENT", text)
+	return false, 0, false, bad("popularity %q, use uniform, zipf, zipf:EXPONENT or sweep", text)
 }
 
 // ParseArrival reads uniform (evenly spaced) or poisson.
@@ -241,7 +243,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Pattern, "pattern", f.Pattern, "demand in time: uniform (steady), skew90, rotate, burst[:ON[/OFF]], ramp, flash[:FROM:TO[:AT]] (see --help)")
 	fs.StringVar(&f.Placement, "placement", f.Placement, "which node a request reaches: spread, sticky (key i on node i mod N), hot[:FRACTION] (default: spread; hot for skew90 and rotate)")
 	fs.DurationVar(&f.Period, "period", f.Period, "with a hot node: it moves to the next node this often, at least 1ms (default: never; 5s for rotate)")
-	fs.StringVar(&f.Popularity, "popularity", f.Popularity, "how requests pick among --keys: uniform, zipf or zipf:EXPONENT")
+	fs.StringVar(&f.Popularity, "popularity", f.Popularity, "how requests pick among --keys: uniform, zipf, zipf:EXPONENT, or sweep (each node's requests go through its keys in turn: every key once per keys requests)")
 	fs.StringVar(&f.Arrivals, "arrivals", f.Arrivals, "arrival process at each node: uniform (evenly spaced) or poisson")
 	fs.StringVar(&f.Limit, "limit", f.Limit, "the limit of every key")
 	fs.StringVar(&f.Rule, "key", f.Rule, "the key every request is for; with --keys, a pattern with one '*' that the key's number replaces, e.g. 'user:*' (the limit is set on it)")
@@ -281,7 +283,7 @@ func (f Flags) Spec(nodes int, duration time.Duration, seed uint64) (Spec, error
 	if f.Period > 0 && s.Placement != Hot {
 		return s, fmt.Errorf("--period %v: %w", f.Period, bad("only with a hot node (--placement hot, --pattern rotate)"))
 	}
-	if s.Zipf, s.ZipfExponent, err = ParsePopularity(f.Popularity); err != nil {
+	if s.Zipf, s.ZipfExponent, s.Sweep, err = ParsePopularity(f.Popularity); err != nil {
 		return s, fmt.Errorf("--popularity: %w", err)
 	}
 	if s.Arrivals, err = ParseArrival(f.Arrivals); err != nil {

@@ -166,6 +166,10 @@ type Spec struct {
 	// (default exponent 1) instead of uniform.
 	Zipf         bool
 	ZipfExponent float64
+	// Sweep makes each node's requests take the keys in turn (node i
+	// keys i, i+Nodes, ...), so that every key is called once in Keys
+	// requests: a crawler, or filling a cluster with keys. Not with Zipf.
+	Sweep bool
 
 	// The base rate, requests per second over all keys, is Rate if set,
 	// else KeyRate × Keys if set, else Multiplier × the limit per second ×
@@ -250,6 +254,8 @@ func (s Spec) Validate() error {
 		return bad("keys %d, want 1 to %d", s.Keys, MaxKeys)
 	case s.Duration <= 0 || s.Duration > MaxDuration:
 		return bad("duration %v, want more than 0 and at most %v", s.Duration, MaxDuration)
+	case s.Zipf && s.Sweep:
+		return bad("zipf and sweep popularity together; choose one")
 	case s.Zipf && !(s.ZipfExponent > 0 && s.ZipfExponent <= 10):
 		return bad("zipf exponent %v, want more than 0 and at most 10", s.ZipfExponent)
 	case !(s.Rate >= 0) || !finite(s.Rate):
@@ -392,6 +398,9 @@ func (s Spec) String() string {
 		fmt.Fprintf(&b, "%d keys %s", s.Keys, s.Rule)
 		if s.Zipf {
 			fmt.Fprintf(&b, " (zipf %g)", s.ZipfExponent)
+		}
+		if s.Sweep {
+			b.WriteString(" (sweep)")
 		}
 	}
 	fmt.Fprintf(&b, " at %s", s.Limit)

@@ -99,7 +99,7 @@ func TestParsePlacementAndPopularity(t *testing.T) {
 		{"uniform", false, 0, true}, {"zipf", true, 1, true}, {"zipf:1.2", true, 1.2, true},
 		{"zipf:0", false, 0, false}, {"zipf:x", false, 0, false}, {"pareto", false, 0, false}, {"uniform:2", false, 0, false},
 	} {
-		z, e, err := ParsePopularity(tc.in)
+		z, e, _, err := ParsePopularity(tc.in)
 		if (err == nil) != tc.ok || tc.ok && (z != tc.zipf || e != tc.exp) {
 			t.Errorf("step %d: ParsePopularity(%q) = %v, %v, %v; want %v, %v, ok %v", i, tc.in, z, e, err, tc.zipf, tc.exp, tc.ok)
 		}
@@ -363,5 +363,38 @@ func TestValidate(t *testing.T) {
 	}
 	if err := spec(nil).Validate(); err != nil {
 		t.Errorf("Validate() = %v for a good spec", err)
+	}
+}
+
+// TestSweepCallsEveryKey: under sweep popularity each node's requests take
+// its keys in turn, so a run calls every key, each about as often as the
+// others, for key counts below, at and above the node count; sweep and
+// Zipf together are refused.
+func TestSweepCallsEveryKey(t *testing.T) {
+	for _, keys := range []int{2, 3, 10, 1000, 10_007} {
+		s := Spec{Nodes: 3, Rule: "user:*", Keys: keys, Limit: limits.MustParseRate("10/s"), Duration: 2 * time.Second, Seed: 7, Sweep: true,
+			Arrivals: Even}
+		s.Rate = float64(3 * keys) // every key about six times in the 2 s
+		got := all(t, s)
+		seen := make(map[int]int)
+		for _, a := range got {
+			if a.Key < 0 || a.Key >= keys {
+				t.Fatalf("%d keys: key %d out of range", keys, a.Key)
+			}
+			seen[a.Key]++
+		}
+		if len(seen) != keys {
+			t.Errorf("%d keys, %d requests: %d keys called, want all", keys, len(got), len(seen))
+		}
+		lo, hi := len(got), 0
+		for _, c := range seen {
+			lo, hi = min(lo, c), max(hi, c)
+		}
+		if keys >= 3 && hi-lo > 2 {
+			t.Errorf("%d keys: calls per key from %d to %d, want an even sweep", keys, lo, hi)
+		}
+	}
+	if err := (Spec{Nodes: 3, Rule: "user:*", Keys: 10, Limit: limits.MustParseRate("10/s"), Duration: time.Second, Sweep: true, Zipf: true}).Validate(); err == nil {
+		t.Errorf("sweep and zipf together: no error")
 	}
 }
