@@ -69,7 +69,8 @@ type Client struct {
 
 	// Counters (Stats).
 	batches, requests, timeouts, failovers   atomic.Int64
-	overloads                                atomic.Int64 // calls answered by the overload policy
+	overloads                                atomic.Int64 // calls answered by the overload policy: no place in flight
+	queueSheds, nodeOverloads                atomic.Int64 // ... waited in a send queue; a node answered "overloaded"
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 	leasesAsked                              atomic.Int64
 }
@@ -228,7 +229,16 @@ func (c *Client) decide(ctx context.Context, key string, h uint64, n int64) (quo
 	if err := c.roundTrip(ctx, cl); err != nil {
 		return quotamesh.Decision{}, err
 	}
-	return decisionOf(&cl.reply), codeErr(cl.reply.Code, cl.reply.Message)
+	return decisionOf(&cl.reply), c.replyErr(cl)
+}
+
+// replyErr is the error of a call's reply (nil for CodeOK), counting the
+// node's "overloaded" answers.
+func (c *Client) replyErr(cl *call) error {
+	if cl.reply.Code == wire.CodeOverloaded {
+		c.nodeOverloads.Add(1)
+	}
+	return codeErr(cl.reply.Code, cl.reply.Message)
 }
 
 // Close stops the client: calls in progress and later return
@@ -317,27 +327,35 @@ type Stats struct {
 	// LeasesAsked counts requests sent that asked for a lease (a renewal,
 	// or a lease riding on a decision).
 	LeasesAsked int64
-	// Overloads counts calls answered by the overload policy because every
-	// place in flight stayed taken.
+	// Overloads counts calls answered by the overload policy (their error
+	// wraps quotamesh.ErrOverloaded): every place in flight stayed taken
+	// for the overload wait, or one of the two below.
 	Overloads int64
+	// QueueOverloads counts those of them that waited longer than the
+	// overload wait in their connection's send queue, and were answered
+	// without being sent; NodeOverloads those a node answered "overloaded"
+	// (its Config.ClientMaxWait).
+	QueueOverloads, NodeOverloads int64
 }
 
 // Stats returns the client's counters. It takes no lock the decision path
 // uses.
 func (c *Client) Stats() Stats {
 	return Stats{
-		Node:          c.Node(),
-		Nodes:         c.Nodes(),
-		Keys:          c.nkeys.Load(),
-		Batches:       c.batches.Load(),
-		Requests:      c.requests.Load(),
-		Timeouts:      c.timeouts.Load(),
-		Failovers:     c.failovers.Load(),
-		LeaseRequests: c.leaseRequests.Load(),
-		TokensGranted: c.tokensGranted.Load(),
-		Settlements:   c.tokensBack.Load(),
-		LeasesAsked:   c.leasesAsked.Load(),
-		Overloads:     c.overloads.Load(),
+		Node:           c.Node(),
+		Nodes:          c.Nodes(),
+		Keys:           c.nkeys.Load(),
+		Batches:        c.batches.Load(),
+		Requests:       c.requests.Load(),
+		Timeouts:       c.timeouts.Load(),
+		Failovers:      c.failovers.Load(),
+		LeaseRequests:  c.leaseRequests.Load(),
+		TokensGranted:  c.tokensGranted.Load(),
+		Settlements:    c.tokensBack.Load(),
+		LeasesAsked:    c.leasesAsked.Load(),
+		Overloads:      c.overloads.Load() + c.queueSheds.Load() + c.nodeOverloads.Load(),
+		QueueOverloads: c.queueSheds.Load(),
+		NodeOverloads:  c.nodeOverloads.Load(),
 	}
 }
 

@@ -85,8 +85,12 @@ func (cn *conn) writeLoop() {
 		// Tag every call taken before writing any: if a write fails, the
 		// supervisor finds them all by their connection and sends them
 		// again elsewhere.
-		now := c.clk.Now()
+		now, wait := c.clk.Now(), c.queueWait()
 		for _, cl := range calls {
+			if !cl.resolved.Load() && stale(cl, now, wait) {
+				c.shed(cl, time.Duration(now-cl.queuedAt.Load()))
+				continue
+			}
 			cl.conn.Store(cn)
 			cl.sentAt.Store(now)
 		}
