@@ -197,6 +197,9 @@ func measure(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 			RequestsPerDecision:      float64(st.Requests-st0.Requests) / float64(rep.Answered),
 			LeaseRequestsPerDecision: float64(st.LeasesAsked-st0.LeasesAsked) / float64(rep.Answered),
 			KeysWithState:            st.Keys,
+			Overloads:                st.Overloads - st0.Overloads,
+			QueueOverloads:           st.QueueOverloads - st0.QueueOverloads,
+			NodeOverloads:            st.NodeOverloads - st0.NodeOverloads,
 		}
 	}
 	return rep
@@ -211,6 +214,9 @@ func sdkStats(limiters []quotamesh.Limiter) client.Stats {
 			sum.Requests += st.Requests
 			sum.LeasesAsked += st.LeasesAsked
 			sum.Keys += st.Keys
+			sum.Overloads += st.Overloads
+			sum.QueueOverloads += st.QueueOverloads
+			sum.NodeOverloads += st.NodeOverloads
 		}
 	}
 	return sum
