@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh"
-	"github.com/quotamesh/quotamesh/internal/clock"
 	"github.com/quotamesh/quotamesh/internal/wire"
 )
 
@@ -43,7 +42,6 @@ type call struct {
 	done    chan struct{}
 
 	resolved atomic.Bool          // finished: the writer skips it
-	queuedAt atomic.Int64         // clock time it was last queued on a link
 	sentAt   atomic.Int64         // clock time of the last write
 	conn     atomic.Pointer[conn] // connection of the last write
 
@@ -63,19 +61,14 @@ type sendQueue struct {
 	spare []*call
 	max   int
 	ready chan struct{} // capacity 1: the queue is not empty
-	clk   clock.Source
 }
 
-func newSendQueue(maxInFlight int, clk clock.Source) *sendQueue {
-	return &sendQueue{max: 2 * maxInFlight, ready: make(chan struct{}, 1), clk: clk}
+func newSendQueue(maxInFlight int) *sendQueue {
+	return &sendQueue{max: 2 * maxInFlight, ready: make(chan struct{}, 1)}
 }
 
-// push appends calls, noting when they were queued, and wakes the writer.
+// push appends calls and wakes the writer.
 func (q *sendQueue) push(calls ...*call) {
-	now := q.clk.Now()
-	for _, cl := range calls {
-		cl.queuedAt.Store(now)
-	}
 	q.mu.Lock()
 	q.calls = append(q.calls, calls...)
 	if len(q.calls) > q.max {
@@ -135,33 +128,6 @@ func (c *Client) acquire(ctx context.Context) error {
 		return ctxErr(ctx, "wait for a place in flight")
 	case <-c.closing:
 		return closedErr("wait for a place in flight")
-	}
-}
-
-// queueWait is the longest a call waits in its connection's send queue
-// before the overload policy answers it: the overload wait, and at least
-// a millisecond (with an overload wait of 0 every queued call would have
-// waited too long).
-func (c *Client) queueWait() int64 { return int64(max(c.cfg.overloadWait, time.Millisecond)) }
-
-// stale reports whether the writer should answer cl by the overload
-// policy instead of sending it, at clock time now: it has waited in the
-// send queue longer than wait (clock nanoseconds), a caller waits for it,
-// and it carries no count the node must get (a settlement, a demand
-// report) and no node of its own. A connection whose writer cannot keep
-// up (its node, or the path to it, is past its capacity) then answers at
-// once what it could only send late, and costs the node nothing for it.
-func stale(cl *call, now, wait int64) bool {
-	r := &cl.req
-	return cl.onReply == nil && cl.to == "" && r.SettleID == 0 && r.Offered == 0 && now-cl.queuedAt.Load() > wait
-}
-
-// shed answers cl by the overload policy (the caller's AllowN applies it)
-// if it is still pending.
-func (c *Client) shed(cl *call, waited time.Duration) {
-	if c.take(cl) {
-		c.queueSheds.Add(1)
-		c.finish(cl, nil, fmt.Errorf("quotamesh/client: request queued for %v behind its connection's writes: %w", waited, quotamesh.ErrOverloaded))
 	}
 }
 

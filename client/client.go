@@ -70,7 +70,7 @@ type Client struct {
 	// Counters (Stats).
 	batches, requests, timeouts, failovers   atomic.Int64
 	overloads                                atomic.Int64 // calls answered by the overload policy: no place in flight
-	queueSheds, nodeOverloads                atomic.Int64 // ... waited in a send queue; a node answered "overloaded"
+	nodeOverloads                            atomic.Int64 // ... a node answered "overloaded"
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 	leasesAsked                              atomic.Int64
 }
@@ -329,33 +329,30 @@ type Stats struct {
 	LeasesAsked int64
 	// Overloads counts calls answered by the overload policy (their error
 	// wraps quotamesh.ErrOverloaded): every place in flight stayed taken
-	// for the overload wait, or one of the two below.
+	// for the overload wait, or a node answered "overloaded".
 	Overloads int64
-	// QueueOverloads counts those of them that waited longer than the
-	// overload wait in their connection's send queue, and were answered
-	// without being sent; NodeOverloads those a node answered "overloaded"
-	// (its Config.ClientMaxWait).
-	QueueOverloads, NodeOverloads int64
+	// NodeOverloads counts those of them a node answered "overloaded" (its
+	// Config.ClientMaxWait).
+	NodeOverloads int64
 }
 
 // Stats returns the client's counters. It takes no lock the decision path
 // uses.
 func (c *Client) Stats() Stats {
 	return Stats{
-		Node:           c.Node(),
-		Nodes:          c.Nodes(),
-		Keys:           c.nkeys.Load(),
-		Batches:        c.batches.Load(),
-		Requests:       c.requests.Load(),
-		Timeouts:       c.timeouts.Load(),
-		Failovers:      c.failovers.Load(),
-		LeaseRequests:  c.leaseRequests.Load(),
-		TokensGranted:  c.tokensGranted.Load(),
-		Settlements:    c.tokensBack.Load(),
-		LeasesAsked:    c.leasesAsked.Load(),
-		Overloads:      c.overloads.Load() + c.queueSheds.Load() + c.nodeOverloads.Load(),
-		QueueOverloads: c.queueSheds.Load(),
-		NodeOverloads:  c.nodeOverloads.Load(),
+		Node:          c.Node(),
+		Nodes:         c.Nodes(),
+		Keys:          c.nkeys.Load(),
+		Batches:       c.batches.Load(),
+		Requests:      c.requests.Load(),
+		Timeouts:      c.timeouts.Load(),
+		Failovers:     c.failovers.Load(),
+		LeaseRequests: c.leaseRequests.Load(),
+		TokensGranted: c.tokensGranted.Load(),
+		Settlements:   c.tokensBack.Load(),
+		LeasesAsked:   c.leasesAsked.Load(),
+		Overloads:     c.overloads.Load() + c.nodeOverloads.Load(),
+		NodeOverloads: c.nodeOverloads.Load(),
 	}
 }
 

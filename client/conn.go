@@ -85,12 +85,8 @@ func (cn *conn) writeLoop() {
 		// Tag every call taken before writing any: if a write fails, the
 		// supervisor finds them all by their connection and sends them
 		// again elsewhere.
-		now, wait := c.clk.Now(), c.queueWait()
+		now := c.clk.Now()
 		for _, cl := range calls {
-			if !cl.resolved.Load() && stale(cl, now, wait) {
-				c.shed(cl, time.Duration(now-cl.queuedAt.Load()))
-				continue
-			}
 			cl.conn.Store(cn)
 			cl.sentAt.Store(now)
 		}

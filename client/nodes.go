@@ -40,7 +40,7 @@ type link struct {
 }
 
 func newLink(c *Client, id, addr string) *link {
-	return &link{c: c, id: id, addr: addr, queue: newSendQueue(c.cfg.maxInFlight, c.clk), upCh: make(chan struct{}),
+	return &link{c: c, id: id, addr: addr, queue: newSendQueue(c.cfg.maxInFlight), upCh: make(chan struct{}),
 		gone: make(chan struct{}), done: make(chan struct{}), tried: make(chan struct{})}
 }
 

@@ -198,7 +198,6 @@ func measure(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 			LeaseRequestsPerDecision: float64(st.LeasesAsked-st0.LeasesAsked) / float64(rep.Answered),
 			KeysWithState:            st.Keys,
 			Overloads:                st.Overloads - st0.Overloads,
-			QueueOverloads:           st.QueueOverloads - st0.QueueOverloads,
 			NodeOverloads:            st.NodeOverloads - st0.NodeOverloads,
 		}
 	}
@@ -215,7 +214,6 @@ func sdkStats(limiters []quotamesh.Limiter) client.Stats {
 			sum.LeasesAsked += st.LeasesAsked
 			sum.Keys += st.Keys
 			sum.Overloads += st.Overloads
-			sum.QueueOverloads += st.QueueOverloads
 			sum.NodeOverloads += st.NodeOverloads
 		}
 	}

@@ -48,8 +48,7 @@ func printBench(w io.Writer, r Plan, rep loadgen.Report) {
 		fmt.Fprintf(w, "\nanswered \"overloaded\" (not decided, not errors): %d, latency from intended send: p50 %.0f µs, p99 %.0f µs",
 			rep.Overloaded, rep.OverloadedP50us, rep.OverloadedP99us)
 		if s := rep.SDK; s != nil {
-			fmt.Fprintf(w, "; no place in flight %d, queued too long %d, answered so by a node %d",
-				s.Overloads-s.QueueOverloads-s.NodeOverloads, s.QueueOverloads, s.NodeOverloads)
+			fmt.Fprintf(w, "; no place in flight %d, answered so by a node %d", s.Overloads-s.NodeOverloads, s.NodeOverloads)
 		}
 	}
 	fmt.Fprintf(w, "\nerrors %d, unsent %d, elapsed %s\n\n", rep.Errors, rep.Unsent, rep.Elapsed)

@@ -101,12 +101,11 @@ type SDKTraffic struct {
 	// KeysWithState is the keys holding lease state, over the clients.
 	KeysWithState int64 `json:"keys_with_state"`
 	// Overloads counts calls the SDKs answered by their overload policy
-	// (Report.Overloaded, as the SDKs count them); of them, QueueOverloads
-	// waited too long in a send queue and NodeOverloads were answered
-	// "overloaded" by a node; the rest found no place in flight.
-	Overloads      int64 `json:"overloads"`
-	QueueOverloads int64 `json:"queue_overloads"`
-	NodeOverloads  int64 `json:"node_overloads"`
+	// (Report.Overloaded, as the SDKs count them); of them, NodeOverloads
+	// were answered "overloaded" by a node, the rest found no place in
+	// flight.
+	Overloads     int64 `json:"overloads"`
+	NodeOverloads int64 `json:"node_overloads"`
 }
 
 // summarize merges the nodes' results and the log's accuracy into a
