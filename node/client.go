@@ -28,14 +28,15 @@ import (
 // AdminReply, which may overtake or trail batch replies (match by ID).
 const (
 	// streamQueue is how many reply frames a stream holds while its writer
-	// is busy. When it is full the stream's reader stops reading, and QUIC
-	// flow control stops the client: a slow client costs at most this many
-	// frames (plus one being decided) per stream, and the transport bounds
-	// its streams (MaxIncomingStreams, 256).
+	// is busy. When it is full the stream stops deciding, its reader stops
+	// once streamReadAhead frames wait, and QUIC flow control stops the
+	// client: a slow client costs at most these frames (plus one being
+	// decided) per stream, and the transport bounds its streams
+	// (MaxIncomingStreams, 256).
 	streamQueue = 8
-	// streamReadAhead is how many frames a stream's reader decodes ahead
-	// of the decisions: the node's own queue, where a batch's wait is
-	// measured (Config.ClientMaxWait). When it is full the reader stops
+	// streamReadAhead is how many frames a stream's reader reads ahead of
+	// the decisions, undecoded: the node's own queue, where a batch's wait
+	// is measured (Config.ClientMaxWait). When it is full the reader stops
 	// reading and QUIC flow control stops the client.
 	streamReadAhead = 16
 	// maxAdminInFlight bounds the admin operations one stream has running;

@@ -110,7 +110,7 @@ type Config struct {
 	// read its replies does not count). A batch that waited longer is
 	// answered "overloaded" at once, without deciding (the SDK applies its
 	// overload policy), save the requests in it that settle a lease or
-	// report demand. Default DefaultClientMaxWait (25 ms); at least 1 ms,
+	// report demand. Default DefaultClientMaxWait (100 ms); at least 1 ms,
 	// at most 1 minute; negative turns it off (every batch is decided, however
 	// late).
 	ClientMaxWait time.Duration
