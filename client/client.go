@@ -69,7 +69,8 @@ type Client struct {
 
 	// Counters (Stats).
 	batches, requests, timeouts, failovers   atomic.Int64
-	overloads                                atomic.Int64 // calls answered by the overload policy
+	overloads                                atomic.Int64 // calls answered by the overload policy: no place in flight
+	nodeOverloads                            atomic.Int64 // ... a node answered "overloaded"
 	leaseRequests, tokensGranted, tokensBack atomic.Int64
 	leasesAsked                              atomic.Int64
 	nodeDecisions                            atomic.Int64
@@ -230,7 +231,16 @@ func (c *Client) decide(ctx context.Context, key string, h uint64, n int64) (quo
 	if err := c.roundTrip(ctx, cl); err != nil {
 		return quotamesh.Decision{}, err
 	}
-	return decisionOf(&cl.reply), codeErr(cl.reply.Code, cl.reply.Message)
+	return decisionOf(&cl.reply), c.replyErr(cl)
+}
+
+// replyErr is the error of a call's reply (nil for CodeOK), counting the
+// node's "overloaded" answers.
+func (c *Client) replyErr(cl *call) error {
+	if cl.reply.Code == wire.CodeOverloaded {
+		c.nodeOverloads.Add(1)
+	}
+	return codeErr(cl.reply.Code, cl.reply.Message)
 }
 
 // Close stops the client: calls in progress and later return
@@ -322,9 +332,13 @@ type Stats struct {
 	// NodeDecisions counts calls sent to a node to decide (every call in
 	// strict mode; in the lease mode, the calls of keys without a lease).
 	NodeDecisions int64
-	// Overloads counts calls answered by the overload policy because every
-	// place in flight stayed taken.
+	// Overloads counts calls answered by the overload policy (their error
+	// wraps quotamesh.ErrOverloaded): every place in flight stayed taken
+	// for the overload wait, or a node answered "overloaded".
 	Overloads int64
+	// NodeOverloads counts those of them a node answered "overloaded" (its
+	// Config.ClientMaxWait).
+	NodeOverloads int64
 }
 
 // Stats returns the client's counters. It takes no lock the decision path
@@ -343,7 +357,8 @@ func (c *Client) Stats() Stats {
 		Settlements:   c.tokensBack.Load(),
 		LeasesAsked:   c.leasesAsked.Load(),
 		NodeDecisions: c.nodeDecisions.Load(),
-		Overloads:     c.overloads.Load(),
+		Overloads:     c.overloads.Load() + c.nodeOverloads.Load(),
+		NodeOverloads: c.nodeOverloads.Load(),
 	}
 }
 

@@ -319,6 +319,48 @@ func TestRepliesMapToSentinels(t *testing.T) {
 	}
 }
 
+// TestNodeOverloadedMapsToPolicy: a node's "overloaded" answer reaches the
+// caller as the overload policy's decision with an error wrapping
+// quotamesh.ErrOverloaded, in strict mode and for a key without lease
+// state, and is counted as the node's; once the node decides again, so
+// does the SDK.
+func TestNodeOverloadedMapsToPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		policy  OverloadPolicy
+		allowed bool
+	}{{OverloadDeny, false}, {OverloadAllow, true}, {OverloadError, false}} {
+		for _, strict := range []bool{true, false} {
+			ca := newTestCA(t)
+			srv := newTestServer(t, ca, "n1", rule("k", "1000/s"))
+			opts := []Option{WithOverload(tc.policy, 5*time.Millisecond)}
+			if strict {
+				opts = append(opts, WithStrict())
+			}
+			c := dialT(t, ca, []string{srv.addr()}, opts...)
+			ctx := ctxT(t, 5*time.Second)
+			srv.overload.Store(true)
+			d, err := c.Allow(ctx, "k")
+			if !errors.Is(err, quotamesh.ErrOverloaded) || d.Allowed != tc.allowed {
+				t.Errorf("policy %d, strict %v: Allow = %+v, %v; want allowed %v and ErrOverloaded", tc.policy, strict, d, err, tc.allowed)
+			}
+			if tc.policy == OverloadDeny && d.RetryAfter <= 0 {
+				t.Errorf("policy deny, strict %v: RetryAfter %v, want the overload wait", strict, d.RetryAfter)
+			}
+			if tc.policy == OverloadError && d != (quotamesh.Decision{}) {
+				t.Errorf("policy error, strict %v: Decision %+v, want the zero Decision", strict, d)
+			}
+			if st := c.Stats(); st.Overloads != 1 || st.NodeOverloads != 1 {
+				t.Errorf("policy %d, strict %v: Overloads %d, NodeOverloads %d; want 1, 1", tc.policy, strict, st.Overloads, st.NodeOverloads)
+			}
+			srv.overload.Store(false)
+			if d, err := c.Allow(ctx, "k"); err != nil || !d.Allowed {
+				t.Errorf("policy %d, strict %v: after the overload Allow = %+v, %v; want allowed", tc.policy, strict, d, err)
+			}
+			_ = c.Close()
+		}
+	}
+}
+
 // TestOverloadPolicy: with every place in flight taken by calls a node does
 // not answer, the next call is answered at once by the overload policy,
 // with an error wrapping quotamesh.ErrOverloaded.

@@ -98,7 +98,7 @@ func (c *Client) allowLease(ctx context.Context, ke *keyEntry, n int64) (quotame
 	if err != nil {
 		return quotamesh.Decision{}, err
 	}
-	return decisionOf(&cl.reply), codeErr(cl.reply.Code, cl.reply.Message)
+	return decisionOf(&cl.reply), c.replyErr(cl)
 }
 
 // awaitRenewal waits, for a call its lease could not serve, for the

@@ -59,6 +59,7 @@ type testServer struct {
 	delay       atomic.Int64                  // nanoseconds to sleep before answering a batch
 	mute        atomic.Bool                   // read but never answer
 	drain       atomic.Bool                   // answer every request with CodeShuttingDown
+	overload    atomic.Bool                   // answer every request without a settlement CodeOverloaded, as a node past ClientMaxWait
 	adminHook   atomic.Pointer[func(*wire.AdminRequest) *wire.AdminReply]
 
 	stop    chan struct{}
@@ -282,6 +283,10 @@ func (s *testServer) answer(b *wire.ClientBatch, conn uint64) *wire.ClientReplie
 		r.ID = q.ID
 		if s.drain.Load() {
 			r.Code = wire.CodeShuttingDown
+			continue
+		}
+		if s.overload.Load() && q.SettleID == 0 && q.Offered == 0 {
+			r.Code = wire.CodeOverloaded
 			continue
 		}
 		now := time.Now().UnixNano()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quotamesh/quotamesh/internal/consensus"
@@ -27,11 +28,17 @@ import (
 // AdminReply, which may overtake or trail batch replies (match by ID).
 const (
 	// streamQueue is how many reply frames a stream holds while its writer
-	// is busy. When it is full the stream's reader stops reading, and QUIC
-	// flow control stops the client: a slow client costs at most this many
-	// frames (plus one being decided) per stream, and the transport bounds
-	// its streams (MaxIncomingStreams, 256).
+	// is busy. When it is full the stream stops deciding, its reader stops
+	// once streamReadAhead frames wait, and QUIC flow control stops the
+	// client: a slow client costs at most these frames (plus one being
+	// decided) per stream, and the transport bounds its streams
+	// (MaxIncomingStreams, 256).
 	streamQueue = 8
+	// streamReadAhead is how many frames a stream's reader reads ahead of
+	// the decisions, undecoded: the node's own queue, where a batch's wait
+	// is measured (Config.ClientMaxWait). When it is full the reader stops
+	// reading and QUIC flow control stops the client.
+	streamReadAhead = 16
 	// maxAdminInFlight bounds the admin operations one stream has running;
 	// more are answered CodeUnavailable at once.
 	maxAdminInFlight = 4
@@ -89,12 +96,15 @@ func actionOf(op wire.AdminOp) transport.Action {
 	return transport.ActionAdminister
 }
 
-// serveStream reads frames from one stream and answers them. Decisions are
-// answered on the reading goroutine, in order; admin operations run on
-// goroutines of their own (at most maxAdminInFlight), so that a Raft write
-// waiting for a leader never stalls the decisions behind it. One writer
-// goroutine writes the replies. decided: replies to decisions carry the
-// node's decision time.
+// serveStream reads frames from one stream and answers them. A reader
+// goroutine reads and decodes frames ahead, at most streamReadAhead of
+// them, stamping each with when it was read; decisions are answered on
+// this goroutine, in order, and a batch that waited longer than
+// Config.ClientMaxWait is answered "overloaded" without deciding
+// (overWait). Admin operations run on goroutines of their own (at most
+// maxAdminInFlight), so that a Raft write waiting for a leader never stalls
+// the decisions behind it. One writer goroutine writes the replies.
+// decided: replies to decisions carry the node's decision time.
 func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transport.Identity, conn uint64, decided bool) {
 	out := make(chan []byte, streamQueue)
 	free := make(chan []byte, streamQueue+1)
@@ -104,11 +114,28 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		defer writer.Done()
 		n.writeReplies(s, out, free)
 	}()
+	base := time.Now()
+	mono := func() int64 { return int64(time.Since(base)) }
+	// stalled is the time this goroutine spent waiting for the writer:
+	// the client's share of a batch's wait, not the node's.
+	var stalled atomic.Int64
+	in := make(chan readFrame, streamReadAhead)
+	done := make(chan struct{})
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() {
+		defer reader.Done()
+		defer close(in)
+		n.readFrames(ctx, s, id, in, done, mono, &stalled)
+	}()
 	// Shutdown: stop reading; what was read is still answered.
 	stopRead := context.AfterFunc(ctx, func() { _ = s.SetReadDeadline(time.Now()) })
 	var admins sync.WaitGroup
 	sem := make(chan struct{}, maxAdminInFlight)
 	defer func() {
+		close(done)
+		_ = s.SetReadDeadline(time.Now()) // the reader leaves a blocked read
+		reader.Wait()
 		stopRead()
 		admins.Wait()
 		close(out)
@@ -116,19 +143,12 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		_ = s.Close()
 	}()
 
-	br := bufio.NewReaderSize(s, 16<<10)
 	dec := wire.NewDecoder()
 	enc := wire.NewEncoder()
+	maxWait := n.cfg.ClientMaxWait
 	var replies wire.ClientReplies
-	for {
-		body, err := wire.ReadFrame(br, wire.MaxFrame)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				n.clientLog.Debug().Err(err).Str("client", id.String()).Msg("client stream ended")
-			}
-			return
-		}
-		msg, err := dec.Decode(body)
+	for f := range in {
+		msg, err := dec.Decode(f.body)
 		if err != nil {
 			// Nothing to match a reply to: the client broke the protocol.
 			if ok, _ := n.rejectLog.Allow("client\x00"+id.String(), time.Now()); ok {
@@ -138,7 +158,8 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 		}
 		switch m := msg.(type) {
 		case *wire.ClientBatch:
-			replies.Items = n.answerBatch(conn, decided, m.Items, replies.Items[:0])
+			shed := overWait(f.at, f.stalled, mono(), stalled.Load(), maxWait)
+			replies.Items = n.answerBatch(conn, decided, m.Items, shed, replies.Items[:0])
 			buf := getBuf(free)
 			frame, err := enc.Append(buf, &replies)
 			if errors.Is(err, wire.ErrTooLarge) {
@@ -156,6 +177,13 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 			clear(replies.Items) // drop key-sized messages
 			select {
 			case out <- frame:
+				continue
+			default:
+			}
+			t0 := mono()
+			select {
+			case out <- frame:
+				stalled.Add(mono() - t0)
 			case <-ctx.Done():
 				return
 			}
@@ -165,6 +193,37 @@ func (n *Node) serveStream(ctx context.Context, s *transport.Stream, id transpor
 			if ok, _ := n.rejectLog.Allow("client\x00"+id.String(), time.Now()); ok {
 				n.clientLog.Warn().Str("client", id.String()).Str("type", fmt.Sprintf("%T", msg)).Msg("unexpected message on a client stream; stream closed")
 			}
+			return
+		}
+	}
+}
+
+// readFrame is a frame's body read from a client stream: when it was read
+// and how long the stream had stalled on its client by then (monotonic
+// nanoseconds since the stream began).
+type readFrame struct {
+	body        []byte
+	at, stalled int64
+}
+
+// readFrames reads frames from s into in until the stream ends or done is
+// closed. It only reads: decoding is the decisions' work, so that what
+// waits for the node waits in in, where its wait is measured, rather
+// than in the transport's buffers.
+func (n *Node) readFrames(ctx context.Context, s *transport.Stream, id transport.Identity, in chan<- readFrame, done <-chan struct{},
+	mono func() int64, stalled *atomic.Int64) {
+	br := bufio.NewReaderSize(s, 16<<10)
+	for {
+		body, err := wire.ReadFrame(br, wire.MaxFrame)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				n.clientLog.Debug().Err(err).Str("client", id.String()).Msg("client stream ended")
+			}
+			return
+		}
+		select {
+		case in <- readFrame{body: body, at: mono(), stalled: stalled.Load()}:
+		case <-done:
 			return
 		}
 	}
@@ -205,7 +264,10 @@ func (n *Node) writeReplies(s *transport.Stream, out <-chan []byte, free chan<- 
 // answerBatch decides every request of a batch at one node time and
 // appends the replies to dst. conn names the client connection; with
 // decided, a reply to a decision carries that time (wire.ClientReply.Decided).
-func (n *Node) answerBatch(conn uint64, decided bool, items []wire.ClientRequest, dst []wire.ClientReply) []wire.ClientReply {
+// With shed, the batch waited too long (overWait): its requests are
+// answered CodeOverloaded without deciding, save those that settle a lease
+// or report demand (sheddable).
+func (n *Node) answerBatch(conn uint64, decided bool, items []wire.ClientRequest, shed bool, dst []wire.ClientReply) []wire.ClientReply {
 	state := n.state.Load()
 	now := n.now()
 	for i := range items {
@@ -220,6 +282,8 @@ func (n *Node) answerBatch(conn uint64, decided bool, items []wire.ClientRequest
 			rep.Code, rep.Message = wire.CodeInvalidN, fmt.Sprintf("n %d for key %q: n must be positive", r.N, clip(r.Key))
 		case r.Op == wire.OpLease && r.N != 0:
 			rep.Code, rep.Message = wire.CodeBadRequest, fmt.Sprintf("lease request for key %q with n %d: a lease decides nothing, n must be 0", clip(r.Key), r.N)
+		case shed && sheddable(r) && (r.Op == wire.OpDecide || r.Op == wire.OpLease):
+			rep.Code = wire.CodeOverloaded // no message: the code says it, and the reply stays small
 		case r.Op == wire.OpDecide, r.Op == wire.OpLease:
 			n.request(now, conn, r, &rep)
 			if decided && r.Op == wire.OpDecide && rep.Code == wire.CodeOK {

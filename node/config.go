@@ -104,6 +104,16 @@ type Config struct {
 	// attempts per second per source address. Zero fields take the
 	// transport's defaults; it may change at run time (Reload).
 	Clients transport.ClientPolicy
+	// ClientMaxWait bounds how long a batch of client requests may wait
+	// inside the node, read but not yet decided, while the node decides
+	// the batches before it (time the node spent waiting for that client to
+	// read its replies does not count). A batch that waited longer is
+	// answered "overloaded" at once, without deciding (the SDK applies its
+	// overload policy), save the requests in it that settle a lease or
+	// report demand. Default DefaultClientMaxWait (100 ms); at least 1 ms,
+	// at most 1 minute; negative turns it off (every batch is decided, however
+	// late).
+	ClientMaxWait time.Duration
 	// DisablePprof turns /debug/pprof/ off on the admin listener (it is on
 	// by default; profiles show memory contents, such as keys, to whoever
 	// reaches the listener).
@@ -193,6 +203,7 @@ func DefaultConfig() Config {
 		MaxLeaseFraction: e.MaxLeaseFraction,
 		MaxVoters:        consensus.DefaultMaxVoters,
 		LogLevel:         DefaultLogLevel,
+		ClientMaxWait:    DefaultClientMaxWait,
 	}
 }
 
@@ -226,6 +237,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxLeaseFraction, d.MaxLeaseFraction)
 	orDefault(&c.MaxVoters, d.MaxVoters)
 	orDefault(&c.LogLevel, d.LogLevel)
+	orDefault(&c.ClientMaxWait, d.ClientMaxWait)
 	c.Bootstrap = slices.Clone(c.Bootstrap)
 	c.Join = slices.Clone(c.Join)
 	return c
@@ -332,6 +344,9 @@ func (c Config) Validate() error {
 		if f.v < 0 {
 			bad("%s %v is negative: use a positive duration, or 0 for the default", f.name, f.v)
 		}
+	}
+	if w := c.ClientMaxWait; w > 0 && (w < time.Millisecond || w > time.Minute) {
+		bad("ClientMaxWait %v: use 1ms to 1m, negative to turn it off, or 0 for the default %v", w, DefaultClientMaxWait)
 	}
 	if c.MaxLeaseFraction < 0 {
 		bad("MaxLeaseFraction %v is negative: use a fraction in (0, 1], or 0 for the default", c.MaxLeaseFraction)
@@ -446,5 +461,6 @@ func (c Config) reloadDiff(next Config) []string {
 	cmp("LeaseTTL", c.LeaseTTL == next.LeaseTTL)
 	cmp("MaxLeaseFraction", c.MaxLeaseFraction == next.MaxLeaseFraction)
 	cmp("MaxVoters", c.MaxVoters == next.MaxVoters)
+	cmp("ClientMaxWait", c.ClientMaxWait == next.ClientMaxWait)
 	return diff
 }

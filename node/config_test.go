@@ -57,6 +57,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative sync interval", func(c *Config) { c.SyncInterval = -10 * time.Millisecond }, []string{"SyncInterval -10ms is negative"}},
 		{"negative lease TTL", func(c *Config) { c.LeaseTTL = -time.Second }, []string{"LeaseTTL -1s is negative"}},
 		{"negative keys", func(c *Config) { c.MaxKeys = -5 }, []string{"MaxKeys -5"}},
+		{"client wait too short", func(c *Config) { c.ClientMaxWait = time.Microsecond }, []string{"ClientMaxWait 1µs"}},
+		{"client wait too long", func(c *Config) { c.ClientMaxWait = time.Hour }, []string{"ClientMaxWait 1h0m0s"}},
 		{"bad policy", func(c *Config) { c.WhenFull = 9 }, []string{"WhenFull 9"}},
 		{"fence below dead", func(c *Config) { c.DeadAfter, c.FenceAfter = 2*time.Second, time.Second }, []string{"fence after 1s is below dead after 2s"}},
 		{"reclaim too soon", func(c *Config) { c.ReclaimAfter = 3500 * time.Millisecond }, []string{"reclaim after 3.5s"}},

@@ -46,7 +46,7 @@ func TestRepliesCarryDecisionTimes(t *testing.T) {
 	}
 	// The older protocol: the same answers without the time, so its SDKs
 	// read every reply.
-	for _, r := range n1.answerBatch(1, false, []wire.ClientRequest{{ID: 20, Op: wire.OpDecide, Key: "api.z", N: 1}}, nil) {
+	for _, r := range n1.answerBatch(1, false, []wire.ClientRequest{{ID: 20, Op: wire.OpDecide, Key: "api.z", N: 1}}, false, nil) {
 		if r.Code != wire.CodeOK || !r.Allowed || r.Decided != 0 {
 			t.Errorf("reply on quotamesh-client/2: %+v; want allowed, no decision time", r)
 		}

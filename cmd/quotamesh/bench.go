@@ -110,6 +110,7 @@ Examples:
 	f.BoolVar(&o.Nearest, "nearest", o.Nearest, "every SDK client sends every key to its own node (client.WithNearest) instead of the key's home node (default false)")
 	f.BoolVar(&o.Prime, "prime", o.Prime, "make one call per SDK client just before the load (not counted), so that the first lease's round trip is not in the figures")
 	f.IntVar(&o.Workers, "workers", o.Workers, fmt.Sprintf("goroutines calling the SDK, per node: the most requests in flight per node; 0: the generator makes the calls itself, one after another (%d with --rate, %d with --strict or --keys above 1)", bench.LeaseRateWorkers, bench.StrictWorkers))
+	f.IntVar(&o.MaxInFlight, "max-in-flight", o.MaxInFlight, "the SDK's bound on requests in flight per client (client.WithMaxInFlight); past it a call waits the overload wait, then is answered \"overloaded\" (default 0: the SDK's default, raised to twice --workers)")
 	f.BoolVar(&o.TCPBaseline, "tcp-baseline", o.TCPBaseline, "with --strict: then offer the same load to plain pipelined TCP request/response servers on loopback (one process per node), and report it beside (default false)")
 	f.DurationVar(&o.Tick, "tick", o.Tick, "the least time the generator sleeps between two wakes (each wake hands over every arrival then due)")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "the SDK's lease TTL (the node's applies when shorter)")

@@ -198,6 +198,8 @@ func measure(ctx context.Context, limiters []quotamesh.Limiter, names []string, 
 			LeaseRequestsPerDecision: float64(st.LeasesAsked-st0.LeasesAsked) / float64(rep.Answered),
 			NodeDecisionsPerDecision: float64(st.NodeDecisions-st0.NodeDecisions) / float64(rep.Answered),
 			KeysWithState:            st.Keys,
+			Overloads:                st.Overloads - st0.Overloads,
+			NodeOverloads:            st.NodeOverloads - st0.NodeOverloads,
 		}
 	}
 	return rep
@@ -213,6 +215,8 @@ func sdkStats(limiters []quotamesh.Limiter) client.Stats {
 			sum.LeasesAsked += st.LeasesAsked
 			sum.NodeDecisions += st.NodeDecisions
 			sum.Keys += st.Keys
+			sum.Overloads += st.Overloads
+			sum.NodeOverloads += st.NodeOverloads
 		}
 	}
 	return sum

@@ -36,9 +36,15 @@ func loadClientCerts(dir, name string) (tls.Certificate, *x509.CertPool, error) 
 // connected to says nothing of that). Clients made before an error are returned
 // too, for the caller to close.
 func dialNodes(ctx context.Context, addrs []string, r Plan, cert tls.Certificate, pool *x509.CertPool) ([]*client.Client, []string, error) {
+	// Unless told, no worker waits for a place in flight: the workers
+	// bound what is in flight.
+	inFlight := r.MaxInFlight
+	if inFlight == 0 {
+		inFlight = max(client.DefaultMaxInFlight, 2*r.Workers)
+	}
 	opts := []client.Option{client.WithCA(pool), client.WithCertificate(cert), client.WithLeaseTTL(r.LeaseTTL),
 		client.WithRequestTimeout(r.ReqTimeout), client.WithDialTimeout(dialTimeout),
-		client.WithMaxInFlight(max(client.DefaultMaxInFlight, 2*r.Workers))}
+		client.WithMaxInFlight(inFlight)}
 	if r.Strict {
 		opts = append(opts, client.WithStrict())
 	}

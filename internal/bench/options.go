@@ -68,6 +68,7 @@ type Options struct {
 	Strict       bool
 	Nearest      bool
 	Workers      int
+	MaxInFlight  int
 	Prime        bool
 	Tick         time.Duration
 	TCPBaseline  bool
@@ -131,6 +132,8 @@ func (o Options) Validate() (Plan, error) {
 		return r, fmt.Errorf("--warmup %v: want 0 or more", o.Warmup)
 	case o.Workers < 0 || o.Workers > 100_000:
 		return r, fmt.Errorf("--workers %d: want 0 to 100000 per node", o.Workers)
+	case o.MaxInFlight < 0 || o.MaxInFlight > 1<<20:
+		return r, fmt.Errorf("--max-in-flight %d: want 0 (the SDK's default, at least twice --workers) to %d", o.MaxInFlight, 1<<20)
 	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
 		return r, fmt.Errorf("--lease-ttl %v: want 1ms to 10s", o.LeaseTTL)
 	case o.TCPBaseline && !o.Strict:

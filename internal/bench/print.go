@@ -44,6 +44,13 @@ func printBench(w io.Writer, r Plan, rep loadgen.Report) {
 		fmt.Fprintf(w, "\nSDK requests per decision: %.3f, of which asking for a lease: %.3f; decided by a node: %.3f; keys with lease state at the end: %d",
 			rep.SDK.RequestsPerDecision, rep.SDK.LeaseRequestsPerDecision, rep.SDK.NodeDecisionsPerDecision, rep.SDK.KeysWithState)
 	}
+	if rep.Overloaded > 0 {
+		fmt.Fprintf(w, "\nanswered \"overloaded\" (not decided, not errors): %d, latency from intended send: p50 %.0f µs, p99 %.0f µs",
+			rep.Overloaded, rep.OverloadedP50us, rep.OverloadedP99us)
+		if s := rep.SDK; s != nil {
+			fmt.Fprintf(w, "; no place in flight %d, answered so by a node %d", s.Overloads-s.NodeOverloads, s.NodeOverloads)
+		}
+	}
 	fmt.Fprintf(w, "\nerrors %d, unsent %d, elapsed %s\n\n", rep.Errors, rep.Unsent, rep.Elapsed)
 }
 

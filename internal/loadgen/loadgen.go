@@ -116,7 +116,7 @@ func Run(ctx context.Context, limiters []quotamesh.Limiter, names []string, spec
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, lim := range limiters {
-		nodes[i] = &nodeLoad{name: names[i], latency: newHist(), service: newHist()}
+		nodes[i] = &nodeLoad{name: names[i], latency: newHist(), service: newHist(), shedLat: newHist()}
 		// One waiting hand-off per worker, so a generator catching up
 		// does not stop at every one; when the channel is full, the
 		// generator waits and the wait shows in latencies.

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,26 @@ func TestRunErrors(t *testing.T) {
 	r := Run(context.Background(), []quotamesh.Limiter{&everyOther{err: boom}}, []string{"a"}, spec(0, true))
 	if r.Errors == 0 || r.Answered+r.Errors != r.Offered || r.FirstError != "a: boom" {
 		t.Errorf("errors %d, answered %d of %d, first %q; want every fifth an error, named", r.Errors, r.Answered, r.Offered, r.FirstError)
+	}
+}
+
+// Calls answered "overloaded" (the SDK's overload policy) are neither
+// decisions nor errors: they are counted apart, with their own latency,
+// for the workers and for calls the generator makes.
+func TestRunOverloaded(t *testing.T) {
+	overloaded := fmt.Errorf("client: node answered: %w", quotamesh.ErrOverloaded)
+	for _, workers := range []int{0, 4} {
+		r := Run(context.Background(), []quotamesh.Limiter{&everyOther{err: overloaded}}, []string{"a"}, spec(workers, false))
+		if r.Overloaded == 0 || r.Errors != 0 || r.Answered+r.Overloaded != r.Offered || r.FirstError != "" {
+			t.Errorf("workers %d: overloaded %d, errors %d (%q), answered %d of %d; want every fifth overloaded, no error",
+				workers, r.Overloaded, r.Errors, r.FirstError, r.Answered, r.Offered)
+		}
+		if want := r.Offered / 5; r.Overloaded < want-1 || r.Overloaded > want+1 {
+			t.Errorf("workers %d: overloaded %d of %d, want every fifth", workers, r.Overloaded, r.Offered)
+		}
+		if r.OverloadedP50us <= 0 || r.OverloadedP99us < r.OverloadedP50us {
+			t.Errorf("workers %d: overloaded latency p50 %v, p99 %v; want positive and ordered", workers, r.OverloadedP50us, r.OverloadedP99us)
+		}
 	}
 }
 

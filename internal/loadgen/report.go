@@ -62,8 +62,17 @@ type Report struct {
 	// not measured).
 	ClientCPUPer100k float64 `json:"client_cpu_s_per_100k"`
 	NodesCPUPer100k  float64 `json:"nodes_cpu_s_per_100k,omitempty"`
-	// Answered counts decisions (admitted or denied).
+	// Answered counts decisions (admitted or denied). The latencies above
+	// are theirs.
 	Answered int64 `json:"answered"`
+	// Overloaded counts calls answered "overloaded" (an error wrapping
+	// quotamesh.ErrOverloaded: the SDK's overload policy, because a node
+	// said so or every place in flight stayed taken): neither decisions
+	// nor errors. OverloadedP50us and OverloadedP99us are their latencies
+	// from intended time, in microseconds.
+	Overloaded      int64   `json:"overloaded"`
+	OverloadedP50us float64 `json:"overloaded_p50_us"`
+	OverloadedP99us float64 `json:"overloaded_p99_us"`
 	// SDK is what the SDK clients sent for those decisions (zero when the
 	// limiters are not SDK clients).
 	SDK *SDKTraffic `json:"sdk,omitempty"`
@@ -95,6 +104,12 @@ type SDKTraffic struct {
 	NodeDecisionsPerDecision float64 `json:"node_decisions_per_decision"`
 	// KeysWithState is the keys holding lease state, over the clients.
 	KeysWithState int64 `json:"keys_with_state"`
+	// Overloads counts calls the SDKs answered by their overload policy
+	// (Report.Overloaded, as the SDKs count them); of them, NodeOverloads
+	// were answered "overloaded" by a node, the rest found no place in
+	// flight.
+	Overloads     int64 `json:"overloads"`
+	NodeOverloads int64 `json:"node_overloads"`
 }
 
 // summarize merges the nodes' results and the log's accuracy into a
@@ -113,7 +128,7 @@ func summarize(nodes []*nodeLoad, log *accuracy.Log, ws workload.Spec, spec Spec
 		r.Pattern = workload.ShapeString(ws)
 	}
 	r.Duration = ws.Duration.String()
-	latency, service := newHist(), newHist()
+	latency, service, shed := newHist(), newHist(), newHist()
 	var perSec []*hdrhistogram.Histogram
 	var answered int64
 	var last time.Duration
@@ -126,6 +141,8 @@ func summarize(nodes []*nodeLoad, log *accuracy.Log, ws workload.Spec, spec Spec
 			perSec[i].Merge(h)
 		}
 		service.Merge(n.service)
+		shed.Merge(n.shedLat)
+		r.Overloaded += n.overloaded
 		r.Errors += n.errors
 		if n.firstErr != nil && r.FirstError == "" {
 			r.FirstError = n.name + ": " + n.firstErr.Error()
@@ -145,6 +162,8 @@ func summarize(nodes []*nodeLoad, log *accuracy.Log, ws workload.Spec, spec Spec
 	for _, h := range perSec {
 		r.P99usPerSecond = append(r.P99usPerSecond, h.ValueAtQuantile(99))
 	}
+	r.OverloadedP50us = float64(shed.ValueAtQuantile(50))
+	r.OverloadedP99us = float64(shed.ValueAtQuantile(99))
 	r.ServiceP50us = float64(service.ValueAtQuantile(50))
 	r.ServiceP99us = float64(service.ValueAtQuantile(99))
 	return r

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -27,6 +28,11 @@ type nodeLoad struct {
 	firstErr error
 	answered int64
 	last     time.Duration // latest answer
+	// overloaded counts calls the limiter answered "overloaded"
+	// (quotamesh.ErrOverloaded) and shedLat their latency from intended
+	// time: not decisions, so not in latency.
+	overloaded int64
+	shedLat    *hdrhistogram.Histogram
 }
 
 // worker makes calls for one node and keeps their results until flush
@@ -40,6 +46,7 @@ type worker struct {
 	nl       *nodeLoad
 	lat, svc []int64
 	due      []int // the second each request was due in
+	shed     []int64
 	errs     int64
 	answered int64
 	firstErr error
@@ -48,7 +55,8 @@ type worker struct {
 
 func newWorker(ctx context.Context, lim quotamesh.Limiter, keys *keyNames, log *accuracy.Log, start time.Time, nl *nodeLoad) *worker {
 	return &worker{ctx: ctx, lim: lim, keys: keys, log: log, start: start, nl: nl,
-		lat: make([]int64, 0, recordBatch), svc: make([]int64, 0, recordBatch), due: make([]int, 0, recordBatch)}
+		lat: make([]int64, 0, recordBatch), svc: make([]int64, 0, recordBatch), due: make([]int, 0, recordBatch),
+		shed: make([]int64, 0, recordBatch)}
 }
 
 // work answers batches from ch until it is closed.
@@ -60,7 +68,10 @@ func (w *worker) work(ch <-chan []int32) {
 }
 
 // call makes one call per request of batch (indices into the log), one
-// after the other, and writes each outcome into the log.
+// after the other, and writes each outcome into the log. A call answered
+// "overloaded" (quotamesh.ErrOverloaded) is neither a decision nor an
+// error: it is counted apart, its latency kept apart, and its outcome is
+// what the overload policy answered (the service admitted or denied it).
 func (w *worker) call(batch []int32) {
 	picked := time.Since(w.start)
 	for _, i := range batch {
@@ -70,7 +81,13 @@ func (w *worker) call(batch []int32) {
 		done := time.Since(w.start)
 		r.Done = done
 		r.Decided = decidedAt(d, w.start, done)
+		w.last = max(w.last, done)
+		overloaded := err != nil && errors.Is(err, quotamesh.ErrOverloaded)
 		switch {
+		case overloaded && d.Allowed:
+			r.Outcome = accuracy.Admitted
+		case overloaded:
+			r.Outcome = accuracy.Denied
 		case err != nil:
 			r.Outcome = accuracy.Failed
 			w.errs++
@@ -84,11 +101,14 @@ func (w *worker) call(batch []int32) {
 			r.Outcome = accuracy.Denied
 			w.answered++
 		}
-		w.last = max(w.last, done)
-		w.lat = append(w.lat, max(1, (done-at).Microseconds()))
-		w.svc = append(w.svc, max(1, (done-picked).Microseconds()))
-		w.due = append(w.due, int(at/time.Second))
-		if len(w.lat) == recordBatch {
+		if overloaded {
+			w.shed = append(w.shed, max(1, (done-at).Microseconds()))
+		} else {
+			w.lat = append(w.lat, max(1, (done-at).Microseconds()))
+			w.svc = append(w.svc, max(1, (done-picked).Microseconds()))
+			w.due = append(w.due, int(at/time.Second))
+		}
+		if len(w.lat) == recordBatch || len(w.shed) == recordBatch {
 			w.flush()
 		}
 		picked = done
@@ -118,6 +138,10 @@ func (w *worker) flush() {
 		_ = nl.perSec[w.due[i]].RecordValue(min(w.lat[i], histMaxUs))
 		_ = nl.service.RecordValue(min(w.svc[i], histMaxUs))
 	}
+	for _, v := range w.shed {
+		_ = nl.shedLat.RecordValue(min(v, histMaxUs))
+	}
+	nl.overloaded += int64(len(w.shed))
 	nl.errors += w.errs
 	if nl.firstErr == nil {
 		nl.firstErr = w.firstErr
@@ -125,5 +149,5 @@ func (w *worker) flush() {
 	nl.answered += w.answered
 	nl.last = max(nl.last, w.last)
 	nl.mu.Unlock()
-	w.lat, w.svc, w.due, w.errs, w.answered = w.lat[:0], w.svc[:0], w.due[:0], 0, 0
+	w.lat, w.svc, w.due, w.shed, w.errs, w.answered = w.lat[:0], w.svc[:0], w.due[:0], w.shed[:0], 0, 0
 }

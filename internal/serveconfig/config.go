@@ -62,6 +62,7 @@ type Options struct {
 	WhenFull         string        `yaml:"when_full" flag:"when-full" usage:"answer for new keys while max-keys are tracked: allow or deny"`
 	LeaseTTL         time.Duration `yaml:"lease_ttl" flag:"lease-ttl" usage:"the longest an SDK may use a lease; 1ms to 10s"`
 	MaxLeaseFraction float64       `yaml:"max_lease_fraction" flag:"max-lease-fraction" usage:"largest lease, as a fraction of the key's limit"`
+	ClientMaxWait    time.Duration `yaml:"client_max_wait" flag:"client-max-wait" usage:"longest a batch of client requests may wait in the node before it is answered overloaded without deciding; 1ms to 1m, negative turns it off"`
 	MaxVoters        int           `yaml:"max_voters" flag:"max-voters" usage:"Raft voters (odd, 1 to 7); other members are non-voters"`
 
 	AllowAnonymousClients bool    `yaml:"allow_anonymous_clients" flag:"allow-anonymous-clients" usage:"INSECURE: clients without a certificate may ask for decisions (never read or change anything); logged at start and shown in /status"`
@@ -93,7 +94,7 @@ func Defaults() Options {
 		Policy: d.Policy.String(), SyncInterval: d.SyncInterval, DeadAfter: d.DeadAfter,
 		FenceAfter: d.FenceAfter, ReclaimAfter: d.ReclaimAfter, MaxKeys: d.MaxKeys,
 		UnknownKeys: "allow", WhenFull: "deny", LeaseTTL: d.LeaseTTL, MaxLeaseFraction: d.MaxLeaseFraction,
-		MaxVoters: d.MaxVoters, LogLevel: d.LogLevel, LogFormat: LogAuto, Pprof: !d.DisablePprof,
+		MaxVoters: d.MaxVoters, ClientMaxWait: d.ClientMaxWait, LogLevel: d.LogLevel, LogFormat: LogAuto, Pprof: !d.DisablePprof,
 		MaxClientConns: transport.DefaultMaxClientConns, HandshakeRate: transport.DefaultHandshakeRate,
 		HandshakeBurst: transport.DefaultHandshakeBurst,
 		RLSUnmatched:   "ok", RLSLimitOverride: "ignore", GatewayRoute: "thin",
@@ -254,6 +255,8 @@ func (o *Options) checkTimings(cf *File, fs *pflag.FlagSet) error {
 		return fmt.Errorf("%w: %s %v is below %s %v + %s %v: a fenced minority and the reclaiming majority could both admit", ErrConfig, at("reclaim_after"), o.ReclaimAfter, at("fence_after"), o.FenceAfter, at("dead_after"), o.DeadAfter)
 	case o.LeaseTTL < time.Millisecond || o.LeaseTTL > 10*time.Second:
 		return fmt.Errorf("%w: %s: %v: use 1ms to 10s", ErrConfig, at("lease_ttl"), o.LeaseTTL)
+	case o.ClientMaxWait >= 0 && (o.ClientMaxWait < time.Millisecond || o.ClientMaxWait > time.Minute):
+		return fmt.Errorf("%w: %s: %v: use 1ms to 1m, or a negative duration to turn it off", ErrConfig, at("client_max_wait"), o.ClientMaxWait)
 	}
 	return nil
 }
@@ -284,6 +287,7 @@ func (o *Options) ToNode(cf *File, fs *pflag.FlagSet) (node.Config, error) {
 	c.SyncInterval, c.DeadAfter, c.FenceAfter, c.ReclaimAfter = o.SyncInterval, o.DeadAfter, o.FenceAfter, o.ReclaimAfter
 	c.MaxKeys, c.LeaseTTL, c.MaxLeaseFraction, c.MaxVoters = o.MaxKeys, o.LeaseTTL, o.MaxLeaseFraction, o.MaxVoters
 	c.LeaveOnShutdown, c.LogLevel = o.LeaveOnShutdown, o.LogLevel
+	c.ClientMaxWait = o.ClientMaxWait
 	// Values node.Config would read as "the default": given explicitly,
 	// they are mistakes.
 	for _, e := range []struct {
