@@ -355,32 +355,54 @@ func TestFarLeaseShrinksWithTheRoom(t *testing.T) {
 	}
 }
 
-// TestWarmKeySurvivesAStall: a caller that stops for less than ColdAfter
-// (a busy machine, a pause) finds its key still warm, its first call after
-// the stall asking for a lease; a key slow for ColdAfter goes cold.
+// TestWarmKeySurvivesAStall: far from its limit, a caller that stops for
+// less than ColdAfter (a busy machine, a pause) finds its key still warm,
+// its first call after the stall asking for a lease, and a key slow for
+// ColdAfter goes cold; near its limit a key goes cold as soon as its rate
+// falls below ColdTokens per TTL.
 func TestWarmKeySurvivesAStall(t *testing.T) {
-	k := NewKey(Config{}, 0)
-	now := warmUp(t, k, 0)
-	steps := []struct {
-		after time.Duration // since the previous step, no calls
-		warm  bool
-	}{
-		{200 * time.Millisecond, true},  // from 80/s to 30/s: above ColdTokens per TTL (20/s)
-		{400 * time.Millisecond, true},  // 4/s: below, the clock starts
-		{900 * time.Millisecond, true},  // 0.9 s below
-		{200 * time.Millisecond, false}, // 1.1 s below: cold
-	}
-	for i, s := range steps {
-		now += int64(s.after)
-		k.Plan(now, "n1")
-		if k.Warm() != s.warm {
-			t.Fatalf("step %d, %v later: warm %v, want %v (rate %.1f/s)", i, s.after, k.Warm(), s.warm, k.Rate())
+	for _, tc := range []struct {
+		name  string
+		room  int64 // the last answer's Remaining, of a 1000/s limit
+		steps []struct {
+			after time.Duration // since the previous step, no calls
+			warm  bool
 		}
+	}{
+		{"far", 900, []struct {
+			after time.Duration
+			warm  bool
+		}{
+			{200 * time.Millisecond, true},  // from 80/s to 30/s
+			{600 * time.Millisecond, true},  // 1.5/s: below 4/s, the clock starts
+			{900 * time.Millisecond, true},  // 0.9 s below
+			{200 * time.Millisecond, false}, // 1.1 s below: cold
+		}},
+		{"near", 100, []struct {
+			after time.Duration
+			warm  bool
+		}{
+			{200 * time.Millisecond, true},  // 30/s: above 20/s
+			{400 * time.Millisecond, false}, // 4/s: cold at once
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := NewKey(Config{}, 0)
+			now := warmUp(t, k, 0)
+			k.room, k.limit = tc.room, rate.Count
+			for i, s := range tc.steps {
+				now += int64(s.after)
+				k.Plan(now, "n1")
+				if k.Warm() != s.warm {
+					t.Fatalf("step %d, %v later: warm %v, want %v (rate %.1f/s)", i, s.after, k.Warm(), s.warm, k.Rate())
+				}
+			}
+		})
 	}
 	// A call after a stall shorter than ColdAfter asks for a lease.
-	k = NewKey(Config{}, 0)
-	now = warmUp(t, k, 0)
-	k.renewing = false
+	k := NewKey(Config{}, 0)
+	now := warmUp(t, k, 0)
+	k.renewing, k.room, k.limit = false, 900, rate.Count
 	now += int64(500 * time.Millisecond)
 	if r := k.Decide(now, 1, "n1"); r.Want == 0 {
 		t.Fatalf("first call after a 500 ms stall: %+v, want a lease asked", r)
