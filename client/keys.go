@@ -33,7 +33,7 @@ type keyEntry struct {
 	renewed chan struct{} // closed when the lease request out is answered; nil if nobody waits
 }
 
-// entry returns key's state (h is its route.Hash), creating it, for a
+// entry returns key's state (h is its route.Hash), creating it warm, for a
 // key whose calls just reached a lease's worth (lease.Filter), unless
 // MaxKeys keys are held (nil then: the call is decided by the node without
 // lease state).
@@ -44,7 +44,7 @@ func (c *Client) entry(key string, h uint64, now int64) *keyEntry {
 	if c.nkeys.Load() >= int64(c.cfg.maxKeys) {
 		return nil
 	}
-	ke := &keyEntry{key: strings.Clone(key), h: h, k: lease.NewPromotedKey(c.leaseCfg, now)}
+	ke := &keyEntry{key: strings.Clone(key), h: h, k: lease.NewWarmKey(c.leaseCfg, now)}
 	v, loaded := c.keys.LoadOrStore(ke.key, ke)
 	if !loaded {
 		c.nkeys.Add(1)

@@ -15,19 +15,12 @@ const DefaultFilterCells = 1 << 14
 // is a decision by its home node anyway), and state per key is what made
 // the default mode cost more than strict on many cold keys: an entry to
 // create, look up, lock, sweep every second and collect. So a key starts
-// without state, its calls counted here, and gets state (NewPromotedKey)
-// only once its calls reach half Config.WarmTokens per lease TTL over one
-// Config.RateWindow (8 calls in 200 ms by default: 40/s; the rate at which
-// a key far from its limit is warm is lower, 16/s, and a key near it warms
-// at 80/s); a key with state loses it again after ForgetAfter cold
-// (Key.Plan). Counting over the rate window rather than one TTL keeps a
-// key whose calls merely bunch up without state (a per-user key at 7/s
-// sees 8 calls in a 200 ms period about once in 10,000). Promoting at
-// 80/s, as first built, let a client stay stuck without state where the
-// machine could not give each key 80 calls a second: every call a
-// decision, which kept it there (1,000 keys of 100/s per client offered
-// past the ceiling fell to 130,000/s, a third of the calls decided by a
-// node).
+// without state, its calls counted here, and gets state (NewWarmKey) only
+// once its calls reach Config.WarmTokens per lease TTL over one
+// Config.RateWindow (16 calls in 200 ms by default: 80/s); a key with state
+// loses it again after ForgetAfter cold (Key.Plan). Counting over the rate
+// window rather than one TTL keeps a key whose calls merely bunch up (a
+// 20/s key sees 4 calls in some 50 ms in 2 % of them) without state.
 //
 // The counts are a count-min sketch with two cells per key, each cell the
 // count of the current RateWindow-long period and that period's number,
@@ -59,15 +52,14 @@ func NewFilter(cfg Config, cells int) *Filter {
 		cells:  make([]atomic.Uint64, n),
 		mask:   n - 1,
 		period: int64(cfg.RateWindow),
-		warm:   uint64(max(1, math.Ceil(cfg.WarmTokens*float64(cfg.RateWindow)/float64(cfg.TTL)/2))),
+		warm:   uint64(max(1, math.Ceil(cfg.WarmTokens*float64(cfg.RateWindow)/float64(cfg.TTL)))),
 	}
 }
 
 // Note counts n calls at now of the key whose hash is h (any well-mixed
 // 64-bit hash of the key, such as route.Hash) and reports whether the key's
-// calls in the current period have reached half WarmTokens per TTL: the
-// caller should give the key state (NewPromotedKey) and decide this call
-// with it.
+// calls in the current period have reached WarmTokens per TTL: the caller
+// should give the key state (NewWarmKey) and decide this call with it.
 func (f *Filter) Note(now int64, h uint64, n int64) bool {
 	if n <= 0 {
 		return false

@@ -11,8 +11,7 @@ import (
 )
 
 func TestFilterGivesStateOnceCallsFillALease(t *testing.T) {
-	// TTL 50 ms, WarmTokens 4, RateWindow 200 ms: half of 16 calls in a
-	// period.
+	// TTL 50 ms, WarmTokens 4, RateWindow 200 ms: 16 calls in a period.
 	f := NewFilter(Config{}, 0)
 	const h = 0x1234_5678_9abc_def0
 	period := int64(DefaultRateWindow)
@@ -21,16 +20,16 @@ func TestFilterGivesStateOnceCallsFillALease(t *testing.T) {
 		n    int64
 		want bool
 	}{
-		{0, 6, false},
+		{0, 14, false},
 		{ms, 1, false},
-		{199 * ms, 1, true}, // the 8th call in one period
+		{199 * ms, 1, true}, // the 16th call in one period
 		{199 * ms, 1, true},
 		{period, 1, false}, // a new period counts afresh
-		{period + ms, 6, false},
+		{period + ms, 14, false},
 		{period + 2*ms, 1, true},
 		{3 * period, 0, false}, // n ≤ 0 counts nothing
-		{3 * period, 8, true},  // AllowN(8) at once
-		{-1, 8, true},          // clock before the epoch: still one period
+		{3 * period, 16, true}, // AllowN(16) at once
+		{-1, 16, true},         // clock before the epoch: still one period
 	}
 	for i, s := range steps {
 		if got := f.Note(s.at, h, s.n); got != s.want {
@@ -49,8 +48,8 @@ func TestFilterColdKeysStayWithoutState(t *testing.T) {
 		perPeriod int // calls of all cold keys in one TTL
 	}{
 		{100_000, 1_000}, // 20,000 calls/s over 100k keys, 0.2/s each
-		{1_000, 250},     // 1k keys at 5/s: a call every 4 TTLs each
-		{10_000, 1_250},  // 25,000 calls/s over 10k keys, 2.5/s each
+		{1_000, 1_000},   // 1k keys at 20/s: one call per TTL each
+		{10_000, 5_000},  // 100,000 calls/s over 10k keys
 	} {
 		f := NewFilter(Config{}, 0)
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -72,8 +71,7 @@ func TestFilterColdKeysStayWithoutState(t *testing.T) {
 			}
 		}
 		// Each cold key sees perPeriod/keys calls per TTL on average (at
-		// most a quarter here, a sixteenth of WarmTokens; the filter
-		// promotes at half WarmTokens).
+		// most 1 here, a quarter of WarmTokens).
 		if frac := float64(promoted) / float64(calls); frac > 0.001 {
 			t.Errorf("%d keys, %d calls per TTL: %.3f %% of cold calls gave state, want < 0.1 %%", tc.keys, tc.perPeriod, 100*frac)
 		}
@@ -89,7 +87,7 @@ func TestFilterColdKeysStayWithoutState(t *testing.T) {
 // once every call has been counted the key reports warm. (Which call first
 // sees both of its cells at the threshold depends on the interleaving.)
 func TestFilterIsExactUnderConcurrency(t *testing.T) {
-	f := NewFilter(Config{WarmTokens: 2000, ColdTokens: 1, RateWindow: DefaultTTL}, 64) // promotes at 1000
+	f := NewFilter(Config{WarmTokens: 1000, ColdTokens: 1, RateWindow: DefaultTTL}, 64)
 	const h = 42
 	var wg sync.WaitGroup
 	var hits atomic.Int64
@@ -131,34 +129,11 @@ func TestNewFilterSize(t *testing.T) {
 	}
 }
 
-// TestPromotedKeyWarmsByItsRoom: a key the filter promoted (at 40/s) asks
-// no lease with its first decision; it asks for a far lease as soon as an
-// answer shows its node far from its limit, and stays cold near it.
-func TestPromotedKeyWarmsByItsRoom(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		room      int64 // Remaining in the first answer; the limit is 1000/s
-		wantLease bool
-	}{
-		{"far from its limit", 900, true},
-		{"near its limit", 100, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			k := NewPromotedKey(Config{}, 0)
-			r := k.Decide(0, 1, "n1")
-			if r.Want != 0 {
-				t.Fatalf("first decision of a promoted key = %+v, want no lease yet", r)
-			}
-			k.Apply(ms, 0, r, &Reply{Node: "n1", Allowed: true, Limit: rate, Remaining: tc.room})
-			now := 25 * ms // 40/s
-			r = k.Decide(now, 1, "n1")
-			if got := r.Want > 0; got != tc.wantLease {
-				t.Fatalf("second decision %+v (rate %.1f/s, warm %v), want a lease %v", r, k.Rate(), k.Warm(), tc.wantLease)
-			}
-			if tc.wantLease && r.TTL != DefaultFarTTL {
-				t.Fatalf("lease asked %+v, want a far lease", r)
-			}
-		})
+func TestWarmKeyAsksForALeaseOnItsFirstCall(t *testing.T) {
+	k := NewWarmKey(Config{}, 0)
+	r := k.Decide(0, 1, "n1")
+	if r.Want < DefaultWarmTokens {
+		t.Fatalf("first decision of a warm key = %+v, want a lease of at least %d alongside", r, DefaultWarmTokens)
 	}
 }
 
@@ -167,7 +142,7 @@ func TestPromotedKeyWarmsByItsRoom(t *testing.T) {
 // keep coming (they are decisions by the node with or without state); a
 // warm one keeps it.
 func TestColdKeyWithCallsIsForgotten(t *testing.T) {
-	k := NewPromotedKey(Config{}, 0)
+	k := NewWarmKey(Config{}, 0)
 	now := int64(0)
 	forgotAt := int64(-1)
 	for ; now < int64(10*time.Second); now += int64(time.Second) { // 1 call/s

@@ -11,11 +11,9 @@
 //     trip, exact. A key becomes *warm* once its calls per lease TTL reach
 //     Config.WarmTokens, and cold again below Config.ColdTokens (hysteresis).
 //   - A cold key has no state at all: its calls are counted in a Filter,
-//     a fixed-size sketch, until they reach half WarmTokens per TTL; then
-//     it gets a Key (NewPromotedKey), which it keeps until it has been
-//     cold, or without calls, for Config.ForgetAfter. A key far from its
-//     limit is warm at a quarter of the rate (its leases hold FarTTL's
-//     calls). So the default mode costs what
+//     a fixed-size sketch, until they reach WarmTokens in one TTL; then it
+//     gets a Key (NewWarmKey), which it keeps until it has been cold, or
+//     without calls, for Config.ForgetAfter. So the default mode costs what
 //     strict mode costs on keys a lease would not pay for.
 //   - A warm key's decisions ask for a lease alongside (Request.Want): the
 //     lease rides on the answer, so a call without a usable lease costs one
@@ -329,15 +327,14 @@ func NewKey(cfg Config, now int64) *Key {
 	return k
 }
 
-// NewPromotedKey returns the state of a key whose calls just reached the
-// Filter's threshold (half WarmTokens per TTL over a RateWindow): its rate
-// estimate starts there, and it is warm, asking for leases, once its rate
-// reaches WarmTokens per TTL, or as soon as an answer shows its node far
-// from the key's limit (Config.FarTTL), where a lease pays at a quarter of
-// that rate.
-func NewPromotedKey(cfg Config, now int64) *Key {
+// NewWarmKey returns the state of a key whose calls just reached
+// WarmTokens in one TTL (Filter.Note): warm from its first call (which
+// asks for a lease alongside its decision), its rate estimate starting at
+// WarmTokens per TTL.
+func NewWarmKey(cfg Config, now int64) *Key {
 	k := NewKey(cfg, now)
-	k.rate = k.cfg.WarmTokens / k.cfg.TTL.Seconds() / 2
+	k.warm = true
+	k.rate = k.cfg.WarmTokens / k.cfg.TTL.Seconds()
 	return k
 }
 
@@ -561,9 +558,7 @@ func (k *Key) offered() int64 {
 // updateRate folds the calls since the last update into the rate estimate
 // (an exponential average with time constant RateWindow) and moves the key
 // between cold and warm: warm at WarmTokens per TTL, cold below ColdTokens
-// per TTL; for a key far from its limit (far), warm already at twice
-// WarmTokens per FarTTL (16/s by default), cold once below twice
-// ColdTokens per FarTTL (4/s) for ColdAfter.
+// per TTL, at once near its limit and after ColdAfter far from it.
 func (k *Key) updateRate(now int64) {
 	dt := now - k.rateAt
 	if dt <= 0 {
@@ -579,18 +574,13 @@ func (k *Key) updateRate(now int64) {
 	alpha := 1 - math.Exp(-float64(dt)/float64(k.cfg.RateWindow))
 	k.rate += alpha * (float64(calls)/secs - k.rate)
 	k.rateAt = now
-	warmAt, coldAt := k.cfg.WarmTokens/k.cfg.TTL.Seconds(), k.cfg.ColdTokens/k.cfg.TTL.Seconds()
-	if k.far() {
-		// A far lease pays at a lower rate: it holds FarTTL's calls.
-		warmAt = min(warmAt, 2*k.cfg.WarmTokens/k.cfg.FarTTL.Seconds())
-		coldAt = min(coldAt, 2*k.cfg.ColdTokens/k.cfg.FarTTL.Seconds())
-	}
+	perTTL := k.rate * k.cfg.TTL.Seconds()
 	switch {
 	case !k.warm:
-		if k.rate >= warmAt {
+		if perTTL >= k.cfg.WarmTokens {
 			k.warm, k.lowSince = true, 0
 		}
-	case k.rate >= coldAt:
+	case perTTL >= k.cfg.ColdTokens:
 		k.lowSince = 0
 	case k.far() && k.lowSince == 0 && k.cfg.ColdAfter > 0:
 		k.lowSince = now

@@ -310,8 +310,8 @@ func TestFarLeaseFollowsTheRoom(t *testing.T) {
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			k := NewKey(Config{}, 0)
-			k.warm, k.rate, k.room, k.limit = true, s.rate, s.room, s.limit
+			k := NewWarmKey(Config{}, 0)
+			k.rate, k.room, k.limit = s.rate, s.room, s.limit
 			w, ttl := k.want()
 			if w != s.want || ttl != s.ttl {
 				t.Fatalf("want() = %d tokens for %v, want %d for %v", w, ttl, s.want, s.ttl)
@@ -334,8 +334,8 @@ func TestFarLeaseFollowsTheRoom(t *testing.T) {
 // lease's size, renewal after renewal, down to a Horizon's lease and back.
 func TestFarLeaseShrinksWithTheRoom(t *testing.T) {
 	now := int64(time.Second)
-	k := NewKey(Config{}, now)
-	k.warm, k.rate = true, 1000
+	k := NewWarmKey(Config{}, now)
+	k.rate = 1000
 	id, prev := uint64(0), int64(0) // prev: the room the last answer gave
 	for i, room := range []int64{1_000_000, 1_000_000, 2000, 400, 0, 100, 1_000_000} {
 		r := k.Decide(now, 1, "n1")

@@ -190,7 +190,7 @@ func (s *sim) entry(c *sdk, key int32, name string, h uint64, now int64) *sdkKey
 	if !c.filter.Note(now, h, 1) || len(c.keys) >= s.cfg.Client.MaxKeys {
 		return nil
 	}
-	ke := &sdkKey{id: key, name: name, h: h, k: lease.NewPromotedKey(s.cfg.Client.Lease, now)}
+	ke := &sdkKey{id: key, name: name, h: h, k: lease.NewWarmKey(s.cfg.Client.Lease, now)}
 	c.keys[key] = ke
 	c.all = append(c.all, ke)
 	return ke
