@@ -442,10 +442,15 @@ func (k *Key) Apply(now, sent int64, r Request, rep *Reply) {
 		return
 	}
 	k.room, k.limit = rep.Remaining, rep.Limit.Count
-	if rep.NoRoom {
+	switch {
+	case rep.NoRoom && !k.warm:
+		// A cold key's calls are decisions by the node, as a key's
+		// without state are: denying them locally until RetryAfter would
+		// turn away room that came back sooner.
+	case rep.NoRoom:
 		d := min(max(rep.RetryAfter, k.cfg.MinDeny), k.cfg.MaxDeny)
 		k.denyUntil.Store(max(k.denyUntil.Load(), now+int64(d)))
-	} else if rep.Granted > 0 || (r.N > 0 && rep.Allowed) {
+	case rep.Granted > 0 || (r.N > 0 && rep.Allowed):
 		k.denyUntil.Store(0) // room came back: use it
 	}
 	if rep.Granted <= 0 {

@@ -133,7 +133,15 @@ func TestExpiredLeaseIsSettledAndKeyCoolsDown(t *testing.T) {
 }
 
 func TestNoRoomDeniesLocallyUntilRetry(t *testing.T) {
+	// A cold key's calls keep going to the node: no local denial.
+	c := NewKey(Config{}, 0)
+	c.Apply(ms, 0, c.Decide(0, 1, "n1"), &Reply{Node: "n1", NoRoom: true, RetryAfter: 7 * time.Millisecond, Limit: rate})
+	if v, _, _ := c.Take(2*ms, 1); v != Ask {
+		t.Fatalf("cold key: Take after no room = %v, want ask", v)
+	}
+	// A warm key's are denied locally until the node said room may come.
 	k := NewKey(Config{}, 0)
+	k.warm = true
 	r := k.Decide(0, 1, "n1")
 	k.Apply(ms, 0, r, &Reply{Node: "n1", NoRoom: true, RetryAfter: 7 * time.Millisecond, Limit: rate})
 	if v, _, retry := k.Take(2*ms, 2); v != Deny || retry != 6*time.Millisecond {
@@ -147,6 +155,7 @@ func TestNoRoomDeniesLocallyUntilRetry(t *testing.T) {
 		t.Fatalf("Offered = %d, want the 2 calls denied locally", p.Offered)
 	}
 	// A retry hint is clamped.
+	k.warm = true
 	k.Apply(9*ms, 8*ms, Request{N: 1}, &Reply{Node: "n1", NoRoom: true, RetryAfter: time.Hour})
 	if du := k.denyUntil.Load(); du != 9*ms+int64(DefaultMaxDeny) {
 		t.Fatalf("deny until %d, want clamped to %d", du, 9*ms+int64(DefaultMaxDeny))
