@@ -95,6 +95,22 @@ func (c *rawClient) admin(req wire.AdminRequest) *wire.AdminReply {
 	return r
 }
 
+// oneNodeWithRule starts a one-node cluster (opts applied to its config),
+// sets rule pattern at rate through an admin connection, and returns the
+// node and that connection.
+func oneNodeWithRule(t *testing.T, pattern, rate string, opts ...func(*Config)) (*tnode, *rawClient) {
+	t.Helper()
+	c := newCluster(t, 1, opts...)
+	c.startAll()
+	c.waitReady(10 * time.Second)
+	n1 := c.nodes["n1"]
+	adm := dialRaw(t, c, n1, "admin")
+	if r := adm.admin(wire.AdminRequest{ID: 1, Op: wire.AdminLimitSet, Rule: limits.Rule{Pattern: pattern, Rate: limits.MustParseRate(rate)}}); r.Code != wire.CodeOK {
+		t.Fatalf("limit set %s %s: %+v", pattern, rate, r)
+	}
+	return n1, adm
+}
+
 // TestClientProtocol speaks the client protocol over real QUIC: decisions,
 // leases, error codes, pipelining, and admin operations with and without an
 // admin certificate.

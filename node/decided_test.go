@@ -2,10 +2,8 @@ package node
 
 import (
 	"testing"
-	"time"
 
 	"github.com/quotamesh/quotamesh/internal/wire"
-	"github.com/quotamesh/quotamesh/limits"
 )
 
 // TestRepliesCarryDecisionTimes: on the current client protocol a reply to
@@ -14,14 +12,7 @@ import (
 // a lease request, a refused request and every reply on the older
 // protocol (quotamesh-client/2) carry none.
 func TestRepliesCarryDecisionTimes(t *testing.T) {
-	c := newCluster(t, 1)
-	c.startAll()
-	c.waitReady(10 * time.Second)
-	n1 := c.nodes["n1"]
-	adm := dialRaw(t, c, n1, "admin")
-	if r := adm.admin(wire.AdminRequest{ID: 1, Op: wire.AdminLimitSet, Rule: limits.Rule{Pattern: "api.*", Rate: limits.MustParseRate("3/s")}}); r.Code != wire.CodeOK {
-		t.Fatalf("limit set: %+v", r)
-	}
+	n1, adm := oneNodeWithRule(t, "api.*", "3/s")
 	for i, tc := range []struct {
 		req     wire.ClientRequest
 		decided bool

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/quotamesh/quotamesh/internal/wire"
-	"github.com/quotamesh/quotamesh/limits"
 )
 
 // TestOverWait steps the shedding rule through fixed instants: a batch is
@@ -64,14 +63,7 @@ func TestSheddable(t *testing.T) {
 // bound the late ones are answered CodeOverloaded at once, save requests
 // that settle a lease, and the metric counts every one.
 func TestOverloadedAnswers(t *testing.T) {
-	c := newCluster(t, 1, func(cfg *Config) { cfg.ClientMaxWait = time.Millisecond })
-	c.startAll()
-	c.waitReady(10 * time.Second)
-	n1 := c.nodes["n1"]
-	adm := dialRaw(t, c, n1, "admin")
-	if r := adm.admin(wire.AdminRequest{ID: 1, Op: wire.AdminLimitSet, Rule: limits.Rule{Pattern: "u:*", Rate: limits.MustParseRate("1000000/s")}}); r.Code != wire.CodeOK {
-		t.Fatalf("limit set: %+v", r)
-	}
+	n1, adm := oneNodeWithRule(t, "u:*", "1000000/s", func(cfg *Config) { cfg.ClientMaxWait = time.Millisecond })
 	overloaded := func() float64 {
 		return metricValue(t, n1.gatherer, metricClientRequests, map[string]string{"op": "decide", "code": "overloaded"})
 	}
