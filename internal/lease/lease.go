@@ -99,12 +99,14 @@ type Config struct {
 	RateWindow time.Duration
 	// FarTTL and FarShare size leases for a key far from its limit: while
 	// the room the node last said it had left for the key (Reply.Remaining)
-	// is at least half the key's limit, the next lease holds up to the
+	// is at least 7/8 of the key's limit, the next lease holds up to the
 	// calls one FarTTL brings, but at most 1/FarShare of that room, and is
 	// used for up to FarTTL (defaults 500 ms and 8; the node's lease TTL
 	// caps it). Such a lease can hold idle at most 1/FarShare of room
 	// nobody else was using; as a key's demand rises to its limit the room
-	// falls under half the limit and leases are a Horizon's again. A key at
+	// falls under 7/8 of the limit and leases are a Horizon's again (at
+	// half, a key ramping to its limit lost 1-2 % of it over 10 s: a far
+	// lease's use is counted when it is settled, up to its TTL late). A key at
 	// its limit frees a slot's worth of room at a time, a tenth of its
 	// limit for a 10-slot window, never half: sizing by the room alone
 	// (1/FarShare of whatever was left) cost 4-5 % of a 1000/s key at 10
@@ -596,14 +598,14 @@ func (k *Key) updateRate(now int64) {
 	}
 }
 
-// far reports whether the key's node last said it had at least half the
+// far reports whether the key's node last said it had at least 7/8 of the
 // key's limit free: its leases are far leases (Config.FarTTL).
-func (k *Key) far() bool { return k.limit > 0 && k.room*2 >= k.limit }
+func (k *Key) far() bool { return k.limit > 0 && k.room*8 >= k.limit*7 }
 
 // want is the size of the next lease and how long it will be used: the
 // calls one Horizon (at most one TTL) brings at the estimated rate, at
 // least WarmTokens, used for up to TTL; or, where the node's room is at
-// least half the key's limit (Config.FarTTL), a far lease of up to
+// least 7/8 of the key's limit (Config.FarTTL), a far lease of up to
 // FarTTL's calls and 1/FarShare of the room, used for up to FarTTL.
 func (k *Key) want() (int64, time.Duration) {
 	near := max(math.Ceil(k.rate*min(k.cfg.Horizon, k.cfg.TTL).Seconds()), k.cfg.WarmTokens)

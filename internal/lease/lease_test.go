@@ -292,7 +292,7 @@ func TestRequestNoRoom(t *testing.T) {
 }
 
 // TestFarLeaseFollowsTheRoom: a warm key's lease holds a FarTTL's calls
-// while the node's room is at least half the key's limit, at most
+// while the node's room is at least 7/8 of the key's limit, at most
 // 1/FarShare of the room, and is a Horizon's lease otherwise; a far lease
 // is used for FarTTL, capped by the node's TTL.
 func TestFarLeaseFollowsTheRoom(t *testing.T) {
@@ -309,8 +309,8 @@ func TestFarLeaseFollowsTheRoom(t *testing.T) {
 		{"no answer yet", 200, 0, 0, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
 		{"room for many far leases", 200, 1_000_000, 1_000_000, 100, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
 		{"the node's TTL caps a far lease", 200, 1_000_000, 1_000_000, 100, DefaultFarTTL, 100 * time.Millisecond, 100 * time.Millisecond},
-		{"an eighth of the room", 200, 400, 800, 50, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
-		{"room under half the limit", 200, 400, 1000, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
+		{"an eighth of the room", 200, 400, 450, 50, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
+		{"room under seven eighths of the limit", 200, 400, 1000, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
 		{"room under eight near leases", 200, 31, 40, 4, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
 		{"a fast key's near lease", 10_000, 799, 1598, 100, DefaultTTL, 500 * time.Millisecond, DefaultTTL},
 		{"a fast key far from its limit", 10_000, 1_000_000, 1_000_000, 5000, DefaultFarTTL, 500 * time.Millisecond, DefaultFarTTL},
@@ -352,7 +352,7 @@ func TestFarLeaseShrinksWithTheRoom(t *testing.T) {
 		if top := max(prev/DefaultFarShare, near); r.Want > top {
 			t.Fatalf("step %d: lease of %d after a room of %d, want at most %d", i, r.Want, prev, top)
 		}
-		wantFar := prev*2 >= rate.Count && prev/DefaultFarShare > near
+		wantFar := prev*8 >= rate.Count*7 && prev/DefaultFarShare > near
 		if far := r.Want > near; far != (r.TTL == DefaultFarTTL) || far != wantFar {
 			t.Fatalf("step %d: lease of %d for %v after a room of %d (a Horizon's lease: %d)", i, r.Want, r.TTL, prev, near)
 		}
