@@ -58,20 +58,10 @@ func (c *Client) allowLease(ctx context.Context, ke *keyEntry, n int64) (quotame
 	now := c.clk.Now()
 	v, left, retry := ke.k.Take(now, n)
 	l := ke.k.Current()
-	switch v {
-	case lease.Admit:
-		if l != nil {
-			if q := l.Granted / 4; left <= q && left+n > q {
-				c.poke(ke) // a quarter left: renew now rather than at the next tick
-			}
-			return quotamesh.Decision{Allowed: true, Remaining: left, Limit: l.Limit}, nil
-		}
-		return quotamesh.Decision{Allowed: true, Remaining: left}, nil
-	case lease.Deny:
-		d := quotamesh.Decision{RetryAfter: retry}
-		if l != nil {
-			d.Limit = l.Limit
-		}
+	if v == lease.Admit && l != nil && left <= l.Granted/4 && left+n > l.Granted/4 {
+		c.poke(ke) // a quarter left: renew now rather than at the next tick
+	}
+	if d, ok := leaseDecision(v, left, retry, l); ok {
 		return d, nil
 	}
 	if l != nil && l.Limit.Count > 0 && n > l.Limit.Count {
@@ -135,21 +125,28 @@ func (c *Client) awaitRenewal(ctx context.Context, ke *keyEntry, n int64) (quota
 			return quotamesh.Decision{}, false, fmt.Errorf("quotamesh/client: waiting for the lease of %q: %w", ke.key, ctx.Err())
 		}
 		v, left, retry := ke.k.Take(c.clk.Now(), n)
-		l := ke.k.Current()
-		switch v {
-		case lease.Admit:
-			if l != nil {
-				return quotamesh.Decision{Allowed: true, Remaining: left, Limit: l.Limit}, true, nil
-			}
-			return quotamesh.Decision{Allowed: true, Remaining: left}, true, nil
-		case lease.Deny:
-			d := quotamesh.Decision{RetryAfter: retry}
-			if l != nil {
-				d.Limit = l.Limit
-			}
+		if d, ok := leaseDecision(v, left, retry, ke.k.Current()); ok {
 			return d, true, nil
 		}
 	}
+}
+
+// leaseDecision is the caller's decision from a Take that decided (Admit
+// or Deny; ok), l the key's current lease (nil if none).
+func leaseDecision(v lease.Verdict, left int64, retry time.Duration, l *lease.Lease) (quotamesh.Decision, bool) {
+	var d quotamesh.Decision
+	switch v {
+	case lease.Admit:
+		d = quotamesh.Decision{Allowed: true, Remaining: left}
+	case lease.Deny:
+		d = quotamesh.Decision{RetryAfter: retry}
+	default:
+		return d, false
+	}
+	if l != nil {
+		d.Limit = l.Limit
+	}
+	return d, true
 }
 
 // leaseCall builds the call for req, a request of ke's lease logic.

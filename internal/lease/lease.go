@@ -608,13 +608,11 @@ func (k *Key) far() bool { return k.limit > 0 && k.room*8 >= k.limit*7 }
 // least 7/8 of the key's limit (Config.FarTTL), a far lease of up to
 // FarTTL's calls and 1/FarShare of the room, used for up to FarTTL.
 func (k *Key) want() (int64, time.Duration) {
-	near := max(math.Ceil(k.rate*min(k.cfg.Horizon, k.cfg.TTL).Seconds()), k.cfg.WarmTokens)
-	if !k.far() {
-		return int64(min(near, float64(limits.MaxCount))), k.cfg.TTL
+	w, ttl := max(math.Ceil(k.rate*min(k.cfg.Horizon, k.cfg.TTL).Seconds()), k.cfg.WarmTokens), k.cfg.TTL
+	if k.far() {
+		if far := min(math.Ceil(k.rate*k.cfg.FarTTL.Seconds()), math.Floor(float64(k.room)/k.cfg.FarShare)); far > w {
+			w, ttl = far, k.cfg.FarTTL
+		}
 	}
-	far := min(math.Ceil(k.rate*k.cfg.FarTTL.Seconds()), math.Floor(float64(k.room)/k.cfg.FarShare))
-	if far > near {
-		return int64(min(far, float64(limits.MaxCount))), k.cfg.FarTTL
-	}
-	return int64(min(near, float64(limits.MaxCount))), k.cfg.TTL
+	return int64(min(w, float64(limits.MaxCount))), ttl
 }
